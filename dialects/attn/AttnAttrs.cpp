@@ -1,0 +1,173 @@
+// Normalizer attributes: assembly, verification and their NormalizerAttrInterface models.
+#include "dialects/attn/AttnDialect.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/DialectImplementation.h"
+#include "mlir/IR/IRMapping.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace mlir::attn;
+
+namespace {
+/// Parses `<name = float>` if present; leaves `result` null when the angle brackets are absent.
+ParseResult parseOptionalFloatParameter(AsmParser &parser, StringRef name,
+                                        FloatAttr &result) {
+  if (failed(parser.parseOptionalLess()))
+    return success();
+  double value = 0;
+  if (parser.parseKeyword(name) || parser.parseEqual() || parser.parseFloat(value) ||
+      parser.parseGreater())
+    return failure();
+  result = FloatAttr::get(Float32Type::get(parser.getContext()), value);
+  return success();
+}
+
+void printOptionalFloatParameter(AsmPrinter &printer, StringRef name, FloatAttr value) {
+  if (!value)
+    return;
+  printer << "<" << name << " = ";
+  printer.printFloat(value.getValue());
+  printer << ">";
+}
+
+Value f32Constant(OpBuilder &builder, Location loc, double value) {
+  return arith::ConstantOp::create(builder, loc, builder.getF32FloatAttr(value));
+}
+
+/// The value of an optional parameter, or `fallback(keyLength)` emitted as IR.
+Value parameterOrDefault(OpBuilder &builder, Location loc, FloatAttr parameter,
+                         Value keyLength, function_ref<Value()> fallback) {
+  if (parameter)
+    return f32Constant(builder, loc, parameter.getValueAsDouble());
+  assert(keyLength && "unresolved default needs the run-time key length");
+  return fallback();
+}
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// softmax
+//===----------------------------------------------------------------------===//
+
+bool SoftmaxAttr::isRowWise() const { return true; }
+
+// Row-wise scores arrive max-shifted in the base-2 log domain (the tiling pass folds log2(e)
+// into the scale), so the numerator is a bare exp2.
+Value SoftmaxAttr::emitProbability(OpBuilder &builder, Location loc, Value score, Value,
+                                   Region &) const {
+  return math::Exp2Op::create(builder, loc, score);
+}
+
+//===----------------------------------------------------------------------===//
+// sigmoid
+//===----------------------------------------------------------------------===//
+
+Attribute SigmoidAttr::parse(AsmParser &parser, Type) {
+  FloatAttr bias;
+  if (parseOptionalFloatParameter(parser, "bias", bias))
+    return {};
+  return SigmoidAttr::getChecked([&] { return parser.emitError(parser.getNameLoc()); },
+                                 parser.getContext(), bias);
+}
+
+void SigmoidAttr::print(AsmPrinter &printer) const {
+  printOptionalFloatParameter(printer, "bias", getBias());
+}
+
+LogicalResult SigmoidAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                                  FloatAttr bias) {
+  if (bias && !std::isfinite(bias.getValueAsDouble()))
+    return emitError() << "sigmoid bias must be finite, got " << bias.getValueAsDouble();
+  return success();
+}
+
+bool SigmoidAttr::isRowWise() const { return false; }
+bool SigmoidAttr::hasUnresolvedDefaults() const { return !getBias(); }
+
+Attribute SigmoidAttr::resolveDefaults(int64_t keyLength) const {
+  if (getBias() || keyLength <= 0)
+    return *this;
+  auto bias = FloatAttr::get(Float32Type::get(getContext()),
+                             -std::log(static_cast<double>(keyLength)));
+  return SigmoidAttr::get(getContext(), bias);
+}
+
+Value SigmoidAttr::emitProbability(OpBuilder &builder, Location loc, Value score,
+                                   Value keyLength, Region &) const {
+  Value bias = parameterOrDefault(builder, loc, getBias(), keyLength, [&]() -> Value {
+    Value lnLength = math::LogOp::create(builder, loc, keyLength);
+    return arith::NegFOp::create(builder, loc, lnLength);
+  });
+  Value shifted = arith::AddFOp::create(builder, loc, score, bias);
+  Value negated = arith::NegFOp::create(builder, loc, shifted);
+  Value expNeg = math::ExpOp::create(builder, loc, negated);
+  Value one = f32Constant(builder, loc, 1.0);
+  Value denominator = arith::AddFOp::create(builder, loc, one, expNeg);
+  return arith::DivFOp::create(builder, loc, one, denominator);
+}
+
+//===----------------------------------------------------------------------===//
+// relu
+//===----------------------------------------------------------------------===//
+
+Attribute ReluAttr::parse(AsmParser &parser, Type) {
+  FloatAttr scale;
+  if (parseOptionalFloatParameter(parser, "scale", scale))
+    return {};
+  return ReluAttr::getChecked([&] { return parser.emitError(parser.getNameLoc()); },
+                              parser.getContext(), scale);
+}
+
+void ReluAttr::print(AsmPrinter &printer) const {
+  printOptionalFloatParameter(printer, "scale", getScale());
+}
+
+LogicalResult ReluAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                               FloatAttr scale) {
+  if (scale && !(scale.getValueAsDouble() > 0 && std::isfinite(scale.getValueAsDouble())))
+    return emitError() << "relu scale must be positive and finite, got "
+                       << scale.getValueAsDouble();
+  return success();
+}
+
+bool ReluAttr::isRowWise() const { return false; }
+bool ReluAttr::hasUnresolvedDefaults() const { return !getScale(); }
+
+Attribute ReluAttr::resolveDefaults(int64_t keyLength) const {
+  if (getScale() || keyLength <= 0)
+    return *this;
+  auto scale = FloatAttr::get(Float32Type::get(getContext()),
+                              1.0 / static_cast<double>(keyLength));
+  return ReluAttr::get(getContext(), scale);
+}
+
+Value ReluAttr::emitProbability(OpBuilder &builder, Location loc, Value score,
+                                Value keyLength, Region &) const {
+  Value scale = parameterOrDefault(builder, loc, getScale(), keyLength, [&]() -> Value {
+    return arith::DivFOp::create(builder, loc, f32Constant(builder, loc, 1.0), keyLength);
+  });
+  Value zero = f32Constant(builder, loc, 0.0);
+  Value positive = arith::MaximumFOp::create(builder, loc, score, zero);
+  return arith::MulFOp::create(builder, loc, positive, scale);
+}
+
+//===----------------------------------------------------------------------===//
+// custom
+//===----------------------------------------------------------------------===//
+
+bool CustomAttr::isRowWise() const { return false; }
+bool CustomAttr::usesBodyRegion() const { return true; }
+
+// Inlines the normalizer_body region with its argument bound to `score`.
+Value CustomAttr::emitProbability(OpBuilder &builder, Location loc, Value score, Value,
+                                  Region &body) const {
+  Block &block = body.front();
+  IRMapping mapping;
+  mapping.map(block.getArgument(0), score);
+  for (Operation &op : block.without_terminator())
+    builder.clone(op, mapping);
+  return mapping.lookup(block.getTerminator()->getOperand(0));
+}

@@ -1,0 +1,38 @@
+#ifndef ATTN_ATTRS_TD
+#define ATTN_ATTRS_TD
+
+include "mlir/IR/AttrTypeBase.td"
+include "dialects/attn/AttnDialect.td"
+include "dialects/attn/AttnInterfaces.td"
+
+class Attn_NormalizerAttr<string name, string attrMnemonic, list<string> extraMethods = []>
+    : AttrDef<Attn_Dialect, name,
+              [DeclareAttrInterfaceMethods<Attn_NormalizerAttrInterface, extraMethods>]> {
+  let mnemonic = attrMnemonic;
+}
+
+def Attn_SoftmaxAttr : Attn_NormalizerAttr<"Softmax", "softmax"> {
+  let summary = "row-wise softmax: p = exp(s - max) / sum(exp(s - max))";
+}
+
+def Attn_SigmoidAttr : Attn_NormalizerAttr<"Sigmoid", "sigmoid",
+    ["hasUnresolvedDefaults", "resolveDefaults"]> {
+  let summary = "elementwise sigmoid(s + bias); the bias defaults to -ln(Sk)";
+  let parameters = (ins OptionalParameter<"::mlir::FloatAttr">:$bias);
+  let hasCustomAssemblyFormat = 1;
+  let genVerifyDecl = 1;
+}
+
+def Attn_ReluAttr : Attn_NormalizerAttr<"Relu", "relu",
+    ["hasUnresolvedDefaults", "resolveDefaults"]> {
+  let summary = "elementwise relu(s) * scale; the scale defaults to 1/Sk";
+  let parameters = (ins OptionalParameter<"::mlir::FloatAttr">:$scale);
+  let hasCustomAssemblyFormat = 1;
+  let genVerifyDecl = 1;
+}
+
+def Attn_CustomAttr : Attn_NormalizerAttr<"Custom", "custom", ["usesBodyRegion"]> {
+  let summary = "elementwise normalizer whose formula is the op's normalizer_body region";
+}
+
+#endif // ATTN_ATTRS_TD

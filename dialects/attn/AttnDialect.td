@@ -1,0 +1,20 @@
+#ifndef ATTN_DIALECT_TD
+#define ATTN_DIALECT_TD
+
+include "mlir/IR/OpBase.td"
+
+def Attn_Dialect : Dialect {
+  let name = "attn";
+  let cppNamespace = "::mlir::attn";
+  let summary = "Attention with pluggable normalizers and sigma-reparameterized linears";
+  let description = [{
+    Tensor-level attention. `attn.attention` carries its normalizer as an attribute
+    implementing `NormalizerAttrInterface`; passes ask that interface how to emit the
+    probabilities and whether running row statistics are needed, and never switch on
+    normalizer names.
+  }];
+  let useDefaultAttributePrinterParser = 1;
+  let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::math::MathDialect"];
+}
+
+#endif // ATTN_DIALECT_TD

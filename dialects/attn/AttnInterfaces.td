@@ -1,0 +1,38 @@
+#ifndef ATTN_INTERFACES_TD
+#define ATTN_INTERFACES_TD
+
+include "mlir/IR/OpBase.td"
+
+def Attn_NormalizerAttrInterface : AttrInterface<"NormalizerAttrInterface"> {
+  let cppNamespace = "::mlir::attn";
+  let description = [{
+    A normalizer maps attention scores to probabilities. Every question a pass asks about a
+    normalizer goes through this interface (DESIGN.md invariant 1).
+
+    Scalar emission works on f32 values: `score` is the scaled (and score_mod-ified) score.
+    For row-wise normalizers `emitProbability` returns the unnormalized numerator of an
+    already max-shifted score; the tiling pass owns the running max/sum and the final division.
+    `keyLength` is the run-time key length as f32; it is only read when a parameter that
+    defaults to a function of the key length is still unresolved. `body` is the op's
+    `normalizer_body` region (empty unless `usesBodyRegion`).
+  }];
+  let methods = [
+    InterfaceMethod<[{True when p depends on the whole row: the tiled algorithm then carries a
+      running max and sum and rescales the accumulator when the max grows.}],
+      "bool", "isRowWise">,
+    InterfaceMethod<[{True when a parameter defaults to a function of the key length and has
+      not been filled yet.}],
+      "bool", "hasUnresolvedDefaults", (ins), [{}], [{ return false; }]>,
+    InterfaceMethod<[{Returns the normalizer with its defaults filled for a static key length.}],
+      "::mlir::Attribute", "resolveDefaults", (ins "int64_t":$keyLength), [{}],
+      [{ return $_attr; }]>,
+    InterfaceMethod<[{True when the formula lives in the op's `normalizer_body` region.}],
+      "bool", "usesBodyRegion", (ins), [{}], [{ return false; }]>,
+    InterfaceMethod<[{Emits p = f(score) (elementwise) or the row-wise numerator.}],
+      "::mlir::Value", "emitProbability",
+      (ins "::mlir::OpBuilder &":$builder, "::mlir::Location":$loc, "::mlir::Value":$score,
+           "::mlir::Value":$keyLength, "::mlir::Region &":$body)>,
+  ];
+}
+
+#endif // ATTN_INTERFACES_TD

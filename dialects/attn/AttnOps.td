@@ -1,0 +1,94 @@
+#ifndef ATTN_OPS_TD
+#define ATTN_OPS_TD
+
+include "mlir/IR/OpBase.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+include "mlir/Interfaces/ControlFlowInterfaces.td"
+include "dialects/attn/AttnAttrs.td"
+
+class Attn_Op<string mnemonic, list<Trait> traits = []> : Op<Attn_Dialect, mnemonic, traits>;
+
+def Attn_AttentionOp : Attn_Op<"attention", [Pure, AttrSizedOperandSegments]> {
+  let summary = "scaled dot-product attention with a pluggable normalizer";
+  let description = [{
+    q `[B, Hq, Sq, D]`, k `[B, Hkv, Sk, D]`, v `[B, Hkv, Sk, Dv]` -> `[B, Hq, Sq, Dv]`, with
+    Hq % Hkv == 0 (query head h reads key/value head h / (Hq / Hkv)). B, H and S may be
+    dynamic; D and Dv are static.
+
+    s = scale * q k^T (scale defaults to 1/sqrt(D)), then `score_mod` (if present), then the
+    additive `bias` (`[B|1, Hq|1, Sq, Sk]`), then the masks: `causal` masks j > i (top-left
+    aligned, as torch SDPA's is_causal), `window = W` masks j < i - W (and j > i + W when not
+    causal), `kv_lengths` (`[B]`) masks j >= kv_lengths[b]. The normalizer maps the allowed
+    scores to p; masked entries have p = 0; a row with no allowed key yields 0.
+
+    `score_mod`: `^bb0(%s: f32, %b: index, %h: index, %q: index, %k: index)` yielding one f32.
+    `normalizer_body` (only with `#attn.custom`): `^bb0(%s: f32)` yielding one f32.
+    Both regions hold arith and math ops only.
+  }];
+  let arguments = (ins
+    AnyRankedTensor:$query,
+    AnyRankedTensor:$key,
+    AnyRankedTensor:$value,
+    Optional<AnyRankedTensor>:$bias,
+    Optional<AnyRankedTensor>:$kv_lengths,
+    Attn_NormalizerAttrInterface:$normalizer,
+    OptionalAttr<F32Attr>:$scale,
+    UnitAttr:$causal,
+    OptionalAttr<I64Attr>:$window
+  );
+  let results = (outs AnyRankedTensor:$result);
+  let regions = (region MaxSizedRegion<1>:$normalizer_body, MaxSizedRegion<1>:$score_mod);
+  let assemblyFormat = [{
+    $query `,` $key `,` $value
+    (`bias` `(` $bias^ `:` type($bias) `)`)?
+    (`kv_lengths` `(` $kv_lengths^ `:` type($kv_lengths) `)`)?
+    `normalizer` `(` $normalizer `)`
+    attr-dict `:` type($query) `,` type($key) `,` type($value) `->` type($result)
+    (`normalizer_body` $normalizer_body^)?
+    (`score_mod` $score_mod^)?
+  }];
+  let hasVerifier = 1;
+  let hasRegionVerifier = 1;
+  let hasCanonicalizer = 1;
+  let extraClassDeclaration = [{
+    /// The scale actually applied: the attribute, or 1/sqrt(D) when it is absent.
+    float getEffectiveScale();
+    int64_t getHeadDim();
+    int64_t getValueHeadDim();
+  }];
+}
+
+def Attn_ReparamLinearOp : Attn_Op<"reparam_linear", [Pure]> {
+  let summary = "sigma-reparameterized linear layer";
+  let description = [{
+    y = x (gamma / sigma(W) * W)^T + b, with sigma from one power-iteration step on the
+    persistent right-singular-vector estimate u (`[In]`): v = normalize(W u),
+    u' = normalize(W^T v), sigma = v^T W u' (as apple/ml-sigma-reparam). Returns y `[..., Out]`
+    and u'. Without `training` sigma is computed the same way but u is returned unchanged.
+    W is `[Out, In]`, the optional bias `[Out]`, gamma a scalar (`tensor<f32>` or `[1]`).
+  }];
+  let arguments = (ins
+    AnyRankedTensor:$input,
+    AnyRankedTensor:$weight,
+    Optional<AnyRankedTensor>:$bias,
+    AnyRankedTensor:$gamma,
+    AnyRankedTensor:$u,
+    UnitAttr:$training
+  );
+  let results = (outs AnyRankedTensor:$result, AnyRankedTensor:$updated_u);
+  let assemblyFormat = [{
+    $input `,` $weight (`bias` `(` $bias^ `:` type($bias) `)`)?
+    `gamma` `(` $gamma `:` type($gamma) `)` `u` `(` $u `:` type($u) `)`
+    attr-dict `:` type($input) `,` type($weight) `->` type($result) `,` type($updated_u)
+  }];
+  let hasVerifier = 1;
+  let hasCanonicalizer = 1;
+}
+
+def Attn_YieldOp : Attn_Op<"yield", [Pure, Terminator, ReturnLike, HasParent<"AttentionOp">]> {
+  let summary = "yields the value of an attn.attention scalar region";
+  let arguments = (ins Variadic<AnyType>:$values);
+  let assemblyFormat = "attr-dict ($values^ `:` type($values))?";
+}
+
+#endif // ATTN_OPS_TD

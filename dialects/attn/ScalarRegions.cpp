@@ -1,0 +1,47 @@
+// Verification of the scalar regions (score_mod, normalizer_body) of attn.attention.
+#include "dialects/attn/AttnDialect.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+
+using namespace mlir;
+
+LogicalResult mlir::attn::verifyScalarRegion(Operation *op, Region &region, StringRef what,
+                                             TypeRange expectedArgTypes) {
+  Block &block = region.front();
+  if (block.getNumArguments() != expectedArgTypes.size())
+    return op->emitOpError() << what << " must take " << expectedArgTypes.size()
+                             << " arguments, got " << block.getNumArguments();
+  for (auto [index, argument, expected] :
+       llvm::enumerate(block.getArguments(), expectedArgTypes))
+    if (argument.getType() != expected)
+      return op->emitOpError() << what << " argument " << index << " must be " << expected
+                               << ", got " << argument.getType();
+
+  for (Operation &inner : block) {
+    Dialect *innerDialect = inner.getDialect();
+    StringRef dialect = innerDialect ? innerDialect->getNamespace() : inner.getName().getDialectNamespace();
+    bool scalarDialect = innerDialect && isa<arith::ArithDialect, math::MathDialect>(innerDialect);
+    if (!scalarDialect && !isa<YieldOp>(inner))
+      return inner.emitOpError() << "is not allowed in " << what
+                                 << " (only arith and math ops), dialect '" << dialect << "'";
+    if (inner.getNumRegions() != 0)
+      return inner.emitOpError() << "with regions is not allowed in " << what;
+    for (Value operand : inner.getOperands())
+      if (operand.getParentRegion() != &region)
+        return inner.emitOpError() << "uses a value defined outside " << what
+                                   << "; scalar regions must be self-contained";
+  }
+
+  auto yield = block.empty() ? YieldOp() : dyn_cast<YieldOp>(block.back());
+  if (!yield)
+    return op->emitOpError() << what << " must end with attn.yield";
+  auto f32 = Float32Type::get(op->getContext());
+  if (yield.getValues().size() != 1)
+    return op->emitOpError() << what << " must yield exactly one f32, got "
+                             << yield.getValues().size() << " values";
+  if (yield.getValues().front().getType() != f32)
+    return op->emitOpError() << what << " must yield f32, got "
+                             << yield.getValues().front().getType();
+  return success();
+}
