@@ -22,7 +22,7 @@ ParseResult parseOptionalFloatParameter(AsmParser &parser, StringRef name,
   if (parser.parseKeyword(name) || parser.parseEqual() || parser.parseFloat(value) ||
       parser.parseGreater())
     return failure();
-  result = FloatAttr::get(Float32Type::get(parser.getContext()), value);
+  result = FloatAttr::get(Float64Type::get(parser.getContext()), value);
   return success();
 }
 
@@ -90,7 +90,7 @@ bool SigmoidAttr::hasUnresolvedDefaults() const { return !getBias(); }
 Attribute SigmoidAttr::resolveDefaults(int64_t keyLength) const {
   if (getBias() || keyLength <= 0)
     return *this;
-  auto bias = FloatAttr::get(Float32Type::get(getContext()),
+  auto bias = FloatAttr::get(Float64Type::get(getContext()),
                              -std::log(static_cast<double>(keyLength)));
   return SigmoidAttr::get(getContext(), bias);
 }
@@ -139,7 +139,7 @@ bool ReluAttr::hasUnresolvedDefaults() const { return !getScale(); }
 Attribute ReluAttr::resolveDefaults(int64_t keyLength) const {
   if (getScale() || keyLength <= 0)
     return *this;
-  auto scale = FloatAttr::get(Float32Type::get(getContext()),
+  auto scale = FloatAttr::get(Float64Type::get(getContext()),
                               1.0 / static_cast<double>(keyLength));
   return ReluAttr::get(getContext(), scale);
 }

@@ -84,14 +84,14 @@ struct CustomNormalizerToKnownForm : OpRewritePattern<AttentionOp> {
     Value score = body.front().getArgument(0);
     Value result = yieldedValue(body);
     MLIRContext *context = op.getContext();
-    auto f32Attr = [&](double value) {
-      return FloatAttr::get(Float32Type::get(context), value);
+    auto f64Attr = [&](double value) {
+      return FloatAttr::get(Float64Type::get(context), value);
     };
     Attribute known;
     if (std::optional<double> scale = matchRelu(result, score))
-      known = ReluAttr::get(context, f32Attr(*scale));
+      known = ReluAttr::get(context, f64Attr(*scale));
     else if (std::optional<double> bias = matchSigmoid(result, score))
-      known = SigmoidAttr::get(context, f32Attr(*bias));
+      known = SigmoidAttr::get(context, f64Attr(*bias));
     if (!known)
       return failure();
     rewriter.eraseBlock(&body.front());

@@ -21,7 +21,7 @@
 
 namespace mlir::attn {
 /// Checks that a scalar region has one block with `numArgs` arguments of the given types,
-/// holds only arith/math ops, captures nothing from outside and ends in an attn.yield of one
+/// holds only arith/math ops (IsolatedFromAbove forbids captures) and ends in an attn.yield of one
 /// f32. `what` names the region in diagnostics.
 LogicalResult verifyScalarRegion(Operation *op, Region &region, StringRef what,
                                  TypeRange expectedArgTypes);

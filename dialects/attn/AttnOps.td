@@ -8,7 +8,7 @@ include "dialects/attn/AttnAttrs.td"
 
 class Attn_Op<string mnemonic, list<Trait> traits = []> : Op<Attn_Dialect, mnemonic, traits>;
 
-def Attn_AttentionOp : Attn_Op<"attention", [Pure, AttrSizedOperandSegments]> {
+def Attn_AttentionOp : Attn_Op<"attention", [Pure, AttrSizedOperandSegments, IsolatedFromAbove]> {
   let summary = "scaled dot-product attention with a pluggable normalizer";
   let description = [{
     q `[B, Hq, Sq, D]`, k `[B, Hkv, Sk, D]`, v `[B, Hkv, Sk, Dv]` -> `[B, Hq, Sq, Dv]`, with

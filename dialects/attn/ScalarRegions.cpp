@@ -27,10 +27,6 @@ LogicalResult mlir::attn::verifyScalarRegion(Operation *op, Region &region, Stri
                                  << " (only arith and math ops), dialect '" << dialect << "'";
     if (inner.getNumRegions() != 0)
       return inner.emitOpError() << "with regions is not allowed in " << what;
-    for (Value operand : inner.getOperands())
-      if (operand.getParentRegion() != &region)
-        return inner.emitOpError() << "uses a value defined outside " << what
-                                   << "; scalar regions must be self-contained";
   }
 
   auto yield = block.empty() ? YieldOp() : dyn_cast<YieldOp>(block.back());

@@ -1,0 +1,152 @@
+// RUN: attn-opt %s --canonicalize --split-input-file | FileCheck %s --enable-var-scope
+
+// A custom body that is relu(s) * c becomes #attn.relu<scale = c>.
+// CHECK-LABEL: func.func @custom_relu_is_relu
+// CHECK: normalizer(#attn.relu<scale = 2.500000e-01>)
+// CHECK-NOT: normalizer_body
+func.func @custom_relu_is_relu(%q: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
+  %o = attn.attention %q, %q, %q normalizer(#attn.custom) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  normalizer_body {
+  ^bb0(%s: f32):
+    %zero = arith.constant 0.0 : f32
+    %quarter = arith.constant 0.25 : f32
+    %r = arith.maximumf %s, %zero : f32
+    %p = arith.mulf %quarter, %r : f32
+    attn.yield %p : f32
+  }
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+// 1 / (1 + exp(-(s + b))) is #attn.sigmoid<bias = b>.
+// CHECK-LABEL: func.func @custom_sigmoid_is_sigmoid
+// CHECK: normalizer(#attn.sigmoid<bias = -3.000000e+00>)
+// CHECK-NOT: normalizer_body
+func.func @custom_sigmoid_is_sigmoid(%q: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
+  %o = attn.attention %q, %q, %q normalizer(#attn.custom) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  normalizer_body {
+  ^bb0(%s: f32):
+    %one = arith.constant 1.0 : f32
+    %b = arith.constant -3.0 : f32
+    %x = arith.addf %s, %b : f32
+    %n = arith.negf %x : f32
+    %e = math.exp %n : f32
+    %d = arith.addf %e, %one : f32
+    %p = arith.divf %one, %d : f32
+    attn.yield %p : f32
+  }
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+// Not a known form (tanh): stays custom.
+// CHECK-LABEL: func.func @custom_tanh_stays
+// CHECK: normalizer(#attn.custom)
+// CHECK: normalizer_body
+// CHECK: math.tanh
+func.func @custom_tanh_stays(%q: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
+  %o = attn.attention %q, %q, %q normalizer(#attn.custom) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  normalizer_body {
+  ^bb0(%s: f32):
+    %t = math.tanh %s : f32
+    attn.yield %t : f32
+  }
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+// A negative factor is not a relu scale: stays custom.
+// CHECK-LABEL: func.func @custom_negative_relu_stays
+// CHECK: normalizer(#attn.custom)
+func.func @custom_negative_relu_stays(%q: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
+  %o = attn.attention %q, %q, %q normalizer(#attn.custom) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  normalizer_body {
+  ^bb0(%s: f32):
+    %zero = arith.constant 0.0 : f32
+    %neg = arith.constant -1.0 : f32
+    %r = arith.maximumf %s, %zero : f32
+    %p = arith.mulf %r, %neg : f32
+    attn.yield %p : f32
+  }
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func.func @identity_score_mod_dropped
+// CHECK: attn.attention
+// CHECK-NOT: score_mod
+func.func @identity_score_mod_dropped(%q: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
+  %o = attn.attention %q, %q, %q normalizer(#attn.softmax) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %i: index, %j: index):
+    attn.yield %s : f32
+  }
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+// s * 2 folds into the scale: 2 / sqrt(16) = 0.5 when no scale was given ...
+// CHECK-LABEL: func.func @constant_score_mod_folds_into_scale
+// CHECK: attn.attention {{.*}} {scale = 5.000000e-01 : f32}
+// CHECK-NOT: score_mod
+// ... and 2 * 0.125 = 0.25 when one was.
+// CHECK: attn.attention {{.*}} {scale = 2.500000e-01 : f32}
+// CHECK-NOT: score_mod
+func.func @constant_score_mod_folds_into_scale(%q: tensor<1x2x8x16xf32>) -> (tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>) {
+  %o = attn.attention %q, %q, %q normalizer(#attn.softmax) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %i: index, %j: index):
+    %two = arith.constant 2.0 : f32
+    %r = arith.mulf %s, %two : f32
+    attn.yield %r : f32
+  }
+  %p = attn.attention %q, %q, %q normalizer(#attn.softmax) {scale = 0.125 : f32} : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %i: index, %j: index):
+    %two = arith.constant 2.0 : f32
+    %r = arith.mulf %two, %s : f32
+    attn.yield %r : f32
+  }
+  return %o, %p : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>
+}
+
+// -----
+
+// A window covering both static lengths masks nothing; a narrower one or a dynamic length stays.
+// CHECK-LABEL: func.func @covering_window_dropped
+// CHECK: attn.attention {{.*}} {causal} :
+// CHECK: attn.attention {{.*}} {causal, window = 4 : i64}
+// CHECK: attn.attention {{.*}} {window = 100 : i64}
+func.func @covering_window_dropped(%q: tensor<1x2x8x16xf32>, %d: tensor<1x2x?x16xf32>) -> (tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>) {
+  %a = attn.attention %q, %q, %q normalizer(#attn.softmax) {causal, window = 8} : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  %b = attn.attention %q, %q, %q normalizer(#attn.softmax) {causal, window = 4} : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  %c = attn.attention %q, %d, %d normalizer(#attn.softmax) {window = 100} : tensor<1x2x8x16xf32>, tensor<1x2x?x16xf32>, tensor<1x2x?x16xf32> -> tensor<1x2x8x16xf32>
+  return %a, %b, %c : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>
+}
+
+// -----
+
+// In evaluation mode u is not updated: uses of updated_u read u.
+// CHECK-LABEL: func.func @eval_reparam_forwards_u
+// CHECK-SAME: %[[U:[^:]+]]: tensor<64xf32>
+// CHECK: %[[Y:.*]], %{{.*}} = attn.reparam_linear
+// CHECK: return %[[Y]], %[[U]]
+func.func @eval_reparam_forwards_u(%x: tensor<4x64xf32>, %w: tensor<32x64xf32>, %g: tensor<f32>, %u: tensor<64xf32>) -> (tensor<4x32xf32>, tensor<64xf32>) {
+  %y, %u2 = attn.reparam_linear %x, %w gamma(%g : tensor<f32>) u(%u : tensor<64xf32>) : tensor<4x64xf32>, tensor<32x64xf32> -> tensor<4x32xf32>, tensor<64xf32>
+  return %y, %u2 : tensor<4x32xf32>, tensor<64xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func.func @training_reparam_keeps_update
+// CHECK: %[[Y:.*]], %[[U2:.*]] = attn.reparam_linear
+// CHECK: return %[[Y]], %[[U2]]
+func.func @training_reparam_keeps_update(%x: tensor<4x64xf32>, %w: tensor<32x64xf32>, %g: tensor<f32>, %u: tensor<64xf32>) -> (tensor<4x32xf32>, tensor<64xf32>) {
+  %y, %u2 = attn.reparam_linear %x, %w gamma(%g : tensor<f32>) u(%u : tensor<64xf32>) {training} : tensor<4x64xf32>, tensor<32x64xf32> -> tensor<4x32xf32>, tensor<64xf32>
+  return %y, %u2 : tensor<4x32xf32>, tensor<64xf32>
+}

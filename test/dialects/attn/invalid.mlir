@@ -1,0 +1,409 @@
+// RUN: attn-opt %s --split-input-file --verify-diagnostics
+// One case per verifier rule of the attn dialect; each names the operand and the numbers.
+
+func.func @f(%q: tensor<2x8x16xf32>, %k: tensor<1x2x8x16xf32>, %v: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{query must have rank 4 [B, Hq, Sq, D], got rank 3}}
+  %o = attn.attention %q, %k, %v normalizer(#attn.softmax) : tensor<2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x16xf32>, %k: tensor<1x2x8x16x1xf32>, %v: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{key must have rank 4 [B, Hkv, Sk, D], got rank 5}}
+  %o = attn.attention %q, %k, %v normalizer(#attn.softmax) : tensor<1x2x8x16xf32>, tensor<1x2x8x16x1xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x16xf32>, %k: tensor<1x2x8x16xf32>, %v: tensor<2x8x16xf32>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{value must have rank 4 [B, Hkv, Sk, Dv], got rank 3}}
+  %o = attn.attention %q, %k, %v normalizer(#attn.softmax) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<2x8x16xf32> -> tensor<1x2x8x16xf32>
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x16xf32>, %k: tensor<1x2x8x16xf32>, %v: tensor<1x2x8x16xf32>) -> tensor<1x2x8xf32> {
+  // expected-error @+1 {{result must have rank 4 [B, Hq, Sq, Dv], got rank 3}}
+  %o = attn.attention %q, %k, %v normalizer(#attn.softmax) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8xf32>
+  return %o : tensor<1x2x8xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x16xi32>, %k: tensor<1x2x8x16xi32>, %v: tensor<1x2x8x16xi32>) -> tensor<1x2x8x16xi32> {
+  // expected-error @+1 {{query element type must be f16, bf16, f32 or f64, got 'i32'}}
+  %o = attn.attention %q, %k, %v normalizer(#attn.softmax) : tensor<1x2x8x16xi32>, tensor<1x2x8x16xi32>, tensor<1x2x8x16xi32> -> tensor<1x2x8x16xi32>
+  return %o : tensor<1x2x8x16xi32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x16xf32>, %k: tensor<1x2x8x16xf16>, %v: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{key element type 'f16' differs from query element type 'f32'}}
+  %o = attn.attention %q, %k, %v normalizer(#attn.softmax) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf16>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x16xf32>, %k: tensor<1x2x8x16xf32>, %v: tensor<1x2x8x16xbf16>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{value element type 'bf16' differs from query element type 'f32'}}
+  %o = attn.attention %q, %k, %v normalizer(#attn.softmax) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xbf16> -> tensor<1x2x8x16xf32>
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x16xf32>, %k: tensor<1x2x8x16xf32>, %v: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf16> {
+  // expected-error @+1 {{result element type 'f16' differs from query element type 'f32'}}
+  %o = attn.attention %q, %k, %v normalizer(#attn.softmax) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf16>
+  return %o : tensor<1x2x8x16xf16>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x?xf32>, %k: tensor<1x2x8x16xf32>, %v: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{head dims of query, key and value must be static, got ?, 16, 16}}
+  %o = attn.attention %q, %k, %v normalizer(#attn.softmax) : tensor<1x2x8x?xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x16xf32>, %k: tensor<1x2x8x32xf32>, %v: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{key head dim 32 differs from query head dim 16}}
+  %o = attn.attention %q, %k, %v normalizer(#attn.softmax) : tensor<1x2x8x16xf32>, tensor<1x2x8x32xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x16xf32>, %k: tensor<3x2x8x16xf32>, %v: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{batch sizes differ: query 1, key 3, value 1}}
+  %o = attn.attention %q, %k, %v normalizer(#attn.softmax) : tensor<1x2x8x16xf32>, tensor<3x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x16xf32>, %k: tensor<1x2x8x16xf32>, %v: tensor<1x1x8x16xf32>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{value has 1 heads but key has 2}}
+  %o = attn.attention %q, %k, %v normalizer(#attn.softmax) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x1x8x16xf32> -> tensor<1x2x8x16xf32>
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x6x8x16xf32>, %k: tensor<1x4x8x16xf32>, %v: tensor<1x4x8x16xf32>) -> tensor<1x6x8x16xf32> {
+  // expected-error @+1 {{query heads (6) must be a multiple of key/value heads (4)}}
+  %o = attn.attention %q, %k, %v normalizer(#attn.softmax) : tensor<1x6x8x16xf32>, tensor<1x4x8x16xf32>, tensor<1x4x8x16xf32> -> tensor<1x6x8x16xf32>
+  return %o : tensor<1x6x8x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x16xf32>, %k: tensor<1x2x8x16xf32>, %v: tensor<1x2x9x16xf32>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{value sequence length 9 differs from key sequence length 8}}
+  %o = attn.attention %q, %k, %v normalizer(#attn.softmax) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x9x16xf32> -> tensor<1x2x8x16xf32>
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x16xf32>, %k: tensor<1x2x8x16xf32>, %v: tensor<1x2x8x32xf32>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{result dim 3 is 16 but [B, Hq, Sq, Dv] gives 32}}
+  %o = attn.attention %q, %k, %v normalizer(#attn.softmax) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x32xf32> -> tensor<1x2x8x16xf32>
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x16xf32>, %k: tensor<1x2x8x16xf32>, %v: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{scale must be positive and finite, got -1.000000e+00}}
+  %o = attn.attention %q, %k, %v normalizer(#attn.softmax) {scale = -1.0 : f32} : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x16xf32>, %k: tensor<1x2x8x16xf32>, %v: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{scale must be positive and finite, got 0.000000e+00}}
+  %o = attn.attention %q, %k, %v normalizer(#attn.softmax) {scale = 0.0 : f32} : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x16xf32>, %k: tensor<1x2x8x16xf32>, %v: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{window must be >= 0, got -4}}
+  %o = attn.attention %q, %k, %v normalizer(#attn.softmax) {window = -4} : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x16xf32>, %k: tensor<1x2x8x16xf32>, %v: tensor<1x2x8x16xf32>, %bias: tensor<8x8xf32>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{bias must have rank 4 [B|1, Hq|1, Sq, Sk], got rank 2}}
+  %o = attn.attention %q, %k, %v bias(%bias : tensor<8x8xf32>) normalizer(#attn.softmax) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x16xf32>, %k: tensor<1x2x8x16xf32>, %v: tensor<1x2x8x16xf32>, %bias: tensor<1x1x8x7xf32>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{bias dim 3 is 7 but [B|1, Hq|1, Sq, Sk] gives 8}}
+  %o = attn.attention %q, %k, %v bias(%bias : tensor<1x1x8x7xf32>) normalizer(#attn.softmax) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x16xf32>, %k: tensor<1x2x8x16xf32>, %v: tensor<1x2x8x16xf32>, %bias: tensor<1x3x8x8xf32>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{bias dim 1 is 3 but [B|1, Hq|1, Sq, Sk] gives 2}}
+  %o = attn.attention %q, %k, %v bias(%bias : tensor<1x3x8x8xf32>) normalizer(#attn.softmax) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x16xf32>, %k: tensor<1x2x8x16xf32>, %v: tensor<1x2x8x16xf32>, %bias: tensor<1x1x8x8xi8>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{bias element type must be a float, got 'i8'}}
+  %o = attn.attention %q, %k, %v bias(%bias : tensor<1x1x8x8xi8>) normalizer(#attn.softmax) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x16xf32>, %k: tensor<1x2x8x16xf32>, %v: tensor<1x2x8x16xf32>, %len: tensor<1x1xi32>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{kv_lengths must have rank 1 [B], got rank 2}}
+  %o = attn.attention %q, %k, %v kv_lengths(%len : tensor<1x1xi32>) normalizer(#attn.softmax) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x16xf32>, %k: tensor<1x2x8x16xf32>, %v: tensor<1x2x8x16xf32>, %len: tensor<1xf32>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{kv_lengths element type must be a signless integer or index, got 'f32'}}
+  %o = attn.attention %q, %k, %v kv_lengths(%len : tensor<1xf32>) normalizer(#attn.softmax) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x16xf32>, %k: tensor<1x2x8x16xf32>, %v: tensor<1x2x8x16xf32>, %len: tensor<4xi32>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{kv_lengths has 4 entries but the batch is 1}}
+  %o = attn.attention %q, %k, %v kv_lengths(%len : tensor<4xi32>) normalizer(#attn.softmax) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x16xf32>, %k: tensor<1x2x8x16xf32>, %v: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{normalizer #attn.custom needs a normalizer_body region}}
+  %o = attn.attention %q, %k, %v normalizer(#attn.custom) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x16xf32>, %k: tensor<1x2x8x16xf32>, %v: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{normalizer_body is only allowed with #attn.custom, got #attn.softmax}}
+  %o = attn.attention %q, %k, %v normalizer(#attn.softmax) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32> normalizer_body {
+  ^bb0(%s: f32):
+    attn.yield %s : f32
+  }
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x16xf32>, %k: tensor<1x2x8x16xf32>, %v: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{normalizer_body must take 1 arguments, got 2}}
+  %o = attn.attention %q, %k, %v normalizer(#attn.custom) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32> normalizer_body {
+  ^bb0(%s: f32, %t: f32):
+    attn.yield %s : f32
+  }
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x16xf32>, %k: tensor<1x2x8x16xf32>, %v: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{normalizer_body argument 0 must be 'f32', got 'f16'}}
+  %o = attn.attention %q, %k, %v normalizer(#attn.custom) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32> normalizer_body {
+  ^bb0(%s: f16):
+    %e = arith.extf %s : f16 to f32
+    attn.yield %e : f32
+  }
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x16xf32>, %k: tensor<1x2x8x16xf32>, %v: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{normalizer_body must yield exactly one f32, got 0 values}}
+  %o = attn.attention %q, %k, %v normalizer(#attn.custom) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32> normalizer_body {
+  ^bb0(%s: f32):
+    attn.yield
+  }
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x16xf32>, %k: tensor<1x2x8x16xf32>, %v: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{normalizer_body must yield f32, got 'f64'}}
+  %o = attn.attention %q, %k, %v normalizer(#attn.custom) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32> normalizer_body {
+  ^bb0(%s: f32):
+    %e = arith.extf %s : f32 to f64
+    attn.yield %e : f64
+  }
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x16xf32>, %k: tensor<1x2x8x16xf32>, %v: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{score_mod must take 5 arguments, got 1}}
+  %o = attn.attention %q, %k, %v normalizer(#attn.softmax) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32> score_mod {
+  ^bb0(%s: f32):
+    attn.yield %s : f32
+  }
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x16xf32>, %k: tensor<1x2x8x16xf32>, %v: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{score_mod argument 3 must be 'index', got 'i32'}}
+  %o = attn.attention %q, %k, %v normalizer(#attn.softmax) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32> score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %i: i32, %j: index):
+    attn.yield %s : f32
+  }
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
+  %o = attn.attention %q, %q, %q normalizer(#attn.custom) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  normalizer_body {
+  ^bb0(%s: f32):
+    // expected-error @+1 {{'ub.poison' op is not allowed in normalizer_body (only arith and math ops), dialect 'ub'}}
+    %e = ub.poison : f32
+    attn.yield %e : f32
+  }
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x16xf32>, %c: f32) -> tensor<1x2x8x16xf32> {
+  // expected-note @+1 {{required by region isolation constraints}}
+  %o = attn.attention %q, %q, %q normalizer(#attn.softmax) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %i: index, %j: index):
+    // expected-error @+1 {{'arith.mulf' op using value defined outside the region}}
+    %r = arith.mulf %s, %c : f32
+    attn.yield %r : f32
+  }
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{relu scale must be positive and finite, got -2.000000e+00}}
+  %o = attn.attention %q, %q, %q normalizer(#attn.relu<scale = -2.0>) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{expected 'bias'}}
+  %o = attn.attention %q, %q, %q normalizer(#attn.sigmoid<scale = 2.0>) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{invalid kind of attribute specified}}
+  %o = attn.attention %q, %q, %q normalizer(unit) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @f(%x: f32) -> f32 {
+  // expected-error @+1 {{'attn.yield' op expects parent op 'attn.attention'}}
+  attn.yield %x : f32
+}
+
+// -----
+
+func.func @f(%x: tensor<4x64xf32>, %w: tensor<32x48xf32>, %g: tensor<f32>, %u: tensor<48xf32>) -> tensor<4x32xf32> {
+  // expected-error @+1 {{input has 64 features but weight [Out, In] expects 48}}
+  %y, %u2 = attn.reparam_linear %x, %w gamma(%g : tensor<f32>) u(%u : tensor<48xf32>) : tensor<4x64xf32>, tensor<32x48xf32> -> tensor<4x32xf32>, tensor<48xf32>
+  return %y : tensor<4x32xf32>
+}
+
+// -----
+
+func.func @f(%x: tensor<4x64xf32>, %w: tensor<32x64x1xf32>, %g: tensor<f32>, %u: tensor<64xf32>) -> tensor<4x32xf32> {
+  // expected-error @+1 {{weight must have rank 2 [Out, In], got rank 3}}
+  %y, %u2 = attn.reparam_linear %x, %w gamma(%g : tensor<f32>) u(%u : tensor<64xf32>) : tensor<4x64xf32>, tensor<32x64x1xf32> -> tensor<4x32xf32>, tensor<64xf32>
+  return %y : tensor<4x32xf32>
+}
+
+// -----
+
+func.func @f(%x: tensor<4x64xf32>, %w: tensor<32x64xf32>, %g: tensor<f32>, %u: tensor<32xf32>) -> tensor<4x32xf32> {
+  // expected-error @+1 {{u has 32 entries but weight has 64 input features}}
+  %y, %u2 = attn.reparam_linear %x, %w gamma(%g : tensor<f32>) u(%u : tensor<32xf32>) : tensor<4x64xf32>, tensor<32x64xf32> -> tensor<4x32xf32>, tensor<32xf32>
+  return %y : tensor<4x32xf32>
+}
+
+// -----
+
+func.func @f(%x: tensor<4x64xf32>, %w: tensor<32x64xf32>, %g: tensor<2xf32>, %u: tensor<64xf32>) -> tensor<4x32xf32> {
+  // expected-error @+1 {{gamma must be a scalar (tensor<T> or tensor<1xT>), got 'tensor<2xf32>'}}
+  %y, %u2 = attn.reparam_linear %x, %w gamma(%g : tensor<2xf32>) u(%u : tensor<64xf32>) : tensor<4x64xf32>, tensor<32x64xf32> -> tensor<4x32xf32>, tensor<64xf32>
+  return %y : tensor<4x32xf32>
+}
+
+// -----
+
+func.func @f(%x: tensor<4x64xf32>, %w: tensor<32x64xf32>, %b: tensor<64xf32>, %g: tensor<f32>, %u: tensor<64xf32>) -> tensor<4x32xf32> {
+  // expected-error @+1 {{bias must be [Out] = [32], got 'tensor<64xf32>'}}
+  %y, %u2 = attn.reparam_linear %x, %w bias(%b : tensor<64xf32>) gamma(%g : tensor<f32>) u(%u : tensor<64xf32>) : tensor<4x64xf32>, tensor<32x64xf32> -> tensor<4x32xf32>, tensor<64xf32>
+  return %y : tensor<4x32xf32>
+}
+
+// -----
+
+func.func @f(%x: tensor<4x64xf32>, %w: tensor<32x64xf16>, %g: tensor<f32>, %u: tensor<64xf32>) -> tensor<4x32xf32> {
+  // expected-error @+1 {{weight element type 'f16' differs from input element type 'f32'}}
+  %y, %u2 = attn.reparam_linear %x, %w gamma(%g : tensor<f32>) u(%u : tensor<64xf32>) : tensor<4x64xf32>, tensor<32x64xf16> -> tensor<4x32xf32>, tensor<64xf32>
+  return %y : tensor<4x32xf32>
+}
+
+// -----
+
+func.func @f(%x: tensor<4x64xf32>, %w: tensor<32x64xf32>, %g: tensor<f32>, %u: tensor<64xf32>) -> tensor<4x16xf32> {
+  // expected-error @+1 {{result has 16 features but weight has 32 output features}}
+  %y, %u2 = attn.reparam_linear %x, %w gamma(%g : tensor<f32>) u(%u : tensor<64xf32>) : tensor<4x64xf32>, tensor<32x64xf32> -> tensor<4x16xf32>, tensor<64xf32>
+  return %y : tensor<4x16xf32>
+}
+
+// -----
+
+func.func @f(%x: tensor<4x64xf32>, %w: tensor<32x64xf32>, %g: tensor<f32>, %u: tensor<64xf32>) -> tensor<5x32xf32> {
+  // expected-error @+1 {{result dim 0 is 5 but input dim is 4}}
+  %y, %u2 = attn.reparam_linear %x, %w gamma(%g : tensor<f32>) u(%u : tensor<64xf32>) : tensor<4x64xf32>, tensor<32x64xf32> -> tensor<5x32xf32>, tensor<64xf32>
+  return %y : tensor<5x32xf32>
+}

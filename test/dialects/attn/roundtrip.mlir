@@ -1,0 +1,74 @@
+// RUN: attn-opt %s | attn-opt | FileCheck %s --enable-var-scope
+// RUN: attn-opt %s --mlir-print-op-generic | attn-opt | FileCheck %s --enable-var-scope
+
+// CHECK-LABEL: func.func @softmax_minimal
+// CHECK-SAME: (%[[Q:.*]]: tensor<1x2x16x32xf32>, %[[K:.*]]: tensor<1x2x16x32xf32>, %[[V:.*]]: tensor<1x2x16x32xf32>)
+// CHECK: attn.attention %[[Q]], %[[K]], %[[V]] normalizer(#attn.softmax) :
+// CHECK-SAME: tensor<1x2x16x32xf32>, tensor<1x2x16x32xf32>, tensor<1x2x16x32xf32> -> tensor<1x2x16x32xf32>
+func.func @softmax_minimal(%q: tensor<1x2x16x32xf32>, %k: tensor<1x2x16x32xf32>, %v: tensor<1x2x16x32xf32>) -> tensor<1x2x16x32xf32> {
+  %o = attn.attention %q, %k, %v normalizer(#attn.softmax) : tensor<1x2x16x32xf32>, tensor<1x2x16x32xf32>, tensor<1x2x16x32xf32> -> tensor<1x2x16x32xf32>
+  return %o : tensor<1x2x16x32xf32>
+}
+
+// Dynamic batch, heads and lengths; GQA; Dv != D; every attribute and optional operand.
+// CHECK-LABEL: func.func @everything
+// CHECK: attn.attention %{{.*}}, %{{.*}}, %{{.*}} bias(%{{.*}} : tensor<?x1x?x?xbf16>) kv_lengths(%{{.*}} : tensor<?xi64>)
+// CHECK-SAME: normalizer(#attn.sigmoid<bias = -2.500000e+00>) {causal, scale = 2.500000e-01 : f32, window = 64 : i64}
+// CHECK-SAME: -> tensor<?x?x?x16xbf16>
+func.func @everything(%q: tensor<?x?x?x64xbf16>, %k: tensor<?x?x?x64xbf16>, %v: tensor<?x?x?x16xbf16>,
+                      %bias: tensor<?x1x?x?xbf16>, %len: tensor<?xi64>) -> tensor<?x?x?x16xbf16> {
+  %o = attn.attention %q, %k, %v bias(%bias : tensor<?x1x?x?xbf16>) kv_lengths(%len : tensor<?xi64>)
+      normalizer(#attn.sigmoid<bias = -2.5>) {causal, scale = 0.25 : f32, window = 64}
+      : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x16xbf16> -> tensor<?x?x?x16xbf16>
+  return %o : tensor<?x?x?x16xbf16>
+}
+
+// CHECK-LABEL: func.func @relu_forms
+// CHECK: normalizer(#attn.relu)
+// CHECK: normalizer(#attn.relu<scale = 1.000000e-02>)
+// CHECK: normalizer(#attn.sigmoid)
+func.func @relu_forms(%q: tensor<2x8x128x64xf16>, %kv: tensor<2x2x128x64xf16>) -> (tensor<2x8x128x64xf16>, tensor<2x8x128x64xf16>, tensor<2x8x128x64xf16>) {
+  %a = attn.attention %q, %kv, %kv normalizer(#attn.relu) : tensor<2x8x128x64xf16>, tensor<2x2x128x64xf16>, tensor<2x2x128x64xf16> -> tensor<2x8x128x64xf16>
+  %b = attn.attention %q, %kv, %kv normalizer(#attn.relu<scale = 0.01>) : tensor<2x8x128x64xf16>, tensor<2x2x128x64xf16>, tensor<2x2x128x64xf16> -> tensor<2x8x128x64xf16>
+  %c = attn.attention %q, %kv, %kv normalizer(#attn.sigmoid) : tensor<2x8x128x64xf16>, tensor<2x2x128x64xf16>, tensor<2x2x128x64xf16> -> tensor<2x8x128x64xf16>
+  return %a, %b, %c : tensor<2x8x128x64xf16>, tensor<2x8x128x64xf16>, tensor<2x8x128x64xf16>
+}
+
+// CHECK-LABEL: func.func @custom_and_score_mod
+// CHECK: normalizer(#attn.custom)
+// CHECK: normalizer_body {
+// CHECK-NEXT: ^bb0(%[[S:.*]]: f32):
+// CHECK-NEXT: %[[T:.*]] = math.tanh %[[S]] : f32
+// CHECK-NEXT: attn.yield %[[T]] : f32
+// CHECK: score_mod {
+// CHECK-NEXT: ^bb0(%[[S2:.*]]: f32, %{{.*}}: index, %{{.*}}: index, %[[QI:.*]]: index, %[[KI:.*]]: index):
+// CHECK: arith.subi %[[QI]], %[[KI]] : index
+// CHECK: attn.yield %{{.*}} : f32
+func.func @custom_and_score_mod(%q: tensor<1x1x8x16xf64>, %k: tensor<1x1x8x16xf64>, %v: tensor<1x1x8x16xf64>) -> tensor<1x1x8x16xf64> {
+  %o = attn.attention %q, %k, %v normalizer(#attn.custom)
+      : tensor<1x1x8x16xf64>, tensor<1x1x8x16xf64>, tensor<1x1x8x16xf64> -> tensor<1x1x8x16xf64>
+  normalizer_body {
+  ^bb0(%s: f32):
+    %t = math.tanh %s : f32
+    attn.yield %t : f32
+  }
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %i: index, %j: index):
+    %d = arith.subi %i, %j : index
+    %di = arith.index_cast %d : index to i64
+    %df = arith.sitofp %di : i64 to f32
+    %r = arith.addf %s, %df : f32
+    attn.yield %r : f32
+  }
+  return %o : tensor<1x1x8x16xf64>
+}
+
+// CHECK-LABEL: func.func @reparam
+// CHECK: %{{.*}}, %{{.*}} = attn.reparam_linear %{{.*}}, %{{.*}} gamma(%{{.*}} : tensor<1xf32>) u(%{{.*}} : tensor<64xf32>) :
+// CHECK-SAME: tensor<?x64xf32>, tensor<32x64xf32> -> tensor<?x32xf32>, tensor<64xf32>
+// CHECK: attn.reparam_linear {{.*}} bias({{.*}}) {{.*}} {training}
+func.func @reparam(%x: tensor<?x64xf32>, %w: tensor<32x64xf32>, %b: tensor<32xf32>, %g: tensor<1xf32>, %u: tensor<64xf32>) -> (tensor<?x32xf32>, tensor<64xf32>) {
+  %y, %u2 = attn.reparam_linear %x, %w gamma(%g : tensor<1xf32>) u(%u : tensor<64xf32>) : tensor<?x64xf32>, tensor<32x64xf32> -> tensor<?x32xf32>, tensor<64xf32>
+  %y2, %u3 = attn.reparam_linear %x, %w bias(%b : tensor<32xf32>) gamma(%g : tensor<1xf32>) u(%u2 : tensor<64xf32>) {training} : tensor<?x64xf32>, tensor<32x64xf32> -> tensor<?x32xf32>, tensor<64xf32>
+  return %y2, %u3 : tensor<?x32xf32>, tensor<64xf32>
+}

@@ -1,0 +1,69 @@
+// RUN: attn-opt %s --attn-legalize --split-input-file | FileCheck %s --enable-var-scope
+
+// The default scale 1/sqrt(D) becomes explicit; softmax has no other default.
+// CHECK-LABEL: func.func @scale_default
+// CHECK: normalizer(#attn.softmax) {scale = 1.250000e-01 : f32}
+func.func @scale_default(%q: tensor<1x2x8x64xf32>) -> tensor<1x2x8x64xf32> {
+  %o = attn.attention %q, %q, %q normalizer(#attn.softmax) : tensor<1x2x8x64xf32>, tensor<1x2x8x64xf32>, tensor<1x2x8x64xf32> -> tensor<1x2x8x64xf32>
+  return %o : tensor<1x2x8x64xf32>
+}
+
+// -----
+
+// A given scale is kept.
+// CHECK-LABEL: func.func @scale_given
+// CHECK: {causal, scale = 3.000000e-01 : f32}
+func.func @scale_given(%q: tensor<1x2x8x64xf32>) -> tensor<1x2x8x64xf32> {
+  %o = attn.attention %q, %q, %q normalizer(#attn.softmax) {causal, scale = 0.3 : f32} : tensor<1x2x8x64xf32>, tensor<1x2x8x64xf32>, tensor<1x2x8x64xf32> -> tensor<1x2x8x64xf32>
+  return %o : tensor<1x2x8x64xf32>
+}
+
+// -----
+
+// Sigmoid bias -ln(Sk) with static Sk = 1024: -6.931471805599453.
+// CHECK-LABEL: func.func @sigmoid_static_length
+// CHECK: normalizer(#attn.sigmoid<bias = -6.93147{{[0-9]*}}>) {scale = 0.08838{{[0-9]*}} : f32}
+func.func @sigmoid_static_length(%q: tensor<1x2x16x128xf16>, %k: tensor<1x2x1024x128xf16>) -> tensor<1x2x16x128xf16> {
+  %o = attn.attention %q, %k, %k normalizer(#attn.sigmoid) : tensor<1x2x16x128xf16>, tensor<1x2x1024x128xf16>, tensor<1x2x1024x128xf16> -> tensor<1x2x16x128xf16>
+  return %o : tensor<1x2x16x128xf16>
+}
+
+// -----
+
+// An explicit bias is kept.
+// CHECK-LABEL: func.func @sigmoid_explicit
+// CHECK: normalizer(#attn.sigmoid<bias = -1.000000e+00>)
+func.func @sigmoid_explicit(%q: tensor<1x2x16x64xf16>) -> tensor<1x2x16x64xf16> {
+  %o = attn.attention %q, %q, %q normalizer(#attn.sigmoid<bias = -1.0>) : tensor<1x2x16x64xf16>, tensor<1x2x16x64xf16>, tensor<1x2x16x64xf16> -> tensor<1x2x16x64xf16>
+  return %o : tensor<1x2x16x64xf16>
+}
+
+// -----
+
+// Dynamic Sk: the bias stays to be computed from the run-time length; the scale is filled.
+// CHECK-LABEL: func.func @sigmoid_dynamic_length
+// CHECK: normalizer(#attn.sigmoid) {scale = 1.250000e-01 : f32}
+func.func @sigmoid_dynamic_length(%q: tensor<?x2x?x64xbf16>, %k: tensor<?x2x?x64xbf16>) -> tensor<?x2x?x64xbf16> {
+  %o = attn.attention %q, %k, %k normalizer(#attn.sigmoid) : tensor<?x2x?x64xbf16>, tensor<?x2x?x64xbf16>, tensor<?x2x?x64xbf16> -> tensor<?x2x?x64xbf16>
+  return %o : tensor<?x2x?x64xbf16>
+}
+
+// -----
+
+// ReLU scale 1/Sk with Sk = 256.
+// CHECK-LABEL: func.func @relu_static_length
+// CHECK: normalizer(#attn.relu<scale = 3.906250e-03>)
+func.func @relu_static_length(%q: tensor<1x2x16x32xf32>, %k: tensor<1x2x256x32xf32>) -> tensor<1x2x16x32xf32> {
+  %o = attn.attention %q, %k, %k normalizer(#attn.relu) : tensor<1x2x16x32xf32>, tensor<1x2x256x32xf32>, tensor<1x2x256x32xf32> -> tensor<1x2x16x32xf32>
+  return %o : tensor<1x2x16x32xf32>
+}
+
+// -----
+
+// Legalizing twice changes nothing more.
+// CHECK-LABEL: func.func @idempotent
+// CHECK: normalizer(#attn.relu<scale = 1.250000e-01>) {scale = 2.500000e-01 : f32}
+func.func @idempotent(%q: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
+  %o = attn.attention %q, %q, %q normalizer(#attn.relu<scale = 0.125>) {scale = 0.25 : f32} : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  return %o : tensor<1x2x8x16xf32>
+}
