@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# `make demo`: takes every example variant through the stages the compiler has today and
+# says what happened at each one. Needs no GPU.
+set -euo pipefail
+build=${1:-build}
+root=$(cd "$(dirname "$0")/.." && pwd)
+opt="$build/bin/attn-opt"
+out="$build/demo"
+mkdir -p "$out"
+
+echo "attn demo: $(ls "$root"/frontend/examples/*.mlir | wc -l) example variants from frontend/examples/"
+for file in "$root"/frontend/examples/*.mlir; do
+  name=$(basename "$file" .mlir)
+  "$opt" "$file" > "$out/$name.attn.mlir"
+  "$opt" "$file" --canonicalize > "$out/$name.canonical.mlir"
+  "$opt" "$file" --canonicalize --attn-legalize > "$out/$name.legal.mlir"
+  normalizers=$(grep -o 'normalizer(#attn\.[a-z]*[^)]*)' "$out/$name.legal.mlir" | sed 's/normalizer(//; s/)$//' | sort -u | paste -sd' ' - || true)
+  ops=$(grep -cE 'attn\.(attention|reparam_linear)' "$out/$name.legal.mlir" || true)
+  printf '  %-16s parsed + verified, canonicalized, legalized: %s attn op(s)%s\n' \
+    "$name" "$ops" "${normalizers:+, normalizers after legalize: $normalizers}"
+done
+
+echo
+echo "sigmoid.mlir after --canonicalize --attn-legalize (defaults made explicit):"
+grep 'attn.attention' "$out/sigmoid.legal.mlir" | sed 's/^ */    /'
+echo
+echo "every stage is in $out/ (<name>.attn.mlir, .canonical.mlir, .legal.mlir)"
