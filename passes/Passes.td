@@ -14,4 +14,25 @@ def AttnLegalize : Pass<"attn-legalize"> {
   let dependentDialects = ["::mlir::attn::AttnDialect"];
 }
 
+def AttnTile : Pass<"attn-tile", "::mlir::ModuleOp"> {
+  let summary = "Rewrite attn.attention into the tiled flash forward kernel";
+  let description = [{
+    Replaces each function holding attn.attention by `@<function>_fwd(q, k, v, o, lse,
+    batch, head, query_start)`, a kernel over memref views that computes one query tile:
+    an scf.for over key/value blocks (bounded by the causal and window masks, so masked
+    blocks are skipped and tails are exact for any lengths), an scf.for over the tile's rows,
+    and per row either the online softmax (running max and sum, exp2 with log2(e) folded
+    into the scale, accumulator rescale) or, for elementwise normalizers, p = f(s) straight
+    into the accumulator. GQA maps query head h to key/value head h / (Hq / Hkv). Run
+    attn-legalize first.
+  }];
+  let options = [
+    Option<"queryTile", "query-tile", "int64_t", "32", "rows per query tile">,
+    Option<"keyTile", "key-tile", "int64_t", "64", "keys per key/value block">,
+  ];
+  let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::math::MathDialect",
+                           "::mlir::memref::MemRefDialect", "::mlir::scf::SCFDialect",
+                           "::mlir::vector::VectorDialect", "::mlir::func::FuncDialect"];
+}
+
 #endif // ATTN_PASSES_TD

@@ -61,6 +61,14 @@ Value SoftmaxAttr::emitProbability(OpBuilder &builder, Location loc, Value score
   return math::Exp2Op::create(builder, loc, score);
 }
 
+// dS = p * (dP - rowsum(dO * O)).
+FailureOr<Value> SoftmaxAttr::emitScoreGradient(OpBuilder &builder, Location loc, Value,
+                                                Value prob, Value gradProb, Value rowTerm,
+                                                Value, Region &) const {
+  Value centered = arith::SubFOp::create(builder, loc, gradProb, rowTerm);
+  return Value(arith::MulFOp::create(builder, loc, prob, centered));
+}
+
 //===----------------------------------------------------------------------===//
 // sigmoid
 //===----------------------------------------------------------------------===//
@@ -109,6 +117,16 @@ Value SigmoidAttr::emitProbability(OpBuilder &builder, Location loc, Value score
   return arith::DivFOp::create(builder, loc, one, denominator);
 }
 
+// dS = p (1 - p) dP: no row statistics, unlike softmax.
+FailureOr<Value> SigmoidAttr::emitScoreGradient(OpBuilder &builder, Location loc, Value,
+                                                Value prob, Value gradProb, Value, Value,
+                                                Region &) const {
+  Value one = f32Constant(builder, loc, 1.0);
+  Value complement = arith::SubFOp::create(builder, loc, one, prob);
+  Value slope = arith::MulFOp::create(builder, loc, prob, complement);
+  return Value(arith::MulFOp::create(builder, loc, slope, gradProb));
+}
+
 //===----------------------------------------------------------------------===//
 // relu
 //===----------------------------------------------------------------------===//
@@ -154,6 +172,20 @@ Value ReluAttr::emitProbability(OpBuilder &builder, Location loc, Value score,
   return arith::MulFOp::create(builder, loc, positive, scale);
 }
 
+// dS = scale * [s > 0] * dP.
+FailureOr<Value> ReluAttr::emitScoreGradient(OpBuilder &builder, Location loc, Value score,
+                                             Value, Value gradProb, Value, Value keyLength,
+                                             Region &) const {
+  Value scale = parameterOrDefault(builder, loc, getScale(), keyLength, [&]() -> Value {
+    return arith::DivFOp::create(builder, loc, f32Constant(builder, loc, 1.0), keyLength);
+  });
+  Value zero = f32Constant(builder, loc, 0.0);
+  Value positive =
+      arith::CmpFOp::create(builder, loc, arith::CmpFPredicate::OGT, score, zero);
+  Value slope = arith::SelectOp::create(builder, loc, positive, scale, zero);
+  return Value(arith::MulFOp::create(builder, loc, slope, gradProb));
+}
+
 //===----------------------------------------------------------------------===//
 // custom
 //===----------------------------------------------------------------------===//
@@ -162,12 +194,17 @@ bool CustomAttr::isRowWise() const { return false; }
 bool CustomAttr::usesBodyRegion() const { return true; }
 
 // Inlines the normalizer_body region with its argument bound to `score`.
-Value CustomAttr::emitProbability(OpBuilder &builder, Location loc, Value score, Value,
+Value CustomAttr::emitProbability(OpBuilder &builder, Location, Value score, Value,
                                   Region &body) const {
-  Block &block = body.front();
-  IRMapping mapping;
-  mapping.map(block.getArgument(0), score);
-  for (Operation &op : block.without_terminator())
-    builder.clone(op, mapping);
-  return mapping.lookup(block.getTerminator()->getOperand(0));
+  return inlineScalarRegion(builder, body, {score});
+}
+
+// dS = f'(s) dP with f' derived symbolically from the body.
+FailureOr<Value> CustomAttr::emitScoreGradient(OpBuilder &builder, Location loc, Value score,
+                                               Value, Value gradProb, Value, Value,
+                                               Region &body) const {
+  auto primalAndDerivative = emitRegionWithDerivative(builder, loc, body, {score});
+  if (failed(primalAndDerivative))
+    return failure();
+  return Value(arith::MulFOp::create(builder, loc, primalAndDerivative->second, gradProb));
 }

@@ -25,6 +25,18 @@ namespace mlir::attn {
 /// f32. `what` names the region in diagnostics.
 LogicalResult verifyScalarRegion(Operation *op, Region &region, StringRef what,
                                  TypeRange expectedArgTypes);
+
+/// Emits the ops of a scalar region with its arguments bound to `arguments`; returns the
+/// yielded value.
+Value inlineScalarRegion(OpBuilder &builder, Region &region, ValueRange arguments);
+
+/// Emits the scalar region `region` with its arguments bound to `arguments` and returns the
+/// yielded value together with its derivative with respect to `arguments[0]`, by forward-mode
+/// symbolic differentiation of the arith/math ops. Fails with a diagnostic at `loc` naming the
+/// first op on the derivative path it cannot differentiate.
+FailureOr<std::pair<Value, Value>> emitRegionWithDerivative(OpBuilder &builder, Location loc,
+                                                            Region &region,
+                                                            ValueRange arguments);
 } // namespace mlir::attn
 
 #endif // DIALECTS_ATTN_ATTNDIALECT_H

@@ -32,6 +32,13 @@ def Attn_NormalizerAttrInterface : AttrInterface<"NormalizerAttrInterface"> {
       "::mlir::Value", "emitProbability",
       (ins "::mlir::OpBuilder &":$builder, "::mlir::Location":$loc, "::mlir::Value":$score,
            "::mlir::Value":$keyLength, "::mlir::Region &":$body)>,
+    InterfaceMethod<[{Emits dS from the score s, the probability p (normalized, for row-wise
+      normalizers), and dP = dO . v. `rowTerm` is rowsum(dO * O) for row-wise normalizers and
+      null otherwise. Fails, with a diagnostic at `loc`, when the formula has no derivative.}],
+      "::mlir::FailureOr<::mlir::Value>", "emitScoreGradient",
+      (ins "::mlir::OpBuilder &":$builder, "::mlir::Location":$loc, "::mlir::Value":$score,
+           "::mlir::Value":$prob, "::mlir::Value":$gradProb, "::mlir::Value":$rowTerm,
+           "::mlir::Value":$keyLength, "::mlir::Region &":$body)>,
   ];
 }
 

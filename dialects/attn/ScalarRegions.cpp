@@ -3,6 +3,8 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/IRMapping.h"
 
 using namespace mlir;
 
@@ -40,4 +42,13 @@ LogicalResult mlir::attn::verifyScalarRegion(Operation *op, Region &region, Stri
     return op->emitOpError() << what << " must yield f32, got "
                              << yield.getValues().front().getType();
   return success();
+}
+
+Value mlir::attn::inlineScalarRegion(OpBuilder &builder, Region &region, ValueRange arguments) {
+  Block &block = region.front();
+  IRMapping mapping;
+  mapping.map(block.getArguments(), arguments);
+  for (Operation &op : block.without_terminator())
+    builder.clone(op, mapping);
+  return mapping.lookup(block.getTerminator()->getOperand(0));
 }

@@ -1,0 +1,19 @@
+#include "frontend/torch/Attention.h"
+
+#include <ATen/core/dispatch/Dispatcher.h>
+
+namespace attn {
+
+at::Tensor attention(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
+                     const AttentionOptions &options) {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("attn::attention", "")
+          .typed<at::Tensor(const at::Tensor &, const at::Tensor &, const at::Tensor &,
+                            c10::string_view, c10::optional<double>, bool)>();
+  const c10::optional<double> scale =
+      options.scale ? c10::optional<double>(*options.scale) : c10::nullopt;
+  return op.call(q, k, v, options.variant, scale, options.causal);
+}
+
+} // namespace attn

@@ -1,0 +1,30 @@
+// The C++ entry point of attn::attention. It calls the op through the dispatcher, so autograd
+// records it like any torch op. Linking libattn_torch registers the op.
+#ifndef FRONTEND_TORCH_ATTENTION_H
+#define FRONTEND_TORCH_ATTENTION_H
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+#include <string>
+
+namespace attn {
+
+struct AttentionOptions {
+  /// `softmax`, `sigmoid`, `sigmoid(bias=-3.5)`, `relu`, `relu(scale=0.01)`, or `mlir:`
+  /// followed by the text of a module holding an attn.attention.
+  std::string variant = "softmax";
+  /// Multiplies q·kᵀ; absent means the variant's own, else 1/sqrt(D).
+  std::optional<double> scale;
+  /// Masks key j > query i (top-left aligned, as torch SDPA).
+  bool causal = false;
+};
+
+/// q [B, Hq, Sq, D], k [B, Hkv, Sk, D], v [B, Hkv, Sk, Dv] with Hq % Hkv == 0 → [B, Hq, Sq, Dv]
+/// in q's dtype (float32, bfloat16, float16 or float64). Throws c10::Error on bad arguments.
+at::Tensor attention(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
+                     const AttentionOptions &options = {});
+
+} // namespace attn
+
+#endif // FRONTEND_TORCH_ATTENTION_H

@@ -1,0 +1,119 @@
+#include "frontend/torch/CpuAttention.h"
+
+#include <ATen/Functions.h>
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+
+namespace attn::torchop {
+namespace {
+
+std::shared_ptr<const runtime::CpuKernels> loadKernels(const runtime::VariantSpec &spec) {
+  try {
+    return runtime::getCpuKernels(spec);
+  } catch (const runtime::CompileError &error) {
+    TORCH_CHECK(false, error.what());
+  }
+}
+
+/// Kernels read float32 with a unit last stride; any other strides are kept as they are.
+at::Tensor toKernelLayout(const at::Tensor &tensor) {
+  at::Tensor converted = tensor.to(at::kFloat);
+  if (converted.size(-1) > 1 && converted.stride(-1) != 1)
+    converted = converted.contiguous();
+  return converted;
+}
+
+template <int Rank> runtime::View<Rank> viewOf(const at::Tensor &tensor) {
+  TORCH_INTERNAL_ASSERT(tensor.dim() == Rank && tensor.scalar_type() == at::kFloat);
+  runtime::View<Rank> view;
+  view.data = tensor.data_ptr<float>();
+  for (int dim = 0; dim < Rank; ++dim) {
+    view.sizes[dim] = tensor.size(dim);
+    view.strides[dim] = tensor.stride(dim);
+  }
+  // A last dimension of size 1 may carry any stride; the kernels require 1.
+  view.strides[Rank - 1] = 1;
+  return view;
+}
+
+/// Runs `runTile(batch, head, start)` for every tile of a [batches, heads, length] grid cut
+/// into tiles of `tile` rows along the length; tiles are independent, so they run in parallel.
+template <typename RunTile>
+void forEachTile(int64_t batches, int64_t heads, int64_t length, int64_t tile,
+                 const RunTile &runTile) {
+  const int64_t tilesPerHead = (length + tile - 1) / tile;
+  at::parallel_for(0, batches * heads * tilesPerHead, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t index = begin; index < end; ++index) {
+      const int64_t headIndex = index / tilesPerHead;
+      runTile(headIndex / heads, headIndex % heads, (index % tilesPerHead) * tile);
+    }
+  });
+}
+
+bool hasNoKeysOrQueries(const at::Tensor &q, const at::Tensor &k) {
+  return q.size(2) == 0 || k.size(2) == 0;
+}
+
+} // namespace
+
+AttentionForward cpuAttentionForward(const runtime::VariantSpec &spec, const at::Tensor &q,
+                                     const at::Tensor &k, const at::Tensor &v) {
+  // Compiled even when there is nothing to compute, so that a bad variant always fails.
+  std::shared_ptr<const runtime::CpuKernels> kernels = loadKernels(spec);
+  const int64_t batches = q.size(0), heads = q.size(1), queries = q.size(2);
+  const at::TensorOptions floatOptions = q.options().dtype(at::kFloat);
+  if (hasNoKeysOrQueries(q, k)) {
+    // With no keys every query row is fully masked, and a fully masked row attends to nothing.
+    return {at::zeros({batches, heads, queries, v.size(3)}, floatOptions),
+            at::zeros({batches, heads, queries}, floatOptions)};
+  }
+
+  const at::Tensor qf = toKernelLayout(q), kf = toKernelLayout(k), vf = toKernelLayout(v);
+  AttentionForward result{at::empty({batches, heads, queries, v.size(3)}, floatOptions),
+                          at::empty({batches, heads, queries}, floatOptions)};
+  const runtime::View4 qv = viewOf<4>(qf), kv = viewOf<4>(kf), vv = viewOf<4>(vf),
+                       ov = viewOf<4>(result.out);
+  const runtime::View3 lsev = viewOf<3>(result.lse);
+  forEachTile(batches, heads, queries, kernels->queryTile(),
+              [&](int64_t batch, int64_t head, int64_t queryStart) {
+                kernels->forwardTile(qv, kv, vv, ov, lsev, batch, head, queryStart);
+              });
+  return result;
+}
+
+AttentionGradients cpuAttentionBackward(const runtime::VariantSpec &spec, const at::Tensor &q,
+                                        const at::Tensor &k, const at::Tensor &v,
+                                        const at::Tensor &out, const at::Tensor &lse,
+                                        const at::Tensor &gradOut) {
+  std::shared_ptr<const runtime::CpuKernels> kernels = loadKernels(spec);
+  const at::TensorOptions floatOptions = q.options().dtype(at::kFloat);
+  if (hasNoKeysOrQueries(q, k)) {
+    return {at::zeros(q.sizes(), floatOptions), at::zeros(k.sizes(), floatOptions),
+            at::zeros(v.sizes(), floatOptions)};
+  }
+
+  const at::Tensor qf = toKernelLayout(q), kf = toKernelLayout(k), vf = toKernelLayout(v);
+  const at::Tensor gradOutF = toKernelLayout(gradOut);
+  // Row-wise normalizers need delta = rowsum(dO * O); the others ignore it.
+  const at::Tensor delta = (gradOutF * out).sum(-1);
+  AttentionGradients grads{at::empty(q.sizes(), floatOptions), at::empty(k.sizes(), floatOptions),
+                           at::empty(v.sizes(), floatOptions)};
+
+  const runtime::View4 qv = viewOf<4>(qf), kv = viewOf<4>(kf), vv = viewOf<4>(vf),
+                       gradOutv = viewOf<4>(gradOutF), gradQv = viewOf<4>(grads.q),
+                       gradKv = viewOf<4>(grads.k), gradVv = viewOf<4>(grads.v);
+  const runtime::View3 lsev = viewOf<3>(lse), deltav = viewOf<3>(delta);
+  forEachTile(q.size(0), q.size(1), q.size(2), kernels->queryTile(),
+              [&](int64_t batch, int64_t head, int64_t queryStart) {
+                kernels->backwardQueryTile(qv, kv, vv, gradOutv, lsev, deltav, gradQv, batch,
+                                           head, queryStart);
+              });
+  forEachTile(k.size(0), k.size(1), k.size(2), kernels->keyTile(),
+              [&](int64_t batch, int64_t kvHead, int64_t keyStart) {
+                kernels->backwardKeyTile(qv, kv, vv, gradOutv, lsev, deltav, gradKv, gradVv,
+                                         batch, kvHead, keyStart);
+              });
+  return grads;
+}
+
+} // namespace attn::torchop

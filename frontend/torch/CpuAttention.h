@@ -1,0 +1,34 @@
+// The tensor-level CPU forward and backward of attn::attention: converts tensors to the float32
+// views the JIT-compiled kernels take and runs the kernels' independent tiles in parallel.
+#ifndef FRONTEND_TORCH_CPUATTENTION_H
+#define FRONTEND_TORCH_CPUATTENTION_H
+
+#include "runtime/CpuKernels.h"
+
+#include <ATen/core/Tensor.h>
+
+namespace attn::torchop {
+
+struct AttentionForward {
+  at::Tensor out; ///< [B, Hq, Sq, Dv] float32
+  at::Tensor lse; ///< [B, Hq, Sq] float32, meaningful only for row-wise normalizers
+};
+
+struct AttentionGradients {
+  at::Tensor q, k, v; ///< float32, shaped like the inputs
+};
+
+/// q, k, v of any floating dtype; the results are float32. Throws c10::Error when the variant
+/// cannot be compiled.
+AttentionForward cpuAttentionForward(const runtime::VariantSpec &spec, const at::Tensor &q,
+                                     const at::Tensor &k, const at::Tensor &v);
+
+/// `out` and `lse` are cpuAttentionForward's results for the same q, k, v and spec.
+AttentionGradients cpuAttentionBackward(const runtime::VariantSpec &spec, const at::Tensor &q,
+                                        const at::Tensor &k, const at::Tensor &v,
+                                        const at::Tensor &out, const at::Tensor &lse,
+                                        const at::Tensor &gradOut);
+
+} // namespace attn::torchop
+
+#endif // FRONTEND_TORCH_CPUATTENTION_H

@@ -1,0 +1,56 @@
+#include "frontend/torch/InputChecks.h"
+
+#include <c10/util/Exception.h>
+
+namespace attn::torchop {
+namespace {
+
+void checkRank(const at::Tensor &tensor, const char *name, const char *layout) {
+  TORCH_CHECK(tensor.dim() == 4, "attn::attention: ", name, " must be ", layout,
+              " (rank 4), got rank ", tensor.dim());
+}
+
+bool isSupportedDtype(at::ScalarType dtype) {
+  return dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf ||
+         dtype == at::kDouble;
+}
+
+} // namespace
+
+void checkAttentionInputs(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
+                          c10::optional<double> scale) {
+  checkRank(q, "q", "[B, Hq, Sq, D]");
+  checkRank(k, "k", "[B, Hkv, Sk, D]");
+  checkRank(v, "v", "[B, Hkv, Sk, Dv]");
+
+  TORCH_CHECK(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(),
+              "attn::attention: q, k and v must have one dtype, got ", q.scalar_type(), ", ",
+              k.scalar_type(), " and ", v.scalar_type());
+  TORCH_CHECK(isSupportedDtype(q.scalar_type()),
+              "attn::attention: expected float32, bfloat16, float16 or float64 tensors, got ",
+              q.scalar_type());
+  TORCH_CHECK(k.device() == q.device() && v.device() == q.device(),
+              "attn::attention: q, k and v must be on one device, got ", q.device(), ", ",
+              k.device(), " and ", v.device());
+  // Only the CPU backend exists so far; the CUDA kernel registers with the GPU backend.
+  TORCH_CHECK(q.device().is_cpu(), "attn::attention: expected CPU tensors, got tensors on ",
+              q.device(), "; CUDA dispatch comes with the GPU backend");
+
+  TORCH_CHECK(k.size(0) == q.size(0) && v.size(0) == q.size(0),
+              "attn::attention: q, k and v must have one batch size B, got ", q.size(0), ", ",
+              k.size(0), " and ", v.size(0));
+  TORCH_CHECK(v.size(1) == k.size(1), "attn::attention: k and v must have the same number of ",
+              "heads Hkv, got ", k.size(1), " and ", v.size(1));
+  TORCH_CHECK(k.size(1) > 0 ? q.size(1) % k.size(1) == 0 : q.size(1) == 0,
+              "attn::attention: the query heads Hq = ", q.size(1),
+              " must be a multiple of the key/value heads Hkv = ", k.size(1));
+  TORCH_CHECK(v.size(2) == k.size(2), "attn::attention: k and v must have the same length Sk, ",
+              "got ", k.size(2), " and ", v.size(2));
+  TORCH_CHECK(q.size(3) > 0 && v.size(3) > 0, "attn::attention: head dims must be non-empty, ",
+              "got D = ", q.size(3), " and Dv = ", v.size(3));
+  TORCH_CHECK(k.size(3) == q.size(3), "attn::attention: q and k must have the same head dim D, ",
+              "got ", q.size(3), " and ", k.size(3));
+  TORCH_CHECK(!scale || *scale > 0, "attn::attention: scale must be > 0, got ", *scale);
+}
+
+} // namespace attn::torchop

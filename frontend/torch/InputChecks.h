@@ -1,0 +1,19 @@
+// Argument checks of the torch op attn::attention. They throw c10::Error (TORCH_CHECK) with
+// messages that name the argument, what was expected and what was given (DESIGN.md
+// invariant 5: errors are values, not crashes).
+#ifndef FRONTEND_TORCH_INPUTCHECKS_H
+#define FRONTEND_TORCH_INPUTCHECKS_H
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Optional.h>
+
+namespace attn::torchop {
+
+/// Checks q [B, Hq, Sq, D], k [B, Hkv, Sk, D], v [B, Hkv, Sk, Dv]: ranks, one floating dtype,
+/// one CPU device, matching sizes, Hq % Hkv == 0, non-empty head dims, and scale > 0.
+void checkAttentionInputs(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
+                          c10::optional<double> scale);
+
+} // namespace attn::torchop
+
+#endif // FRONTEND_TORCH_INPUTCHECKS_H

@@ -1,0 +1,158 @@
+#include "passes/KernelEmitter.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace mlir::attn;
+
+KernelEmitter::KernelEmitter(AttentionOp op, OpBuilder &builder, TileSizes tiles)
+    : op(op), b(builder), loc(op.getLoc()), tiles(tiles), normalizer(op.getNormalizer()),
+      rowWise(normalizer.isRowWise()), headDim(op.getHeadDim()),
+      valueHeadDim(op.getValueHeadDim()), scale(op.getEffectiveScale()),
+      causal(op.getCausal()), hasScoreMod(!op.getScoreMod().empty()) {
+  if (auto windowAttr = op.getWindowAttr())
+    window = windowAttr.getInt();
+}
+
+LogicalResult KernelEmitter::checkLowerable(AttentionOp op) {
+  if (op.getBias())
+    return op.emitOpError("bias operand is not lowered by the tiled kernels yet; fold it "
+                          "into a score_mod");
+  if (op.getKvLengths())
+    return op.emitOpError("kv_lengths operand is not lowered by the tiled kernels yet");
+  return success();
+}
+
+std::string mlir::attn::kernelBaseName(AttentionOp op) {
+  auto func = op->getParentOfType<func::FuncOp>();
+  std::string name = func ? func.getSymName().str() : "attention";
+  int64_t position = 0, count = 0;
+  if (func)
+    func.walk([&](AttentionOp other) {
+      if (other == op)
+        position = count;
+      ++count;
+    });
+  if (count > 1)
+    name += "_" + std::to_string(position);
+  return name;
+}
+
+MemRefType KernelEmitter::view4Type() const {
+  int64_t dyn = ShapedType::kDynamic;
+  auto layout = StridedLayoutAttr::get(b.getContext(), dyn, {dyn, dyn, dyn, 1});
+  return MemRefType::get({dyn, dyn, dyn, dyn}, b.getF32Type(), layout);
+}
+
+MemRefType KernelEmitter::view3Type() const {
+  int64_t dyn = ShapedType::kDynamic;
+  auto layout = StridedLayoutAttr::get(b.getContext(), dyn, {dyn, dyn, dyn});
+  return MemRefType::get({dyn, dyn, dyn}, b.getF32Type(), layout);
+}
+
+func::FuncOp KernelEmitter::createKernel(StringRef name, ArrayRef<Type> viewTypes,
+                                         Operation *anchor) {
+  SmallVector<Type> arguments(viewTypes);
+  arguments.append(3, b.getIndexType());
+  b.setInsertionPoint(anchor);
+  auto kernel = func::FuncOp::create(b, loc, name, b.getFunctionType(arguments, {}));
+  kernel->setAttr("llvm.emit_c_interface", b.getUnitAttr());
+  b.setInsertionPointToStart(kernel.addEntryBlock());
+  return kernel;
+}
+
+Value KernelEmitter::index(int64_t value) {
+  return arith::ConstantIndexOp::create(b, loc, value);
+}
+Value KernelEmitter::f32(double value) {
+  return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(value));
+}
+Value KernelEmitter::minIndex(Value x, Value y) { return arith::MinSIOp::create(b, loc, x, y); }
+Value KernelEmitter::maxIndex(Value x, Value y) { return arith::MaxSIOp::create(b, loc, x, y); }
+Value KernelEmitter::dim(Value memref, int64_t dimension) {
+  return memref::DimOp::create(b, loc, memref, dimension);
+}
+Value KernelEmitter::toF32(Value indexValue) {
+  Value asInt = arith::IndexCastOp::create(b, loc, b.getI64Type(), indexValue);
+  return arith::SIToFPOp::create(b, loc, b.getF32Type(), asInt);
+}
+
+std::pair<Value, Value> KernelEmitter::keyRangeForRow(Value row, Value lo, Value hi) {
+  if (window)
+    lo = maxIndex(lo, arith::SubIOp::create(b, loc, row, index(*window)));
+  if (causal)
+    hi = minIndex(hi, arith::AddIOp::create(b, loc, row, index(1)));
+  else if (window)
+    hi = minIndex(hi, arith::AddIOp::create(b, loc, row, index(*window + 1)));
+  return {lo, hi};
+}
+
+std::pair<Value, Value> KernelEmitter::queryRangeForKeys(Value lo, Value hi,
+                                                         Value queryLength) {
+  Value first = index(0), end = queryLength;
+  if (causal)
+    first = lo;
+  else if (window)
+    first = maxIndex(first, arith::SubIOp::create(b, loc, lo, index(*window)));
+  if (window)
+    end = minIndex(end, arith::AddIOp::create(b, loc, hi, index(*window)));
+  return {first, end};
+}
+
+Value KernelEmitter::kvHeadOf(Value head, Value queryHeads, Value kvHeads) {
+  Value group = arith::DivSIOp::create(b, loc, queryHeads, kvHeads);
+  return arith::DivSIOp::create(b, loc, head, group);
+}
+
+Value KernelEmitter::loadRow(Value memref, ValueRange leadingIndices, int64_t width) {
+  SmallVector<Value> indices(leadingIndices);
+  indices.push_back(index(0));
+  auto type = VectorType::get({width}, b.getF32Type());
+  return vector::LoadOp::create(b, loc, type, memref, indices);
+}
+
+void KernelEmitter::storeRow(Value vector, Value memref, ValueRange leadingIndices) {
+  SmallVector<Value> indices(leadingIndices);
+  indices.push_back(index(0));
+  vector::StoreOp::create(b, loc, vector, memref, indices);
+}
+
+Value KernelEmitter::splat(Value scalar, int64_t width) {
+  return vector::BroadcastOp::create(b, loc, VectorType::get({width}, b.getF32Type()), scalar);
+}
+
+Value KernelEmitter::zeros(int64_t width) { return splat(f32(0.0), width); }
+
+Value KernelEmitter::dot(Value x, Value y) {
+  Value product = arith::MulFOp::create(b, loc, x, y);
+  return vector::ReductionOp::create(b, loc, vector::CombiningKind::ADD, product);
+}
+
+double KernelEmitter::queryMultiplier() const {
+  return rowWise && !hasScoreMod ? scale * M_LOG2E : scale;
+}
+
+FailureOr<std::pair<Value, Value>> KernelEmitter::score(Value raw, Value batch, Value head,
+                                                        Value row, Value key,
+                                                        bool wantDerivative) {
+  Value value = raw, derivative;
+  if (hasScoreMod) {
+    SmallVector<Value> arguments = {raw, batch, head, row, key};
+    if (wantDerivative) {
+      auto modded = emitRegionWithDerivative(b, loc, op.getScoreMod(), arguments);
+      if (failed(modded))
+        return failure();
+      std::tie(value, derivative) = *modded;
+    } else {
+      value = inlineScalarRegion(b, op.getScoreMod(), arguments);
+    }
+    if (rowWise)
+      value = arith::MulFOp::create(b, loc, value, f32(M_LOG2E));
+  }
+  return std::make_pair(value, derivative);
+}

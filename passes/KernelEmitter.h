@@ -1,0 +1,90 @@
+// Shared IR emission for the tiled attention kernels (attn-tile and attn-derive-backward):
+// kernel signatures, mask-aware loop bounds, score computation and the score_mod region.
+// Both passes emit the same flash loop structure, so one place defines what a score is and
+// which keys a query row may see.
+#ifndef PASSES_KERNELEMITTER_H
+#define PASSES_KERNELEMITTER_H
+
+#include "dialects/attn/AttnDialect.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+
+#include <optional>
+#include <utility>
+
+namespace mlir::attn {
+
+/// Rows per query tile and keys per key/value block of the CPU kernels.
+struct TileSizes {
+  int64_t query = 32;
+  int64_t key = 64;
+};
+
+class KernelEmitter {
+public:
+  KernelEmitter(AttentionOp op, OpBuilder &builder, TileSizes tiles);
+
+  /// Rejects what the tiled kernels do not lower yet, with a diagnostic on the op.
+  static LogicalResult checkLowerable(AttentionOp op);
+
+  /// `memref<?x?x?x?xf32>` with dynamic strides and a unit last stride.
+  MemRefType view4Type() const;
+  /// `memref<?x?x?xf32>` with dynamic strides (lse, delta).
+  MemRefType view3Type() const;
+
+  /// Creates `func.func @name(args..., %batch: index, %head: index, %start: index)` with the
+  /// C interface, before `anchor`, and positions the builder in its body.
+  func::FuncOp createKernel(StringRef name, ArrayRef<Type> viewTypes, Operation *anchor);
+
+  Value index(int64_t value);
+  Value f32(double value);
+  Value minIndex(Value a, Value b);
+  Value maxIndex(Value a, Value b);
+  Value dim(Value memref, int64_t dimension);
+  /// sitofp of an index.
+  Value toF32(Value indexValue);
+
+  /// The keys of [lo, hi) that query row `row` may attend to (causal and window masks).
+  std::pair<Value, Value> keyRangeForRow(Value row, Value lo, Value hi);
+  /// The query rows in [0, queryLength) that may attend to some key of [lo, hi).
+  std::pair<Value, Value> queryRangeForKeys(Value lo, Value hi, Value queryLength);
+  /// The key/value head read by query head `head` (GQA by index mapping).
+  Value kvHeadOf(Value head, Value queryHeads, Value kvHeads);
+
+  Value loadRow(Value memref, ValueRange leadingIndices, int64_t width);
+  void storeRow(Value vector, Value memref, ValueRange leadingIndices);
+  Value splat(Value scalar, int64_t width);
+  Value zeros(int64_t width);
+  Value dot(Value a, Value b);
+
+  /// The multiplier applied to q rows: the scale, times log2(e) when a row-wise normalizer's
+  /// scores can go straight to exp2 (no score_mod in between).
+  double queryMultiplier() const;
+  /// Turns a raw dot product (with queryMultiplier folded in) into the score the normalizer
+  /// reads: applies score_mod, and converts to the log2 domain for row-wise normalizers when
+  /// that could not be folded into q. With `wantDerivative`, also returns d(score)/d(raw) in
+  /// natural units (null when it is 1).
+  FailureOr<std::pair<Value, Value>> score(Value raw, Value batch, Value head, Value row,
+                                           Value key, bool wantDerivative);
+
+  AttentionOp op;
+  OpBuilder &b;
+  Location loc;
+  TileSizes tiles;
+  NormalizerAttrInterface normalizer;
+  bool rowWise;
+  int64_t headDim, valueHeadDim;
+  double scale;
+  bool causal;
+  std::optional<int64_t> window;
+  bool hasScoreMod;
+};
+
+/// Name of the kernels generated for `op`: the enclosing function's name, suffixed with the
+/// op's position when the function holds several attention ops.
+std::string kernelBaseName(AttentionOp op);
+
+} // namespace mlir::attn
+
+#endif // PASSES_KERNELEMITTER_H

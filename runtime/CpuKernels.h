@@ -1,0 +1,80 @@
+// JIT-compiled CPU attention kernels for one variant. This header is free of MLIR and torch
+// types so that the torch layer and the models include it cheaply.
+#ifndef RUNTIME_CPUKERNELS_H
+#define RUNTIME_CPUKERNELS_H
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+namespace attn::runtime {
+
+/// A float32 view with element strides; the last stride must be 1. Broadcast dimensions may
+/// have stride 0.
+template <int Rank> struct View {
+  float *data = nullptr;
+  int64_t sizes[Rank] = {};
+  int64_t strides[Rank] = {};
+};
+using View4 = View<4>;
+using View3 = View<3>;
+
+/// What a kernel specializes on (DESIGN.md invariant 3): never batch, heads or lengths.
+struct VariantSpec {
+  /// `softmax`, `sigmoid`, `sigmoid(bias=-3.5)`, `relu`, `relu(scale=0.01)`, or `mlir:` followed
+  /// by the text of a module whose first attn.attention defines the variant.
+  std::string variant = "softmax";
+  int64_t headDim = 64;
+  int64_t valueHeadDim = 64;
+  bool causal = false;
+  /// Overrides the variant's scale; absent means the variant's own, else 1/sqrt(headDim).
+  std::optional<double> scale;
+
+  std::string cacheKey() const;
+};
+
+/// A variant that cannot be built: bad variant string, unparsable IR, a custom normalizer
+/// that cannot be differentiated, ... The message says what was expected.
+class CompileError : public std::runtime_error {
+public:
+  using std::runtime_error::runtime_error;
+};
+
+/// The three tiled kernels of a variant. Work is split into tiles that may run concurrently
+/// on any threads: forward and dQ over (batch, query head, query tile), dK/dV over (batch,
+/// key/value head, key tile). Shapes: q [B,Hq,Sq,D], k [B,Hkv,Sk,D], v [B,Hkv,Sk,Dv],
+/// o [B,Hq,Sq,Dv]; `lse` [B,Hq,Sq] holds the base-2 log-sum-exp of row-wise normalizers;
+/// `delta` [B,Hq,Sq] holds rowsum(dO * O) (read only by row-wise normalizers).
+class CpuKernels {
+public:
+  virtual ~CpuKernels() = default;
+
+  virtual int64_t queryTile() const = 0;
+  virtual int64_t keyTile() const = 0;
+  /// Row-wise normalizers (softmax) need `lse` from the forward and `delta` in the backward.
+  virtual bool rowWise() const = 0;
+  /// Milliseconds spent building and JIT-compiling this variant.
+  virtual double compileMillis() const = 0;
+
+  virtual void forwardTile(const View4 &q, const View4 &k, const View4 &v, const View4 &o,
+                           const View3 &lse, int64_t batch, int64_t head,
+                           int64_t queryStart) const = 0;
+  virtual void backwardQueryTile(const View4 &q, const View4 &k, const View4 &v,
+                                 const View4 &gradOut, const View3 &lse, const View3 &delta,
+                                 const View4 &gradQuery, int64_t batch, int64_t head,
+                                 int64_t queryStart) const = 0;
+  virtual void backwardKeyTile(const View4 &q, const View4 &k, const View4 &v,
+                               const View4 &gradOut, const View3 &lse, const View3 &delta,
+                               const View4 &gradKey, const View4 &gradValue, int64_t batch,
+                               int64_t kvHead, int64_t keyStart) const = 0;
+};
+
+/// Returns the compiled kernels of a variant, compiling on first use; thread-safe, and one
+/// compilation per key however many threads ask. Throws CompileError.
+std::shared_ptr<const CpuKernels> getCpuKernels(const VariantSpec &spec);
+
+} // namespace attn::runtime
+
+#endif // RUNTIME_CPUKERNELS_H
