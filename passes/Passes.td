@@ -35,4 +35,24 @@ def AttnTile : Pass<"attn-tile", "::mlir::ModuleOp"> {
                            "::mlir::vector::VectorDialect", "::mlir::func::FuncDialect"];
 }
 
+def AttnDeriveBackward : Pass<"attn-derive-backward", "::mlir::ModuleOp"> {
+  let summary = "Emit the tiled backward kernels (dQ, dK, dV) of attn.attention";
+  let description = [{
+    For each attn.attention, adds `@<function>_bwd_dq(q, k, v, dO, lse, delta, dQ, batch,
+    head, query_start)` and `@<function>_bwd_dkdv(q, k, v, dO, lse, delta, dK, dV, batch,
+    kv_head, key_start)`. Probabilities are recomputed per tile (no S x S buffer). dS comes
+    from the normalizer interface (softmax reads lse and delta = rowsum(dO * O); sigmoid,
+    relu and custom normalizers need neither), score_mod is differentiated symbolically; a
+    region op without a derivative rule is a diagnostic naming it. The attention op stays,
+    for attn-tile to emit the forward kernel. Run attn-legalize first.
+  }];
+  let options = [
+    Option<"queryTile", "query-tile", "int64_t", "32", "rows per query tile">,
+    Option<"keyTile", "key-tile", "int64_t", "64", "keys per key/value tile">,
+  ];
+  let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::math::MathDialect",
+                           "::mlir::memref::MemRefDialect", "::mlir::scf::SCFDialect",
+                           "::mlir::vector::VectorDialect", "::mlir::func::FuncDialect"];
+}
+
 #endif // ATTN_PASSES_TD

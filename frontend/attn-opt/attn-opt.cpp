@@ -1,5 +1,6 @@
 // attn-opt: mlir-opt with the attn dialect, our passes and the upstream ones we lower through.
 #include "dialects/attn/AttnDialect.h"
+#include "codegen/CpuPipeline.h"
 #include "passes/Passes.h"
 
 #include "mlir/IR/DialectRegistry.h"
@@ -15,6 +16,7 @@ int main(int argc, char **argv) {
   mlir::registerAllPasses();
   registry.insert<mlir::attn::AttnDialect>();
   mlir::attn::registerAttnPasses();
+  attn::codegen::registerCpuPipelines();
   return mlir::asMainReturnCode(
       mlir::MlirOptMain(argc, argv, "attn optimizer driver\n", registry));
 }

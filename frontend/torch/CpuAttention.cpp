@@ -1,6 +1,6 @@
 #include "frontend/torch/CpuAttention.h"
 
-#include <ATen/Functions.h>
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 

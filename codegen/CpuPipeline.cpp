@@ -1,0 +1,71 @@
+#include "codegen/CpuPipeline.h"
+
+#include "dialects/attn/AttnDialect.h"
+#include "passes/Passes.h"
+
+#include "mlir/Conversion/Passes.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/ControlFlow/IR/ControlFlow.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/MemRef/Transforms/Passes.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Pass/PassRegistry.h"
+#include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
+#include "mlir/Transforms/Passes.h"
+
+namespace attn::codegen {
+using namespace mlir;
+
+void buildCpuLoweringPipeline(OpPassManager &pm) {
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createCSEPass());
+  pm.addPass(createSCFToControlFlowPass());
+  pm.addPass(memref::createExpandStridedMetadataPass());
+  pm.addPass(createLowerAffinePass());
+  // Vector reductions may reassociate: the dot products over D are the kernels' inner loop.
+  ConvertVectorToLLVMPassOptions vectorOptions;
+  vectorOptions.reassociateFPReductions = true;
+  pm.addPass(createConvertVectorToLLVMPass(vectorOptions));
+  pm.addPass(createConvertMathToLLVMPass());
+  pm.addPass(createConvertMathToLibmPass());
+  pm.addPass(createFinalizeMemRefToLLVMConversionPass());
+  pm.addPass(createArithToLLVMConversionPass());
+  pm.addPass(createConvertControlFlowToLLVMPass());
+  pm.addPass(createConvertFuncToLLVMPass());
+  pm.addPass(createReconcileUnrealizedCastsPass());
+  pm.addPass(createCanonicalizerPass());
+}
+
+void buildCpuPipeline(OpPassManager &pm) {
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(mlir::attn::createAttnLegalize());
+  pm.addPass(mlir::attn::createAttnDeriveBackward());
+  pm.addPass(mlir::attn::createAttnTile());
+  buildCpuLoweringPipeline(pm);
+}
+
+void registerCpuDialects(DialectRegistry &registry) {
+  registry.insert<mlir::attn::AttnDialect, arith::ArithDialect, math::MathDialect,
+                  func::FuncDialect, memref::MemRefDialect, scf::SCFDialect,
+                  vector::VectorDialect, cf::ControlFlowDialect, LLVM::LLVMDialect,
+                  tensor::TensorDialect>();
+  registerBuiltinDialectTranslation(registry);
+  registerLLVMDialectTranslation(registry);
+}
+
+void registerCpuPipelines() {
+  PassPipelineRegistration<>("attn-cpu-pipeline",
+                             "attn dialect to LLVM dialect: legalize, derive the backward, "
+                             "tile, lower",
+                             buildCpuPipeline);
+  PassPipelineRegistration<>("attn-cpu-lower", "tiled kernels to LLVM dialect",
+                             buildCpuLoweringPipeline);
+}
+} // namespace attn::codegen

@@ -1,0 +1,21 @@
+// The CPU pipeline: attn dialect -> tiled kernels -> LLVM dialect, ready for the ORC JIT.
+#ifndef CODEGEN_CPUPIPELINE_H
+#define CODEGEN_CPUPIPELINE_H
+
+namespace mlir {
+class OpPassManager;
+class DialectRegistry;
+} // namespace mlir
+
+namespace attn::codegen {
+/// attn-legalize, attn-derive-backward, attn-tile, then the lowering to LLVM dialect.
+void buildCpuPipeline(mlir::OpPassManager &pm);
+/// The lowering part alone (vector/scf/memref/math/arith/func -> LLVM dialect).
+void buildCpuLoweringPipeline(mlir::OpPassManager &pm);
+/// Dialects and translation interfaces the pipeline and the JIT need.
+void registerCpuDialects(mlir::DialectRegistry &registry);
+/// Registers `attn-cpu-pipeline` and `attn-cpu-lower` as named pipelines for attn-opt.
+void registerCpuPipelines();
+} // namespace attn::codegen
+
+#endif // CODEGEN_CPUPIPELINE_H

@@ -1,0 +1,118 @@
+#include "runtime/VariantSource.h"
+
+#include "dialects/attn/AttnDialect.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/Parser/Parser.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <regex>
+#include <sstream>
+
+using namespace mlir;
+
+namespace attn::runtime {
+namespace {
+constexpr const char *kExpectedVariants =
+    "expected softmax, sigmoid, sigmoid(bias=<float>), relu, relu(scale=<float>) or "
+    "mlir:<module text with an attn.attention>";
+
+/// The normalizer attribute of a built-in variant name, or empty when it is not one.
+std::string builtinNormalizer(const std::string &variant) {
+  static const std::regex pattern(
+      R"(^\s*(softmax|sigmoid|relu)\s*(?:\(\s*(bias|scale)\s*=\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*\))?\s*$)");
+  std::smatch match;
+  if (!std::regex_match(variant, match, pattern))
+    return {};
+  std::string name = match[1], parameter = match[2], value = match[3];
+  if (!parameter.empty()) {
+    bool fits = (name == "sigmoid" && parameter == "bias") ||
+                (name == "relu" && parameter == "scale");
+    if (!fits)
+      throw CompileError("attention variant '" + variant + "': " + name + " takes no '" +
+                         parameter + "' parameter; " + kExpectedVariants);
+    return "#attn." + name + "<" + parameter + " = " + value + ">";
+  }
+  return "#attn." + name;
+}
+
+std::string generatedSource(const std::string &normalizer, const VariantSpec &spec) {
+  std::ostringstream qk, vo, text;
+  qk << "tensor<?x?x?x" << spec.headDim << "xf32>";
+  vo << "tensor<?x?x?x" << spec.valueHeadDim << "xf32>";
+  text << "func.func @attention(%q: " << qk.str() << ", %k: " << qk.str() << ", %v: "
+       << vo.str() << ") -> " << vo.str() << " {\n"
+       << "  %o = attn.attention %q, %k, %v normalizer(" << normalizer << ") : " << qk.str()
+       << ", " << qk.str() << ", " << vo.str() << " -> " << vo.str() << "\n"
+       << "  return %o : " << vo.str() << "\n}\n";
+  return text.str();
+}
+} // namespace
+
+OwningOpRef<ModuleOp> buildVariantModule(const VariantSpec &spec, MLIRContext &context) {
+  if (spec.headDim <= 0 || spec.valueHeadDim <= 0)
+    throw CompileError("head dims must be positive, got D = " + std::to_string(spec.headDim) +
+                       ", Dv = " + std::to_string(spec.valueHeadDim));
+  static const std::string kMlirPrefix = "mlir:";
+  bool fromIr = spec.variant.rfind(kMlirPrefix, 0) == 0;
+  std::string source;
+  if (fromIr) {
+    source = spec.variant.substr(kMlirPrefix.size());
+  } else {
+    std::string normalizer = builtinNormalizer(spec.variant);
+    if (normalizer.empty())
+      throw CompileError("unknown attention variant '" + spec.variant + "'; " +
+                         kExpectedVariants);
+    source = generatedSource(normalizer, spec);
+  }
+
+  std::string diagnostics;
+  llvm::raw_string_ostream diagnosticStream(diagnostics);
+  ScopedDiagnosticHandler handler(&context, [&](Diagnostic &diagnostic) {
+    diagnosticStream << diagnostic.getLocation() << ": " << diagnostic << "\n";
+    return success();
+  });
+  OwningOpRef<ModuleOp> parsed = parseSourceString<ModuleOp>(source, &context, "variant");
+  if (!parsed)
+    throw CompileError("attention variant IR does not parse or verify:\n" + diagnostics);
+
+  mlir::attn::AttentionOp found;
+  parsed->walk([&](mlir::attn::AttentionOp op) {
+    if (!found)
+      found = op;
+  });
+  if (!found)
+    throw CompileError("attention variant IR holds no attn.attention op");
+  if (found.getHeadDim() != spec.headDim || found.getValueHeadDim() != spec.valueHeadDim)
+    throw CompileError("attention variant IR has head dims D = " +
+                       std::to_string(found.getHeadDim()) + ", Dv = " +
+                       std::to_string(found.getValueHeadDim()) + " but the inputs have D = " +
+                       std::to_string(spec.headDim) + ", Dv = " +
+                       std::to_string(spec.valueHeadDim));
+  auto function = found->getParentOfType<func::FuncOp>();
+  if (!function)
+    throw CompileError("attention variant IR: attn.attention must sit in a func.func");
+
+  // Keep only the variant's function, named so that the kernels have fixed symbols.
+  OpBuilder builder(&context);
+  OwningOpRef<ModuleOp> module = ModuleOp::create(builder.getUnknownLoc());
+  builder.setInsertionPointToEnd(module->getBody());
+  auto copy = cast<func::FuncOp>(builder.clone(*function));
+  copy.setSymName("attention");
+  copy.walk([&](mlir::attn::AttentionOp op) {
+    if (spec.causal)
+      op.setCausal(true);
+    if (spec.scale)
+      op.setScaleAttr(builder.getF32FloatAttr(static_cast<float>(*spec.scale)));
+  });
+  int64_t count = 0;
+  copy.walk([&](mlir::attn::AttentionOp) { ++count; });
+  if (count != 1)
+    throw CompileError("attention variant IR: the function holding attn.attention must hold "
+                       "exactly one, found " + std::to_string(count));
+  if (failed(module->verify()))
+    throw CompileError("attention variant IR does not verify:\n" + diagnostics);
+  return module;
+}
+} // namespace attn::runtime

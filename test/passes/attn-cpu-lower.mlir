@@ -1,0 +1,12 @@
+// The CPU pipeline takes every example variant the tiled kernels support down to the LLVM
+// dialect: three C-interface kernels per variant, nothing of the source dialects left.
+// RUN: attn-opt %attn_src/frontend/examples/softmax.mlir --attn-cpu-pipeline | FileCheck %s
+// RUN: attn-opt %attn_src/frontend/examples/custom.mlir --attn-cpu-pipeline | FileCheck %s
+// RUN: attn-opt %attn_src/frontend/examples/alibi.mlir --attn-cpu-pipeline | FileCheck %s
+// RUN: attn-opt %attn_src/frontend/examples/relu.mlir --attn-cpu-pipeline | FileCheck %s
+// CHECK-DAG: llvm.func @_mlir_ciface_{{.*}}_fwd(
+// CHECK-DAG: llvm.func @_mlir_ciface_{{.*}}_bwd_dq(
+// CHECK-DAG: llvm.func @_mlir_ciface_{{.*}}_bwd_dkdv(
+// CHECK-DAG: llvm.intr.vector.reduce.fadd
+// CHECK-NOT: {{ (scf|memref|vector|arith|math|attn|cf)\.}}
+// CHECK-NOT: unrealized_conversion_cast
