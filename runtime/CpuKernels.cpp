@@ -175,8 +175,10 @@ std::string VariantSpec::cacheKey() const {
 
 std::shared_ptr<const CpuKernels> getCpuKernels(const VariantSpec &spec) {
   using Entry = std::shared_future<std::shared_ptr<const CpuKernels>>;
-  static std::mutex mutex;
-  static std::unordered_map<std::string, Entry> cache;
+  // Kernels live as long as the process. The cache is never destroyed: tearing JIT engines
+  // down during static destruction races LLVM's own static teardown.
+  static std::mutex &mutex = *new std::mutex;
+  static auto &cache = *new std::unordered_map<std::string, Entry>;
 
   std::string key = spec.cacheKey();
   std::promise<std::shared_ptr<const CpuKernels>> promise;

@@ -25,3 +25,6 @@ echo "sigmoid.mlir after --canonicalize --attn-legalize (defaults made explicit)
 grep 'attn.attention' "$out/sigmoid.legal.mlir" | sed 's/^ */    /'
 echo
 echo "every stage is in $out/ (<name>.attn.mlir, .canonical.mlir, .legal.mlir)"
+
+echo
+"$build/bin/attn-demo" "$root/frontend/examples"
