@@ -1,7 +1,6 @@
-// The torch op against the float64 reference over variants × causal × head dims × dtypes ×
-// GQA × odd lengths. Each axis is covered fully by a deterministic subset of the product
-// (every variant with and without causal, in float32 and a 16-bit dtype, with at least two
-// head dims and two head layouts), so that the suite compiles few kernels and stays fast.
+// The torch op against the float64 reference. Every variant × causal × head dim runs; dtype,
+// head layout (GQA, MHA, MQA) and lengths rotate through those cases so that every pair of
+// values of any two axes meets in some case (pairwise coverage), which keeps the suite fast.
 #include "test/torch/NumericsSupport.h"
 
 #include <gtest/gtest.h>
@@ -26,34 +25,48 @@ struct NumericsCase {
 
 constexpr int64_t kBatch = 2;
 
+std::vector<NumericsCase> pairwiseCases() {
+  const Variant variants[] = {Variant::Softmax,   Variant::Sigmoid,   Variant::SigmoidBias,
+                              Variant::Relu,      Variant::ReluScale, Variant::CustomHalfTanh};
+  const int64_t headDims[] = {32, 64, 80, 128};
+  const at::ScalarType dtypes[] = {at::kFloat, at::kBFloat16, at::kHalf};
+  const int64_t headLayouts[][2] = {{4, 2}, {2, 2}, {4, 1}}; // {Hq, Hkv}: GQA, MHA, MQA
+  const int64_t lengths[][2] = {{37, 53}, {64, 64}, {1, 37}, {61, 29}}; // {Sq, Sk}
+  std::vector<NumericsCase> cases;
+  for (int variant = 0; variant < 6; ++variant) {
+    for (int causal = 0; causal < 2; ++causal) {
+      for (int dim = 0; dim < 4; ++dim) {
+        // These rotations cover every pair of axis values (checked by enumeration) and skip
+        // causal softmax with Sq = 1: its single allowed key gets p = 1, so the q and k
+        // gradients are zero and a relative error has no scale.
+        const int64_t *heads = headLayouts[(variant + 2 * dim) % 3];
+        const int64_t *length = lengths[(variant + causal + 2 * dim) % 4];
+        cases.push_back({variants[variant], causal == 1, headDims[dim], headDims[dim],
+                         dtypes[(variant + dim) % 3], heads[0], heads[1], length[0], length[1]});
+      }
+    }
+  }
+  return cases;
+}
+
 const std::vector<NumericsCase> &numericsCases() {
-  using V = Variant;
-  static const std::vector<NumericsCase> cases = {
-      // Every variant, causal and not.
-      {V::Softmax, false, 64, 64, at::kFloat, 4, 2, 37, 53},
-      {V::Softmax, true, 128, 128, at::kBFloat16, 2, 2, 64, 64},
-      {V::Sigmoid, false, 32, 32, at::kHalf, 4, 1, 64, 64},
-      {V::Sigmoid, true, 80, 80, at::kFloat, 4, 2, 61, 29},
-      {V::SigmoidBias, false, 128, 128, at::kFloat, 2, 2, 1, 37},
-      {V::SigmoidBias, true, 64, 64, at::kBFloat16, 4, 1, 37, 53},
-      {V::Relu, false, 80, 80, at::kBFloat16, 4, 2, 64, 64},
-      {V::Relu, true, 32, 32, at::kFloat, 2, 2, 37, 53},
-      {V::ReluScale, false, 64, 64, at::kHalf, 2, 2, 61, 29},
-      {V::ReluScale, true, 128, 128, at::kFloat, 4, 1, 64, 64},
-      {V::CustomHalfTanh, false, 32, 32, at::kFloat, 4, 1, 37, 53},
-      {V::CustomHalfTanh, true, 80, 80, at::kHalf, 4, 2, 1, 37},
-      // Softmax, the row-wise normalizer, on the remaining axes.
-      {V::Softmax, true, 32, 32, at::kFloat, 4, 1, 61, 29},
-      {V::Softmax, false, 80, 80, at::kHalf, 2, 2, 1, 37},
-      {V::Softmax, false, 32, 32, at::kDouble, 4, 2, 37, 53},
-      // Value head dim unlike the query/key head dim.
-      {V::Softmax, false, 64, 32, at::kFloat, 4, 2, 37, 53},
-      {V::Sigmoid, true, 32, 80, at::kFloat, 2, 2, 64, 64},
-      {V::CustomHalfTanh, false, 64, 128, at::kBFloat16, 2, 2, 61, 29},
-      // An explicit scale overrides 1/sqrt(D).
-      {V::Softmax, true, 64, 64, at::kFloat, 4, 2, 37, 53, 0.3},
-      {V::Relu, false, 64, 64, at::kFloat, 4, 1, 37, 53, 0.05},
-  };
+  static const std::vector<NumericsCase> cases = [] {
+    using V = Variant;
+    std::vector<NumericsCase> all = pairwiseCases();
+    const std::vector<NumericsCase> extra = {
+        // A value head dim unlike the query/key head dim.
+        {V::Softmax, false, 64, 32, at::kFloat, 4, 2, 37, 53},
+        {V::Sigmoid, true, 32, 80, at::kFloat, 2, 2, 64, 64},
+        {V::CustomHalfTanh, false, 64, 128, at::kBFloat16, 2, 2, 61, 29},
+        // An explicit scale overrides 1/sqrt(D).
+        {V::Softmax, true, 64, 64, at::kFloat, 4, 2, 37, 53, 0.3},
+        {V::Relu, false, 64, 64, at::kFloat, 4, 1, 37, 53, 0.05},
+        // float64 runs in float32 and comes back as float64.
+        {V::Softmax, false, 32, 32, at::kDouble, 4, 2, 37, 53},
+    };
+    all.insert(all.end(), extra.begin(), extra.end());
+    return all;
+  }();
   return cases;
 }
 
