@@ -94,8 +94,9 @@ AttentionGradients cpuAttentionBackward(const runtime::VariantSpec &spec, const 
 
   const at::Tensor qf = toKernelLayout(q), kf = toKernelLayout(k), vf = toKernelLayout(v);
   const at::Tensor gradOutF = toKernelLayout(gradOut);
-  // Row-wise normalizers need delta = rowsum(dO * O); the others ignore it.
-  const at::Tensor delta = (gradOutF * out).sum(-1);
+  // Only row-wise normalizers read delta = rowsum(dO * O); elementwise kernels never load it,
+  // so lse's view stands in rather than paying a pass over dO and O.
+  const at::Tensor delta = kernels->rowWise() ? (gradOutF * out).sum(-1) : lse;
   AttentionGradients grads{at::empty(q.sizes(), floatOptions), at::empty(k.sizes(), floatOptions),
                            at::empty(v.sizes(), floatOptions)};
 
