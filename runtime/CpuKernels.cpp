@@ -1,25 +1,28 @@
-// The CPU JIT: variant -> attn IR -> tiled kernels -> LLVM -> ORC JIT (ExecutionEngine),
-// compiled once per key and kept for the life of the process.
+// The CPU JIT: variant -> canonical attn IR -> (runtime::Jit: disk cache or compile) ->
+// tiled kernels -> LLVM -> relocatable object -> loaded through ORC, once per process.
 #include "runtime/CpuKernels.h"
 
 #include "codegen/CpuPipeline.h"
 #include "dialects/attn/AttnDialect.h"
+#include "runtime/CpuExecutor.h"
+#include "runtime/Jit.h"
 #include "runtime/VariantSource.h"
 
-#include "mlir/ExecutionEngine/ExecutionEngine.h"
 #include "mlir/ExecutionEngine/OptUtils.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Pass/PassManager.h"
+#include "mlir/Target/LLVMIR/Export.h"
+#include "mlir/Transforms/Passes.h"
 #include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
-#include "llvm/Support/TargetSelect.h"
+#include "llvm/IR/LegacyPassManager.h"
+#include "llvm/IR/Module.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/raw_ostream.h"
+#include "llvm/Target/TargetMachine.h"
 
 #include <chrono>
-#include <future>
-#include <mutex>
 #include <sstream>
-#include <unordered_map>
 
 namespace attn::runtime {
 namespace {
@@ -44,8 +47,7 @@ template <int Rank> MemRefDescriptor<Rank> describe(const View<Rank> &view) {
 using D4 = MemRefDescriptor<4>;
 using D3 = MemRefDescriptor<3>;
 using ForwardFn = void (*)(D4 *, D4 *, D4 *, D4 *, D3 *, int64_t, int64_t, int64_t);
-using QueryGradFn = void (*)(D4 *, D4 *, D4 *, D4 *, D3 *, D3 *, D4 *, int64_t, int64_t,
-                             int64_t);
+using QueryGradFn = void (*)(D4 *, D4 *, D4 *, D4 *, D3 *, D3 *, D4 *, int64_t, int64_t, int64_t);
 using KeyGradFn = void (*)(D4 *, D4 *, D4 *, D4 *, D3 *, D3 *, D4 *, D4 *, int64_t, int64_t,
                            int64_t);
 
@@ -54,8 +56,8 @@ constexpr int64_t kKeyTile = 64;
 
 class JitCpuKernels final : public CpuKernels {
 public:
-  JitCpuKernels(std::unique_ptr<mlir::ExecutionEngine> engine, bool rowWise, double millis)
-      : engine_(std::move(engine)), rowWise_(rowWise), compileMillis_(millis) {
+  JitCpuKernels(std::shared_ptr<const LoadedCpuObject> object, bool rowWise, double millis)
+      : object_(std::move(object)), rowWise_(rowWise), compileMillis_(millis) {
     forward_ = reinterpret_cast<ForwardFn>(lookup("attention_fwd"));
     queryGrad_ = reinterpret_cast<QueryGradFn>(lookup("attention_bwd_dq"));
     keyGrad_ = reinterpret_cast<KeyGradFn>(lookup("attention_bwd_dkdv"));
@@ -66,9 +68,8 @@ public:
   bool rowWise() const override { return rowWise_; }
   double compileMillis() const override { return compileMillis_; }
 
-  void forwardTile(const View4 &q, const View4 &k, const View4 &v, const View4 &o,
-                   const View3 &lse, int64_t batch, int64_t head,
-                   int64_t queryStart) const override {
+  void forwardTile(const View4 &q, const View4 &k, const View4 &v, const View4 &o, const View3 &lse,
+                   int64_t batch, int64_t head, int64_t queryStart) const override {
     D4 dq = describe(q), dk = describe(k), dv = describe(v), dout = describe(o);
     D3 dlse = describe(lse);
     forward_(&dq, &dk, &dv, &dout, &dlse, batch, head, queryStart);
@@ -94,18 +95,11 @@ public:
   }
 
 private:
-  void *lookup(const std::string &kernel) {
-    auto address = engine_->lookup("_mlir_ciface_" + kernel);
-    if (!address) {
-      std::string message;
-      llvm::raw_string_ostream os(message);
-      os << llvm::toString(address.takeError());
-      throw CompileError("JIT lookup of " + kernel + " failed: " + message);
-    }
-    return *address;
+  void *lookup(const std::string &kernel) const {
+    return object_->lookup("_mlir_ciface_" + kernel);
   }
 
-  std::unique_ptr<mlir::ExecutionEngine> engine_;
+  std::shared_ptr<const LoadedCpuObject> object_;
   bool rowWise_;
   double compileMillis_;
   ForwardFn forward_ = nullptr;
@@ -113,54 +107,132 @@ private:
   KeyGradFn keyGrad_ = nullptr;
 };
 
-std::shared_ptr<const CpuKernels> compile(const VariantSpec &spec) {
-  auto start = std::chrono::steady_clock::now();
-  static std::once_flag nativeTargetOnce;
-  std::call_once(nativeTargetOnce, [] {
-    llvm::InitializeNativeTarget();
-    llvm::InitializeNativeTargetAsmPrinter();
-  });
+/// Collects diagnostics into a string for CompileError messages.
+class DiagnosticCollector {
+public:
+  explicit DiagnosticCollector(mlir::MLIRContext &context)
+      : stream_(text_), handler_(&context, [this](mlir::Diagnostic &diagnostic) {
+          stream_ << diagnostic.getLocation() << ": " << diagnostic << "\n";
+          for (auto &note : diagnostic.getNotes())
+            stream_ << "  note: " << note << "\n";
+          return mlir::success();
+        }) {}
+  const std::string &text() { return text_; }
 
+private:
+  std::string text_;
+  llvm::raw_string_ostream stream_;
+  mlir::ScopedDiagnosticHandler handler_;
+};
+
+void writeFile(const std::string &path, llvm::function_ref<void(llvm::raw_ostream &)> write) {
+  std::error_code error;
+  llvm::raw_fd_ostream file(path, error, llvm::sys::fs::OF_Text);
+  if (!error)
+    write(file);
+}
+
+std::unique_ptr<llvm::TargetMachine> hostTargetMachine() {
+  auto builder = llvm::orc::JITTargetMachineBuilder::detectHost();
+  if (!builder)
+    throw CompileError("cannot detect the host CPU: " + llvm::toString(builder.takeError()));
+  builder->setCodeGenOptLevel(llvm::CodeGenOptLevel::Aggressive);
+  // Position-independent code links wherever ORC maps it, next to libm or not.
+  builder->setRelocationModel(llvm::Reloc::PIC_);
+  auto machine = builder->createTargetMachine();
+  if (!machine)
+    throw CompileError("cannot create a target machine: " + llvm::toString(machine.takeError()));
+  return std::move(*machine);
+}
+
+/// attn IR (canonical) -> tiled kernels -> LLVM dialect -> optimized LLVM IR -> ELF object.
+std::string compileObject(mlir::ModuleOp module, const std::string &label,
+                          const std::string &dumpFolder) {
+  mlir::MLIRContext &context = *module.getContext();
+  DiagnosticCollector diagnostics(context);
+  mlir::PassManager pm(&context);
+  if (!dumpFolder.empty())
+    pm.enableIRPrintingToFileTree([](mlir::Pass *, mlir::Operation *) { return false; },
+                                  [](mlir::Pass *, mlir::Operation *) { return true; },
+                                  /*printModuleScope=*/true,
+                                  /*printAfterOnlyOnChange=*/true,
+                                  /*printAfterOnlyOnFailure=*/false, dumpFolder + "/cpu-stages");
+  codegen::buildCpuPipeline(pm);
+  if (mlir::failed(pm.run(module)))
+    throw CompileError("compiling attention " + label + " failed:\n" + diagnostics.text());
+
+  llvm::LLVMContext llvmContext;
+  std::unique_ptr<llvm::Module> llvmModule = mlir::translateModuleToLLVMIR(module, llvmContext);
+  if (!llvmModule)
+    throw CompileError("translating attention " + label + " to LLVM IR failed:\n" +
+                       diagnostics.text());
+  std::unique_ptr<llvm::TargetMachine> machine = hostTargetMachine();
+  llvmModule->setDataLayout(machine->createDataLayout());
+  llvmModule->setTargetTriple(machine->getTargetTriple());
+  auto optimize = mlir::makeOptimizingTransformer(3, 0, machine.get());
+  if (llvm::Error error = optimize(llvmModule.get()))
+    throw CompileError("optimizing attention " + label +
+                       " failed: " + llvm::toString(std::move(error)));
+  if (!dumpFolder.empty())
+    writeFile(dumpFolder + "/cpu-optimized.ll",
+              [&](llvm::raw_ostream &os) { llvmModule->print(os, nullptr); });
+
+  llvm::SmallVector<char, 0> object;
+  llvm::raw_svector_ostream objectStream(object);
+  llvm::legacy::PassManager codegenPasses;
+  if (machine->addPassesToEmitFile(codegenPasses, objectStream, nullptr,
+                                   llvm::CodeGenFileType::ObjectFile))
+    throw CompileError("the host target cannot emit object files");
+  codegenPasses.run(*llvmModule);
+  return std::string(object.begin(), object.end());
+}
+
+std::string describe(const VariantSpec &spec) {
+  std::ostringstream label;
+  label << "variant '"
+        << (spec.variant.size() > 60 ? spec.variant.substr(0, 60) + "..." : spec.variant)
+        << "' D=" << spec.headDim << " Dv=" << spec.valueHeadDim << (spec.causal ? " causal" : "");
+  return label.str();
+}
+
+std::shared_ptr<const CpuKernels> build(const VariantSpec &spec) {
+  auto start = std::chrono::steady_clock::now();
   mlir::DialectRegistry registry;
   codegen::registerCpuDialects(registry);
   mlir::MLIRContext context(registry, mlir::MLIRContext::Threading::DISABLED);
-  context.loadAllAvailableDialects();
 
+  // The disk key hashes the canonical IR, so spellings of one variant share an entry.
   mlir::OwningOpRef<mlir::ModuleOp> module = buildVariantModule(spec, context);
+  {
+    DiagnosticCollector diagnostics(context);
+    mlir::PassManager canonicalize(&context);
+    canonicalize.addPass(mlir::createCanonicalizerPass());
+    if (mlir::failed(canonicalize.run(*module)))
+      throw CompileError("canonicalizing attention " + describe(spec) + " failed:\n" +
+                         diagnostics.text());
+  }
   bool rowWise = false;
   module->walk([&](mlir::attn::AttentionOp op) { rowWise = op.getNormalizer().isRowWise(); });
 
-  std::string diagnostics;
-  llvm::raw_string_ostream diagnosticStream(diagnostics);
-  mlir::ScopedDiagnosticHandler handler(&context, [&](mlir::Diagnostic &diagnostic) {
-    diagnosticStream << diagnostic.getLocation() << ": " << diagnostic << "\n";
-    for (auto &note : diagnostic.getNotes())
-      diagnosticStream << "  note: " << note << "\n";
-    return mlir::success();
-  });
-  mlir::PassManager pm(&context);
-  codegen::buildCpuPipeline(pm);
-  if (mlir::failed(pm.run(*module)))
-    throw CompileError("compiling attention variant '" + spec.variant.substr(0, 200) +
-                       "' failed:\n" + diagnostics);
+  ArtifactRequest request;
+  llvm::raw_string_ostream irStream(request.canonicalIr);
+  module->print(irStream, mlir::OpPrintingFlags().printGenericOpForm());
+  request.target = hostTargetDescription();
+  std::ostringstream options;
+  options << "cpu-object O3 pic query-tile=" << kQueryTile << " key-tile=" << kKeyTile;
+  request.options = options.str();
+  request.label = describe(spec);
 
-  auto hostBuilder = llvm::orc::JITTargetMachineBuilder::detectHost();
-  if (!hostBuilder)
-    throw CompileError("cannot detect the host CPU: " + llvm::toString(hostBuilder.takeError()));
-  auto targetMachine = hostBuilder->createTargetMachine();
-  if (!targetMachine)
-    throw CompileError("cannot create a target machine: " +
-                       llvm::toString(targetMachine.takeError()));
-  mlir::ExecutionEngineOptions options;
-  options.transformer = mlir::makeOptimizingTransformer(3, 0, targetMachine->get());
-  options.jitCodeGenOptLevel = llvm::CodeGenOptLevel::Aggressive;
-  auto engine = mlir::ExecutionEngine::create(*module, options);
-  if (!engine)
-    throw CompileError("JIT compilation failed: " + llvm::toString(engine.takeError()));
-  double millis = std::chrono::duration<double, std::milli>(
-                      std::chrono::steady_clock::now() - start)
-                      .count();
-  return std::make_shared<JitCpuKernels>(std::move(*engine), rowWise, millis);
+  std::string object = Jit::instance().artifact(request, [&](const std::string &dumpFolder) {
+    if (!dumpFolder.empty())
+      writeFile(dumpFolder + "/attn-canonical.mlir",
+                [&](llvm::raw_ostream &os) { module->print(os); });
+    return compileObject(*module, request.label, dumpFolder);
+  });
+  std::shared_ptr<const LoadedCpuObject> loaded = loadCpuObject(object, request.label);
+  double millis =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  return std::make_shared<JitCpuKernels>(std::move(loaded), rowWise, millis);
 }
 } // namespace
 
@@ -174,38 +246,7 @@ std::string VariantSpec::cacheKey() const {
 }
 
 std::shared_ptr<const CpuKernels> getCpuKernels(const VariantSpec &spec) {
-  using Entry = std::shared_future<std::shared_ptr<const CpuKernels>>;
-  // Kernels live as long as the process. The cache is never destroyed: tearing JIT engines
-  // down during static destruction races LLVM's own static teardown.
-  static std::mutex &mutex = *new std::mutex;
-  static auto &cache = *new std::unordered_map<std::string, Entry>;
-
-  std::string key = spec.cacheKey();
-  std::promise<std::shared_ptr<const CpuKernels>> promise;
-  Entry entry;
-  bool owner = false;
-  {
-    std::lock_guard<std::mutex> lock(mutex);
-    auto found = cache.find(key);
-    if (found != cache.end()) {
-      entry = found->second;
-    } else {
-      entry = promise.get_future().share();
-      cache.emplace(key, entry);
-      owner = true;
-    }
-  }
-  // The thread that inserted the entry compiles; the others wait on the same future.
-  if (owner) {
-    try {
-      promise.set_value(compile(spec));
-    } catch (...) {
-      promise.set_exception(std::current_exception());
-      // A failed variant is not kept: the waiting threads see the error, later calls retry.
-      std::lock_guard<std::mutex> lock(mutex);
-      cache.erase(key);
-    }
-  }
-  return entry.get();
+  static MemoryCache<CpuKernels> &cache = *new MemoryCache<CpuKernels>;
+  return cache.getOrCreate(spec.cacheKey(), [&] { return build(spec); });
 }
 } // namespace attn::runtime

@@ -55,7 +55,8 @@ public:
   virtual int64_t keyTile() const = 0;
   /// Row-wise normalizers (softmax) need `lse` from the forward and `delta` in the backward.
   virtual bool rowWise() const = 0;
-  /// Milliseconds spent building and JIT-compiling this variant.
+  /// Milliseconds this variant took to become callable: IR, then the disk cache or the
+  /// compiler, then loading. 0-ish on later calls is not reported: those hit memory.
   virtual double compileMillis() const = 0;
 
   virtual void forwardTile(const View4 &q, const View4 &k, const View4 &v, const View4 &o,

@@ -37,6 +37,20 @@ std::string builtinNormalizer(const std::string &variant) {
   return "#attn." + name;
 }
 
+/// " (did you mean 'sigmoid'?)" for a name within two edits of a built-in variant.
+std::string suggestion(const std::string &variant) {
+  static const std::regex leadingName(R"(^\s*([A-Za-z_]+))");
+  std::smatch match;
+  if (!std::regex_search(variant, match, leadingName))
+    return {};
+  std::string matched = match[1].str();
+  llvm::StringRef name(matched);
+  for (llvm::StringRef known : {"softmax", "sigmoid", "relu"})
+    if (name != known && name.edit_distance(known) <= 2)
+      return " (did you mean '" + known.str() + "'?)";
+  return {};
+}
+
 std::string generatedSource(const std::string &normalizer, const VariantSpec &spec) {
   std::ostringstream qk, vo, text;
   qk << "tensor<?x?x?x" << spec.headDim << "xf32>";
@@ -62,8 +76,8 @@ OwningOpRef<ModuleOp> buildVariantModule(const VariantSpec &spec, MLIRContext &c
   } else {
     std::string normalizer = builtinNormalizer(spec.variant);
     if (normalizer.empty())
-      throw CompileError("unknown attention variant '" + spec.variant + "'; " +
-                         kExpectedVariants);
+      throw CompileError("unknown attention variant '" + spec.variant + "'" +
+                         suggestion(spec.variant) + "; " + kExpectedVariants);
     source = generatedSource(normalizer, spec);
   }
 

@@ -1,0 +1,267 @@
+// runtime::Jit end to end: compile once per key across threads and processes, hits after a
+// restart, recovery from a damaged entry, a read-only cache, and the environment switches.
+#include "runtime/CpuKernels.h"
+#include "runtime/Jit.h"
+#include "test/runtime/ProcessRunner.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <regex>
+#include <sys/stat.h>
+#include <thread>
+#include <unistd.h>
+
+namespace attn::runtime {
+namespace {
+struct ProbeCounts {
+  int compiles = -1, diskHits = -1;
+  bool outputOk = false;
+};
+
+ProbeCounts parseProbe(const test::ProcessResult &result) {
+  ProbeCounts counts;
+  std::smatch match;
+  static const std::regex pattern(R"(compiles=(\d+) disk_hits=(\d+) memory_hits=\d+ output=(\w+))");
+  if (std::regex_search(result.out, match, pattern)) {
+    counts.compiles = std::stoi(match[1]);
+    counts.diskHits = std::stoi(match[2]);
+    counts.outputOk = match[3] == "ok";
+  }
+  return counts;
+}
+
+test::ProcessSpec probe(const std::string &cacheDirectory, std::vector<std::string> arguments,
+                        std::map<std::string, std::string> environment = {}) {
+  test::ProcessSpec spec;
+  spec.argv = {ATTN_CACHE_PROBE};
+  spec.argv.insert(spec.argv.end(), arguments.begin(), arguments.end());
+  spec.environment = std::move(environment);
+  spec.environment["ATTN_CACHE_DIR"] = cacheDirectory;
+  spec.environment.emplace("ATTN_CACHE_DISABLE", "0");
+  spec.environment.emplace("ATTN_DUMP_DIR", "");
+  return spec;
+}
+
+std::vector<std::string> entries(const test::TemporaryDirectory &directory, const char *suffix) {
+  std::vector<std::string> found;
+  for (const std::string &name : directory.list())
+    if (name.size() >= strlen(suffix) &&
+        name.compare(name.size() - strlen(suffix), strlen(suffix), suffix) == 0)
+      found.push_back(name);
+  return found;
+}
+
+int count(const std::string &text, const std::string &needle) {
+  int n = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1))
+    ++n;
+  return n;
+}
+
+/// In-process tests use their own cache directory and distinct variants: the memory cache
+/// lives as long as the test binary.
+class JitInProcess : public ::testing::Test {
+protected:
+  void SetUp() override {
+    setenv("ATTN_CACHE_DIR", directory.path().c_str(), 1);
+    unsetenv("ATTN_CACHE_DISABLE");
+    unsetenv("ATTN_DUMP_DIR");
+    Jit::instance().reconfigureFromEnvironment();
+  }
+  void TearDown() override {
+    unsetenv("ATTN_CACHE_DIR");
+    Jit::instance().reconfigureFromEnvironment();
+  }
+  test::TemporaryDirectory directory;
+};
+
+TEST_F(JitInProcess, SixteenThreadsAskingForOneKeyCompileOnce) {
+  VariantSpec spec;
+  spec.variant = "relu(scale=0.0371)";
+  spec.headDim = spec.valueHeadDim = 32;
+  JitStatistics before = Jit::instance().statistics();
+  std::vector<std::shared_ptr<const CpuKernels>> results(16);
+  std::atomic<int> ready{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 16; ++i)
+    threads.emplace_back([&, i] {
+      ready.fetch_add(1);
+      while (ready.load() < 16) {
+      }
+      results[i] = getCpuKernels(spec);
+    });
+  for (std::thread &thread : threads)
+    thread.join();
+  JitStatistics after = Jit::instance().statistics();
+  EXPECT_EQ(after.compiles - before.compiles, 1u);
+  EXPECT_EQ(after.diskHits - before.diskHits, 0u);
+  for (const auto &result : results)
+    EXPECT_EQ(result.get(), results.front().get()) << "threads got different kernels";
+  EXPECT_EQ(entries(directory, ".kernel").size(), 1u);
+  getCpuKernels(spec);
+  EXPECT_GE(Jit::instance().statistics().memoryHits - after.memoryHits, 1u);
+}
+
+TEST_F(JitInProcess, SpellingsOfOneVariantShareTheDiskEntry) {
+  // The custom body canonicalizes to #attn.sigmoid<bias = -2.5>: same canonical IR, same key.
+  VariantSpec builtin;
+  builtin.variant = "sigmoid(bias=-2.5)";
+  builtin.headDim = builtin.valueHeadDim = 16;
+  VariantSpec written = builtin;
+  written.variant = R"(mlir:
+func.func @mine(%q: tensor<?x?x?x16xf32>, %k: tensor<?x?x?x16xf32>,
+                %v: tensor<?x?x?x16xf32>) -> tensor<?x?x?x16xf32> {
+  %o = attn.attention %q, %k, %v normalizer(#attn.custom)
+      : tensor<?x?x?x16xf32>, tensor<?x?x?x16xf32>, tensor<?x?x?x16xf32> -> tensor<?x?x?x16xf32>
+  normalizer_body {
+  ^bb0(%s: f32):
+    %b = arith.constant -2.5 : f32
+    %one = arith.constant 1.0 : f32
+    %x = arith.addf %s, %b : f32
+    %n = arith.negf %x : f32
+    %e = math.exp %n : f32
+    %d = arith.addf %one, %e : f32
+    %p = arith.divf %one, %d : f32
+    attn.yield %p : f32
+  }
+  return %o : tensor<?x?x?x16xf32>
+})";
+  JitStatistics before = Jit::instance().statistics();
+  getCpuKernels(builtin);
+  getCpuKernels(written);
+  JitStatistics after = Jit::instance().statistics();
+  EXPECT_EQ(after.compiles - before.compiles, 1u);
+  EXPECT_EQ(after.diskHits - before.diskHits, 1u);
+}
+
+TEST_F(JitInProcess, VariantTypoNamesTheClosestVariant) {
+  VariantSpec spec;
+  spec.variant = "sigmiod";
+  try {
+    getCpuKernels(spec);
+    FAIL() << "a misspelled variant compiled";
+  } catch (const CompileError &error) {
+    EXPECT_NE(std::string(error.what()).find("did you mean 'sigmoid'"), std::string::npos)
+        << error.what();
+  }
+  spec.variant = "softmx(bias=1)";
+  EXPECT_THROW(getCpuKernels(spec), CompileError);
+}
+
+TEST(JitProcesses, SecondProcessReadsTheDiskCacheInsteadOfCompiling) {
+  test::TemporaryDirectory directory;
+  test::ProcessResult first =
+      test::run(probe(directory.path(), {"--variant=relu", "--head-dim=16"}));
+  ASSERT_EQ(first.exitCode, 0) << first.err;
+  ProbeCounts cold = parseProbe(first);
+  EXPECT_EQ(cold.compiles, 1);
+  EXPECT_EQ(cold.diskHits, 0);
+  EXPECT_TRUE(cold.outputOk);
+
+  test::ProcessResult second = test::run(
+      probe(directory.path(), {"--variant=relu", "--head-dim=16"}, {{"ATTN_LOG", "info"}}));
+  ASSERT_EQ(second.exitCode, 0) << second.err;
+  ProbeCounts warm = parseProbe(second);
+  EXPECT_EQ(warm.compiles, 0) << second.err;
+  EXPECT_EQ(warm.diskHits, 1);
+  EXPECT_TRUE(warm.outputOk) << "code loaded from the cache must run";
+  EXPECT_NE(second.err.find("disk cache hit"), std::string::npos) << second.err;
+}
+
+TEST(JitProcesses, TwoProcessesRacingOnAnEmptyCacheCompileOnce) {
+  test::TemporaryDirectory directory;
+  std::vector<std::string> arguments = {"--variant=sigmoid", "--head-dim=32", "--causal"};
+  std::vector<test::ProcessResult> results = test::runConcurrently(
+      {probe(directory.path(), arguments), probe(directory.path(), arguments)});
+  int compiles = 0, hits = 0;
+  for (const test::ProcessResult &result : results) {
+    ASSERT_EQ(result.exitCode, 0) << result.err;
+    ProbeCounts counts = parseProbe(result);
+    EXPECT_TRUE(counts.outputOk);
+    compiles += counts.compiles;
+    hits += counts.diskHits;
+  }
+  EXPECT_EQ(compiles, 1) << "both processes compiled the same key";
+  EXPECT_EQ(hits, 1);
+  EXPECT_EQ(entries(directory, ".kernel").size(), 1u);
+  for (const std::string &name : directory.list())
+    EXPECT_EQ(name.find(".tmp."), std::string::npos) << "a temporary file was left: " << name;
+}
+
+TEST(JitProcesses, TruncatedEntryIsReportedAndRecompiled) {
+  test::TemporaryDirectory directory;
+  std::vector<std::string> arguments = {"--variant=softmax", "--head-dim=16"};
+  ASSERT_EQ(test::run(probe(directory.path(), arguments)).exitCode, 0);
+  std::vector<std::string> written = entries(directory, ".kernel");
+  ASSERT_EQ(written.size(), 1u);
+  std::string path = directory.path() + "/" + written.front();
+  struct stat info;
+  ASSERT_EQ(stat(path.c_str(), &info), 0);
+  ASSERT_EQ(truncate(path.c_str(), info.st_size / 2), 0);
+
+  test::ProcessResult recovered = test::run(probe(directory.path(), arguments));
+  ASSERT_EQ(recovered.exitCode, 0) << recovered.err;
+  ProbeCounts counts = parseProbe(recovered);
+  EXPECT_EQ(counts.compiles, 1);
+  EXPECT_TRUE(counts.outputOk);
+  EXPECT_EQ(count(recovered.err, "is corrupt (truncated"), 1) << recovered.err;
+
+  ProbeCounts after = parseProbe(test::run(probe(directory.path(), arguments)));
+  EXPECT_EQ(after.diskHits, 1) << "the recompiled entry was not written back";
+}
+
+TEST(JitProcesses, ReadOnlyCacheDirectoryFallsBackToMemoryAndWarnsOnce) {
+  test::TemporaryDirectory directory;
+  ASSERT_EQ(chmod(directory.path().c_str(), 0755), 0);
+  std::string readOnly = directory.path() + "/read-only";
+  ASSERT_EQ(mkdir(readOnly.c_str(), 0555), 0);
+  test::ProcessSpec spec =
+      probe(readOnly, {"--variant=relu", "--variant=sigmoid", "--head-dim=16"});
+  if (geteuid() == 0) {
+    // Root writes through 0555: run the probe as an unprivileged user instead.
+    if (access("/usr/bin/setpriv", X_OK) != 0)
+      GTEST_SKIP() << "running as root without setpriv: cannot make a directory read-only";
+    spec.argv.insert(spec.argv.begin(), {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534",
+                                         "--clear-groups", "--"});
+  }
+  test::ProcessResult result = test::run(spec);
+  if (result.exitCode == 127 || result.err.find("setpriv:") != std::string::npos)
+    GTEST_SKIP() << "cannot drop privileges here: " << result.err;
+  ASSERT_EQ(result.exitCode, 0) << result.err;
+  ProbeCounts counts = parseProbe(result);
+  EXPECT_EQ(counts.compiles, 2);
+  EXPECT_TRUE(counts.outputOk);
+  EXPECT_EQ(count(result.err, "is not writable"), 1) << result.err;
+}
+
+TEST(JitProcesses, CacheDisableKeepsNothingOnDisk) {
+  test::TemporaryDirectory directory;
+  std::vector<std::string> arguments = {"--variant=relu", "--head-dim=16"};
+  for (int run = 0; run < 2; ++run) {
+    ProbeCounts counts =
+        parseProbe(test::run(probe(directory.path(), arguments, {{"ATTN_CACHE_DISABLE", "1"}})));
+    EXPECT_EQ(counts.compiles, 1);
+    EXPECT_EQ(counts.diskHits, 0);
+  }
+  EXPECT_TRUE(directory.list().empty());
+}
+
+TEST(JitProcesses, DumpDirectoryReceivesEveryStage) {
+  test::TemporaryDirectory cache, dump;
+  test::ProcessResult result = test::run(probe(cache.path(), {"--variant=sigmoid", "--head-dim=16"},
+                                               {{"ATTN_DUMP_DIR", dump.path()}}));
+  ASSERT_EQ(result.exitCode, 0) << result.err;
+  std::vector<std::string> folders = dump.list();
+  ASSERT_EQ(folders.size(), 1u);
+  std::string folder = dump.path() + "/" + folders.front();
+  for (const char *file : {"key.txt", "attn-canonical.mlir", "cpu-optimized.ll"})
+    EXPECT_EQ(access((folder + "/" + file).c_str(), R_OK), 0) << file << " was not dumped";
+  std::ifstream canonical(folder + "/attn-canonical.mlir");
+  std::string text((std::istreambuf_iterator<char>(canonical)), {});
+  EXPECT_NE(text.find("#attn.sigmoid"), std::string::npos) << text;
+  struct stat info;
+  EXPECT_EQ(stat((folder + "/cpu-stages").c_str(), &info), 0) << "no per-pass IR";
+}
+} // namespace
+} // namespace attn::runtime

@@ -1,0 +1,39 @@
+// Runs a child process with extra environment variables and captures its output: the cache
+// tests observe the runtime across process restarts and between racing processes.
+#ifndef TEST_RUNTIME_PROCESSRUNNER_H
+#define TEST_RUNTIME_PROCESSRUNNER_H
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace attn::test {
+struct ProcessResult {
+  int exitCode = -1;
+  std::string out;
+  std::string err;
+};
+
+struct ProcessSpec {
+  std::vector<std::string> argv;
+  std::map<std::string, std::string> environment; ///< added to (and overriding) ours
+};
+
+/// Starts every process, then waits for all: they run concurrently.
+std::vector<ProcessResult> runConcurrently(const std::vector<ProcessSpec> &processes);
+ProcessResult run(const ProcessSpec &process);
+
+/// A fresh empty directory under $TMPDIR (or /tmp), removed with its contents on destruction.
+class TemporaryDirectory {
+public:
+  TemporaryDirectory();
+  ~TemporaryDirectory();
+  const std::string &path() const { return path_; }
+  std::vector<std::string> list() const;
+
+private:
+  std::string path_;
+};
+} // namespace attn::test
+
+#endif // TEST_RUNTIME_PROCESSRUNNER_H
