@@ -55,4 +55,42 @@ def AttnDeriveBackward : Pass<"attn-derive-backward", "::mlir::ModuleOp"> {
                            "::mlir::vector::VectorDialect", "::mlir::func::FuncDialect"];
 }
 
+def AttnTileGpu : Pass<"attn-tile-gpu", "::mlir::ModuleOp"> {
+  let summary = "Lower attn.attention to tensor-core gpu.func kernels (mma.sync, cp.async)";
+  let description = [{
+    Replaces each function holding attn.attention by a `gpu.module @<function>_kernels` with
+    `gpu.func @<function>_fwd(q, k, v, o, lse)` (and, with `backward`, `_bwd_dq` and
+    `_bwd_dkdv`). Grid of the forward: (ceil(Sq / (16 * warps)), Hq, B), one CTA per query
+    block; B, H and S are read from the memref sizes at run time. Each warp owns 16 query rows.
+    The query tile is loaded once; K/V blocks stream through `stages` shared-memory buffers
+    with cp.async (nvgpu.device_async_copy, zero-filled past the sequence end), fragments
+    come from nvgpu.ldmatrix (XOR-swizzled shared layout) and both matmuls are
+    m16n8k16 nvvm.mma.sync with f32 accumulators. The normalizer is applied in registers
+    through NormalizerAttrInterface::emitFastProbability: row-wise normalizers keep a running
+    max and sum per row (quad shuffles) and rescale; elementwise ones keep nothing. Blocks
+    outside the causal/window band are skipped, boundary blocks are masked. With fast-math,
+    f32 math.exp2/exp/tanh/log/log2 become ex2/tanh/lg2.approx. Kernels carry their launch
+    contract as attributes (attn.block_rows, attn.threads, attn.dynamic_shared_memory,
+    attn.grid). Run attn-legalize first.
+  }];
+  let options = [
+    Option<"warps", "warps", "int64_t", "4", "warps per CTA; each owns 16 query rows">,
+    Option<"keyTile", "key-tile", "int64_t", "64", "keys per K/V block (multiple of 16)">,
+    Option<"stages", "stages", "int64_t", "2", "shared-memory buffers of the K/V pipeline">,
+    Option<"elementType", "element-type", "std::string", "\"\"",
+           "storage type of q, k, v, o: bf16 or f16; empty: the op's when it is one of "
+           "those, else bf16">,
+    Option<"backward", "backward", "bool", "false", "also emit the dQ and dK/dV kernels">,
+    Option<"backwardKeyTile", "backward-key-tile", "int64_t", "32",
+           "keys per block of the dQ kernel, queries per block of the dK/dV kernel">,
+    Option<"fastMath", "fast-math", "bool", "true",
+           "map f32 exp2/exp/tanh/log/log2 to the approximate PTX instructions">,
+  ];
+  let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::math::MathDialect",
+                           "::mlir::memref::MemRefDialect", "::mlir::scf::SCFDialect",
+                           "::mlir::vector::VectorDialect", "::mlir::gpu::GPUDialect",
+                           "::mlir::nvgpu::NVGPUDialect", "::mlir::NVVM::NVVMDialect",
+                           "::mlir::LLVM::LLVMDialect"];
+}
+
 #endif // ATTN_PASSES_TD

@@ -16,7 +16,7 @@ def Attn_SoftmaxAttr : Attn_NormalizerAttr<"Softmax", "softmax"> {
 }
 
 def Attn_SigmoidAttr : Attn_NormalizerAttr<"Sigmoid", "sigmoid",
-    ["hasUnresolvedDefaults", "resolveDefaults"]> {
+    ["hasUnresolvedDefaults", "resolveDefaults", "emitFastProbability"]> {
   let summary = "elementwise sigmoid(s + bias); the bias defaults to -ln(Sk)";
   let parameters = (ins OptionalParameter<"::mlir::FloatAttr">:$bias);
   let hasCustomAssemblyFormat = 1;

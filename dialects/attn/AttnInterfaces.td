@@ -32,6 +32,13 @@ def Attn_NormalizerAttrInterface : AttrInterface<"NormalizerAttrInterface"> {
       "::mlir::Value", "emitProbability",
       (ins "::mlir::OpBuilder &":$builder, "::mlir::Location":$loc, "::mlir::Value":$score,
            "::mlir::Value":$keyLength, "::mlir::Region &":$body)>,
+    InterfaceMethod<[{Emits the same p as emitProbability in the form that suits targets with
+      fast approximate transcendental units (GPU ex2.approx, tanh.approx): the GPU lowering maps
+      math.exp2 and math.tanh to one instruction each. Defaults to emitProbability.}],
+      "::mlir::Value", "emitFastProbability",
+      (ins "::mlir::OpBuilder &":$builder, "::mlir::Location":$loc, "::mlir::Value":$score,
+           "::mlir::Value":$keyLength, "::mlir::Region &":$body), [{}],
+      [{ return $_attr.emitProbability(builder, loc, score, keyLength, body); }]>,
     InterfaceMethod<[{Emits dS from the score s, the probability p (normalized, for row-wise
       normalizers), and dP = dO . v. `rowTerm` is rowsum(dO * O) for row-wise normalizers and
       null otherwise. Fails, with a diagnostic at `loc`, when the formula has no derivative.}],

@@ -1,6 +1,7 @@
 // attn-opt: mlir-opt with the attn dialect, our passes and the upstream ones we lower through.
 #include "dialects/attn/AttnDialect.h"
 #include "codegen/CpuPipeline.h"
+#include "codegen/GpuPipeline.h"
 #include "passes/Passes.h"
 
 #include "mlir/IR/DialectRegistry.h"
@@ -15,8 +16,10 @@ int main(int argc, char **argv) {
   mlir::registerAllExtensions(registry);
   mlir::registerAllPasses();
   registry.insert<mlir::attn::AttnDialect>();
+  attn::codegen::registerGpuDialects(registry);
   mlir::attn::registerAttnPasses();
   attn::codegen::registerCpuPipelines();
+  attn::codegen::registerGpuPipelines();
   return mlir::asMainReturnCode(
       mlir::MlirOptMain(argc, argv, "attn optimizer driver\n", registry));
 }

@@ -1,0 +1,1085 @@
+// attn-tile-gpu: lowers attn.attention to tensor-core gpu.func kernels (the FA2 mapping).
+//
+// Forward, one CTA per (query block, query head, batch), 16 query rows per warp:
+//   cp.async Q tile -> shared (once); K/V blocks -> `stages` shared buffers, zero-filled past Sk
+//   per K/V block: S = Q K^T (ldmatrix + mma.sync m16n8k16, f32 accumulators)
+//                  normalizer in registers (interface); row-wise: quad-shuffle max/sum, rescale
+//                  O += P V   (P re-used from the accumulator registers as the A operand)
+//   O (and the base-2 LSE for row-wise normalizers) stored with row predication.
+// Backward (`backward=true`): `_bwd_dq` (CTA per query block, loops over keys) and `_bwd_dkdv`
+// (CTA per key block, loops over the query heads of its GQA group and over queries), both
+// mma.sync with a 2-stage cp.async pipeline; P is recomputed from the LSE.
+//
+// Fragment layouts follow PTX's m16n8k16: lane = 4 g + t; an accumulator tile holds
+// (row g, cols 2t, 2t+1) and (row g + 8, cols 2t, 2t+1). Shared tiles are row-major with the
+// 16-byte chunk index XOR-ed with (row mod 8) so that ldmatrix and cp.async hit distinct banks.
+#include "dialects/attn/AttnDialect.h"
+#include "passes/KernelEmitter.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/NVGPU/IR/NVGPUDialect.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/IR/PatternMatch.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
+
+#include "passes/Passes.h"
+
+#include <cmath>
+#include <limits>
+
+namespace mlir::attn {
+#define GEN_PASS_DEF_ATTNTILEGPU
+#include "passes/Passes.h.inc"
+
+namespace {
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+constexpr int64_t kChunk = 8; // elements per 16-byte cp.async / ldmatrix row
+
+/// Shape parameters of one kernel.
+struct GpuTiles {
+  int64_t warps = 4;    // each warp owns 16 rows of the CTA's row block
+  int64_t columns = 64; // keys (forward, dQ) or queries (dK/dV) per streamed block
+  int64_t stages = 2;
+};
+
+/// IR emission shared by the GPU kernels: thread coordinates, shared-memory tiles, cp.async
+/// copies, ldmatrix fragments and mma.sync.
+class GpuEmitter {
+public:
+  GpuEmitter(KernelEmitter &e, Type element, GpuTiles tiles)
+      : e(e), b(e.b), loc(e.loc), element(element), tiles(tiles) {}
+
+  // ----- scalars -----
+  Value idx(int64_t v) { return e.index(v); }
+  Value add(Value x, Value y) { return arith::AddIOp::create(b, loc, x, y); }
+  Value sub(Value x, Value y) { return arith::SubIOp::create(b, loc, x, y); }
+  Value mul(Value x, Value y) { return arith::MulIOp::create(b, loc, x, y); }
+  Value div(Value x, int64_t y) { return arith::DivUIOp::create(b, loc, x, idx(y)); }
+  Value rem(Value x, int64_t y) { return arith::RemUIOp::create(b, loc, x, idx(y)); }
+  Value lt(Value x, Value y) {
+    return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, x, y);
+  }
+  Value le(Value x, Value y) {
+    return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sle, x, y);
+  }
+  Value gt(Value x, Value y) {
+    return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, x, y);
+  }
+  Value select(Value c, Value x, Value y) { return arith::SelectOp::create(b, loc, c, x, y); }
+  Value andI(Value x, Value y) { return arith::AndIOp::create(b, loc, x, y); }
+  Value orI(Value x, Value y) { return arith::OrIOp::create(b, loc, x, y); }
+  Value fadd(Value x, Value y) { return arith::AddFOp::create(b, loc, x, y); }
+  Value fsub(Value x, Value y) { return arith::SubFOp::create(b, loc, x, y); }
+  Value fmul(Value x, Value y) { return arith::MulFOp::create(b, loc, x, y); }
+  Value fmax(Value x, Value y) { return arith::MaximumFOp::create(b, loc, x, y); }
+  Value f32(double v) { return e.f32(v); }
+  Value boolConst(bool v) { return arith::ConstantIntOp::create(b, loc, v ? 1 : 0, 1); }
+
+  /// Thread coordinates; call once at the top of a kernel.
+  void initThread() {
+    Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
+    threadId = tid;
+    warp = div(tid, 32);
+    lane = rem(tid, 32);
+    group = div(lane, 4);
+    quad = rem(lane, 4);
+  }
+
+  int64_t threads() const { return 32 * tiles.warps; }
+
+  // ----- shared memory -----
+  Attribute workgroup() {
+    return gpu::AddressSpaceAttr::get(b.getContext(), gpu::AddressSpace::Workgroup);
+  }
+  /// A typed view of `shape` at `byteOffset` of the dynamic shared memory.
+  Value sharedTile(Value dynamicShared, int64_t byteOffset, ArrayRef<int64_t> shape) {
+    auto type = MemRefType::get(shape, element, MemRefLayoutAttrInterface{}, workgroup());
+    return memref::ViewOp::create(b, loc, type, dynamicShared, idx(byteOffset), ValueRange{});
+  }
+  int64_t tileBytes(int64_t rows, int64_t width) const {
+    return rows * width * element.getIntOrFloatBitWidth() / 8;
+  }
+
+  /// XOR swizzle of the 16-byte chunk index: rows that ldmatrix reads together land in
+  /// distinct bank groups. Only within aligned groups of chunks, so the row stays in range.
+  Value swizzle(Value row, Value chunk, int64_t chunks) {
+    int64_t mask = chunks % 8 == 0 ? 7 : chunks % 4 == 0 ? 3 : chunks % 2 == 0 ? 1 : 0;
+    if (mask == 0)
+      return chunk;
+    return arith::XOrIOp::create(b, loc, chunk, arith::AndIOp::create(b, loc, row, idx(mask)));
+  }
+
+  /// Issues cp.async copies of rows [firstRow, firstRow + rows) of `global[batch, head]` into
+  /// the shared tile (`stage` selects the buffer of a 3-D tile). Rows at or past `rowLimit`
+  /// are zero-filled without reading global memory.
+  SmallVector<Value> copyTile(Value global, Value batch, Value head, Value firstRow,
+                              Value rowLimit, Value shared, Value stage, int64_t rows,
+                              int64_t width) {
+    int64_t chunks = width / kChunk;
+    int64_t total = rows * chunks;
+    SmallVector<Value> tokens;
+    auto tokenType = nvgpu::DeviceAsyncTokenType::get(b.getContext());
+    Value lastRow = arith::MaxSIOp::create(b, loc, sub(rowLimit, idx(1)), idx(0));
+    for (int64_t base = 0; base < total; base += threads()) {
+      Value linear = add(threadId, idx(base));
+      Value row = div(linear, chunks), chunk = rem(linear, chunks);
+      Value globalRow = add(firstRow, row);
+      Value inside = lt(globalRow, rowLimit);
+      Value readRow = arith::MinSIOp::create(b, loc, globalRow, lastRow);
+      Value readCount = select(inside, idx(kChunk), idx(0));
+      SmallVector<Value> dst;
+      if (stage)
+        dst.push_back(stage);
+      dst.push_back(row);
+      dst.push_back(mul(swizzle(row, chunk, chunks), idx(kChunk)));
+      Value copy = nvgpu::DeviceAsyncCopyOp::create(
+          b, loc, tokenType, shared, dst, global,
+          ValueRange{batch, head, readRow, mul(chunk, idx(kChunk))},
+          b.getIndexAttr(kChunk), readCount, b.getUnitAttr());
+      tokens.push_back(copy);
+      // Guard a partial last round (tile sizes not a multiple of the thread count).
+      assert(total % threads() == 0 && "tile copies are checked to divide evenly");
+    }
+    return tokens;
+  }
+
+  Value commit(ValueRange tokens) {
+    return nvgpu::DeviceAsyncCreateGroupOp::create(
+        b, loc, nvgpu::DeviceAsyncTokenType::get(b.getContext()), tokens);
+  }
+  void waitGroups(Value token, int64_t pending) {
+    nvgpu::DeviceAsyncWaitOp::create(b, loc, token, b.getI32IntegerAttr(pending));
+  }
+  void barrier() { gpu::BarrierOp::create(b, loc); }
+
+  // ----- fragments -----
+  /// One 32-bit register of an MMA operand: two packed 16-bit elements. bf16 operands of
+  /// nvvm.mma.sync are i32, f16 ones vector<2xf16>.
+  Value operandRegister(Value pair) {
+    if (element.isF16())
+      return pair;
+    Value asInt = vector::BitCastOp::create(
+        b, loc, VectorType::get({1}, b.getI32Type()), pair);
+    return vector::ExtractOp::create(b, loc, asInt, ArrayRef<int64_t>{0});
+  }
+
+  /// ldmatrix.x4 from shared tile row/col (per-lane address): the four 8x8 matrices become
+  /// four operand registers.
+  SmallVector<Value, 4> loadMatrix(Value shared, Value stage, Value row, Value chunk,
+                                   int64_t chunks, bool transpose) {
+    SmallVector<Value> indices;
+    if (stage)
+      indices.push_back(stage);
+    indices.push_back(row);
+    indices.push_back(mul(swizzle(row, chunk, chunks), idx(kChunk)));
+    auto type = VectorType::get({4, 2}, element);
+    Value matrices = nvgpu::LdMatrixOp::create(b, loc, type, shared, indices,
+                                               b.getBoolAttr(transpose),
+                                               b.getI32IntegerAttr(4));
+    SmallVector<Value, 4> registers;
+    for (int64_t i = 0; i < 4; ++i)
+      registers.push_back(operandRegister(
+          vector::ExtractOp::create(b, loc, matrices, ArrayRef<int64_t>{i})));
+    return registers;
+  }
+
+  /// A operand (16 rows x 16 reduction) of k-step `kk` at tile rows [rowBase, rowBase + 16).
+  SmallVector<Value, 4> loadRowMajorA(Value shared, Value stage, Value rowBase, int64_t kk,
+                                      int64_t chunks) {
+    Value row = add(rowBase, rem(lane, 16));
+    Value chunk = add(idx(2 * kk), div(lane, 16));
+    return loadMatrix(shared, stage, row, chunk, chunks, /*transpose=*/false);
+  }
+  /// B operands of two n-tiles when B^T is stored row-major (n rows, k contiguous): K in
+  /// Q K^T. Returns {b0, b1} of n-tile 0 then {b0, b1} of n-tile 1.
+  SmallVector<Value, 4> loadTransposedB(Value shared, Value stage, Value nBase, int64_t kk,
+                                        int64_t chunks) {
+    Value row = add(nBase, add(mul(div(lane, 16), idx(8)), rem(lane, 8)));
+    Value chunk = add(idx(2 * kk), rem(div(lane, 8), 2));
+    return loadMatrix(shared, stage, row, chunk, chunks, /*transpose=*/false);
+  }
+  /// B operands of two n-tiles when B is stored row-major (k rows, n contiguous): V in P V.
+  /// `kBase` is the first k row, `nChunk` the first of the two 8-column chunks.
+  SmallVector<Value, 4> loadRowMajorB(Value shared, Value stage, Value kBase, int64_t nChunk,
+                                      int64_t chunks) {
+    Value row = add(kBase, rem(lane, 16));
+    Value chunk = add(idx(nChunk), div(lane, 16));
+    return loadMatrix(shared, stage, row, chunk, chunks, /*transpose=*/true);
+  }
+
+  /// D = A B + C for one m16n8k16 tile; `c` and the result are 4 f32 values.
+  SmallVector<Value, 4> mma(ArrayRef<Value> a, Value b0, Value b1, ArrayRef<Value> c) {
+    auto f32Type = b.getF32Type();
+    auto resultType = LLVM::LLVMStructType::getLiteral(
+        b.getContext(), {f32Type, f32Type, f32Type, f32Type});
+    NVVM::MMATypes ptxType = element.isF16() ? NVVM::MMATypes::f16 : NVVM::MMATypes::bf16;
+    Value d = NVVM::MmaOp::create(
+        b, loc, resultType, a, ValueRange{b0, b1}, c, ArrayRef<int64_t>{16, 8, 16},
+        std::nullopt, std::nullopt, std::array<NVVM::MMATypes, 2>{ptxType, ptxType},
+        std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row, NVVM::MMALayout::col});
+    SmallVector<Value, 4> out;
+    for (int64_t i = 0; i < 4; ++i)
+      out.push_back(LLVM::ExtractValueOp::create(b, loc, d, ArrayRef<int64_t>{i}));
+    return out;
+  }
+
+  /// Packs two f32 into one operand register of `element`.
+  Value pack(Value x, Value y) {
+    Value pair = vector::FromElementsOp::create(
+        b, loc, VectorType::get({2}, b.getF32Type()), ValueRange{x, y});
+    Value narrow = arith::TruncFOp::create(b, loc, VectorType::get({2}, element), pair);
+    return operandRegister(narrow);
+  }
+
+  /// The A operand of k-step `kk` taken from accumulator tiles 2kk and 2kk+1 (P or dS): the
+  /// C layout of two adjacent n-tiles is the A layout of one 16x16 tile.
+  SmallVector<Value, 4> accumulatorAsA(ArrayRef<Value> acc, int64_t kk) {
+    ArrayRef<Value> lo = acc.slice(8 * kk, 4), hi = acc.slice(8 * kk + 4, 4);
+    return {pack(lo[0], lo[1]), pack(lo[2], lo[3]), pack(hi[0], hi[1]), pack(hi[2], hi[3])};
+  }
+
+  /// S (+)= A B over `kSteps` where A comes from `aFragments` and B^T is the row-major shared
+  /// tile; `nTiles` n-tiles of 8 starting at tile row `nBase`.
+  SmallVector<Value> matmulTransposedB(ArrayRef<SmallVector<Value, 4>> aFragments,
+                                       Value shared, Value stage, Value nBase, int64_t nTiles,
+                                       int64_t chunks, SmallVector<Value> acc) {
+    for (int64_t np = 0; np < nTiles / 2; ++np)
+      for (size_t kk = 0; kk < aFragments.size(); ++kk) {
+        auto bRegs = loadTransposedB(shared, stage, add(nBase, idx(16 * np)), kk, chunks);
+        for (int64_t half = 0; half < 2; ++half) {
+          int64_t tile = 2 * np + half;
+          auto d = mma(aFragments[kk], bRegs[2 * half], bRegs[2 * half + 1],
+                       ArrayRef<Value>(acc).slice(4 * tile, 4));
+          std::copy(d.begin(), d.end(), acc.begin() + 4 * tile);
+        }
+      }
+    return acc;
+  }
+
+  /// acc (+)= A B where A is taken from accumulator tiles `aAcc` (k = its columns) and B is
+  /// the row-major shared tile whose rows are the k index; `nTiles` output n-tiles.
+  SmallVector<Value> matmulAccumulatorA(ArrayRef<Value> aAcc, Value shared, Value stage,
+                                        Value kBase, int64_t kSteps, int64_t nTiles,
+                                        int64_t chunks, SmallVector<Value> acc) {
+    for (int64_t kk = 0; kk < kSteps; ++kk) {
+      auto a = accumulatorAsA(aAcc, kk);
+      for (int64_t np = 0; np < nTiles / 2; ++np) {
+        auto bRegs = loadRowMajorB(shared, stage, add(kBase, idx(16 * kk)), 2 * np, chunks);
+        for (int64_t half = 0; half < 2; ++half) {
+          int64_t tile = 2 * np + half;
+          auto d = mma(a, bRegs[2 * half], bRegs[2 * half + 1],
+                       ArrayRef<Value>(acc).slice(4 * tile, 4));
+          std::copy(d.begin(), d.end(), acc.begin() + 4 * tile);
+        }
+      }
+    }
+    return acc;
+  }
+
+  SmallVector<Value> zeros(int64_t count) { return SmallVector<Value>(count, f32(0.0)); }
+
+  /// Row (0 or 1 for g, g + 8) and column of accumulator register `r` of n-tile `tile`,
+  /// relative to the warp's 16-row slab and the block's first column.
+  Value accumulatorRow(Value rowBase, int64_t r) {
+    return add(rowBase, add(group, idx(8 * (r / 2))));
+  }
+  Value accumulatorColumn(Value columnBase, int64_t tile, int64_t r) {
+    return add(columnBase, add(mul(quad, idx(2)), idx(8 * tile + r % 2)));
+  }
+
+  /// Reduces a per-thread value over the four lanes that share an accumulator row.
+  Value quadReduce(Value value, bool isMax) {
+    for (int32_t offset : {1, 2}) {
+      auto shuffle = gpu::ShuffleOp::create(b, loc, value, offset, 32, gpu::ShuffleMode::XOR);
+      value = isMax ? fmax(value, shuffle.getShuffleResult())
+                    : fadd(value, shuffle.getShuffleResult());
+    }
+    return value;
+  }
+
+  /// Stores accumulator tiles (rows g, g + 8 of the warp slab) to global[batch, head, row, :]
+  /// as packed pairs, skipping rows at or past `rowLimit`; each value is multiplied by
+  /// `rowScale[half]` when given.
+  void storeAccumulator(ArrayRef<Value> acc, int64_t nTiles, Value global, Value batch,
+                        Value head, Value rowBase, Value rowLimit, ArrayRef<Value> rowScale) {
+    for (int64_t half = 0; half < 2; ++half) {
+      Value row = accumulatorRow(rowBase, 2 * half);
+      scf::IfOp::create(b, loc, lt(row, rowLimit), [&](OpBuilder &, Location) {
+        for (int64_t tile = 0; tile < nTiles; ++tile) {
+          Value x = acc[4 * tile + 2 * half], y = acc[4 * tile + 2 * half + 1];
+          if (!rowScale.empty()) {
+            x = fmul(x, rowScale[half]);
+            y = fmul(y, rowScale[half]);
+          }
+          Value pair = vector::FromElementsOp::create(
+              b, loc, VectorType::get({2}, b.getF32Type()), ValueRange{x, y});
+          Value narrow = arith::TruncFOp::create(b, loc, VectorType::get({2}, element), pair);
+          Value column = accumulatorColumn(idx(0), tile, 0);
+          vector::StoreOp::create(b, loc, narrow, global, ValueRange{batch, head, row, column});
+        }
+        scf::YieldOp::create(b, loc);
+      });
+    }
+  }
+
+  /// Whether key `key` is visible from query `row` under the causal/window masks and the key
+  /// length.
+  Value visible(Value row, Value key, Value keyLength) {
+    Value ok = lt(key, keyLength);
+    if (e.causal)
+      ok = andI(ok, le(key, row));
+    if (e.window) {
+      ok = andI(ok, le(sub(row, idx(*e.window)), key));
+      if (!e.causal)
+        ok = andI(ok, le(key, add(row, idx(*e.window))));
+    }
+    return ok;
+  }
+
+  /// Whether a (rows [rowLo, rowHi] x keys [keyLo, keyLo + columns)) block may hold a masked
+  /// pair: only boundary blocks pay for the per-element masks.
+  Value blockNeedsMask(Value rowLo, Value rowHi, Value keyLo, int64_t columns,
+                       Value keyLength) {
+    Value keyHi = add(keyLo, idx(columns - 1));
+    Value needs = gt(add(keyLo, idx(columns)), keyLength);
+    if (e.causal)
+      needs = orI(needs, gt(keyHi, rowLo));
+    if (e.window) {
+      needs = orI(needs, lt(keyLo, sub(rowHi, idx(*e.window))));
+      if (!e.causal)
+        needs = orI(needs, gt(keyHi, add(rowLo, idx(*e.window))));
+    }
+    return needs;
+  }
+
+  /// Replaces masked entries by `fill` when `needsMask` holds. `rowOf(r)`/`keyOf(tile, r)`
+  /// give the coordinates of each register.
+  SmallVector<Value> applyMask(ArrayRef<Value> values, Value needsMask,
+                               function_ref<Value(int64_t, int64_t)> rowOf,
+                               function_ref<Value(int64_t, int64_t)> keyOf, Value keyLength,
+                               double fill) {
+    SmallVector<Type> types(values.size(), b.getF32Type());
+    auto ifOp = scf::IfOp::create(b, loc, types, needsMask, /*withElseRegion=*/true);
+    {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(&ifOp.getThenRegion().front());
+      SmallVector<Value> masked;
+      Value fillValue = f32(fill);
+      for (size_t i = 0; i < values.size(); ++i) {
+        int64_t tile = i / 4, r = i % 4;
+        masked.push_back(
+            select(visible(rowOf(tile, r), keyOf(tile, r), keyLength), values[i], fillValue));
+      }
+      scf::YieldOp::create(b, loc, masked);
+      b.setInsertionPointToStart(&ifOp.getElseRegion().front());
+      scf::YieldOp::create(b, loc, values);
+    }
+    return SmallVector<Value>(ifOp.getResults());
+  }
+
+  KernelEmitter &e;
+  OpBuilder &b;
+  Location loc;
+  Type element;
+  GpuTiles tiles;
+  Value threadId, warp, lane, group, quad;
+};
+
+/// Global memref type of q, k, v, o (and gradients): `memref<?x?x?x?xT>` with dynamic strides
+/// and offset, unit last stride.
+MemRefType globalView(Type element, int64_t rank) {
+  int64_t dyn = ShapedType::kDynamic;
+  SmallVector<int64_t> strides(rank, dyn);
+  if (element.isIntOrFloat() && !element.isF32())
+    strides.back() = 1;
+  auto layout = StridedLayoutAttr::get(element.getContext(), dyn, strides);
+  return MemRefType::get(SmallVector<int64_t>(rank, dyn), element, layout);
+}
+
+/// Creates `gpu.func @name(args) kernel` at the end of `module` and enters its body.
+gpu::GPUFuncOp createGpuKernel(OpBuilder &b, Location loc, gpu::GPUModuleOp module,
+                               StringRef name, ArrayRef<Type> arguments, GpuTiles tiles,
+                               int64_t blockRows, int64_t sharedBytes, StringRef grid) {
+  b.setInsertionPointToEnd(module.getBody());
+  auto kernel = gpu::GPUFuncOp::create(b, loc, name, b.getFunctionType(arguments, {}));
+  kernel->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
+  int32_t threads = static_cast<int32_t>(32 * tiles.warps);
+  kernel.setKnownBlockSizeAttr(b.getDenseI32ArrayAttr({threads, 1, 1}));
+  kernel->setAttr("attn.block_rows", b.getI64IntegerAttr(blockRows));
+  kernel->setAttr("attn.threads", b.getI64IntegerAttr(threads));
+  kernel->setAttr("attn.dynamic_shared_memory", b.getI64IntegerAttr(sharedBytes));
+  kernel->setAttr("attn.grid", b.getStringAttr(grid));
+  // Without an occupancy hint ptxas caps these 128-thread kernels at 128 registers and spills;
+  // one resident CTA per SM is the contract, more come from the register count itself.
+  kernel->setAttr("nvvm.minctasm", b.getI32IntegerAttr(1));
+  b.setInsertionPointToStart(&kernel.getBody().front());
+  return kernel;
+}
+
+/// The forward kernel `@<name>_fwd(q, k, v, o, lse)`.
+LogicalResult emitForward(KernelEmitter &e, gpu::GPUModuleOp module, Type element,
+                          GpuTiles tiles) {
+  OpBuilder &b = e.b;
+  Location loc = e.loc;
+  int64_t d = e.headDim, dv = e.valueHeadDim, bn = tiles.columns, bm = 16 * tiles.warps;
+  int64_t stages = tiles.stages;
+  GpuEmitter g(e, element, tiles);
+  int64_t qBytes = g.tileBytes(bm, d), kBytes = g.tileBytes(bn, d), vBytes = g.tileBytes(bn, dv);
+  int64_t sharedBytes = qBytes + stages * (kBytes + vBytes);
+  MemRefType view4 = globalView(element, 4), lseType = globalView(b.getF32Type(), 3);
+  auto kernel = createGpuKernel(b, loc, module, kernelBaseName(e.op) + "_fwd",
+                                {view4, view4, view4, view4, lseType}, tiles, bm, sharedBytes,
+                                "query_blocks,query_heads,batch");
+  auto args = kernel.getArguments();
+  Value q = args[0], k = args[1], v = args[2], o = args[3], lse = args[4];
+  g.initThread();
+  Value batch = gpu::BlockIdOp::create(b, loc, gpu::Dimension::z);
+  Value head = gpu::BlockIdOp::create(b, loc, gpu::Dimension::y);
+  Value queryStart = g.mul(gpu::BlockIdOp::create(b, loc, gpu::Dimension::x), g.idx(bm));
+  Value queryLength = e.dim(q, 2), keyLength = e.dim(k, 2);
+  Value kvHead = e.kvHeadOf(head, e.dim(q, 1), e.dim(k, 1));
+  Value keyLengthF32 = e.toF32(keyLength);
+
+  auto sharedType = MemRefType::get({ShapedType::kDynamic}, b.getI8Type(),
+                                    MemRefLayoutAttrInterface{}, g.workgroup());
+  Value shared = gpu::DynamicSharedMemoryOp::create(b, loc, sharedType);
+  Value qTile = g.sharedTile(shared, 0, {bm, d});
+  Value kTiles = g.sharedTile(shared, qBytes, {stages, bn, d});
+  Value vTiles = g.sharedTile(shared, qBytes + stages * kBytes, {stages, bn, dv});
+
+  // Keys any row of the block may see, rounded down to a block boundary (block skipping).
+  Value lastRow = g.sub(e.minIndex(g.add(queryStart, g.idx(bm)), queryLength), g.idx(1));
+  Value keyLo = e.keyRangeForRow(queryStart, g.idx(0), keyLength).first;
+  Value keyHi = e.keyRangeForRow(lastRow, g.idx(0), keyLength).second;
+  keyLo = g.mul(g.div(keyLo, bn), g.idx(bn));
+  Value blocks = e.maxIndex(
+      g.idx(0), arith::DivSIOp::create(b, loc, g.add(g.sub(keyHi, keyLo), g.idx(bn - 1)),
+                                       g.idx(bn)));
+
+  // Issues the K/V copies of block `n` (zero-filled when n >= blocks) as one group.
+  auto issueBlock = [&](Value n) {
+    Value stage = g.rem(n, stages);
+    Value start = g.add(keyLo, g.mul(n, g.idx(bn)));
+    Value limit = g.select(g.lt(n, blocks), keyLength, g.idx(0));
+    auto tokens = g.copyTile(k, batch, kvHead, start, limit, kTiles, stage, bn, d);
+    auto more = g.copyTile(v, batch, kvHead, start, limit, vTiles, stage, bn, dv);
+    tokens.append(more.begin(), more.end());
+    return g.commit(tokens);
+  };
+
+  // Prologue: Q, then the first stages - 1 K/V blocks, each its own group.
+  Value token = g.commit(g.copyTile(q, batch, head, queryStart, queryLength, qTile, Value(),
+                                    bm, d));
+  for (int64_t s = 0; s + 1 < stages; ++s)
+    token = issueBlock(g.idx(s));
+  g.waitGroups(token, stages - 1);
+  g.barrier();
+  Value warpRow = g.mul(g.warp, g.idx(16));
+  SmallVector<SmallVector<Value, 4>> queryFragments;
+  for (int64_t kk = 0; kk < d / 16; ++kk)
+    queryFragments.push_back(g.loadRowMajorA(qTile, Value(), warpRow, kk, d / kChunk));
+  // Row-wise scores are in the log2 domain already when the scale could be folded.
+  Value multiplier = g.f32(e.queryMultiplier());
+
+  int64_t outputValues = 4 * (dv / 8), scoreValues = 4 * (bn / 8);
+  SmallVector<Value> init = g.zeros(outputValues);
+  if (e.rowWise) {
+    init.append({g.f32(kNegInf), g.f32(kNegInf)}); // running max of rows g, g + 8
+    init.append({g.f32(0.0), g.f32(0.0)});         // per-thread partial row sums
+  }
+  auto loop = scf::ForOp::create(b, loc, g.idx(0), blocks, g.idx(1), init);
+  {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(loop.getBody());
+    Value n = loop.getInductionVar();
+    SmallVector<Value> state(loop.getRegionIterArgs());
+    SmallVector<Value> out(state.begin(), state.begin() + outputValues);
+
+    Value next = issueBlock(g.add(n, g.idx(stages - 1)));
+    g.waitGroups(next, stages - 1);
+    g.barrier();
+    Value stage = g.rem(n, stages);
+    Value blockStart = g.add(keyLo, g.mul(n, g.idx(bn)));
+
+    SmallVector<Value> scores = g.matmulTransposedB(queryFragments, kTiles, stage, g.idx(0),
+                                                    bn / 8, d / kChunk, g.zeros(scoreValues));
+    auto rowOf = [&](int64_t, int64_t r) {
+      return g.add(queryStart, g.accumulatorRow(warpRow, r));
+    };
+    auto keyOf = [&](int64_t tile, int64_t r) {
+      return g.accumulatorColumn(blockStart, tile, r);
+    };
+    for (int64_t i = 0; i < scoreValues; ++i) {
+      scores[i] = g.fmul(scores[i], multiplier);
+      if (e.hasScoreMod)
+        scores[i] = e.score(scores[i], batch, head, rowOf(i / 4, i % 4), keyOf(i / 4, i % 4),
+                            /*wantDerivative=*/false)
+                        ->first;
+    }
+    Value needsMask = g.blockNeedsMask(queryStart, lastRow, blockStart, bn, keyLength);
+    Region &body = e.op.getNormalizerBody();
+    SmallVector<Value> probs;
+    SmallVector<Value> carried;
+    if (e.rowWise) {
+      scores = g.applyMask(scores, needsMask, rowOf, keyOf, keyLength, kNegInf);
+      SmallVector<Value> rowScale;
+      for (int64_t half = 0; half < 2; ++half) {
+        Value blockMax = g.f32(kNegInf);
+        for (int64_t i = 0; i < scoreValues; ++i)
+          if ((i % 4) / 2 == half)
+            blockMax = g.fmax(blockMax, scores[i]);
+        blockMax = g.quadReduce(blockMax, /*isMax=*/true);
+        Value oldMax = state[outputValues + half];
+        Value newMax = g.fmax(oldMax, blockMax);
+        // A row with no visible key yet keeps max = -inf; shift by 0 so exp2 gives 0, not NaN.
+        Value isEmpty = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, newMax,
+                                              g.f32(kNegInf));
+        Value shift = g.select(isEmpty, g.f32(0.0), newMax);
+        Value correction = math::Exp2Op::create(b, loc, g.fsub(oldMax, shift));
+        Value blockSum = g.f32(0.0);
+        for (int64_t i = 0; i < scoreValues; ++i)
+          if ((i % 4) / 2 == half) {
+            scores[i] = e.normalizer.emitFastProbability(b, loc, g.fsub(scores[i], shift),
+                                                         keyLengthF32, body);
+            blockSum = g.fadd(blockSum, scores[i]);
+          }
+        Value oldSum = state[outputValues + 2 + half];
+        carried.push_back(newMax);
+        carried.push_back(g.fadd(g.fmul(oldSum, correction), blockSum));
+        rowScale.push_back(correction);
+      }
+      for (int64_t i = 0; i < outputValues; ++i)
+        out[i] = g.fmul(out[i], rowScale[(i % 4) / 2]);
+      probs = scores;
+      carried = {carried[0], carried[2], carried[1], carried[3]}; // max g, max g+8, sums
+    } else {
+      // Elementwise: p = f(s), masked to 0; no statistics, no rescale.
+      for (Value s : scores)
+        probs.push_back(e.normalizer.emitFastProbability(b, loc, s, keyLengthF32, body));
+      probs = g.applyMask(probs, needsMask, rowOf, keyOf, keyLength, 0.0);
+    }
+    out = g.matmulAccumulatorA(probs, vTiles, stage, g.idx(0), bn / 16, dv / 8, dv / kChunk,
+                               out);
+    g.barrier(); // the next iteration's copies overwrite this stage
+    out.append(carried.begin(), carried.end());
+    scf::YieldOp::create(b, loc, out);
+  }
+  // Drain the zero-fill copies still in flight.
+  g.waitGroups(g.commit({}), 0);
+
+  SmallVector<Value> results(loop.getResults());
+  ArrayRef<Value> out = ArrayRef<Value>(results).take_front(outputValues);
+  SmallVector<Value> rowScale;
+  if (e.rowWise) {
+    for (int64_t half = 0; half < 2; ++half) {
+      Value sum = g.quadReduce(results[outputValues + 2 + half], /*isMax=*/false);
+      Value positive =
+          arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, sum, g.f32(0.0));
+      rowScale.push_back(
+          g.select(positive, arith::DivFOp::create(b, loc, g.f32(1.0), sum), g.f32(0.0)));
+      Value logSum = g.fadd(results[outputValues + half], math::Log2Op::create(b, loc, sum));
+      Value rowLse = g.select(positive, logSum, g.f32(kNegInf));
+      Value row = g.add(queryStart, g.accumulatorRow(warpRow, 2 * half));
+      Value writes = g.andI(g.lt(row, queryLength),
+                            arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, g.quad,
+                                                  g.idx(0)));
+      scf::IfOp::create(b, loc, writes, [&](OpBuilder &, Location) {
+        memref::StoreOp::create(b, loc, rowLse, lse, ValueRange{batch, head, row});
+        scf::YieldOp::create(b, loc);
+      });
+    }
+  }
+  g.storeAccumulator(out, dv / 8, o, batch, head, g.add(queryStart, warpRow), queryLength,
+                     rowScale);
+  gpu::ReturnOp::create(b, loc);
+  return success();
+}
+
+/// Per-element backward quantities of a score tile: p and dS (w.r.t. scale * q.k).
+struct TileGradient {
+  SmallVector<Value> prob, gradRaw;
+};
+
+/// Recomputes P from the scores (row-wise: exp2(s - lse)) and derives dS from dP through the
+/// normalizer interface; masked pairs get p = dS = 0. `rowOf`/`keyOf` map registers to
+/// (query, key); `lseOf`/`deltaOf` give the row statistics of a register (row-wise only).
+FailureOr<TileGradient> tileGradient(KernelEmitter &e, GpuEmitter &g, ArrayRef<Value> raw,
+                                     ArrayRef<Value> gradProb, Value batch, Value head,
+                                     function_ref<Value(int64_t, int64_t)> rowOf,
+                                     function_ref<Value(int64_t, int64_t)> keyOf,
+                                     function_ref<Value(int64_t)> lseOf,
+                                     function_ref<Value(int64_t)> deltaOf, Value keyLength,
+                                     Value keyLengthF32) {
+  OpBuilder &b = e.b;
+  Location loc = e.loc;
+  Region &body = e.op.getNormalizerBody();
+  TileGradient out;
+  Value multiplier = g.f32(e.queryMultiplier());
+  for (size_t i = 0; i < raw.size(); ++i) {
+    int64_t tile = i / 4, r = i % 4;
+    auto scored = e.score(g.fmul(raw[i], multiplier), batch, head, rowOf(tile, r),
+                          keyOf(tile, r), /*wantDerivative=*/true);
+    if (failed(scored))
+      return failure();
+    auto [score, modDerivative] = *scored;
+    Value shifted = e.rowWise ? g.fsub(score, lseOf(i)) : score;
+    Value prob = e.normalizer.emitFastProbability(b, loc, shifted, keyLengthF32, body);
+    auto gradScore = e.normalizer.emitScoreGradient(
+        b, loc, score, prob, gradProb[i], e.rowWise ? deltaOf(i) : Value(), keyLengthF32,
+        body);
+    if (failed(gradScore))
+      return failure();
+    Value gradRaw = *gradScore;
+    if (modDerivative)
+      gradRaw = g.fmul(gradRaw, modDerivative);
+    out.prob.push_back(prob);
+    out.gradRaw.push_back(gradRaw);
+  }
+  return out;
+}
+
+/// `@<name>_bwd_dq(q, k, v, dO, lse, delta, dQ)`: one CTA per (query block, head, batch);
+/// dQ = scale * sum_j dS_ij k_j, no atomics.
+LogicalResult emitQueryGradient(KernelEmitter &e, gpu::GPUModuleOp module, Type element,
+                                GpuTiles tiles) {
+  OpBuilder &b = e.b;
+  Location loc = e.loc;
+  int64_t d = e.headDim, dv = e.valueHeadDim, bn = tiles.columns, bm = 16 * tiles.warps;
+  int64_t stages = tiles.stages;
+  GpuEmitter g(e, element, tiles);
+  int64_t qBytes = g.tileBytes(bm, d), oBytes = g.tileBytes(bm, dv);
+  int64_t kBytes = g.tileBytes(bn, d), vBytes = g.tileBytes(bn, dv);
+  int64_t sharedBytes = qBytes + oBytes + stages * (kBytes + vBytes);
+  MemRefType view4 = globalView(element, 4), rowType = globalView(b.getF32Type(), 3);
+  auto kernel = createGpuKernel(b, loc, module, kernelBaseName(e.op) + "_bwd_dq",
+                                {view4, view4, view4, view4, rowType, rowType, view4}, tiles,
+                                bm, sharedBytes, "query_blocks,query_heads,batch");
+  auto args = kernel.getArguments();
+  Value q = args[0], k = args[1], v = args[2], gradOut = args[3], lse = args[4],
+        delta = args[5], gradQuery = args[6];
+  g.initThread();
+  Value batch = gpu::BlockIdOp::create(b, loc, gpu::Dimension::z);
+  Value head = gpu::BlockIdOp::create(b, loc, gpu::Dimension::y);
+  Value queryStart = g.mul(gpu::BlockIdOp::create(b, loc, gpu::Dimension::x), g.idx(bm));
+  Value queryLength = e.dim(q, 2), keyLength = e.dim(k, 2);
+  Value kvHead = e.kvHeadOf(head, e.dim(q, 1), e.dim(k, 1));
+  Value keyLengthF32 = e.toF32(keyLength);
+
+  auto sharedType = MemRefType::get({ShapedType::kDynamic}, b.getI8Type(),
+                                    MemRefLayoutAttrInterface{}, g.workgroup());
+  Value shared = gpu::DynamicSharedMemoryOp::create(b, loc, sharedType);
+  Value qTile = g.sharedTile(shared, 0, {bm, d});
+  Value oTile = g.sharedTile(shared, qBytes, {bm, dv});
+  Value kTiles = g.sharedTile(shared, qBytes + oBytes, {stages, bn, d});
+  Value vTiles = g.sharedTile(shared, qBytes + oBytes + stages * kBytes, {stages, bn, dv});
+
+  Value lastRow = g.sub(e.minIndex(g.add(queryStart, g.idx(bm)), queryLength), g.idx(1));
+  Value keyLo = e.keyRangeForRow(queryStart, g.idx(0), keyLength).first;
+  Value keyHi = e.keyRangeForRow(lastRow, g.idx(0), keyLength).second;
+  keyLo = g.mul(g.div(keyLo, bn), g.idx(bn));
+  Value blocks = e.maxIndex(
+      g.idx(0), arith::DivSIOp::create(b, loc, g.add(g.sub(keyHi, keyLo), g.idx(bn - 1)),
+                                       g.idx(bn)));
+  auto issueBlock = [&](Value n) {
+    Value stage = g.rem(n, stages);
+    Value start = g.add(keyLo, g.mul(n, g.idx(bn)));
+    Value limit = g.select(g.lt(n, blocks), keyLength, g.idx(0));
+    auto tokens = g.copyTile(k, batch, kvHead, start, limit, kTiles, stage, bn, d);
+    auto more = g.copyTile(v, batch, kvHead, start, limit, vTiles, stage, bn, dv);
+    tokens.append(more.begin(), more.end());
+    return g.commit(tokens);
+  };
+  auto tokens = g.copyTile(q, batch, head, queryStart, queryLength, qTile, Value(), bm, d);
+  auto more = g.copyTile(gradOut, batch, head, queryStart, queryLength, oTile, Value(), bm, dv);
+  tokens.append(more.begin(), more.end());
+  Value token = g.commit(tokens);
+  for (int64_t s = 0; s + 1 < stages; ++s)
+    token = issueBlock(g.idx(s));
+  g.waitGroups(token, stages - 1);
+  g.barrier();
+  Value warpRow = g.mul(g.warp, g.idx(16));
+  SmallVector<SmallVector<Value, 4>> queryFragments, gradOutFragments;
+  for (int64_t kk = 0; kk < d / 16; ++kk)
+    queryFragments.push_back(g.loadRowMajorA(qTile, Value(), warpRow, kk, d / kChunk));
+  for (int64_t kk = 0; kk < dv / 16; ++kk)
+    gradOutFragments.push_back(g.loadRowMajorA(oTile, Value(), warpRow, kk, dv / kChunk));
+  // Row statistics of the thread's two rows (row-wise normalizers only).
+  SmallVector<Value> rowLse, rowDelta;
+  if (e.rowWise)
+    for (int64_t half = 0; half < 2; ++half) {
+      Value row = g.add(queryStart, g.accumulatorRow(warpRow, 2 * half));
+      Value readRow = e.minIndex(row, g.sub(queryLength, g.idx(1)));
+      rowLse.push_back(memref::LoadOp::create(b, loc, lse, ValueRange{batch, head, readRow}));
+      rowDelta.push_back(
+          memref::LoadOp::create(b, loc, delta, ValueRange{batch, head, readRow}));
+    }
+
+  int64_t gradValues = 4 * (d / 8), scoreValues = 4 * (bn / 8);
+  auto loop = scf::ForOp::create(b, loc, g.idx(0), blocks, g.idx(1), g.zeros(gradValues));
+  LogicalResult status = success();
+  {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(loop.getBody());
+    Value n = loop.getInductionVar();
+    SmallVector<Value> acc(loop.getRegionIterArgs());
+    Value next = issueBlock(g.add(n, g.idx(stages - 1)));
+    g.waitGroups(next, stages - 1);
+    g.barrier();
+    Value stage = g.rem(n, stages);
+    Value blockStart = g.add(keyLo, g.mul(n, g.idx(bn)));
+    auto raw = g.matmulTransposedB(queryFragments, kTiles, stage, g.idx(0), bn / 8, d / kChunk,
+                                   g.zeros(scoreValues));
+    auto gradProb = g.matmulTransposedB(gradOutFragments, vTiles, stage, g.idx(0), bn / 8,
+                                        dv / kChunk, g.zeros(scoreValues));
+    auto rowOf = [&](int64_t, int64_t r) {
+      return g.add(queryStart, g.accumulatorRow(warpRow, r));
+    };
+    auto keyOf = [&](int64_t tile, int64_t r) {
+      return g.accumulatorColumn(blockStart, tile, r);
+    };
+    auto grad = tileGradient(
+        e, g, raw, gradProb, batch, head, rowOf, keyOf,
+        [&](int64_t i) { return rowLse.empty() ? Value() : rowLse[(i % 4) / 2]; },
+        [&](int64_t i) { return rowDelta.empty() ? Value() : rowDelta[(i % 4) / 2]; },
+        keyLength, keyLengthF32);
+    if (failed(grad)) {
+      status = failure();
+      scf::YieldOp::create(b, loc, acc);
+    } else {
+      Value needsMask = g.blockNeedsMask(queryStart, lastRow, blockStart, bn, keyLength);
+      auto gradRaw = g.applyMask(grad->gradRaw, needsMask, rowOf, keyOf, keyLength, 0.0);
+      acc = g.matmulAccumulatorA(gradRaw, kTiles, stage, g.idx(0), bn / 16, d / 8, d / kChunk,
+                                 acc);
+      g.barrier();
+      scf::YieldOp::create(b, loc, acc);
+    }
+  }
+  g.waitGroups(g.commit({}), 0);
+  SmallVector<Value> results(loop.getResults());
+  Value scale = g.f32(e.scale);
+  g.storeAccumulator(results, d / 8, gradQuery, batch, head, g.add(queryStart, warpRow),
+                     queryLength, {scale, scale});
+  gpu::ReturnOp::create(b, loc);
+  return status;
+}
+
+/// `@<name>_bwd_dkdv(q, k, v, dO, lse, delta, dK, dV)`: one CTA per (key block, kv head,
+/// batch), 16 keys per warp; loops over the query heads of the GQA group and their queries.
+/// Works on transposed tiles: S^T = K Q^T, dV += P^T dO, dP^T = V dO^T, dK += dS^T Q.
+LogicalResult emitKeyValueGradient(KernelEmitter &e, gpu::GPUModuleOp module, Type element,
+                                   GpuTiles tiles) {
+  OpBuilder &b = e.b;
+  Location loc = e.loc;
+  int64_t d = e.headDim, dv = e.valueHeadDim, bq = tiles.columns, bk = 16 * tiles.warps;
+  int64_t stages = tiles.stages;
+  GpuEmitter g(e, element, tiles);
+  int64_t kBytes = g.tileBytes(bk, d), vBytes = g.tileBytes(bk, dv);
+  int64_t qBytes = g.tileBytes(bq, d), oBytes = g.tileBytes(bq, dv);
+  int64_t sharedBytes = kBytes + vBytes + stages * (qBytes + oBytes);
+  MemRefType view4 = globalView(element, 4), rowType = globalView(b.getF32Type(), 3);
+  auto kernel = createGpuKernel(b, loc, module, kernelBaseName(e.op) + "_bwd_dkdv",
+                                {view4, view4, view4, view4, rowType, rowType, view4, view4},
+                                tiles, bk, sharedBytes, "key_blocks,kv_heads,batch");
+  auto args = kernel.getArguments();
+  Value q = args[0], k = args[1], v = args[2], gradOut = args[3], lse = args[4],
+        delta = args[5], gradKey = args[6], gradValue = args[7];
+  g.initThread();
+  Value batch = gpu::BlockIdOp::create(b, loc, gpu::Dimension::z);
+  Value kvHead = gpu::BlockIdOp::create(b, loc, gpu::Dimension::y);
+  Value keyStart = g.mul(gpu::BlockIdOp::create(b, loc, gpu::Dimension::x), g.idx(bk));
+  Value queryLength = e.dim(q, 2), keyLength = e.dim(k, 2);
+  Value groupSize = arith::DivSIOp::create(b, loc, e.dim(q, 1), e.dim(k, 1));
+  Value keyLengthF32 = e.toF32(keyLength);
+
+  auto sharedType = MemRefType::get({ShapedType::kDynamic}, b.getI8Type(),
+                                    MemRefLayoutAttrInterface{}, g.workgroup());
+  Value shared = gpu::DynamicSharedMemoryOp::create(b, loc, sharedType);
+  Value kTile = g.sharedTile(shared, 0, {bk, d});
+  Value vTile = g.sharedTile(shared, kBytes, {bk, dv});
+  Value qTiles = g.sharedTile(shared, kBytes + vBytes, {stages, bq, d});
+  Value oTiles = g.sharedTile(shared, kBytes + vBytes + stages * qBytes, {stages, bq, dv});
+
+  Value keyEnd = e.minIndex(g.add(keyStart, g.idx(bk)), keyLength);
+  auto [rowLo, rowHi] = e.queryRangeForKeys(keyStart, keyEnd, queryLength);
+  rowLo = g.mul(g.div(rowLo, bq), g.idx(bq));
+  Value blocksPerHead = e.maxIndex(
+      g.idx(0), arith::DivSIOp::create(b, loc, g.add(g.sub(rowHi, rowLo), g.idx(bq - 1)),
+                                       g.idx(bq)));
+  // One flat loop over (group member, query block) keeps the copy pipeline uniform.
+  Value blocks = g.mul(blocksPerHead, groupSize);
+  Value safeBlocksPerHead = e.maxIndex(blocksPerHead, g.idx(1));
+  auto blockCoordinates = [&](Value n) {
+    Value member = arith::DivSIOp::create(b, loc, n, safeBlocksPerHead);
+    Value inHead = arith::RemSIOp::create(b, loc, n, safeBlocksPerHead);
+    Value head = g.add(g.mul(kvHead, groupSize), member);
+    return std::make_pair(head, g.add(rowLo, g.mul(inHead, g.idx(bq))));
+  };
+  auto issueBlock = [&](Value n) {
+    Value stage = g.rem(n, stages);
+    Value inRange = g.lt(n, blocks);
+    auto [head, start] = blockCoordinates(g.select(inRange, n, g.idx(0)));
+    Value limit = g.select(inRange, queryLength, g.idx(0));
+    auto tokens = g.copyTile(q, batch, head, start, limit, qTiles, stage, bq, d);
+    auto more = g.copyTile(gradOut, batch, head, start, limit, oTiles, stage, bq, dv);
+    tokens.append(more.begin(), more.end());
+    return g.commit(tokens);
+  };
+  auto tokens = g.copyTile(k, batch, kvHead, keyStart, keyLength, kTile, Value(), bk, d);
+  auto more = g.copyTile(v, batch, kvHead, keyStart, keyLength, vTile, Value(), bk, dv);
+  tokens.append(more.begin(), more.end());
+  Value token = g.commit(tokens);
+  for (int64_t s = 0; s + 1 < stages; ++s)
+    token = issueBlock(g.idx(s));
+  g.waitGroups(token, stages - 1);
+  g.barrier();
+  Value warpKey = g.mul(g.warp, g.idx(16));
+
+  int64_t dkValues = 4 * (d / 8), dvValues = 4 * (dv / 8), scoreValues = 4 * (bq / 8);
+  SmallVector<Value> init = g.zeros(dkValues + dvValues);
+  auto loop = scf::ForOp::create(b, loc, g.idx(0), blocks, g.idx(1), init);
+  LogicalResult status = success();
+  {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(loop.getBody());
+    Value n = loop.getInductionVar();
+    SmallVector<Value> state(loop.getRegionIterArgs());
+    SmallVector<Value> dk(state.begin(), state.begin() + dkValues);
+    SmallVector<Value> dvAcc(state.begin() + dkValues, state.end());
+    Value next = issueBlock(g.add(n, g.idx(stages - 1)));
+    g.waitGroups(next, stages - 1);
+    g.barrier();
+    Value stage = g.rem(n, stages);
+    auto [head, blockStart] = blockCoordinates(n);
+    // K and V fragments are re-read from shared memory every block: holding them next to the
+    // dK and dV accumulators would spill at D = 128.
+    SmallVector<SmallVector<Value, 4>> keyFragments, valueFragments;
+    for (int64_t kk = 0; kk < d / 16; ++kk)
+      keyFragments.push_back(g.loadRowMajorA(kTile, Value(), warpKey, kk, d / kChunk));
+    for (int64_t kk = 0; kk < dv / 16; ++kk)
+      valueFragments.push_back(g.loadRowMajorA(vTile, Value(), warpKey, kk, dv / kChunk));
+    // Transposed tiles: accumulator rows are keys, columns are queries.
+    auto rawT = g.matmulTransposedB(keyFragments, qTiles, stage, g.idx(0), bq / 8, d / kChunk,
+                                    g.zeros(scoreValues));
+    auto gradProbT = g.matmulTransposedB(valueFragments, oTiles, stage, g.idx(0), bq / 8,
+                                         dv / kChunk, g.zeros(scoreValues));
+    auto rowOf = [&](int64_t tile, int64_t r) { return g.accumulatorColumn(blockStart, tile, r); };
+    auto keyOf = [&](int64_t, int64_t r) {
+      return g.add(keyStart, g.accumulatorRow(warpKey, r));
+    };
+    // Row statistics per query column; masked-out queries read a clamped row.
+    SmallVector<Value> columnLse, columnDelta;
+    if (e.rowWise)
+      for (int64_t i = 0; i < scoreValues; ++i) {
+        if (i % 4 >= 2) { // same queries as registers 0, 1 of the tile
+          columnLse.push_back(columnLse[i - 2]);
+          columnDelta.push_back(columnDelta[i - 2]);
+          continue;
+        }
+        Value row = e.minIndex(rowOf(i / 4, i % 4), g.sub(queryLength, g.idx(1)));
+        columnLse.push_back(memref::LoadOp::create(b, loc, lse, ValueRange{batch, head, row}));
+        columnDelta.push_back(
+            memref::LoadOp::create(b, loc, delta, ValueRange{batch, head, row}));
+      }
+    auto grad = tileGradient(
+        e, g, rawT, gradProbT, batch, head, rowOf, keyOf,
+        [&](int64_t i) { return columnLse.empty() ? Value() : columnLse[i]; },
+        [&](int64_t i) { return columnDelta.empty() ? Value() : columnDelta[i]; }, keyLength,
+        keyLengthF32);
+    if (failed(grad)) {
+      status = failure();
+      scf::YieldOp::create(b, loc, state);
+    } else {
+      // Mask on (query, key): visible() takes the row first.
+      Value lastQuery = g.add(blockStart, g.idx(bq - 1));
+      Value needsMask = g.orI(g.gt(g.add(blockStart, g.idx(bq)), queryLength),
+                              g.blockNeedsMask(blockStart, lastQuery, keyStart, bk, keyLength));
+      auto rowAsQuery = [&](int64_t tile, int64_t r) { return rowOf(tile, r); };
+      SmallVector<Type> types(2 * scoreValues, b.getF32Type());
+      auto ifOp = scf::IfOp::create(b, loc, types, needsMask, /*withElseRegion=*/true);
+      {
+        OpBuilder::InsertionGuard inner(b);
+        b.setInsertionPointToStart(&ifOp.getThenRegion().front());
+        SmallVector<Value> masked;
+        for (int64_t i = 0; i < 2 * scoreValues; ++i) {
+          int64_t j = i % scoreValues;
+          Value query = rowAsQuery(j / 4, j % 4);
+          Value ok = g.andI(g.visible(query, keyOf(j / 4, j % 4), keyLength),
+                            g.lt(query, queryLength));
+          Value value = i < scoreValues ? grad->prob[j] : grad->gradRaw[j];
+          masked.push_back(g.select(ok, value, g.f32(0.0)));
+        }
+        scf::YieldOp::create(b, loc, masked);
+        b.setInsertionPointToStart(&ifOp.getElseRegion().front());
+        SmallVector<Value> plain(grad->prob);
+        plain.append(grad->gradRaw.begin(), grad->gradRaw.end());
+        scf::YieldOp::create(b, loc, plain);
+      }
+      SmallVector<Value> maskedValues(ifOp.getResults());
+      ArrayRef<Value> probT = ArrayRef<Value>(maskedValues).take_front(scoreValues);
+      ArrayRef<Value> gradRawT = ArrayRef<Value>(maskedValues).drop_front(scoreValues);
+      dvAcc = g.matmulAccumulatorA(probT, oTiles, stage, g.idx(0), bq / 16, dv / 8,
+                                   dv / kChunk, dvAcc);
+      dk = g.matmulAccumulatorA(gradRawT, qTiles, stage, g.idx(0), bq / 16, d / 8, d / kChunk,
+                                dk);
+      g.barrier();
+      dk.append(dvAcc.begin(), dvAcc.end());
+      scf::YieldOp::create(b, loc, dk);
+    }
+  }
+  g.waitGroups(g.commit({}), 0);
+  SmallVector<Value> results(loop.getResults());
+  Value scale = g.f32(e.scale);
+  Value keyRow = g.add(keyStart, warpKey);
+  g.storeAccumulator(ArrayRef<Value>(results).take_front(dkValues), d / 8, gradKey, batch,
+                     kvHead, keyRow, keyLength, {scale, scale});
+  g.storeAccumulator(ArrayRef<Value>(results).drop_front(dkValues), dv / 8, gradValue, batch,
+                     kvHead, keyRow, keyLength, {});
+  gpu::ReturnOp::create(b, loc);
+  return status;
+}
+
+/// f32 transcendental math -> one approximate PTX instruction (ex2/tanh/lg2.approx), as
+/// inline asm so that no libdevice is needed.
+struct ApproximateMath : RewritePattern {
+  ApproximateMath(MLIRContext *context)
+      : RewritePattern(MatchAnyOpTypeTag(), PatternBenefit(1), context) {}
+  LogicalResult matchAndRewrite(Operation *op, PatternRewriter &rewriter) const override {
+    if (op->getNumOperands() != 1 || op->getNumResults() != 1 ||
+        !op->getResult(0).getType().isF32())
+      return failure();
+    Location loc = op->getLoc();
+    Value x = op->getOperand(0);
+    auto asm1 = [&](StringRef instruction, Value operand) -> Value {
+      std::string text = (instruction + " $0, $1;").str();
+      return LLVM::InlineAsmOp::create(rewriter, loc, rewriter.getF32Type(), ValueRange{operand},
+                                       text, "=f,f", /*has_side_effects=*/false,
+                                       /*is_align_stack=*/false,
+                                       LLVM::tailcallkind::TailCallKind::None,
+                                       LLVM::AsmDialectAttr(), ArrayAttr())
+          .getResult(0);
+    };
+    auto constant = [&](double value) -> Value {
+      return arith::ConstantOp::create(rewriter, loc, rewriter.getF32FloatAttr(value));
+    };
+    Value result;
+    if (isa<math::Exp2Op>(op))
+      result = asm1("ex2.approx.ftz.f32", x);
+    else if (isa<math::ExpOp>(op))
+      result = asm1("ex2.approx.ftz.f32",
+                    arith::MulFOp::create(rewriter, loc, x, constant(M_LOG2E)));
+    else if (isa<math::TanhOp>(op))
+      result = asm1("tanh.approx.f32", x);
+    else if (isa<math::Log2Op>(op))
+      result = asm1("lg2.approx.ftz.f32", x);
+    else if (isa<math::LogOp>(op))
+      result = arith::MulFOp::create(rewriter, loc, asm1("lg2.approx.ftz.f32", x),
+                                     constant(M_LN2));
+    else
+      return failure();
+    rewriter.replaceOp(op, result);
+    return success();
+  }
+};
+
+gpu::GPUModuleOp kernelModule(ModuleOp module, AttentionOp op, OpBuilder &b) {
+  std::string name = kernelBaseName(op) + "_kernels";
+  if (auto existing = module.lookupSymbol<gpu::GPUModuleOp>(name))
+    return existing;
+  b.setInsertionPointToEnd(module.getBody());
+  return gpu::GPUModuleOp::create(b, op.getLoc(), name);
+}
+
+struct AttnTileGpuPass : impl::AttnTileGpuBase<AttnTileGpuPass> {
+  using AttnTileGpuBase::AttnTileGpuBase;
+
+  /// Tile constraints, as diagnostics on the op.
+  LogicalResult checkShapes(AttentionOp op, GpuTiles forward, GpuTiles backwardTiles) {
+    for (int64_t dim : {op.getHeadDim(), op.getValueHeadDim()})
+      if (dim % 16 != 0 || dim < 16 || dim > 256)
+        return op.emitOpError("GPU kernels need head dims that are multiples of 16 in "
+                              "[16, 256], got ")
+               << dim;
+    for (GpuTiles tiles : {forward, backwardTiles}) {
+      if (tiles.warps < 1 || tiles.warps > 16 || tiles.stages < 2 || tiles.columns < 16 ||
+          tiles.columns % 16 != 0)
+        return op.emitOpError("GPU tiles need 1-16 warps, >= 2 stages and a key tile that is "
+                              "a multiple of 16, got warps = ")
+               << tiles.warps << ", stages = " << tiles.stages << ", key tile = "
+               << tiles.columns;
+      int64_t threads = 32 * tiles.warps;
+      for (int64_t rows : {16 * tiles.warps, tiles.columns})
+        for (int64_t dim : {op.getHeadDim(), op.getValueHeadDim()})
+          if ((rows * dim / kChunk) % threads != 0)
+            return op.emitOpError("a ")
+                   << rows << "x" << dim << " tile does not split into 16-byte copies over "
+                   << threads << " threads";
+    }
+    return success();
+  }
+
+  /// The option's storage type, else the op's when it is a 16-bit float, else bf16.
+  Type storageType(AttentionOp op) {
+    MLIRContext *context = op.getContext();
+    if (elementType == "f16")
+      return Float16Type::get(context);
+    if (elementType == "bf16")
+      return BFloat16Type::get(context);
+    Type opElement = cast<ShapedType>(op.getQuery().getType()).getElementType();
+    if (opElement.isF16() || opElement.isBF16())
+      return opElement;
+    return BFloat16Type::get(context);
+  }
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    MLIRContext *context = &getContext();
+    if (!elementType.empty() && elementType != "bf16" && elementType != "f16") {
+      module.emitError("attn-tile-gpu: element-type must be bf16 or f16, got '")
+          << elementType << "'";
+      return signalPassFailure();
+    }
+    GpuTiles forwardTiles{warps, keyTile, stages};
+    GpuTiles backwardTiles{warps, backwardKeyTile, 2};
+
+    SmallVector<AttentionOp> ops;
+    module.walk([&](AttentionOp op) { ops.push_back(op); });
+    SetVector<Operation *> replacedFunctions;
+    for (AttentionOp op : ops) {
+      if (failed(KernelEmitter::checkLowerable(op)) ||
+          failed(checkShapes(op, forwardTiles, backwardTiles)))
+        return signalPassFailure();
+      Type element = storageType(op);
+      OpBuilder builder(context);
+      KernelEmitter emitter(op, builder, TileSizes{16 * warps, keyTile});
+      gpu::GPUModuleOp kernels = kernelModule(module, op, builder);
+      if (failed(emitForward(emitter, kernels, element, forwardTiles)))
+        return signalPassFailure();
+      if (backward && (failed(emitQueryGradient(emitter, kernels, element, backwardTiles)) ||
+                       failed(emitKeyValueGradient(emitter, kernels, element, backwardTiles))))
+        return signalPassFailure();
+      if (auto parent = op->getParentOfType<func::FuncOp>())
+        replacedFunctions.insert(parent);
+    }
+    for (Operation *function : replacedFunctions)
+      function->erase();
+    if (!ops.empty())
+      module->setAttr(gpu::GPUDialect::getContainerModuleAttrName(), UnitAttr::get(context));
+
+    if (fastMath) {
+      RewritePatternSet patterns(context);
+      patterns.add<ApproximateMath>(context);
+      FrozenRewritePatternSet frozen(std::move(patterns));
+      for (auto kernels : module.getOps<gpu::GPUModuleOp>())
+        if (failed(applyPatternsGreedily(kernels, frozen)))
+          return signalPassFailure();
+    }
+  }
+};
+} // namespace
+} // namespace mlir::attn

@@ -1,0 +1,102 @@
+// RUN: attn-opt %s --split-input-file --attn-legalize --attn-tile-gpu="fast-math=false key-tile=16" --verify-diagnostics --canonicalize --cse | FileCheck %s --enable-var-scope
+// RUN: attn-opt %s --split-input-file --attn-legalize --attn-tile-gpu="key-tile=16 backward=true" --verify-diagnostics | FileCheck %s --check-prefix=FAST --enable-var-scope
+
+// Softmax forward: Q is copied once (cp.async, zero-filled past Sq), the prologue fills the
+// first K/V stage, then per K/V block: prefetch the next block, wait for this one, S = Q K^T on
+// tensor cores, mask boundary blocks, row max across the quad (shuffles), rescale factor
+// exp2(old - new), p = exp2(s - max), O += P V with V read through transposed ldmatrix. The
+// finalize reduces the row sums, writes the base-2 LSE and O with row predication.
+// CHECK: module attributes {gpu.container_module}
+// CHECK-LABEL: gpu.module @softmax_kernels
+// CHECK: gpu.func @softmax_fwd(%[[Q:.*]]: memref<?x?x?x?xbf16, strided<[?, ?, ?, 1], offset: ?>>, %[[K:.*]]: memref<?x?x?x?xbf16{{.*}}>, %[[V:.*]]: memref<?x?x?x?xbf16{{.*}}>, %[[O:.*]]: memref<?x?x?x?xbf16{{.*}}>, %[[LSE:.*]]: memref<?x?x?xf32, strided<[?, ?, ?], offset: ?>>) kernel
+// CHECK-SAME: attn.block_rows = 64 : i64
+// CHECK-SAME: attn.dynamic_shared_memory = 16384 : i64
+// CHECK-SAME: attn.grid = "query_blocks,query_heads,batch"
+// CHECK-SAME: known_block_size = array<i32: 128, 1, 1>
+// CHECK: %[[SMEM:.*]] = gpu.dynamic_shared_memory
+// CHECK: %[[QS:.*]] = memref.view %[[SMEM]]{{.*}} to memref<64x64xbf16, #gpu.address_space<workgroup>>
+// CHECK: %[[KS:.*]] = memref.view %[[SMEM]]{{.*}} to memref<2x16x64xbf16, #gpu.address_space<workgroup>>
+// CHECK: %[[VS:.*]] = memref.view %[[SMEM]]{{.*}} to memref<2x16x64xbf16, #gpu.address_space<workgroup>>
+// CHECK: nvgpu.device_async_copy %[[Q]]{{.*}}, %[[QS]]{{.*}}, 8, %{{.*}} {bypassL1}
+// CHECK: nvgpu.device_async_create_group
+// CHECK: nvgpu.device_async_copy %[[K]]{{.*}}, %[[KS]]
+// CHECK: nvgpu.device_async_copy %[[V]]{{.*}}, %[[VS]]
+// CHECK: %[[PRO:.*]] = nvgpu.device_async_create_group
+// CHECK: nvgpu.device_async_wait %[[PRO]] {numGroups = 1 : i32}
+// CHECK: gpu.barrier
+// CHECK: nvgpu.ldmatrix %[[QS]]{{.*}} {numTiles = 4 : i32, transpose = false}
+// CHECK: scf.for {{.*}} iter_args
+// CHECK: nvgpu.device_async_copy %[[K]]
+// CHECK: %[[NEXT:.*]] = nvgpu.device_async_create_group
+// CHECK: nvgpu.device_async_wait %[[NEXT]] {numGroups = 1 : i32}
+// CHECK: gpu.barrier
+// CHECK: nvgpu.ldmatrix %[[KS]]{{.*}} {numTiles = 4 : i32, transpose = false}
+// CHECK: nvvm.mma.sync {{.*}} {layoutA = #nvvm.mma_layout<row>, layoutB = #nvvm.mma_layout<col>, multiplicandAPtxType = #nvvm.mma_type<bf16>, multiplicandBPtxType = #nvvm.mma_type<bf16>, shape = #nvvm.shape<m = 16, n = 8, k = 16>} : (i32, i32, f32) -> !llvm.struct<(f32, f32, f32, f32)>
+// CHECK: scf.if
+// CHECK: arith.select
+// CHECK: arith.maximumf
+// CHECK: gpu.shuffle  xor %{{.*}}, %{{.*}}, %{{.*}} : f32
+// CHECK: %[[BMAX:.*]], %{{.*}} = gpu.shuffle  xor
+// CHECK: %[[MAX:.*]] = arith.maximumf %{{.*}}, %[[BMAX]]
+// CHECK: %[[CORR:.*]] = math.exp2
+// CHECK: math.exp2
+// CHECK: nvgpu.ldmatrix %[[VS]]{{.*}} {numTiles = 4 : i32, transpose = true}
+// CHECK: nvvm.mma.sync
+// CHECK: gpu.barrier
+// CHECK: scf.yield
+// CHECK: gpu.shuffle  xor
+// CHECK: math.log2
+// CHECK: memref.store %{{.*}}, %[[LSE]]
+// CHECK: vector.store %{{.*}}, %[[O]]{{.*}} : memref<?x?x?x?xbf16, strided<[?, ?, ?, 1], offset: ?>>, vector<2xbf16>
+// CHECK: gpu.return
+// FAST-LABEL: gpu.func @softmax_fwd
+// FAST: llvm.inline_asm "ex2.approx.ftz.f32 $0, $1;", "=f,f"
+// FAST: llvm.inline_asm "lg2.approx.ftz.f32 $0, $1;", "=f,f"
+// FAST-LABEL: gpu.func @softmax_bwd_dq
+// FAST-SAME: attn.grid = "query_blocks,query_heads,batch"
+// FAST: nvvm.mma.sync
+// FAST-LABEL: gpu.func @softmax_bwd_dkdv
+// FAST-SAME: attn.grid = "key_blocks,kv_heads,batch"
+// FAST: nvvm.mma.sync
+func.func @softmax(%q: tensor<?x?x?x64xf32>, %k: tensor<?x?x?x64xf32>, %v: tensor<?x?x?x64xf32>) -> tensor<?x?x?x64xf32> {
+  %o = attn.attention %q, %k, %v normalizer(#attn.softmax) {causal}
+      : tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32> -> tensor<?x?x?x64xf32>
+  return %o : tensor<?x?x?x64xf32>
+}
+
+// -----
+
+// Sigmoid: elementwise, so no row statistics (no shuffles), no rescale and no LSE; p comes from
+// the interface's fast form 0.5 tanh(0.5 (s + bias)) + 0.5, which fast-math turns into
+// tanh.approx. f16 storage selects the f16 MMA.
+// CHECK-LABEL: gpu.module @sigmoid_kernels
+// CHECK: gpu.func @sigmoid_fwd
+// CHECK-NOT: gpu.shuffle
+// CHECK: scf.for
+// CHECK: nvvm.mma.sync {{.*}} : (vector<2xf16>, vector<2xf16>, f32) -> !llvm.struct<(f32, f32, f32, f32)>
+// CHECK: math.tanh
+// CHECK: math.fma
+// CHECK: scf.if
+// CHECK: nvgpu.ldmatrix {{.*}}transpose = true
+// CHECK-NOT: gpu.shuffle
+// CHECK-NOT: memref.store
+// CHECK: gpu.return
+// FAST-LABEL: gpu.func @sigmoid_fwd
+// FAST-NOT: gpu.shuffle
+// FAST: llvm.inline_asm "tanh.approx.f32 $0, $1;", "=f,f"
+// FAST-LABEL: gpu.func @sigmoid_bwd_dq
+func.func @sigmoid(%q: tensor<?x?x?x128xf16>, %k: tensor<?x?x?x128xf16>, %v: tensor<?x?x?x128xf16>) -> tensor<?x?x?x128xf16> {
+  %o = attn.attention %q, %k, %v normalizer(#attn.sigmoid<bias = -4.0>)
+      : tensor<?x?x?x128xf16>, tensor<?x?x?x128xf16>, tensor<?x?x?x128xf16> -> tensor<?x?x?x128xf16>
+  return %o : tensor<?x?x?x128xf16>
+}
+
+// -----
+
+// Head dims that are not multiples of 16 cannot be tiled for m16n8k16.
+func.func @odd_head_dim(%q: tensor<?x?x?x40xf32>, %k: tensor<?x?x?x40xf32>, %v: tensor<?x?x?x40xf32>) -> tensor<?x?x?x40xf32> {
+  // expected-error @+1 {{GPU kernels need head dims that are multiples of 16 in [16, 256], got 40}}
+  %o = attn.attention %q, %k, %v normalizer(#attn.softmax)
+      : tensor<?x?x?x40xf32>, tensor<?x?x?x40xf32>, tensor<?x?x?x40xf32> -> tensor<?x?x?x40xf32>
+  return %o : tensor<?x?x?x40xf32>
+}
