@@ -12,6 +12,11 @@
 
 namespace attn::models {
 
+/// Fills `tensor` with N(0, std²) truncated to [lower, upper] (absolute bounds, as
+/// torch.nn.init.trunc_normal_), by inverse-CDF sampling. Returns `tensor`.
+torch::Tensor trunc_normal_(torch::Tensor tensor, double std, double lower = -2.0,
+                            double upper = 2.0);
+
 struct SigmaReparamLinearOptions {
   SigmaReparamLinearOptions(int64_t in_features, int64_t out_features);
   TORCH_ARG(int64_t, in_features);

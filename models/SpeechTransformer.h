@@ -14,6 +14,9 @@ namespace attn::models {
 struct SpeechTransformerOptions {
   explicit SpeechTransformerOptions(int64_t vocab_size = CharacterVocabulary::kSize);
 
+  /// The encoder these options describe.
+  TransformerEncoderOptions encoder() const;
+
   TORCH_ARG(LogMelOptions, front_end);
   /// Channels of both subsampling convs (3×3, stride 2, no padding, ReLU).
   TORCH_ARG(int64_t, subsampling_channels) = 64;
@@ -33,7 +36,6 @@ struct SpeechTransformerOptions {
   /// σReparam for every linear (attention, MLP, input projection, CTC head).
   TORCH_ARG(bool, sigma_reparam) = false;
 
-  TransformerEncoderOptions encoder() const;
 };
 
 struct SpeechOutput {

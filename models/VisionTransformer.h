@@ -20,6 +20,9 @@ struct VisionTransformerOptions {
   static VisionTransformerOptions small(int64_t num_classes = 1000);
   static VisionTransformerOptions base(int64_t num_classes = 1000);
 
+  /// The encoder these options describe.
+  TransformerEncoderOptions encoder() const;
+
   TORCH_ARG(int64_t, image_size) = 224;
   TORCH_ARG(int64_t, patch_size) = 16;
   TORCH_ARG(int64_t, in_channels) = 3;
@@ -40,8 +43,6 @@ struct VisionTransformerOptions {
   /// σReparam for every linear (attention, MLP, head) and the patch embedding.
   TORCH_ARG(bool, sigma_reparam) = false;
 
-  /// The encoder these options describe.
-  TransformerEncoderOptions encoder() const;
 };
 
 class VisionTransformerImpl : public torch::nn::Cloneable<VisionTransformerImpl> {

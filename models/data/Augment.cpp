@@ -1,0 +1,154 @@
+#include "models/data/Augment.h"
+
+#include <cmath>
+
+namespace attn::data {
+namespace F = torch::nn::functional;
+
+namespace {
+
+torch::Tensor uniform(int64_t n, double low, double high, const torch::Tensor &like) {
+  return torch::rand({n}, like.options()) * (high - low) + low;
+}
+
+torch::Tensor bernoulliMask(int64_t n, double p, const torch::Tensor &like) {
+  return torch::rand({n}, like.options()) < p;
+}
+
+/// Resamples each sample through its own 2×3 affine map of normalised output → input coords.
+torch::Tensor warp(const torch::Tensor &images, const torch::Tensor &theta, int64_t height,
+                   int64_t width) {
+  auto grid = F::affine_grid(theta, {images.size(0), images.size(1), height, width},
+                             /*align_corners=*/false);
+  return F::grid_sample(images, grid,
+                        F::GridSampleFuncOptions().mode(torch::kBilinear).padding_mode(torch::kZeros).align_corners(false));
+}
+
+/// [B, 1, 1, 1] broadcastable factor.
+torch::Tensor perSample(const torch::Tensor &values) { return values.view({-1, 1, 1, 1}); }
+
+torch::Tensor grayscale(const torch::Tensor &images) {
+  if (images.size(1) == 1)
+    return images;
+  auto weights = torch::tensor({0.299, 0.587, 0.114}, images.options()).view({1, 3, 1, 1});
+  return (images * weights).sum(1, true);
+}
+
+} // namespace
+
+torch::Tensor randomResizedCrop(const torch::Tensor &images, int64_t size, double scaleMin,
+                                double scaleMax, bool flip) {
+  int64_t b = images.size(0);
+  auto area = uniform(b, scaleMin, scaleMax, images);
+  auto logRatio = uniform(b, std::log(3.0 / 4.0), std::log(4.0 / 3.0), images);
+  auto ratio = logRatio.exp();
+  // Width and height as fractions of the image, clipped to fit.
+  auto w = (area * ratio).sqrt().clamp_max(1.0), h = (area / ratio).sqrt().clamp_max(1.0);
+  auto cx = (torch::rand({b}, images.options()) * 2 - 1) * (1 - w);
+  auto cy = (torch::rand({b}, images.options()) * 2 - 1) * (1 - h);
+  auto sx = w;
+  if (flip)
+    sx = torch::where(bernoulliMask(b, 0.5, images), -w, w);
+  auto zeros = torch::zeros_like(w);
+  auto theta = torch::stack({torch::stack({sx, zeros, cx}, 1), torch::stack({zeros, h, cy}, 1)}, 1);
+  return warp(images, theta, size, size);
+}
+
+torch::Tensor randomHorizontalFlip(const torch::Tensor &images, double p) {
+  auto mask = perSample(bernoulliMask(images.size(0), p, images));
+  return torch::where(mask, images.flip({3}), images);
+}
+
+torch::Tensor colourJitter(const torch::Tensor &images, double brightness, double contrast,
+                           double saturation, double p) {
+  int64_t b = images.size(0);
+  auto apply = bernoulliMask(b, p, images);
+  auto factor = [&](double strength) {
+    auto f = uniform(b, 1 - strength, 1 + strength, images);
+    return perSample(torch::where(apply, f, torch::ones_like(f)));
+  };
+  auto out = images * factor(brightness);
+  auto mean = grayscale(out).mean({1, 2, 3}, true);
+  out = (out - mean) * factor(contrast) + mean;
+  if (images.size(1) == 3) {
+    auto gray = grayscale(out);
+    out = (out - gray) * factor(saturation) + gray;
+  }
+  return out.clamp(0, 1);
+}
+
+torch::Tensor gaussianBlur(const torch::Tensor &images, double sigmaMax, double p) {
+  int64_t b = images.size(0), c = images.size(1), h = images.size(2), w = images.size(3);
+  auto sigma = uniform(b, 0.1, std::max(0.1, sigmaMax), images).view({b, 1});
+  auto taps = torch::arange(-2, 3, images.options()).view({1, 5});
+  auto kernel = torch::exp(-(taps * taps) / (2 * sigma * sigma));
+  kernel = kernel / kernel.sum(1, true);                            // [B, 5]
+  kernel = kernel.repeat_interleave(c, 0);                          // [B·C, 5]
+  auto x = images.reshape({1, b * c, h, w});
+  auto padded = F::pad(x, F::PadFuncOptions({2, 2, 2, 2}).mode(torch::kReflect));
+  auto blurred = F::conv2d(padded, kernel.view({b * c, 1, 1, 5}), F::Conv2dFuncOptions().groups(b * c));
+  blurred = F::conv2d(blurred, kernel.view({b * c, 1, 5, 1}), F::Conv2dFuncOptions().groups(b * c));
+  auto mask = perSample(bernoulliMask(b, p, images));
+  return torch::where(mask, blurred.view({b, c, h, w}), images);
+}
+
+torch::Tensor randAugment(const torch::Tensor &images, int64_t numOps, double magnitude) {
+  constexpr int64_t kOps = 11;
+  double m = std::clamp(magnitude, 0.0, 10.0) / 10.0;
+  int64_t b = images.size(0), h = images.size(2), w = images.size(3);
+  auto out = images;
+  for (int64_t round = 0; round < numOps; ++round) {
+    auto op = torch::randint(0, kOps, {b}, images.options().dtype(torch::kInt64));
+    auto sign = torch::where(bernoulliMask(b, 0.5, images), 1.0, -1.0).to(images.dtype());
+    auto is = [&](int64_t id) { return op == id; };
+
+    // Geometric ops share one warp: identity map unless the sample drew one of them.
+    auto zero = torch::zeros({b}, images.options()), one = torch::ones({b}, images.options());
+    auto angle = torch::where(is(1), sign * (M_PI / 6) * m, zero); // up to 30°
+    auto shearX = torch::where(is(2), sign * 0.3 * m, zero);
+    auto shearY = torch::where(is(3), sign * 0.3 * m, zero);
+    auto shiftX = torch::where(is(4), sign * 0.9 * m * 0.5, zero); // normalised coords span 2
+    auto shiftY = torch::where(is(5), sign * 0.9 * m * 0.5, zero);
+    auto cosA = angle.cos(), sinA = angle.sin();
+    auto theta = torch::stack({torch::stack({cosA, -sinA + shearX, shiftX}, 1),
+                               torch::stack({sinA + shearY, cosA, shiftY}, 1)},
+                              1);
+    auto geometric = warp(out, theta, h, w);
+
+    auto low = out.amin({1, 2, 3}, true), high = out.amax({1, 2, 3}, true);
+    auto autocontrast = (out - low) / (high - low).clamp_min(1e-3);
+    auto solarize = torch::where(out >= 1.0 - m, 1.0 - out, out);
+    double levels = std::pow(2.0, 8 - std::round(4 * m));
+    auto posterize = torch::floor(out * (levels - 1) + 0.5) / (levels - 1);
+    auto brightness = (out * perSample(1 + sign * 0.9 * m)).clamp(0, 1);
+    auto mean = out.mean({1, 2, 3}, true);
+    auto contrast = ((out - mean) * perSample(1 + sign * 0.9 * m) + mean).clamp(0, 1);
+
+    auto choose = [&](int64_t id, const torch::Tensor &candidate, const torch::Tensor &base) {
+      return torch::where(perSample(is(id)), candidate, base);
+    };
+    auto next = torch::where(perSample(op >= 1).logical_and(perSample(op <= 5)), geometric, out);
+    next = choose(6, autocontrast, next);
+    next = choose(7, solarize, next);
+    next = choose(8, posterize, next);
+    next = choose(9, brightness, next);
+    next = choose(10, contrast, next);
+    out = next;
+  }
+  return out.clamp(0, 1);
+}
+
+torch::Tensor sslView(const torch::Tensor &images, const ViewOptions &options) {
+  auto view = randomResizedCrop(images, options.size, options.cropScaleMin, options.cropScaleMax,
+                                options.flip);
+  if (options.jitterProbability > 0)
+    view = colourJitter(view, options.jitterStrength, options.jitterStrength,
+                        options.jitterStrength, options.jitterProbability);
+  if (options.blurProbability > 0)
+    view = gaussianBlur(view, options.blurSigmaMax, options.blurProbability);
+  if (options.randAugmentOps > 0)
+    view = randAugment(view, options.randAugmentOps, options.randAugmentMagnitude);
+  return view;
+}
+
+} // namespace attn::data

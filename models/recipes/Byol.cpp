@@ -1,0 +1,126 @@
+// byol: BYOL on a ViT. The online network (backbone + projector + predictor) regresses the
+// target network's projection of another view; the target is an EMA of the online backbone and
+// projector. --ema-scaling-rule: for a batch κ = batch/reference-batch times the reference,
+// momentum ρ → ρ^κ and learning rate η → κ·η ("How to Scale Your EMA", Busbridge et al. 2023).
+#include "models/data/Augment.h"
+#include "models/data/Sampler.h"
+#include "models/recipes/Losses.h"
+#include "models/recipes/Recipes.h"
+#include "models/recipes/SslModels.h"
+#include "models/recipes/Vision.h"
+#include "models/train/Schedule.h"
+
+namespace attn::recipes {
+
+namespace {
+
+/// target ← ρ·target + (1 − ρ)·online for parameters; buffers (σReparam's u) are copied.
+void emaUpdate(torch::nn::Module &target, const torch::nn::Module &online, double momentum) {
+  torch::NoGradGuard noGrad;
+  auto targetParams = target.parameters(), onlineParams = online.parameters();
+  for (size_t i = 0; i < targetParams.size(); ++i)
+    targetParams[i].mul_(momentum).add_(onlineParams[i], 1.0 - momentum);
+  auto targetBuffers = target.buffers(), onlineBuffers = online.buffers();
+  for (size_t i = 0; i < targetBuffers.size(); ++i)
+    targetBuffers[i].copy_(onlineBuffers[i]);
+}
+
+} // namespace
+
+int runByol(train::Config &config) {
+  const std::string name = "byol";
+  train::RecipeDefaults defaults;
+  defaults.steps = 300;
+  defaults.batchSize = 128;
+  defaults.learningRate = 1e-3;
+  defaults.warmupSteps = 30;
+  defaults.evalEvery = 100;
+  auto common = train::parseCommonOptions(config, name, defaults);
+  auto dataOptions = parseImageDataOptions(config);
+  auto vitOptions = parseVitOptions(config, common);
+  data::ViewOptions views;
+  views.cropScaleMin = config.getDouble("crop-min", 0.25, "smallest random-resized-crop area fraction");
+  views.randAugmentOps = config.getInt("randaugment-ops", 0, "RandAugment ops per view (0: off)");
+  double momentum = config.getDouble("momentum", 0.99, "target EMA momentum ρ at the reference batch size");
+  bool momentumSchedule = config.getBool("momentum-schedule", true, "raise the momentum to 1 along a cosine (BYOL)");
+  bool scalingRule = config.getBool("ema-scaling-rule", false, "apply ρ̂ = ρ^κ and η̂ = κ·η for κ = batch/reference");
+  int64_t referenceBatch = config.getInt("reference-batch-size", 128, "the batch size ρ and --lr were tuned for");
+  int64_t projectionDim = config.getInt("proj-dim", 64, "projection dimension");
+  int64_t projectionHidden = config.getInt("proj-hidden", 256, "projector and predictor hidden width");
+  int64_t knnBank = config.getInt("knn-bank", 5000, "training images in the k-NN memory bank");
+  int64_t knnQueries = config.getInt("knn-queries", 1000, "test images the k-NN evaluation classifies");
+  if (momentum < 0 || momentum >= 1)
+    throw train::UsageError("--momentum must be in [0, 1)");
+  if (referenceBatch <= 0)
+    throw train::UsageError("--reference-batch-size must be positive");
+  if (train::finishOptions(config, name))
+    return 0;
+
+  double kappa = double(common.batchSize) / double(referenceBatch);
+  if (scalingRule) {
+    momentum = train::scaledEmaMomentum(momentum, kappa);
+    common.learningRate = train::scaledLearningRate(common.learningRate, kappa);
+  }
+  train::applyRuntimeOptions(common);
+  auto data = loadImageData(dataOptions, common);
+  vitOptions = fitVitToData(vitOptions, data);
+  views.size = data.imageSize;
+  SslEncoder online(vitOptions, projectionHidden, projectionDim);
+  MlpHead predictor(projectionDim, projectionHidden, projectionDim, common.sigmaReparam);
+  online->to(common.device, common.dtype);
+  predictor->to(common.device, common.dtype);
+  auto target = std::dynamic_pointer_cast<SslEncoderImpl>(online->clone());
+  target->eval(); // no σReparam power iteration in the target: it follows the online u
+  for (auto &p : target->parameters())
+    p.set_requires_grad(false);
+
+  std::vector<torch::Tensor> parameters = online->parameters();
+  for (auto &p : predictor->parameters())
+    parameters.push_back(p);
+  torch::optim::AdamW optimizer(parameters, torch::optim::AdamWOptions(common.learningRate)
+                                                .weight_decay(common.weightDecay));
+  train::Trainer trainer(common, {"loss", "momentum", "knn_accuracy", "lr"},
+                         {{"loss"}, {"knn_accuracy"}, {"momentum"}});
+  trainer.addModule("online", online.ptr());
+  trainer.addModule("predictor", predictor.ptr());
+  trainer.addModule("target", target); // in sync on every rank: same online params, same updates
+  trainer.addOptimizer("adamw", optimizer, common.learningRate);
+  auto &distributed = trainer.distributed();
+  if (distributed.isMain() && scalingRule)
+    std::fprintf(stderr, "byol: EMA scaling rule κ = %.4g: momentum %.6g, lr %.4g\n", kappa,
+                 momentum, common.learningRate);
+  const auto &train = data.splits.train;
+  data::StepSampler sampler(train.size(), common.batchSize, uint64_t(common.seed),
+                            distributed.rank(), distributed.worldSize());
+
+  auto step = [&](int64_t s) -> train::Values {
+    auto idx = sampler.indices(s);
+    auto images = train.images.index_select(0, idx);
+    auto view1 = data.normalisation.apply(data::sslView(images, views)).to(common.device, common.dtype);
+    auto view2 = data.normalisation.apply(data::sslView(images, views)).to(common.device, common.dtype);
+    optimizer.zero_grad();
+    int64_t n = images.size(0);
+    auto predictions = predictor->forward(online->forward(torch::cat({view1, view2}))).to(torch::kFloat32);
+    torch::Tensor targets;
+    {
+      torch::NoGradGuard noGrad;
+      targets = target->forward(torch::cat({view2, view1})).to(torch::kFloat32);
+    }
+    auto loss = byolLoss(predictions.slice(0, 0, n), targets.slice(0, 0, n)) +
+                byolLoss(predictions.slice(0, n), targets.slice(0, n));
+    loss.backward();
+    distributed.averageGradients(parameters);
+    torch::nn::utils::clip_grad_norm_(parameters, 3.0);
+    optimizer.step();
+    double rho = momentumSchedule ? train::byolMomentum(s, common.steps, momentum) : momentum;
+    emaUpdate(*target, *online, rho);
+    return {{"loss", loss.item<double>()}, {"momentum", rho}};
+  };
+  auto evaluate = [&](bool) -> train::Values {
+    return {{"knn_accuracy", knnAccuracy(online->backbone, data, common, knnBank, knnQueries)}};
+  };
+  trainer.run(step, evaluate, common.batchSize);
+  return 0;
+}
+
+} // namespace attn::recipes

@@ -1,0 +1,120 @@
+// simclr and polyview: contrastive SSL on a ViT. simclr: two views, NT-Xent. polyview: M ≥ 2
+// views with the poly-view geometric or arithmetic one-vs-rest objective, or the multi-crop
+// baseline (all view pairs). Negatives come from the global batch (gathered across ranks).
+#include "models/data/Augment.h"
+#include "models/data/Sampler.h"
+#include "models/recipes/Losses.h"
+#include "models/recipes/Recipes.h"
+#include "models/recipes/SslModels.h"
+#include "models/recipes/Vision.h"
+
+namespace attn::recipes {
+
+namespace {
+
+enum class Objective { NtXent, Geometric, Arithmetic, MultiCrop };
+
+data::ViewOptions parseViewOptions(train::Config &config) {
+  data::ViewOptions v;
+  v.cropScaleMin = config.getDouble("crop-min", 0.25, "smallest random-resized-crop area fraction");
+  v.flip = config.getBool("flip", true, "random horizontal flips");
+  v.jitterStrength = config.getDouble("jitter", 0.4, "colour jitter strength");
+  v.jitterProbability = config.getDouble("jitter-prob", 0.8, "colour jitter probability");
+  v.blurSigmaMax = config.getDouble("blur-sigma", 1.0, "largest Gaussian blur σ (pixels)");
+  v.blurProbability = config.getDouble("blur-prob", 0.5, "blur probability");
+  v.randAugmentOps = config.getInt("randaugment-ops", 0, "RandAugment ops per view (0: off)");
+  v.randAugmentMagnitude = config.getDouble("randaugment-magnitude", 9, "RandAugment magnitude (0-10)");
+  if (v.cropScaleMin <= 0 || v.cropScaleMin > 1)
+    throw train::UsageError("--crop-min must be in (0, 1]");
+  return v;
+}
+
+int runContrastive(train::Config &config, const std::string &name, bool polyview) {
+  train::RecipeDefaults defaults;
+  defaults.steps = 300;
+  defaults.batchSize = 128;
+  defaults.learningRate = 1e-3;
+  defaults.warmupSteps = 30;
+  defaults.evalEvery = 100;
+  auto common = train::parseCommonOptions(config, name, defaults);
+  auto dataOptions = parseImageDataOptions(config);
+  auto vitOptions = parseVitOptions(config, common);
+  auto views = parseViewOptions(config);
+  double temperature = config.getDouble("temperature", 0.2, "similarity temperature τ");
+  int64_t projectionDim = config.getInt("proj-dim", 64, "projection dimension");
+  int64_t projectionHidden = config.getInt("proj-hidden", 256, "projector hidden width");
+  int64_t knnBank = config.getInt("knn-bank", 5000, "training images in the k-NN evaluation's memory bank");
+  int64_t knnQueries = config.getInt("knn-queries", 1000, "test images the k-NN evaluation classifies");
+  Objective objective = Objective::NtXent;
+  int64_t numViews = 2;
+  if (polyview) {
+    numViews = config.getInt("views", 4, "views per sample (M >= 2)");
+    std::string loss = config.getChoice("loss", "geometric", {"geometric", "arithmetic", "multicrop"},
+                                        "poly-view objective or the multi-crop baseline");
+    objective = loss == "geometric"    ? Objective::Geometric
+                : loss == "arithmetic" ? Objective::Arithmetic
+                                       : Objective::MultiCrop;
+    if (numViews < 2)
+      throw train::UsageError("--views must be at least 2, got " + std::to_string(numViews));
+  }
+  if (temperature <= 0)
+    throw train::UsageError("--temperature must be positive");
+  if (train::finishOptions(config, name))
+    return 0;
+
+  train::applyRuntimeOptions(common);
+  auto data = loadImageData(dataOptions, common);
+  vitOptions = fitVitToData(vitOptions, data);
+  views.size = data.imageSize;
+  SslEncoder encoder(vitOptions, projectionHidden, projectionDim);
+  encoder->to(common.device, common.dtype);
+  torch::optim::AdamW optimizer(encoder->parameters(), torch::optim::AdamWOptions(common.learningRate)
+                                                           .weight_decay(common.weightDecay));
+  train::Trainer trainer(common, {"loss", "knn_accuracy", "lr"}, {{"loss"}, {"knn_accuracy"}});
+  trainer.addModule("encoder", encoder.ptr());
+  trainer.addOptimizer("adamw", optimizer, common.learningRate);
+  auto &distributed = trainer.distributed();
+  const auto &train = data.splits.train;
+  data::StepSampler sampler(train.size(), common.batchSize, uint64_t(common.seed),
+                            distributed.rank(), distributed.worldSize());
+
+  auto step = [&](int64_t s) -> train::Values {
+    auto idx = sampler.indices(s);
+    auto images = train.images.index_select(0, idx);
+    int64_t n = images.size(0);
+    std::vector<torch::Tensor> batch;
+    for (int64_t v = 0; v < numViews; ++v)
+      batch.push_back(data.normalisation.apply(data::sslView(images, views)));
+    optimizer.zero_grad();
+    auto z = encoder->forward(torch::cat(batch).to(common.device, common.dtype)).to(torch::kFloat32);
+    // [M·n, D] → [n, M, D], gathered over ranks along the sample axis → [M, N, D].
+    auto local = z.view({numViews, n, -1}).transpose(0, 1);
+    auto all = distributed.gatherWithLocalGradient(local.contiguous()).transpose(0, 1);
+    torch::Tensor loss;
+    switch (objective) {
+    case Objective::NtXent: loss = ntXentLoss(all[0], all[1], temperature); break;
+    case Objective::Geometric: loss = polyViewLoss(all, temperature, PolyViewAggregation::Geometric); break;
+    case Objective::Arithmetic: loss = polyViewLoss(all, temperature, PolyViewAggregation::Arithmetic); break;
+    case Objective::MultiCrop: loss = multiCropLoss(all, temperature); break;
+    }
+    loss.backward();
+    // Every rank computed the global loss; its gradient reaches each rank's own samples only.
+    distributed.sumGradients(encoder->parameters());
+    torch::nn::utils::clip_grad_norm_(encoder->parameters(), 3.0);
+    optimizer.step();
+    // Every rank holds the same global loss, so the mean over ranks the trainer reports is it.
+    return {{"loss", loss.item<double>()}};
+  };
+  auto evaluate = [&](bool) -> train::Values {
+    return {{"knn_accuracy", knnAccuracy(encoder->backbone, data, common, knnBank, knnQueries)}};
+  };
+  trainer.run(step, evaluate, common.batchSize);
+  return 0;
+}
+
+} // namespace
+
+int runSimclr(train::Config &config) { return runContrastive(config, "simclr", false); }
+int runPolyview(train::Config &config) { return runContrastive(config, "polyview", true); }
+
+} // namespace attn::recipes

@@ -1,0 +1,64 @@
+// What the image recipes share: the data set options, the ViT options, evaluation
+// (classification accuracy, k-NN accuracy of frozen features) and batching on the device.
+#ifndef MODELS_RECIPES_VISION_H
+#define MODELS_RECIPES_VISION_H
+
+#include "models/VisionTransformer.h"
+#include "models/data/ImageData.h"
+#include "models/train/Run.h"
+
+#include <string>
+
+namespace attn::recipes {
+
+struct ImageData {
+  std::string name;
+  data::ImageSplits splits;
+  data::Normalisation normalisation;
+  int64_t channels = 1, imageSize = 28, numClasses = 10;
+};
+
+struct ImageDataOptions {
+  std::string dataset, folder;
+  int64_t size = 32, channels = 3;
+};
+/// --dataset=fashion-mnist|digits|folder (+ --image-folder, --image-size, --channels).
+ImageDataOptions parseImageDataOptions(train::Config &config,
+                                       const std::string &defaultDataset = "fashion-mnist");
+ImageData loadImageData(const ImageDataOptions &options, const train::CommonOptions &common);
+
+/// ViT options from --embed-dim, --depth, --heads, --patch-size, --mlp-ratio, --pool, --qk-norm,
+/// --norm, --layer-scale; attention variant and σReparam from the common options. `prefix`
+/// names a second model's options (e.g. "teacher-").
+models::VisionTransformerOptions parseVitOptions(train::Config &config,
+                                                 const train::CommonOptions &common,
+                                                 const std::string &prefix = "");
+/// Sets image size, channels and classes from the data; checks the patch size divides the image.
+models::VisionTransformerOptions fitVitToData(models::VisionTransformerOptions options,
+                                              const ImageData &data);
+
+/// Supervised augmentation of images in [0, 1]: `none`, `crop-flip` (random resized crop of
+/// 60–100 % area + flip) or `randaugment` (crop-flip, then two RandAugment ops at magnitude 9).
+torch::Tensor augmentSupervised(const torch::Tensor &images, const std::string &mode);
+
+/// Batch `indices` of `set`, normalised, on the device in the run's dtype.
+torch::Tensor imagesOn(const data::ImageSet &set, const torch::Tensor &indices,
+                       const ImageData &data, const train::CommonOptions &common,
+                       const std::string &augment = "none");
+
+/// Accuracy (and mean cross-entropy) of `model` on up to `limit` test images (0 = all), eval mode.
+train::Values evaluateClassifier(models::VisionTransformer &model, const ImageData &data,
+                                 const train::CommonOptions &common, int64_t limit,
+                                 const std::string &prefix = "test_");
+
+/// Mean-pooled final features of `model` (ViT features(); class token excluded).
+torch::Tensor pooledFeatures(models::VisionTransformer &model, const torch::Tensor &images);
+
+/// k-NN (cosine, k = 20, similarity-weighted votes) accuracy of frozen features: the first
+/// `bankSize` training images are the memory bank, the first `queries` test images are classified.
+double knnAccuracy(models::VisionTransformer &model, const ImageData &data,
+                   const train::CommonOptions &common, int64_t bankSize, int64_t queries);
+
+} // namespace attn::recipes
+
+#endif // MODELS_RECIPES_VISION_H

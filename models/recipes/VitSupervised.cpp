@@ -1,0 +1,73 @@
+// vit-supervised: a ViT classifier trained with cross-entropy (AdamW, warm-up + cosine).
+#include "models/Checkpoint.h"
+#include "models/data/Sampler.h"
+#include "models/recipes/Recipes.h"
+#include "models/recipes/Vision.h"
+
+namespace attn::recipes {
+namespace F = torch::nn::functional;
+
+int runVitSupervised(train::Config &config) {
+  const std::string name = "vit-supervised";
+  train::RecipeDefaults defaults;
+  defaults.steps = 1500;
+  defaults.batchSize = 128;
+  defaults.learningRate = 2e-3;
+  defaults.warmupSteps = 100;
+  defaults.evalEvery = 250;
+  auto common = train::parseCommonOptions(config, name, defaults);
+  auto dataOptions = parseImageDataOptions(config);
+  auto vitOptions = parseVitOptions(config, common);
+  auto augment = config.getChoice("augment", "none", {"none", "crop-flip", "randaugment"},
+                                  "training augmentation");
+  double labelSmoothing = config.getDouble("label-smoothing", 0.0, "cross-entropy label smoothing");
+  double clipNorm = config.getDouble("clip-grad-norm", 1.0, "gradient norm clip (0: off)");
+  int64_t evalSamples = config.getInt("eval-samples", 2000, "test images in periodic evaluations (the final one uses all)");
+  if (finishOptions(config, name))
+    return 0;
+
+  train::applyRuntimeOptions(common);
+  auto data = loadImageData(dataOptions, common);
+  vitOptions = fitVitToData(vitOptions, data);
+  models::VisionTransformer model(vitOptions);
+  model->to(common.device, common.dtype);
+
+  torch::optim::AdamW optimizer(model->parameters(), torch::optim::AdamWOptions(common.learningRate)
+                                                         .weight_decay(common.weightDecay));
+  train::Trainer trainer(common, {"loss", "accuracy", "test_loss", "test_accuracy", "lr"},
+                         {{"loss", "test_loss"}, {"accuracy", "test_accuracy"}});
+  trainer.addModule("model", model.ptr());
+  trainer.addOptimizer("adamw", optimizer, common.learningRate);
+  auto &distributed = trainer.distributed();
+  const auto &train = data.splits.train;
+  data::StepSampler sampler(train.size(), common.batchSize, uint64_t(common.seed),
+                            distributed.rank(), distributed.worldSize());
+
+  auto step = [&](int64_t s) -> train::Values {
+    auto idx = sampler.indices(s);
+    auto images = imagesOn(train, idx, data, common, augment);
+    auto labels = train.labels.index_select(0, idx).to(common.device);
+    optimizer.zero_grad();
+    auto logits = model->forward(images).to(torch::kFloat32);
+    auto loss = F::cross_entropy(logits, labels,
+                                 F::CrossEntropyFuncOptions().label_smoothing(labelSmoothing));
+    loss.backward();
+    distributed.averageGradients(model->parameters());
+    if (clipNorm > 0)
+      torch::nn::utils::clip_grad_norm_(model->parameters(), clipNorm);
+    optimizer.step();
+    double accuracy = logits.argmax(1).eq(labels).to(torch::kFloat64).mean().item<double>();
+    return {{"loss", loss.item<double>()}, {"accuracy", accuracy}};
+  };
+  auto evaluate = [&](bool final) {
+    return evaluateClassifier(model, data, common, final ? 0 : evalSamples);
+  };
+  auto result = trainer.run(step, evaluate, common.batchSize);
+  if (distributed.isMain() && trainer.finished())
+    models::save_checkpoint(model, common.outDir + "/model.pt",
+                            {{"recipe", name}, {"dataset", data.name},
+                             {"test_accuracy", std::to_string(result["test_accuracy"])}});
+  return 0;
+}
+
+} // namespace attn::recipes
