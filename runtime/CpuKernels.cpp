@@ -6,6 +6,7 @@
 #include "dialects/attn/AttnDialect.h"
 #include "runtime/CpuExecutor.h"
 #include "runtime/Jit.h"
+#include "runtime/Log.h"
 #include "runtime/VariantSource.h"
 
 #include "mlir/ExecutionEngine/OptUtils.h"
@@ -22,6 +23,7 @@
 #include "llvm/Target/TargetMachine.h"
 
 #include <chrono>
+#include <cstdio>
 #include <sstream>
 
 namespace attn::runtime {
@@ -223,13 +225,21 @@ std::shared_ptr<const CpuKernels> build(const VariantSpec &spec) {
   request.options = options.str();
   request.label = describe(spec);
 
+  auto prepared = std::chrono::steady_clock::now();
   std::string object = Jit::instance().artifact(request, [&](const std::string &dumpFolder) {
     if (!dumpFolder.empty())
       writeFile(dumpFolder + "/attn-canonical.mlir",
                 [&](llvm::raw_ostream &os) { module->print(os); });
     return compileObject(*module, request.label, dumpFolder);
   });
+  auto obtained = std::chrono::steady_clock::now();
   std::shared_ptr<const LoadedCpuObject> loaded = loadCpuObject(object, request.label);
+  auto millisBetween = [](auto from, auto to) {
+    return std::to_string(std::chrono::duration<double, std::milli>(to - from).count());
+  };
+  log(LogLevel::Debug, request.label + ": canonical IR and key " + millisBetween(start, prepared) +
+                           " ms, object " + millisBetween(prepared, obtained) + " ms, load " +
+                           millisBetween(obtained, std::chrono::steady_clock::now()) + " ms");
   double millis =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   return std::make_shared<JitCpuKernels>(std::move(loaded), rowWise, millis);
@@ -237,12 +247,21 @@ std::shared_ptr<const CpuKernels> build(const VariantSpec &spec) {
 } // namespace
 
 std::string VariantSpec::cacheKey() const {
-  std::ostringstream key;
-  key << "cpu|D=" << headDim << "|Dv=" << valueHeadDim << "|causal=" << causal << "|scale=";
-  if (scale)
-    key << *scale;
-  key << "|" << variant;
-  return key.str();
+  // Formed on every call (the memory-hit path): plain appends, no streams.
+  std::string key = "cpu|";
+  key.reserve(48 + variant.size());
+  key += std::to_string(headDim);
+  key += '|';
+  key += std::to_string(valueHeadDim);
+  key += causal ? "|causal|" : "|full|";
+  if (scale) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.17g", *scale);
+    key += text;
+  }
+  key += '|';
+  key += variant;
+  return key;
 }
 
 std::shared_ptr<const CpuKernels> getCpuKernels(const VariantSpec &spec) {

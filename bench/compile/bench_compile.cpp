@@ -1,0 +1,145 @@
+// Compile-time benchmark (not a test): for each variant, how long until its kernels are
+// callable — cold (compile into an empty disk cache), warm (a new process reading the disk
+// cache), and a memory hit (the same process asking again). Each measurement of the first two
+// runs in a fresh child process of this binary, so nothing is shared but the cache directory.
+#include "runtime/CpuKernels.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <vector>
+
+namespace {
+using attn::runtime::VariantSpec;
+
+std::string readFile(const std::string &path) {
+  std::ifstream file(path);
+  std::stringstream text;
+  text << file.rdbuf();
+  return text.str();
+}
+
+/// In the child: time to callable kernels, then the median memory-hit latency.
+int measureInChild(const VariantSpec &spec) {
+  auto kernels = attn::runtime::getCpuKernels(spec);
+  constexpr int kCalls = 200000;
+  std::vector<double> perCallNs;
+  for (int batch = 0; batch < 7; ++batch) {
+    auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < kCalls; ++i)
+      kernels = attn::runtime::getCpuKernels(spec);
+    perCallNs.push_back(
+        std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count() /
+        kCalls);
+  }
+  std::sort(perCallNs.begin(), perCallNs.end());
+  std::printf("%.3f %.1f\n", kernels->compileMillis(), perCallNs[perCallNs.size() / 2]);
+  return 0;
+}
+
+struct ChildResult {
+  double millis = -1, hitNs = -1;
+};
+
+ChildResult runChild(const char *self, const std::string &cacheDirectory, int index) {
+  int pipeFds[2];
+  if (pipe(pipeFds) != 0)
+    return {};
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(pipeFds[1], 1);
+    close(pipeFds[0]);
+    setenv("ATTN_CACHE_DIR", cacheDirectory.c_str(), 1);
+    unsetenv("ATTN_CACHE_DISABLE");
+    unsetenv("ATTN_DUMP_DIR");
+    std::string argument = "--child=" + std::to_string(index);
+    execl(self, self, argument.c_str(), static_cast<char *>(nullptr));
+    _exit(127);
+  }
+  close(pipeFds[1]);
+  char buffer[256] = {};
+  ssize_t got = read(pipeFds[0], buffer, sizeof buffer - 1);
+  close(pipeFds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ChildResult result;
+  if (got > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0)
+    std::sscanf(buffer, "%lf %lf", &result.millis, &result.hitNs);
+  return result;
+}
+
+struct Case {
+  std::string label;
+  VariantSpec spec;
+};
+
+std::vector<Case> cases() {
+  auto make = [](std::string label, std::string variant, int64_t dim, bool causal) {
+    VariantSpec spec;
+    spec.variant = std::move(variant);
+    spec.headDim = spec.valueHeadDim = dim;
+    spec.causal = causal;
+    return Case{std::move(label), spec};
+  };
+  std::vector<Case> all = {
+      make("softmax D=64", "softmax", 64, false),
+      make("softmax causal D=128", "softmax", 128, true),
+      make("sigmoid D=64", "sigmoid", 64, false),
+      make("sigmoid causal D=128", "sigmoid", 128, true),
+      make("relu D=64", "relu", 64, false),
+  };
+  std::string custom = readFile(ATTN_EXAMPLES_DIR "/custom.mlir");
+  Case written = make("custom.mlir D=64 Dv=32", "mlir:" + custom, 64, false);
+  written.spec.valueHeadDim = 32;
+  all.push_back(written);
+  all.push_back(make("alibi.mlir D=64 causal", "mlir:" + readFile(ATTN_EXAMPLES_DIR "/alibi.mlir"),
+                     64, true));
+  return all;
+}
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+} // namespace
+
+int main(int argc, char **argv) {
+  std::vector<Case> all = cases();
+  if (argc == 2 && std::string(argv[1]).rfind("--child=", 0) == 0)
+    return measureInChild(all.at(std::stoul(std::string(argv[1]).substr(8))).spec);
+
+  char directoryTemplate[] = "/tmp/attn-bench-compile-XXXXXX";
+  if (!mkdtemp(directoryTemplate))
+    return 1;
+  std::printf("CPU kernels (forward + dQ + dK/dV), time until callable; medians of 3 fresh "
+              "processes each\n\n");
+  std::printf(
+      "| variant | cold compile ms | disk hit ms | memory hit µs |\n|---|---:|---:|---:|\n");
+  for (size_t index = 0; index < all.size(); ++index) {
+    std::vector<double> cold, warm, hit;
+    for (int rep = 0; rep < 3; ++rep) {
+      std::string directory =
+          std::string(directoryTemplate) + "/" + std::to_string(index) + "-" + std::to_string(rep);
+      ChildResult first = runChild(argv[0], directory, static_cast<int>(index));
+      ChildResult second = runChild(argv[0], directory, static_cast<int>(index));
+      if (first.millis < 0 || second.millis < 0) {
+        std::fprintf(stderr, "%s: a child failed\n", all[index].label.c_str());
+        return 1;
+      }
+      cold.push_back(first.millis);
+      warm.push_back(second.millis);
+      hit.push_back(second.hitNs);
+    }
+    std::printf("| %s | %.1f | %.2f | %.3f |\n", all[index].label.c_str(), median(cold),
+                median(warm), median(hit) / 1000.0);
+    std::fflush(stdout);
+  }
+  std::string cleanup = std::string("rm -rf ") + directoryTemplate;
+  return std::system(cleanup.c_str()) == 0 ? 0 : 1;
+}
