@@ -64,11 +64,9 @@ void TransformerBlockImpl::reset() {
   mlp = register_module(
       "mlp", Mlp(MlpOptions(dim, static_cast<int64_t>(dim * options.mlp_ratio()))
                      .sigma_reparam(attentionOptions.sigma_reparam())));
-  attention_output_norm = mlp_output_norm = nullptr;
-  if (options.norm() == BlockNorm::HybridNorm) {
+  attention_output_norm = nullptr;
+  if (options.norm() == BlockNorm::HybridNorm)
     attention_output_norm = register_module("attention_output_norm", layerNorm());
-    mlp_output_norm = register_module("mlp_output_norm", layerNorm());
-  }
   attention_scale = mlp_scale = nullptr;
   if (options.layer_scale_init() > 0) {
     attention_scale = register_module(
@@ -88,8 +86,6 @@ torch::Tensor TransformerBlockImpl::forward(const torch::Tensor &x,
   const torch::Tensor hidden = x + branch;
 
   branch = mlp->forward(mlp_norm->forward(hidden));
-  if (mlp_output_norm)
-    branch = mlp_output_norm->forward(branch);
   if (mlp_scale)
     branch = mlp_scale->forward(branch);
   return hidden + branch;

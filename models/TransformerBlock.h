@@ -47,7 +47,9 @@ public:
 TORCH_MODULE(Mlp);
 
 /// PreNorm:    x += attn(LN(x));      x += mlp(LN(x))
-/// HybridNorm: x += LN(attn(LN(x)));  x += LN(mlp(LN(x)))  (sigmoid-attention paper's hybrid-norm)
+/// HybridNorm: x += LN(attn(LN(x)));  x += mlp(LN(x))
+///   (the sigmoid-attention paper's hybrid-norm: a LayerNorm on the attention output, which
+///   bounds the output norm that sigmoid attention can otherwise blow up early in training)
 /// LayerScale, when enabled, multiplies each branch just before the residual add.
 enum class BlockNorm { PreNorm, HybridNorm };
 
@@ -75,7 +77,7 @@ public:
   TransformerBlockOptions options;
   torch::nn::LayerNorm attention_norm{nullptr}, mlp_norm{nullptr};
   /// HybridNorm only.
-  torch::nn::LayerNorm attention_output_norm{nullptr}, mlp_output_norm{nullptr};
+  torch::nn::LayerNorm attention_output_norm{nullptr};
   Attention attention{nullptr};
   Mlp mlp{nullptr};
   /// layer_scale_init > 0 only.

@@ -162,6 +162,63 @@ TEST(VisionTransformer, ConvertToSigmaReparamKeepsOutputs) {
   EXPECT_LT(relativeError(model->forward(images), before), 1e-5);
 }
 
+TEST(VisionTransformer, CloneIsDeepAndIdentical) {
+  torch::manual_seed(27);
+  VisionTransformer model(tinyVit("relu"));
+  convert_to_sigma_reparam(*model);
+  model->eval();
+  auto copy = std::dynamic_pointer_cast<VisionTransformerImpl>(model->clone());
+  ASSERT_TRUE(copy);
+  copy->eval();
+  const torch::Tensor images = torch::randn({2, 1, 8, 8});
+  EXPECT_TRUE(torch::equal(copy->forward(images), model->forward(images)));
+  {
+    torch::NoGradGuard noGrad;
+    copy->head->reparam->gamma.mul_(2.0);
+  }
+  EXPECT_FALSE(torch::equal(copy->forward(images), model->forward(images))) << "shares storage";
+}
+
+TEST(TransformerBlock, ComputesPreNormAndHybridNormWithLayerScale) {
+  for (BlockNorm norm : {BlockNorm::PreNorm, BlockNorm::HybridNorm}) {
+    torch::manual_seed(29);
+    TransformerBlock block(TransformerBlockOptions(AttentionOptions(16, 2).normalizer("sigmoid"))
+                               .norm(norm)
+                               .layer_scale_init(0.3)
+                               .mlp_ratio(2.0));
+    {
+      torch::NoGradGuard noGrad; // distinct per-channel scales
+      block->attention_scale->scale.uniform_(0.1, 1.0);
+      block->mlp_scale->scale.uniform_(0.1, 1.0);
+    }
+    EXPECT_EQ(block->mlp->fc1->options.out_features(), 32);
+    const torch::Tensor x = torch::randn({2, 5, 16});
+    torch::Tensor branch = block->attention->forward(block->attention_norm->forward(x));
+    if (norm == BlockNorm::HybridNorm)
+      branch = block->attention_output_norm->forward(branch);
+    const torch::Tensor hidden = x + branch * block->attention_scale->scale;
+    const torch::Tensor expected =
+        hidden + block->mlp->forward(block->mlp_norm->forward(hidden)) * block->mlp_scale->scale;
+    EXPECT_LT(relativeError(block->forward(x), expected), 1e-6);
+    EXPECT_EQ(block->attention_output_norm.is_empty(), norm == BlockNorm::PreNorm);
+  }
+}
+
+TEST(TransformerBlock, WorksInsideSequentialWithDefaultKeyLengths) {
+  torch::manual_seed(28);
+  torch::nn::Sequential stack(
+      TransformerBlock(TransformerBlockOptions(AttentionOptions(16, 2).normalizer("sigmoid"))),
+      TransformerBlock(TransformerBlockOptions(AttentionOptions(16, 4).rope(true))
+                           .norm(BlockNorm::HybridNorm)
+                           .layer_scale_init(1e-2)));
+  const torch::Tensor x = torch::randn({2, 6, 16}, torch::requires_grad());
+  const torch::Tensor y = stack->forward(x);
+  EXPECT_EQ(y.sizes(), x.sizes());
+  y.sum().backward();
+  EXPECT_TRUE(x.grad().defined());
+  EXPECT_GT(expectFiniteGradients(*stack), 10);
+}
+
 TEST(Checkpoint, VisionTransformerRoundTripFromTheFileAlone) {
   torch::manual_seed(25);
   VisionTransformerOptions options = tinyVit("sigmoid(bias=-2)");
