@@ -1,16 +1,50 @@
-/* A stand-in for libcuda.so.1 with no devices, for testing the driver layer's error paths on
- * machines without a GPU. cuInit returns $FAKE_CUDA_INIT_RESULT when set. */
+/* A stand-in for libcuda.so.1, for testing the driver layer and the kernel launches on machines
+ * without a GPU. Nothing runs: launches are recorded for the test to inspect.
+ *   FAKE_CUDA_DEVICES=N    N Hopper-like devices (default 0: every device call fails);
+ *   FAKE_CUDA_INIT_RESULT  the CUresult cuInit returns. */
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 typedef int CUresult;
+enum { kNoDevice = 100, kInvalidDevice = 101, kNotFound = 500 };
 
 static const char *errorName(CUresult result) {
   switch (result) {
-  case 100: return "CUDA_ERROR_NO_DEVICE";
-  case 101: return "CUDA_ERROR_INVALID_DEVICE";
+  case kNoDevice: return "CUDA_ERROR_NO_DEVICE";
+  case kInvalidDevice: return "CUDA_ERROR_INVALID_DEVICE";
+  case kNotFound: return "CUDA_ERROR_NOT_FOUND";
   default: return 0;
   }
 }
+
+static int devices(void) {
+  const char *count = getenv("FAKE_CUDA_DEVICES");
+  return count ? atoi(count) : 0;
+}
+
+/* Functions are handles 1..N into this table of names. */
+enum { kMaxFunctions = 64, kMaxLaunches = 256 };
+static char functionNames[kMaxFunctions][128];
+static int functionSharedOptIn[kMaxFunctions];
+static int functionCount;
+
+typedef struct {
+  int function;
+  unsigned grid[3], block[3], sharedBytes;
+  void *stream;
+  void *firstPointer;    /* the first memref's aligned pointer */
+  int64_t firstSizes[4]; /* the first memref's sizes (rank 4; rank 3 leaves [3] = stride) */
+} FakeLaunch;
+static FakeLaunch launches[kMaxLaunches];
+static int launchCount;
+
+/* Test accessors. */
+int fakeCudaLaunchCount(void) { return launchCount; }
+const FakeLaunch *fakeCudaLaunch(int index) { return &launches[index]; }
+const char *fakeCudaFunctionName(int handle) { return functionNames[handle - 1]; }
+int fakeCudaSharedOptIn(int handle) { return functionSharedOptIn[handle - 1]; }
+void fakeCudaReset(void) { launchCount = 0; }
 
 CUresult cuInit(unsigned flags) {
   (void)flags;
@@ -22,22 +56,77 @@ CUresult cuGetErrorName(CUresult result, const char **name) {
   return *name ? 0 : 1;
 }
 CUresult cuGetErrorString(CUresult result, const char **text) {
-  *text = result == 100 ? "no CUDA-capable device is detected" : "invalid device ordinal";
+  *text = result == kNoDevice ? "no CUDA-capable device is detected" : "invalid device ordinal";
   return 0;
 }
-CUresult cuDeviceGetCount(int *count) { *count = 0; return 0; }
-CUresult cuDeviceGet(int *device, int ordinal) { (void)device; (void)ordinal; return 101; }
-CUresult cuDeviceGetName(char *name, int length, int device) { (void)name; (void)length; (void)device; return 101; }
-CUresult cuDeviceGetAttribute(int *value, int which, int device) { (void)value; (void)which; (void)device; return 101; }
-CUresult cuDevicePrimaryCtxRetain(void **context, int device) { (void)context; (void)device; return 101; }
-CUresult cuCtxSetCurrent(void *context) { (void)context; return 101; }
-CUresult cuModuleLoadData(void **module, const void *image) { (void)module; (void)image; return 101; }
-CUresult cuModuleGetFunction(void **function, void *module, const char *name) { (void)function; (void)module; (void)name; return 101; }
-CUresult cuFuncSetAttribute(void *function, int which, int value) { (void)function; (void)which; (void)value; return 101; }
-CUresult cuFuncGetAttribute(int *value, int which, void *function) { (void)value; (void)which; (void)function; return 101; }
+CUresult cuDeviceGetCount(int *count) { *count = devices(); return 0; }
+CUresult cuDeviceGet(int *device, int ordinal) {
+  if (ordinal < 0 || ordinal >= devices()) return kInvalidDevice;
+  *device = ordinal;
+  return 0;
+}
+CUresult cuDeviceGetName(char *name, int length, int device) {
+  (void)device;
+  strncpy(name, "Fake H100", (size_t)length);
+  return devices() ? 0 : kInvalidDevice;
+}
+CUresult cuDeviceGetAttribute(int *value, int which, int device) {
+  (void)device;
+  if (!devices()) return kInvalidDevice;
+  switch (which) {
+  case 16: *value = 132; break;       /* multiprocessors */
+  case 75: *value = 9; break;         /* compute major */
+  case 76: *value = 0; break;         /* compute minor */
+  case 97: *value = 232448; break;    /* max shared per block, opt-in */
+  default: *value = 0;
+  }
+  return 0;
+}
+CUresult cuDevicePrimaryCtxRetain(void **context, int device) {
+  (void)device;
+  *context = (void *)0x1;
+  return devices() ? 0 : kInvalidDevice;
+}
+CUresult cuCtxSetCurrent(void *context) { (void)context; return devices() ? 0 : kInvalidDevice; }
+CUresult cuModuleLoadData(void **module, const void *image) {
+  if (!devices()) return kInvalidDevice;
+  /* A PTX module names its kernels in ".entry" lines; a real driver would compile them. */
+  *module = (void *)image;
+  return strstr((const char *)image, ".entry") ? 0 : kNotFound;
+}
+CUresult cuModuleGetFunction(void **function, void *module, const char *name) {
+  if (!devices()) return kInvalidDevice;
+  char entry[160];
+  strcpy(entry, ".entry ");
+  strncat(entry, name, sizeof entry - 8);
+  if (!strstr((const char *)module, entry) || functionCount == kMaxFunctions) return kNotFound;
+  strncpy(functionNames[functionCount], name, 127);
+  *function = (void *)(intptr_t)(++functionCount);
+  return 0;
+}
+CUresult cuFuncSetAttribute(void *function, int which, int value) {
+  if (!devices()) return kInvalidDevice;
+  if (which == 8) functionSharedOptIn[(intptr_t)function - 1] = value;
+  return 0;
+}
+CUresult cuFuncGetAttribute(int *value, int which, void *function) {
+  (void)function;
+  if (!devices()) return kInvalidDevice;
+  *value = which == 4 ? 168 : which == 0 ? 1024 : 0; /* registers, max threads */
+  return 0;
+}
 CUresult cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
                         unsigned bz, unsigned shared, void *stream, void **args, void **extra) {
-  (void)f; (void)gx; (void)gy; (void)gz; (void)bx; (void)by; (void)bz; (void)shared;
-  (void)stream; (void)args; (void)extra;
-  return 101;
+  (void)extra;
+  if (!devices() || launchCount == kMaxLaunches) return kInvalidDevice;
+  FakeLaunch *launch = &launches[launchCount++];
+  launch->function = (int)(intptr_t)f;
+  launch->grid[0] = gx; launch->grid[1] = gy; launch->grid[2] = gz;
+  launch->block[0] = bx; launch->block[1] = by; launch->block[2] = bz;
+  launch->sharedBytes = shared;
+  launch->stream = stream;
+  /* Expanded memref: allocated, aligned, offset, sizes... */
+  launch->firstPointer = *(void **)args[1];
+  for (int i = 0; i < 4; ++i) launch->firstSizes[i] = *(int64_t *)args[3 + i];
+  return 0;
 }

@@ -1,0 +1,58 @@
+// JIT-compiled CUDA attention kernels for one variant, dtype and device: compiled to PTX by
+// codegen's GPU pipeline through runtime::Jit (memory → disk cache → compile), loaded with the
+// driver layer, launched on a caller-given stream. Free of MLIR, CUDA and torch types.
+#ifndef RUNTIME_GPUKERNELS_H
+#define RUNTIME_GPUKERNELS_H
+
+#include "runtime/CpuKernels.h"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace attn::runtime {
+
+enum class GpuDtype { BFloat16, Float16 };
+const char *gpuDtypeName(GpuDtype dtype); ///< "bf16", "f16"
+
+/// A device tensor: base pointer plus sizes and element strides (last stride 1).
+template <int Rank> struct DeviceView {
+  void *data = nullptr;
+  int64_t sizes[Rank] = {};
+  int64_t strides[Rank] = {};
+};
+using DeviceView4 = DeviceView<4>;
+using DeviceView3 = DeviceView<3>;
+
+/// Shapes as in CpuKernels: q [B,Hq,Sq,D], k [B,Hkv,Sk,D], v [B,Hkv,Sk,Dv], o [B,Hq,Sq,Dv] in
+/// the compiled dtype; lse and delta [B,Hq,Sq] float32.
+class GpuKernels {
+public:
+  virtual ~GpuKernels() = default;
+  virtual bool rowWise() const = 0;
+  virtual double compileMillis() const = 0;
+  /// The PTX target the kernels were compiled for ("sm_80", "sm_90a").
+  virtual const std::string &target() const = 0;
+  /// Rows (queries, or keys for dK/dV) one CTA of a kernel covers; role is "fwd", "bwd_dq",
+  /// "bwd_dkdv" or "bwd_delta". 0 when the program has no such kernel.
+  virtual int64_t blockRows(const std::string &role) const = 0;
+
+  virtual void forward(const DeviceView4 &q, const DeviceView4 &k, const DeviceView4 &v,
+                       const DeviceView4 &o, const DeviceView3 &lse, void *stream) const = 0;
+  /// `delta` is scratch the row-wise normalizers fill with rowsum(dO * O) first.
+  virtual void backward(const DeviceView4 &q, const DeviceView4 &k, const DeviceView4 &v,
+                        const DeviceView4 &o, const DeviceView4 &gradOut, const DeviceView3 &lse,
+                        const DeviceView3 &delta, const DeviceView4 &gradQuery,
+                        const DeviceView4 &gradKey, const DeviceView4 &gradValue,
+                        void *stream) const = 0;
+};
+
+/// The kernels of `spec` for `dtype` on CUDA device `device`, compiled and loaded on first
+/// use (once per key and device however many threads ask). Throws CompileError for variants
+/// the GPU backend cannot build and cuda::CudaError when the driver fails.
+std::shared_ptr<const GpuKernels> getGpuKernels(const VariantSpec &spec, GpuDtype dtype,
+                                                int device);
+
+} // namespace attn::runtime
+
+#endif // RUNTIME_GPUKERNELS_H
