@@ -32,9 +32,8 @@ void checkAttentionInputs(const at::Tensor &q, const at::Tensor &k, const at::Te
   TORCH_CHECK(k.device() == q.device() && v.device() == q.device(),
               "attn::attention: q, k and v must be on one device, got ", q.device(), ", ",
               k.device(), " and ", v.device());
-  // Only the CPU backend exists so far; the CUDA kernel registers with the GPU backend.
-  TORCH_CHECK(q.device().is_cpu(), "attn::attention: expected CPU tensors, got tensors on ",
-              q.device(), "; CUDA dispatch comes with the GPU backend");
+  TORCH_CHECK(q.device().is_cpu() || q.device().is_cuda(),
+              "attn::attention: expected CPU or CUDA tensors, got tensors on ", q.device());
 
   TORCH_CHECK(k.size(0) == q.size(0) && v.size(0) == q.size(0),
               "attn::attention: q, k and v must have one batch size B, got ", q.size(0), ", ",

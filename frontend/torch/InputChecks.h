@@ -10,7 +10,7 @@
 namespace attn::torchop {
 
 /// Checks q [B, Hq, Sq, D], k [B, Hkv, Sk, D], v [B, Hkv, Sk, Dv]: ranks, one floating dtype,
-/// one CPU device, matching sizes, Hq % Hkv == 0, non-empty head dims, and scale > 0.
+/// one CPU or CUDA device, matching sizes, Hq % Hkv == 0, non-empty head dims, and scale > 0.
 void checkAttentionInputs(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
                           c10::optional<double> scale);
 

@@ -1,0 +1,91 @@
+#include "frontend/torch/CudaAttention.h"
+
+#include "runtime/CudaDriver.h"
+#include "runtime/GpuKernels.h"
+
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <c10/util/Exception.h>
+
+namespace attn::torchop {
+namespace {
+at::ScalarType computeType(at::ScalarType input) {
+  if (input == at::kBFloat16 || input == at::kHalf)
+    return input;
+  TORCH_WARN_ONCE("attn::attention on CUDA computes in bfloat16 with float32 accumulators; ", input,
+                  " inputs are converted (pass bfloat16 or float16 to avoid the copies)");
+  return at::kBFloat16;
+}
+
+runtime::GpuDtype gpuDtype(at::ScalarType type) {
+  return type == at::kHalf ? runtime::GpuDtype::Float16 : runtime::GpuDtype::BFloat16;
+}
+
+std::shared_ptr<const runtime::GpuKernels>
+loadKernels(const runtime::VariantSpec &spec, at::ScalarType type, const at::Device &device) {
+  try {
+    return runtime::getGpuKernels(spec, gpuDtype(type), device.index());
+  } catch (const runtime::CompileError &error) {
+    TORCH_CHECK(false, "attn::attention (CUDA): ", error.what());
+  } catch (const runtime::cuda::CudaError &error) {
+    TORCH_CHECK(false, "attn::attention (CUDA): ", error.what());
+  }
+}
+
+/// Kernels read rows with unit stride and 16-byte alignment: a contiguous copy guarantees both.
+at::Tensor toKernelLayout(const at::Tensor &tensor, at::ScalarType type) {
+  return tensor.to(type).contiguous();
+}
+
+template <int Rank> runtime::DeviceView<Rank> viewOf(const at::Tensor &tensor) {
+  TORCH_INTERNAL_ASSERT(tensor.dim() == Rank && tensor.is_contiguous());
+  runtime::DeviceView<Rank> view;
+  view.data = tensor.data_ptr();
+  for (int dim = 0; dim < Rank; ++dim) {
+    view.sizes[dim] = tensor.size(dim);
+    view.strides[dim] = tensor.stride(dim);
+  }
+  return view;
+}
+
+void *currentStream(const at::Device &device) {
+  return c10::cuda::getCurrentCUDAStream(device.index()).stream();
+}
+} // namespace
+
+AttentionForward cudaAttentionForward(const runtime::VariantSpec &spec, const at::Tensor &q,
+                                      const at::Tensor &k, const at::Tensor &v) {
+  c10::cuda::CUDAGuard guard(q.device());
+  const at::ScalarType type = computeType(q.scalar_type());
+  auto kernels = loadKernels(spec, type, q.device());
+  at::Tensor qc = toKernelLayout(q, type), kc = toKernelLayout(k, type),
+             vc = toKernelLayout(v, type);
+  at::Tensor out = at::empty({q.size(0), q.size(1), q.size(2), v.size(3)}, qc.options());
+  at::Tensor lse = at::empty({q.size(0), q.size(1), q.size(2)}, qc.options().dtype(at::kFloat));
+  kernels->forward(viewOf<4>(qc), viewOf<4>(kc), viewOf<4>(vc), viewOf<4>(out), viewOf<3>(lse),
+                   currentStream(q.device()));
+  return {out, lse};
+}
+
+AttentionGradients cudaAttentionBackward(const runtime::VariantSpec &spec, const at::Tensor &q,
+                                         const at::Tensor &k, const at::Tensor &v,
+                                         const at::Tensor &out, const at::Tensor &lse,
+                                         const at::Tensor &gradOut) {
+  c10::cuda::CUDAGuard guard(q.device());
+  const at::ScalarType type = computeType(q.scalar_type());
+  auto kernels = loadKernels(spec, type, q.device());
+  at::Tensor qc = toKernelLayout(q, type), kc = toKernelLayout(k, type),
+             vc = toKernelLayout(v, type), oc = toKernelLayout(out, type),
+             gc = toKernelLayout(gradOut, type);
+  at::Tensor delta = at::empty_like(lse);
+  AttentionGradients grads;
+  grads.q = at::empty_like(qc);
+  grads.k = at::empty_like(kc);
+  grads.v = at::empty_like(vc);
+  kernels->backward(viewOf<4>(qc), viewOf<4>(kc), viewOf<4>(vc), viewOf<4>(oc), viewOf<4>(gc),
+                    viewOf<3>(lse.contiguous()), viewOf<3>(delta), viewOf<4>(grads.q),
+                    viewOf<4>(grads.k), viewOf<4>(grads.v), currentStream(q.device()));
+  return grads;
+}
+} // namespace attn::torchop
