@@ -2,7 +2,13 @@
 // callable — cold (compile into an empty disk cache), warm (a new process reading the disk
 // cache), and a memory hit (the same process asking again). Each measurement of the first two
 // runs in a fresh child process of this binary, so nothing is shared but the cache directory.
+#include "codegen/CpuPipeline.h"
+#include "codegen/GpuCompiler.h"
 #include "runtime/CpuKernels.h"
+#include "runtime/VariantSource.h"
+
+#include "mlir/IR/MLIRContext.h"
+#include "llvm/Support/raw_ostream.h"
 
 #include <algorithm>
 #include <chrono>
@@ -41,6 +47,27 @@ int measureInChild(const VariantSpec &spec) {
   std::sort(perCallNs.begin(), perCallNs.end());
   std::printf("%.3f %.1f\n", kernels->compileMillis(), perCallNs[perCallNs.size() / 2]);
   return 0;
+}
+
+/// Cold IR -> PTX (forward and backward kernels, bf16, sm_90a) in this process: the GPU
+/// pipeline alone, no driver.
+double ptxCompileMillis(const VariantSpec &spec) {
+  std::string text;
+  {
+    mlir::DialectRegistry registry;
+    attn::codegen::registerCpuDialects(registry);
+    mlir::MLIRContext context(registry);
+    auto module = attn::runtime::buildVariantModule(spec, context);
+    llvm::raw_string_ostream stream(text);
+    module->print(stream);
+  }
+  attn::codegen::GpuCompileOptions options;
+  options.target = attn::codegen::GpuTarget::Sm90a;
+  options.dtype = "bf16";
+  auto start = std::chrono::steady_clock::now();
+  attn::codegen::compileAttentionToPtx(text, options);
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+      .count();
 }
 
 struct ChildResult {
@@ -122,7 +149,7 @@ int main(int argc, char **argv) {
   std::printf(
       "| variant | cold compile ms | disk hit ms | memory hit µs |\n|---|---:|---:|---:|\n");
   for (size_t index = 0; index < all.size(); ++index) {
-    std::vector<double> cold, warm, hit;
+    std::vector<double> cold, warm, hit, ptx;
     for (int rep = 0; rep < 3; ++rep) {
       std::string directory =
           std::string(directoryTemplate) + "/" + std::to_string(index) + "-" + std::to_string(rep);
@@ -135,9 +162,10 @@ int main(int argc, char **argv) {
       cold.push_back(first.millis);
       warm.push_back(second.millis);
       hit.push_back(second.hitNs);
+      ptx.push_back(ptxCompileMillis(all[index].spec));
     }
-    std::printf("| %s | %.1f | %.2f | %.3f |\n", all[index].label.c_str(), median(cold),
-                median(warm), median(hit) / 1000.0);
+    std::printf("| %s | %.1f | %.2f | %.3f | %.1f |\n", all[index].label.c_str(), median(cold),
+                median(warm), median(hit) / 1000.0, median(ptx));
     std::fflush(stdout);
   }
   std::string cleanup = std::string("rm -rf ") + directoryTemplate;
