@@ -122,6 +122,23 @@ TEST(ReparamLinearOp, WithoutBiasAndGradientOfXOnlyWhenAsked) {
   EXPECT_FALSE(c.x.grad().defined());
 }
 
+/// Gradient accumulation: each call saves its own u, so a later in-place update of u does not
+/// invalidate an earlier call's backward, and the gradients add up.
+TEST(ReparamLinearOp, TwoTrainingCallsBeforeOneBackward) {
+  torch::manual_seed(9);
+  const OpCase c = randomCase(2, 5, 4);
+  torch::Tensor w = c.w.clone().requires_grad_(true), u = c.u.clone();
+  const torch::Tensor x2 = torch::randn_like(c.x);
+  const torch::Tensor y1 = attn::reparam_linear(c.x, w, c.b, c.gamma, u, true);
+  const torch::Tensor uAfterFirst = u.clone();
+  const torch::Tensor y2 = attn::reparam_linear(x2, w, c.b, c.gamma, u, true);
+  (y1 * c.gradY).sum().add((y2 * c.gradY).sum()).backward();
+  const FormulaResult first = formula(c.x, c.w, c.b, c.gamma, c.u, true, c.gradY);
+  const FormulaResult second = formula(x2, c.w, c.b, c.gamma, uAfterFirst, true, c.gradY);
+  EXPECT_LT(relativeError(w.grad(), first.gradW + second.gradW), 1e-12);
+  EXPECT_LT(relativeError(u, second.updatedU), 1e-12);
+}
+
 TEST(ReparamLinearOp, RejectsBadArguments) {
   torch::Tensor x = torch::randn({2, 4}), w = torch::randn({3, 4}), b = torch::randn({3}),
                 g = torch::ones({1}), u = torch::randn({4});
