@@ -8,6 +8,8 @@ packages=(
   llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools
   libzstd-dev zlib1g-dev libedit-dev libxml2-dev libcurl4-openssl-dev libffi-dev
   libtorch-dev libgtest-dev python3
+  # the Python smoke test of the ops (torch.ops.load_library)
+  python3-torch
   # attn-train: data (Fashion-MNIST, speech, spoken digits), plots, configs, images, c10d Gloo,
   # and an optimised BLAS (Debian's LibTorch otherwise runs on the reference libblas3, ~25x slower)
   dataset-fashion-mnist pocketsphinx-testdata espeak-ng sox gnuplot-nox
