@@ -8,19 +8,29 @@
 #include <torch/nn/init.h>
 #include <torch/nn/modules/linear.h>
 
+#include <algorithm>
 #include <cmath>
 
 namespace attn::models {
 namespace {
 
 /// Writes u = the top right-singular vector of `matrix` [out, in] and γ = its largest singular
-/// value, so that γ/σ(W) = 1 at step 0 (Ŵ = W), as ml-sigma-reparam's SpectralNormedWeight.
+/// value, so that γ/σ(W) = 1 at step 0 (Ŵ = W), as ml-sigma-reparam's SpectralNormedWeight (which
+/// takes them from an SVD). Here from the eigendecomposition of the smaller Gram matrix, in
+/// float64: the same vector and value at about a third of a full SVD's cost for ViT-B's layers.
 void initialiseFromSvd(const torch::Tensor &matrix, torch::Tensor &u, torch::Tensor &gamma) {
   torch::NoGradGuard noGrad;
-  auto [left, singular, rightT] = torch::linalg::svd(matrix.to(torch::kDouble), false, c10::nullopt);
-  (void)left;
-  u.copy_(rightT[0]);
-  gamma.fill_(singular[0].item<double>());
+  const torch::Tensor w = matrix.detach().to(torch::kDouble);
+  const bool wide = w.size(1) > w.size(0); // then WWᵀ [out, out] is the smaller one
+  auto [eigenvalues, eigenvectors] = torch::linalg::eigh(wide ? w.mm(w.t()) : w.t().mm(w), "L");
+  // Eigenvalues come in ascending order.
+  torch::Tensor top = eigenvectors.select(1, eigenvectors.size(1) - 1);
+  if (wide) {
+    top = w.t().mv(top);
+    top = top / top.norm();
+  }
+  u.copy_(top);
+  gamma.fill_(std::sqrt(std::max(eigenvalues[-1].item<double>(), 0.0)));
 }
 
 /// ‖W·u‖ = vᵀ·W·u with v = normalize(W·u): σ for the current u.

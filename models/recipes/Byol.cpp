@@ -38,9 +38,7 @@ int runByol(train::Config &config) {
   auto common = train::parseCommonOptions(config, name, defaults);
   auto dataOptions = parseImageDataOptions(config);
   auto vitOptions = parseVitOptions(config, common);
-  data::ViewOptions views;
-  views.cropScaleMin = config.getDouble("crop-min", 0.25, "smallest random-resized-crop area fraction");
-  views.randAugmentOps = config.getInt("randaugment-ops", 0, "RandAugment ops per view (0: off)");
+  auto views = parseViewOptions(config);
   double momentum = config.getDouble("momentum", 0.99, "target EMA momentum ρ at the reference batch size");
   bool momentumSchedule = config.getBool("momentum-schedule", true, "raise the momentum to 1 along a cosine (BYOL)");
   bool scalingRule = config.getBool("ema-scaling-rule", false, "apply ρ̂ = ρ^κ and η̂ = κ·η for κ = batch/reference");

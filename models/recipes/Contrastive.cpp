@@ -14,21 +14,6 @@ namespace {
 
 enum class Objective { NtXent, Geometric, Arithmetic, MultiCrop };
 
-data::ViewOptions parseViewOptions(train::Config &config) {
-  data::ViewOptions v;
-  v.cropScaleMin = config.getDouble("crop-min", 0.25, "smallest random-resized-crop area fraction");
-  v.flip = config.getBool("flip", true, "random horizontal flips");
-  v.jitterStrength = config.getDouble("jitter", 0.4, "colour jitter strength");
-  v.jitterProbability = config.getDouble("jitter-prob", 0.8, "colour jitter probability");
-  v.blurSigmaMax = config.getDouble("blur-sigma", 1.0, "largest Gaussian blur σ (pixels)");
-  v.blurProbability = config.getDouble("blur-prob", 0.5, "blur probability");
-  v.randAugmentOps = config.getInt("randaugment-ops", 0, "RandAugment ops per view (0: off)");
-  v.randAugmentMagnitude = config.getDouble("randaugment-magnitude", 9, "RandAugment magnitude (0-10)");
-  if (v.cropScaleMin <= 0 || v.cropScaleMin > 1)
-    throw train::UsageError("--crop-min must be in (0, 1]");
-  return v;
-}
-
 int runContrastive(train::Config &config, const std::string &name, bool polyview) {
   train::RecipeDefaults defaults;
   defaults.steps = 300;

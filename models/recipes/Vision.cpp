@@ -58,8 +58,11 @@ models::VisionTransformerOptions parseVitOptions(train::Config &config,
                      " and --" + key("heads") + " must be positive");
   if (o.embed_dim() % o.num_heads() != 0)
     throw UsageError("--" + key("embed-dim") + " must be a multiple of --" + key("heads"));
+  std::string backend = config.getChoice(key("attention-backend"), "compiled", {"compiled", "reference"},
+                                         "attn::attention, or the same function in plain LibTorch ops (diagnostics)");
   models::AttentionOptions attention(o.embed_dim(), o.num_heads());
   attention.normalizer(common.attentionVariant).qk_norm(qkNorm);
+  attention.backend(backend == "compiled" ? models::AttentionBackend::Compiled : models::AttentionBackend::Reference);
   o.attention(attention);
   o.sigma_reparam(common.sigmaReparam);
   return o;
@@ -73,6 +76,21 @@ models::VisionTransformerOptions fitVitToData(models::VisionTransformerOptions o
                      " does not divide the image size " + std::to_string(o.image_size()) +
                      " of --dataset=" + data.name);
   return o;
+}
+
+data::ViewOptions parseViewOptions(train::Config &config) {
+  data::ViewOptions v;
+  v.cropScaleMin = config.getDouble("crop-min", 0.25, "smallest random-resized-crop area fraction");
+  v.flip = config.getBool("flip", true, "random horizontal flips");
+  v.jitterStrength = config.getDouble("jitter", 0.4, "colour jitter strength");
+  v.jitterProbability = config.getDouble("jitter-prob", 0.8, "colour jitter probability");
+  v.blurSigmaMax = config.getDouble("blur-sigma", 1.0, "largest Gaussian blur σ (pixels)");
+  v.blurProbability = config.getDouble("blur-prob", 0.5, "blur probability");
+  v.randAugmentOps = config.getInt("randaugment-ops", 0, "RandAugment ops per view (0: off)");
+  v.randAugmentMagnitude = config.getDouble("randaugment-magnitude", 9, "RandAugment magnitude (0-10)");
+  if (v.cropScaleMin <= 0 || v.cropScaleMin > 1)
+    throw train::UsageError("--crop-min must be in (0, 1]");
+  return v;
 }
 
 torch::Tensor augmentSupervised(const torch::Tensor &images, const std::string &mode) {

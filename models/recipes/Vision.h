@@ -4,6 +4,7 @@
 #define MODELS_RECIPES_VISION_H
 
 #include "models/VisionTransformer.h"
+#include "models/data/Augment.h"
 #include "models/data/ImageData.h"
 #include "models/train/Run.h"
 
@@ -36,6 +37,10 @@ models::VisionTransformerOptions parseVitOptions(train::Config &config,
 /// Sets image size, channels and classes from the data; checks the patch size divides the image.
 models::VisionTransformerOptions fitVitToData(models::VisionTransformerOptions options,
                                               const ImageData &data);
+
+/// SSL view options: --crop-min, --flip, --jitter, --jitter-prob, --blur-sigma, --blur-prob,
+/// --randaugment-ops, --randaugment-magnitude (the size is set from the data later).
+data::ViewOptions parseViewOptions(train::Config &config);
 
 /// Supervised augmentation of images in [0, 1]: `none`, `crop-flip` (random resized crop of
 /// 60–100 % area + flip) or `randaugment` (crop-flip, then two RandAugment ops at magnitude 9).

@@ -169,19 +169,23 @@ TEST(ReparamLinearOp, RejectsBadArguments) {
 // ----- modules ---------------------------------------------------------------------------------
 
 TEST(SigmaReparamLinear, InitialisationMatchesSNLinear) {
-  torch::manual_seed(4);
-  SigmaReparamLinear layer(SigmaReparamLinearOptions(64, 48).init_multiplier(2.0));
-  const torch::Tensor w = layer->weight.detach().to(torch::kDouble);
-  EXPECT_NEAR(w.std().item<double>(), 0.04, 0.004);
-  EXPECT_LE(w.abs().max().item<double>(), 2.0);
-  const torch::Tensor singular = torch::linalg::svdvals(w, c10::nullopt);
-  // γ = σ(W) so Ŵ = W at step 0, and u is the top right-singular vector: ‖W u‖ = σ.
-  EXPECT_NEAR(layer->gamma.item<double>(), singular[0].item<double>(), 1e-5);
-  EXPECT_NEAR(layer->spectral_norm().item<double>(), singular[0].item<double>(), 1e-5);
-  EXPECT_NEAR(layer->effective_spectral_norm().item<double>(), 1.0, 1e-5);
-  EXPECT_NEAR(layer->u.norm().item<double>(), 1.0, 1e-6);
-  EXPECT_EQ(layer->named_buffers().size(), 1u);
-  EXPECT_TRUE(layer->named_parameters().contains("gamma"));
+  // Wide and tall weights (u comes from the smaller Gram matrix in each case).
+  for (auto [in, out] : {std::pair<int64_t, int64_t>{64, 48}, {48, 64}}) {
+    torch::manual_seed(4);
+    SigmaReparamLinear layer(SigmaReparamLinearOptions(in, out).init_multiplier(2.0));
+    const torch::Tensor w = layer->weight.detach().to(torch::kDouble);
+    EXPECT_NEAR(w.std().item<double>(), 0.04, 0.004);
+    EXPECT_LE(w.abs().max().item<double>(), 2.0);
+    auto [left, singular, rightT] = torch::linalg::svd(w, false, c10::nullopt);
+    // γ = σ(W) so Ŵ = W at step 0, and u is the top right-singular vector (up to sign).
+    EXPECT_NEAR(layer->gamma.item<double>(), singular[0].item<double>(), 1e-5);
+    EXPECT_NEAR(std::abs(torch::dot(layer->u.to(torch::kDouble), rightT[0]).item<double>()), 1.0,
+                1e-5);
+    EXPECT_NEAR(layer->spectral_norm().item<double>(), singular[0].item<double>(), 1e-5);
+    EXPECT_NEAR(layer->effective_spectral_norm().item<double>(), 1.0, 1e-5);
+    EXPECT_EQ(layer->named_buffers().size(), 1u);
+    EXPECT_TRUE(layer->named_parameters().contains("gamma"));
+  }
 }
 
 TEST(SigmaReparamLinear, ModuleMatchesFormulaInTrainAndEval) {
