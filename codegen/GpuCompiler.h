@@ -8,6 +8,8 @@
 //   <fn>_fwd(q, k, v, o, lse)                      grid (ceil(Sq/blockRows), Hq, B)
 //   <fn>_bwd_dq(q, k, v, dO, lse, delta, dQ)       grid (ceil(Sq/blockRows), Hq, B)
 //   <fn>_bwd_dkdv(q, k, v, dO, lse, delta, dK, dV) grid (ceil(Sk/blockRows), Hkv, B)
+//   <fn>_bwd_delta(o, dO, delta)                   grid (ceil(Sq/blockRows), Hq, B)
+//     (row-wise normalizers only: delta = rowsum(dO * O), run before the two above)
 // lse is the base-2 log-sum-exp (written by the forward, read by the backward) and delta =
 // rowsum(dO * O); both are only touched for row-wise normalizers (softmax): for elementwise
 // ones (sigmoid, relu, custom) any pointer may be passed and no delta pass is needed.
@@ -32,7 +34,8 @@ public:
 
 struct GpuCompileOptions {
   GpuTarget target = GpuTarget::Sm90a;
-  /// Storage type of q, k, v, o and the gradients: "bf16" or "f16".
+  /// Storage type of q, k, v, o and the gradients: "bf16" or "f16"; empty: the IR's when it
+  /// is a 16-bit float, else bf16.
   std::string dtype = "bf16";
   /// Also emit the dQ and dK/dV kernels.
   bool backward = true;

@@ -17,6 +17,7 @@
 #include "mlir/Transforms/Passes.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <algorithm>
 #include <chrono>
 
 namespace attn::codegen {
@@ -30,6 +31,7 @@ void buildGpuKernelPipeline(OpPassManager &pm, const GpuCompileOptions &options,
   tileOptions.warps = tiles.warps;
   tileOptions.keyTile = tiles.keyTile;
   tileOptions.stages = tiles.stages;
+  tileOptions.backwardWarps = tiles.backwardWarps;
   tileOptions.backwardKeyTile = tiles.backwardKeyTile;
   tileOptions.elementType = options.dtype;
   tileOptions.backward = options.backward;
@@ -142,12 +144,16 @@ GpuTileConfig selectGpuTiles(ModuleOp module, const GpuCompileOptions &options) 
     throw GpuCompileError("unsupported head dims D = " + std::to_string(op.getHeadDim()) +
                           ", Dv = " + std::to_string(op.getValueHeadDim()) + " for " +
                           gpuChip(options.target) + ": " + supportedGpuHeadDims());
+  // score_mod (and its derivative) keeps index math live per element: the dQ/dK/dV blocks
+  // shrink so that the backward kernels stay spill-free.
+  if (!op.getScoreMod().empty())
+    tiles->backwardKeyTile = std::min<int64_t>(tiles->backwardKeyTile, 32);
   return *tiles;
 }
 
 GpuProgram compileModuleToPtx(ModuleOp module, const GpuCompileOptions &options) {
   auto start = std::chrono::steady_clock::now();
-  if (options.dtype != "bf16" && options.dtype != "f16")
+  if (!options.dtype.empty() && options.dtype != "bf16" && options.dtype != "f16")
     throw GpuCompileError("dtype must be bf16 or f16, got '" + options.dtype + "'");
   MLIRContext *context = module.getContext();
   std::string diagnostics;

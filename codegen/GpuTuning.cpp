@@ -35,14 +35,32 @@ struct TuningEntry {
 // warps, keyTile, stages, backwardWarps, backwardKeyTile
 constexpr TuningEntry kTable[] = {
     // sm_80 (A100, 164 KB smem): 64-row query blocks; small heads afford a 3-stage pipeline.
-    {GpuTarget::Sm80, 64, {4, 64, 3, 4, 64}},
+    {GpuTarget::Sm80, 64, {4, 64, 3, 4, 32}},
     {GpuTarget::Sm80, 128, {4, 64, 2, 4, 32}},
     // sm_90a (H100, 228 KB smem): 128-row query blocks halve the K/V traffic per query
     // (tiny heads keep 4 warps: their tiles do not split into 16-byte copies over 256 threads).
-    {GpuTarget::Sm90a, 32, {4, 64, 3, 4, 64}},
-    {GpuTarget::Sm90a, 64, {8, 64, 3, 4, 64}},
+    {GpuTarget::Sm90a, 32, {4, 64, 3, 4, 32}},
+    {GpuTarget::Sm90a, 64, {8, 64, 3, 4, 32}},
     {GpuTarget::Sm90a, 128, {8, 64, 3, 4, 32}},
 };
+
+/// Whether every tile (rows x head dim) splits into whole 16-byte copies per thread.
+bool copiesSplitEvenly(int64_t warps, int64_t columns, int64_t headDim, int64_t valueHeadDim) {
+  for (int64_t rows : {16 * warps, columns})
+    for (int64_t dim : {headDim, valueHeadDim})
+      if ((rows * dim / 8) % (32 * warps) != 0)
+        return false;
+  return true;
+}
+
+/// The table's warp count, or the largest smaller one whose copies split evenly.
+std::optional<int64_t> fittingWarps(int64_t preferred, int64_t columns, int64_t headDim,
+                                    int64_t valueHeadDim) {
+  for (int64_t warps = preferred; warps >= 1; warps /= 2)
+    if (copiesSplitEvenly(warps, columns, headDim, valueHeadDim))
+      return warps;
+  return std::nullopt;
+}
 } // namespace
 
 std::optional<GpuTileConfig> lookupGpuTiles(GpuTarget target, int64_t headDim,
@@ -51,9 +69,19 @@ std::optional<GpuTileConfig> lookupGpuTiles(GpuTarget target, int64_t headDim,
     if (dim < 16 || dim % 16 != 0)
       return std::nullopt;
   int64_t widest = std::max(headDim, valueHeadDim);
-  for (const TuningEntry &entry : kTable)
-    if (entry.target == target && widest <= entry.maxHeadDim)
-      return entry.tiles;
+  for (const TuningEntry &entry : kTable) {
+    if (entry.target != target || widest > entry.maxHeadDim)
+      continue;
+    GpuTileConfig tiles = entry.tiles;
+    auto forward = fittingWarps(tiles.warps, tiles.keyTile, headDim, valueHeadDim);
+    auto backward =
+        fittingWarps(tiles.backwardWarps, tiles.backwardKeyTile, headDim, valueHeadDim);
+    if (!forward || !backward)
+      return std::nullopt;
+    tiles.warps = *forward;
+    tiles.backwardWarps = *backward;
+    return tiles;
+  }
   return std::nullopt;
 }
 

@@ -81,6 +81,8 @@ def AttnTileGpu : Pass<"attn-tile-gpu", "::mlir::ModuleOp"> {
            "storage type of q, k, v, o: bf16 or f16; empty: the op's when it is one of "
            "those, else bf16">,
     Option<"backward", "backward", "bool", "false", "also emit the dQ and dK/dV kernels">,
+    Option<"backwardWarps", "backward-warps", "int64_t", "4",
+           "warps per CTA of the dQ and dK/dV kernels">,
     Option<"backwardKeyTile", "backward-key-tile", "int64_t", "32",
            "keys per block of the dQ kernel, queries per block of the dK/dV kernel">,
     Option<"fastMath", "fast-math", "bool", "true",

@@ -944,6 +944,46 @@ LogicalResult emitKeyValueGradient(KernelEmitter &e, gpu::GPUModuleOp module, Ty
   return status;
 }
 
+/// `@<name>_bwd_delta(o, dO, delta)`: delta = rowsum(dO * O) in f32, the row term of row-wise
+/// normalizers' gradients. One thread per row, 16-byte loads; grid (ceil(Sq/threads), Hq, B).
+void emitRowDelta(KernelEmitter &e, gpu::GPUModuleOp module, Type element, GpuTiles tiles) {
+  OpBuilder &b = e.b;
+  Location loc = e.loc;
+  int64_t dv = e.valueHeadDim;
+  GpuEmitter g(e, element, tiles);
+  MemRefType view4 = globalView(element, 4), rowType = globalView(b.getF32Type(), 3);
+  auto kernel = createGpuKernel(b, loc, module, kernelBaseName(e.op) + "_bwd_delta",
+                                {view4, view4, rowType}, tiles, g.threads(), 0,
+                                "query_blocks,query_heads,batch");
+  // Memory-bound: leave the register budget to ptxas's occupancy heuristics.
+  kernel->removeAttr("nvvm.minctasm");
+  auto args = kernel.getArguments();
+  Value o = args[0], gradOut = args[1], delta = args[2];
+  g.initThread();
+  Value batch = gpu::BlockIdOp::create(b, loc, gpu::Dimension::z);
+  Value head = gpu::BlockIdOp::create(b, loc, gpu::Dimension::y);
+  Value row = g.add(g.mul(gpu::BlockIdOp::create(b, loc, gpu::Dimension::x),
+                          g.idx(g.threads())),
+                    g.threadId);
+  scf::IfOp::create(b, loc, g.lt(row, e.dim(o, 2)), [&](OpBuilder &, Location) {
+    auto chunkType = VectorType::get({kChunk}, element);
+    auto wideType = VectorType::get({kChunk}, b.getF32Type());
+    Value sum = e.zeros(kChunk);
+    for (int64_t c = 0; c < dv; c += kChunk) {
+      SmallVector<Value> at{batch, head, row, g.idx(c)};
+      Value x = arith::ExtFOp::create(b, loc, wideType,
+                                      vector::LoadOp::create(b, loc, chunkType, o, at).getResult());
+      Value y = arith::ExtFOp::create(b, loc, wideType,
+                                      vector::LoadOp::create(b, loc, chunkType, gradOut, at).getResult());
+      sum = vector::FMAOp::create(b, loc, x, y, sum);
+    }
+    Value total = vector::ReductionOp::create(b, loc, vector::CombiningKind::ADD, sum);
+    memref::StoreOp::create(b, loc, total, delta, ValueRange{batch, head, row});
+    scf::YieldOp::create(b, loc);
+  });
+  gpu::ReturnOp::create(b, loc);
+}
+
 /// f32 transcendental math -> one approximate PTX instruction (ex2/tanh/lg2.approx), as
 /// inline asm so that no libdevice is needed.
 struct ApproximateMath : RewritePattern {
@@ -1045,7 +1085,7 @@ struct AttnTileGpuPass : impl::AttnTileGpuBase<AttnTileGpuPass> {
       return signalPassFailure();
     }
     GpuTiles forwardTiles{warps, keyTile, stages};
-    GpuTiles backwardTiles{warps, backwardKeyTile, 2};
+    GpuTiles backwardTiles{backwardWarps, backwardKeyTile, 2};
 
     SmallVector<AttentionOp> ops;
     module.walk([&](AttentionOp op) { ops.push_back(op); });
@@ -1063,6 +1103,8 @@ struct AttnTileGpuPass : impl::AttnTileGpuBase<AttnTileGpuPass> {
       if (backward && (failed(emitQueryGradient(emitter, kernels, element, backwardTiles)) ||
                        failed(emitKeyValueGradient(emitter, kernels, element, backwardTiles))))
         return signalPassFailure();
+      if (backward && emitter.rowWise)
+        emitRowDelta(emitter, kernels, element, backwardTiles);
       if (auto parent = op->getParentOfType<func::FuncOp>())
         replacedFunctions.insert(parent);
     }
