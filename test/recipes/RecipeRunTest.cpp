@@ -1,0 +1,218 @@
+// attn-train end to end, as a user runs it: every recipe for a few dozen steps on the small
+// data sets (its loss must fall), resume equality, 2-process data parallelism against one
+// process, the EMA scaling rule as the run applies it, and the CLI's error messages.
+#include "models/Checkpoint.h"
+#include "models/train/Metrics.h"
+
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <numeric>
+#include <string>
+#include <thread>
+
+namespace {
+namespace fs = std::filesystem;
+
+struct Result {
+  int exitCode;
+  std::string output;
+};
+
+Result attnTrain(const std::string &arguments) {
+  std::string command = std::string(ATTN_TRAIN_BINARY) + " " + arguments + " 2>&1";
+  FILE *pipe = popen(command.c_str(), "r");
+  std::string output;
+  char buffer[4096];
+  while (size_t n = fread(buffer, 1, sizeof buffer, pipe))
+    output.append(buffer, n);
+  int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+std::string freshDir(const std::string &name) {
+  auto dir = fs::temp_directory_path() / ("attn-recipes-" + std::to_string(getpid())) / name;
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir.string();
+}
+
+// Small and fast: 8×8 digits, a one-block ViT, one thread (so runs are reproducible).
+const std::string kDigits = "--dataset=digits --patch-size=2 --embed-dim=32 --depth=1 --heads=2 "
+                            "--batch-size=64 --progress=false --plot=false --threads=1 --warmup-steps=5 ";
+
+std::vector<double> column(const std::string &dir, const std::string &name) {
+  std::vector<double> values;
+  for (const auto &[step, value] : attn::train::readJsonlColumn(dir + "/metrics.jsonl", name))
+    values.push_back(value);
+  return values;
+}
+
+void expectLossFalls(const std::string &dir, const Result &result) {
+  ASSERT_EQ(result.exitCode, 0) << result.output;
+  auto loss = column(dir, "loss");
+  ASSERT_GE(loss.size(), 6u) << result.output;
+  double first = (loss[0] + loss[1] + loss[2]) / 3;
+  double last = (loss[loss.size() - 1] + loss[loss.size() - 2] + loss[loss.size() - 3]) / 3;
+  EXPECT_LT(last, first) << "loss did not fall in " << dir;
+}
+
+TEST(RecipeRun, VitSupervisedLossFalls) {
+  auto out = freshDir("vit");
+  auto r = attnTrain("vit-supervised " + kDigits + "--steps=40 --lr=5e-3 --log-every=5 --out=" + out);
+  expectLossFalls(out, r);
+  EXPECT_TRUE(fs::exists(out + "/model.pt"));
+  EXPECT_TRUE(fs::exists(out + "/metrics.csv"));
+  EXPECT_EQ(column(out, "test_accuracy").size(), 1u);
+}
+
+TEST(RecipeRun, SigmoidSigmaReparamVitLossFalls) {
+  auto out = freshDir("vit-sigmoid");
+  auto r = attnTrain("vit-supervised " + kDigits +
+                     "--attention=sigmoid --sigma-reparam --steps=40 --lr=5e-3 --log-every=5 --out=" + out);
+  expectLossFalls(out, r);
+}
+
+const std::string kSsl = "--lr=0.01 --crop-min=0.5 --blur-prob=0 --jitter-prob=0 --proj-hidden=64 "
+                         "--proj-dim=32 --knn-bank=500 --knn-queries=100 --weight-decay=0 --log-every=5 ";
+
+TEST(RecipeRun, SimclrLossFalls) {
+  auto out = freshDir("simclr");
+  expectLossFalls(out, attnTrain("simclr " + kDigits + kSsl + "--temperature=0.5 --steps=40 --out=" + out));
+  EXPECT_EQ(column(out, "knn_accuracy").size(), 1u);
+}
+
+TEST(RecipeRun, PolyviewLossFalls) {
+  auto out = freshDir("polyview");
+  expectLossFalls(out, attnTrain("polyview " + kDigits + kSsl +
+                                 "--views=3 --loss=arithmetic --temperature=0.5 --steps=40 --out=" + out));
+}
+
+TEST(RecipeRun, ByolLossFalls) {
+  auto out = freshDir("byol");
+  expectLossFalls(out, attnTrain("byol " + kDigits + kSsl + "--steps=40 --out=" + out));
+}
+
+TEST(RecipeRun, Mp3BothPhasesLossFalls) {
+  auto out = freshDir("mp3");
+  auto r = attnTrain("mp3 " + kDigits + "--pretrain-steps=40 --pretrain-lr=5e-3 --steps=30 --lr=5e-3 "
+                     "--log-every=5 --out=" + out);
+  expectLossFalls(out + "/pretrain", r);
+  expectLossFalls(out + "/finetune", r);
+}
+
+TEST(RecipeRun, DistillFromTeacherCheckpointLossFalls) {
+  auto teacher = freshDir("teacher");
+  auto t = attnTrain("vit-supervised " + kDigits + "--steps=40 --lr=5e-3 --out=" + teacher);
+  ASSERT_EQ(t.exitCode, 0) << t.output;
+  auto out = freshDir("distill");
+  auto r = attnTrain("distill " + kDigits + "--teacher=" + teacher + "/model.pt --steps=40 --lr=5e-3 "
+                     "--log-every=5 --out=" + out);
+  expectLossFalls(out, r);
+  EXPECT_EQ(column(out, "teacher_test_accuracy").size(), 1u);
+}
+
+TEST(RecipeRun, AsrCtcLossFalls) {
+  auto out = freshDir("asr");
+  auto r = attnTrain("asr-ctc --embed-dim=32 --depth=1 --heads=2 --subsampling-channels=8 --n-mels=20 "
+                     "--batch-size=16 --steps=30 --lr=3e-3 --warmup-steps=3 --log-every=3 --progress=false "
+                     "--plot=false --threads=1 --out=" + out);
+  expectLossFalls(out, r);
+  auto cer = column(out, "test_cer");
+  ASSERT_EQ(cer.size(), 1u);
+  EXPECT_GE(cer[0], 0.0);
+}
+
+TEST(RecipeRun, ResumeContinuesWithTheSameLosses) {
+  // RandAugment draws from the generator every step, so this also checks its state is restored.
+  const std::string args = "vit-supervised " + kDigits +
+                           "--augment=randaugment --steps=24 --lr=5e-3 --log-every=1 --checkpoint-every=8 ";
+  auto straight = freshDir("straight");
+  ASSERT_EQ(attnTrain(args + "--out=" + straight).exitCode, 0);
+  auto resumed = freshDir("resumed");
+  auto first = attnTrain(args + "--stop-after=12 --out=" + resumed);
+  ASSERT_EQ(first.exitCode, 0) << first.output;
+  ASSERT_EQ(column(resumed, "loss").size(), 12u);
+  auto second = attnTrain(args + "--resume=auto --out=" + resumed);
+  ASSERT_EQ(second.exitCode, 0) << second.output;
+  EXPECT_NE(second.output.find("at step 12"), std::string::npos) << second.output;
+  auto a = column(straight, "loss"), b = column(resumed, "loss");
+  ASSERT_EQ(a.size(), 24u);
+  ASSERT_EQ(b.size(), 24u);
+  for (size_t i = 0; i < a.size(); ++i)
+    EXPECT_EQ(a[i], b[i]) << "step " << i + 1; // bit-exact, not approximately equal
+}
+
+TEST(RecipeRun, TwoProcessesMatchOneWithTheSameGlobalBatch) {
+  const std::string args = "vit-supervised " + kDigits + "--steps=8 --lr=5e-3 --clip-grad-norm=0 ";
+  auto single = freshDir("single");
+  auto one = attnTrain(args + "--out=" + single);
+  ASSERT_EQ(one.exitCode, 0) << one.output;
+
+  auto parallel = freshDir("parallel");
+  int port = 20000 + int(getpid() % 20000);
+  std::string launch = args + "--world-size=2 --master-port=" + std::to_string(port) + " --out=" + parallel;
+  Result rank1;
+  std::thread worker([&] { rank1 = attnTrain(launch + " --rank=1"); });
+  auto rank0 = attnTrain(launch + " --rank=0");
+  worker.join();
+  ASSERT_EQ(rank0.exitCode, 0) << rank0.output;
+  ASSERT_EQ(rank1.exitCode, 0) << rank1.output;
+
+  auto a = attn::models::load_vision_transformer(single + "/model.pt");
+  auto b = attn::models::load_vision_transformer(parallel + "/model.pt");
+  auto pa = a->named_parameters(), pb = b->named_parameters();
+  ASSERT_EQ(pa.size(), pb.size());
+  double worst = 0;
+  for (const auto &item : pa) {
+    auto other = pb[item.key()];
+    worst = std::max(worst, (item.value() - other).abs().max().item<double>());
+  }
+  // Same global batch, same initialisation: only the summation order of the gradient differs.
+  EXPECT_LT(worst, 1e-5);
+  auto initial = attn::models::VisionTransformer(a->options);
+  double moved = (initial->named_parameters()["head.linear.weight"] - pa["head.linear.weight"]).abs().max().item<double>();
+  EXPECT_GT(moved, 1e-4) << "training did not change the parameters";
+}
+
+TEST(RecipeRun, ByolAppliesTheEmaScalingRule) {
+  auto out = freshDir("byol-ema");
+  auto r = attnTrain("byol " + kDigits + kSsl + "--steps=3 --log-every=1 --momentum=0.99 --momentum-schedule=false "
+                     "--ema-scaling-rule --reference-batch-size=32 --lr=1e-3 --out=" + out);
+  ASSERT_EQ(r.exitCode, 0) << r.output;
+  for (double rho : column(out, "momentum"))
+    EXPECT_NEAR(rho, 0.9801, 1e-12); // κ = 64/32 = 2: ρ̂ = 0.99²
+  for (double lr : column(out, "lr"))
+    EXPECT_LE(lr, 2e-3 + 1e-15); // η̂ = κ·η
+  EXPECT_NE(r.output.find("momentum 0.9801, lr 0.002"), std::string::npos) << r.output;
+}
+
+TEST(RecipeRun, UserMistakesExitWithAMessage) {
+  auto unknown = attnTrain("vit-supervised --bogus-key=1");
+  EXPECT_EQ(unknown.exitCode, 2);
+  EXPECT_NE(unknown.output.find("unknown option for vit-supervised: --bogus-key"), std::string::npos) << unknown.output;
+  auto bad = attnTrain("byol --steps=-3");
+  EXPECT_EQ(bad.exitCode, 2);
+  EXPECT_NE(bad.output.find("--steps must be positive"), std::string::npos) << bad.output;
+  auto noData = attnTrain("vit-supervised --data-dir=/nonexistent --progress=false");
+  EXPECT_EQ(noData.exitCode, 2);
+  EXPECT_NE(noData.output.find("missing data file '/nonexistent/fashion-mnist/"), std::string::npos) << noData.output;
+  auto noTeacher = attnTrain("distill --dataset=digits");
+  EXPECT_EQ(noTeacher.exitCode, 2);
+  EXPECT_NE(noTeacher.output.find("--teacher=PATH is required"), std::string::npos) << noTeacher.output;
+  auto attention = attnTrain("simclr --attention=nosuch.mlir");
+  EXPECT_EQ(attention.exitCode, 2);
+  EXPECT_NE(attention.output.find("--attention"), std::string::npos) << attention.output;
+  auto recipe = attnTrain("vit-unsupervised");
+  EXPECT_EQ(recipe.exitCode, 2);
+  EXPECT_NE(recipe.output.find("unknown recipe"), std::string::npos) << recipe.output;
+  auto help = attnTrain("polyview --help");
+  EXPECT_EQ(help.exitCode, 0);
+  EXPECT_NE(help.output.find("--views"), std::string::npos) << help.output;
+}
+
+} // namespace
