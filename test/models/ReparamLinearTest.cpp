@@ -5,6 +5,7 @@
 #include "models/SigmaReparam.h"
 #include "test/models/TestSupport.h"
 
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/nn/functional/conv.h>
 #include <torch/nn/modules/container/sequential.h>
@@ -137,6 +138,15 @@ TEST(ReparamLinearOp, TwoTrainingCallsBeforeOneBackward) {
   const FormulaResult second = formula(x2, c.w, c.b, c.gamma, uAfterFirst, true, c.gradY);
   EXPECT_LT(relativeError(w.grad(), first.gradW + second.gradW), 1e-12);
   EXPECT_LT(relativeError(u, second.updatedU), 1e-12);
+}
+
+/// No GPU here: at least check that CUDA tensors have a kernel to reach (the same composite).
+TEST(ReparamLinearOp, RegisteredForCpuCudaAndAutograd) {
+  const auto op = c10::Dispatcher::singleton().findSchemaOrThrow("attn::reparam_linear", "");
+  EXPECT_TRUE(op.hasKernelForDispatchKey(c10::DispatchKey::CPU));
+  EXPECT_TRUE(op.hasKernelForDispatchKey(c10::DispatchKey::CUDA));
+  EXPECT_TRUE(op.hasKernelForDispatchKey(c10::DispatchKey::Autograd)); // the alias key
+  EXPECT_NE(toString(op.schema()).find("Tensor(a!) u"), std::string::npos);
 }
 
 TEST(ReparamLinearOp, RejectsBadArguments) {
