@@ -15,10 +15,15 @@
 #include "mlir/Target/LLVM/NVVM/Target.h"
 #include "mlir/Target/LLVMIR/Dialect/All.h"
 #include "mlir/Transforms/Passes.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
+#include <optional>
+#include <vector>
 
 namespace attn::codegen {
 using namespace mlir;
@@ -62,10 +67,26 @@ void buildGpuLoweringPipeline(OpPassManager &pm, GpuTarget target) {
   pm.addNestedPass<gpu::GPUModuleOp>(createReconcileUnrealizedCastsPass());
 }
 
-void buildGpuPtxPipeline(OpPassManager &pm) {
+void buildGpuPtxPipeline(OpPassManager &pm, const std::string &libdevice) {
   GpuModuleToBinaryPassOptions binaryOptions;
   binaryOptions.compilationTarget = "isa";
+  if (!libdevice.empty())
+    binaryOptions.linkFiles.push_back(libdevice);
   pm.addPass(createGpuModuleToBinaryPass(binaryOptions));
+}
+
+std::optional<std::string> findLibdevice() {
+  std::vector<std::string> roots;
+  for (const char *variable : {"ATTN_CUDA_HOME", "CUDA_HOME", "CUDA_PATH"})
+    if (const char *root = std::getenv(variable))
+      roots.push_back(root);
+  roots.push_back("/usr/local/cuda");
+  for (const std::string &root : roots) {
+    std::string path = root + "/nvvm/libdevice/libdevice.10.bc";
+    if (llvm::sys::fs::exists(path))
+      return path;
+  }
+  return std::nullopt;
 }
 
 void registerGpuDialects(DialectRegistry &registry) {
@@ -97,7 +118,7 @@ void buildNamedPipeline(OpPassManager &pm, GpuTarget target,
                             .value_or(GpuTileConfig{});
   buildGpuKernelPipeline(pm, options, tiles);
   buildGpuLoweringPipeline(pm, target);
-  buildGpuPtxPipeline(pm);
+  buildGpuPtxPipeline(pm, findLibdevice().value_or(""));
 }
 
 mlir::attn::AttentionOp findAttention(ModuleOp module) {
@@ -195,9 +216,27 @@ GpuProgram compileModuleToPtx(ModuleOp module, const GpuCompileOptions &options)
 
   PassManager lowering(context);
   buildGpuLoweringPipeline(lowering, options.target);
-  buildGpuPtxPipeline(lowering);
   if (failed(lowering.run(module)))
-    throw GpuCompileError("lowering to PTX failed:\n" + diagnostics);
+    throw GpuCompileError("lowering to NVVM failed:\n" + diagnostics);
+  // Math without a PTX instruction (erf, pow, ...) lowers to libdevice calls: link it when the
+  // CUDA toolkit has it, else say which function is missing.
+  std::string libdevice, missing;
+  module.walk([&](LLVM::LLVMFuncOp function) {
+    if (function.isExternal() && function.getName().starts_with("__nv_") && missing.empty())
+      missing = function.getName().str();
+  });
+  if (!missing.empty()) {
+    auto found = findLibdevice();
+    if (!found)
+      throw GpuCompileError("the kernels call " + missing +
+                            ", which needs CUDA's libdevice.10.bc (set CUDA_HOME): the "
+                            "normalizer's math has no PTX instruction");
+    libdevice = *found;
+  }
+  PassManager binary(context);
+  buildGpuPtxPipeline(binary, libdevice);
+  if (failed(binary.run(module)))
+    throw GpuCompileError("PTX emission failed:\n" + diagnostics);
   module.walk([&](gpu::BinaryOp binary) {
     for (Attribute object : binary.getObjects())
       if (auto gpuObject = dyn_cast<gpu::ObjectAttr>(object))

@@ -5,6 +5,9 @@
 
 #include "codegen/GpuCompiler.h"
 
+#include <optional>
+#include <string>
+
 namespace mlir {
 class OpPassManager;
 class DialectRegistry;
@@ -18,8 +21,11 @@ void buildGpuKernelPipeline(mlir::OpPassManager &pm, const GpuCompileOptions &op
                             const GpuTileConfig &tiles);
 /// gpu/nvgpu/vector/memref/scf/arith -> NVVM + LLVM dialect, `#nvvm.target` attached.
 void buildGpuLoweringPipeline(mlir::OpPassManager &pm, GpuTarget target);
-/// gpu-module-to-binary{format=isa}: each gpu.module becomes a gpu.binary holding PTX.
-void buildGpuPtxPipeline(mlir::OpPassManager &pm);
+/// gpu-module-to-binary{format=isa}: each gpu.module becomes a gpu.binary holding PTX;
+/// `libdevice` (a path, may be empty) is linked for math that lowers to __nv_* calls.
+void buildGpuPtxPipeline(mlir::OpPassManager &pm, const std::string &libdevice);
+/// CUDA's libdevice.10.bc under $ATTN_CUDA_HOME, $CUDA_HOME, $CUDA_PATH or /usr/local/cuda.
+std::optional<std::string> findLibdevice();
 
 /// Dialects, ConvertToLLVM interfaces, LLVM IR translations and the NVVM target model the GPU
 /// pipelines need in-process.

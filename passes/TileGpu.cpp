@@ -990,8 +990,14 @@ struct ApproximateMath : RewritePattern {
   ApproximateMath(MLIRContext *context)
       : RewritePattern(MatchAnyOpTypeTag(), PatternBenefit(1), context) {}
   LogicalResult matchAndRewrite(Operation *op, PatternRewriter &rewriter) const override {
-    if (op->getNumOperands() != 1 || op->getNumResults() != 1 ||
-        !op->getResult(0).getType().isF32())
+    if (op->getNumResults() != 1 || !op->getResult(0).getType().isF32())
+      return failure();
+    // fma is exact, not approximate, but the GPU lowering would call libdevice's __nv_fmaf.
+    if (auto fma = dyn_cast<math::FmaOp>(op)) {
+      rewriter.replaceOpWithNewOp<LLVM::FMAOp>(op, fma.getA(), fma.getB(), fma.getC());
+      return success();
+    }
+    if (op->getNumOperands() != 1)
       return failure();
     Location loc = op->getLoc();
     Value x = op->getOperand(0);

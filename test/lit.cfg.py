@@ -24,3 +24,8 @@ tools = ["attn-opt", "attn-demo", "attnc"]
 config.substitutions.append(("%attn-opt-path", os.path.join(config.attn_tools_dir, "attn-opt")))
 llvm_config.add_tool_substitutions(tools, tool_dirs)
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
+
+# ptxas (CUDA toolkit) assembles PTX into cubins; CI has none, so those tests are skipped there.
+import shutil
+if os.environ.get("ATTN_PTXAS") or shutil.which("ptxas") or os.access("/usr/local/cuda/bin/ptxas", os.X_OK):
+    config.available_features.add("ptxas")

@@ -129,7 +129,10 @@ Value SigmoidAttr::emitFastProbability(OpBuilder &builder, Location loc, Value s
   Value halfShifted = arith::MulFOp::create(
       builder, loc, arith::AddFOp::create(builder, loc, score, bias), half);
   Value tanh = math::TanhOp::create(builder, loc, halfShifted);
-  return math::FmaOp::create(builder, loc, tanh, half, half);
+  // mulf + addf rather than math.fma: the backends contract it, and GPU lowerings would
+  // otherwise call libdevice's __nv_fmaf.
+  return arith::AddFOp::create(builder, loc, arith::MulFOp::create(builder, loc, tanh, half),
+                               half);
 }
 
 // dS = p (1 - p) dP: no row statistics, unlike softmax.

@@ -73,6 +73,8 @@ def check(case, attnc, ptxas, workdir):
         return name, [f"ptxas failed: {assembled.stderr.strip()}"], [], compile_ms
     if re.search(r"^\s*\.local\b", ptx, re.M):
         problems.append("PTX declares .local memory")
+    for function in re.findall(r"^\s*\.extern \.func.*?(\w+)\s*\(", ptx, re.M):
+        problems.append(f"PTX calls the unresolved external function {function}")
     kernel = None
     for line in assembled.stderr.splitlines():
         if (m := ENTRY.search(line)):
