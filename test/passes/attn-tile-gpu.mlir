@@ -52,12 +52,33 @@
 // FAST-LABEL: gpu.func @softmax_fwd
 // FAST: llvm.inline_asm "ex2.approx.ftz.f32 $0, $1;", "=f,f"
 // FAST: llvm.inline_asm "lg2.approx.ftz.f32 $0, $1;", "=f,f"
-// FAST-LABEL: gpu.func @softmax_bwd_dq
+// Backward, dQ: the rows' LSE and delta are read once, P = exp2(s - lse) is recomputed per
+// K/V block, dQ is stored (scaled) after the loop. dK/dV: one CTA per key block, reading the
+// LSE and delta of each query block's columns inside the loop. delta = rowsum(dO * O) has its
+// own kernel (row-wise normalizers only).
+// FAST-LABEL: gpu.func @softmax_bwd_dq(
+// FAST-SAME: %[[DQ:arg6]]: memref<?x?x?x?xbf16
 // FAST-SAME: attn.grid = "query_blocks,query_heads,batch"
+// FAST: memref.load %arg4
+// FAST: memref.load %arg5
+// FAST: scf.for
 // FAST: nvvm.mma.sync
-// FAST-LABEL: gpu.func @softmax_bwd_dkdv
+// FAST: llvm.inline_asm "ex2.approx.ftz.f32 $0, $1;"
+// FAST: nvvm.mma.sync
+// FAST: scf.yield
+// FAST: vector.store %{{.*}}, %[[DQ]]
+// FAST-LABEL: gpu.func @softmax_bwd_dkdv(
 // FAST-SAME: attn.grid = "key_blocks,kv_heads,batch"
+// FAST: scf.for
+// FAST: memref.load %arg4
+// FAST: memref.load %arg5
 // FAST: nvvm.mma.sync
+// FAST: scf.yield
+// FAST: vector.store %{{.*}}, %arg6
+// FAST: vector.store %{{.*}}, %arg7
+// FAST-LABEL: gpu.func @softmax_bwd_delta(
+// FAST: vector.reduction <add>
+// FAST: memref.store %{{.*}}, %arg2
 func.func @softmax(%q: tensor<?x?x?x64xf32>, %k: tensor<?x?x?x64xf32>, %v: tensor<?x?x?x64xf32>) -> tensor<?x?x?x64xf32> {
   %o = attn.attention %q, %k, %v normalizer(#attn.softmax) {causal}
       : tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32> -> tensor<?x?x?x64xf32>
@@ -84,7 +105,14 @@ func.func @softmax(%q: tensor<?x?x?x64xf32>, %k: tensor<?x?x?x64xf32>, %v: tenso
 // FAST-LABEL: gpu.func @sigmoid_fwd
 // FAST-NOT: gpu.shuffle
 // FAST: llvm.inline_asm "tanh.approx.f32 $0, $1;", "=f,f"
+// Sigmoid backward: no LSE, no delta (dS = p (1 - p) dP), so no row-statistic loads and no
+// delta kernel.
 // FAST-LABEL: gpu.func @sigmoid_bwd_dq
+// FAST-NOT: memref.load
+// FAST: llvm.inline_asm "tanh.approx.f32 $0, $1;"
+// FAST-LABEL: gpu.func @sigmoid_bwd_dkdv
+// FAST-NOT: memref.load
+// FAST-NOT: gpu.func @sigmoid_bwd_delta
 func.func @sigmoid(%q: tensor<?x?x?x128xf16>, %k: tensor<?x?x?x128xf16>, %v: tensor<?x?x?x128xf16>) -> tensor<?x?x?x128xf16> {
   %o = attn.attention %q, %k, %v normalizer(#attn.sigmoid<bias = -4.0>)
       : tensor<?x?x?x128xf16>, tensor<?x?x?x128xf16>, tensor<?x?x?x128xf16> -> tensor<?x?x?x128xf16>
