@@ -41,8 +41,9 @@ public:
   /// x [..., in] → [..., out]; updates `u` when the module is training.
   torch::Tensor forward(const torch::Tensor &x);
 
-  /// Takes over an existing weight [out, in] (and bias): u from its SVD, γ = σ(W), so the
-  /// layer computes exactly what x·Wᵀ + b did. Used by convert_to_sigma_reparam.
+  /// Takes over an existing weight [out, in] (and bias): u = its top right-singular vector,
+  /// γ = σ(W), so the layer computes exactly what x·Wᵀ + b did. Used by
+  /// convert_to_sigma_reparam.
   void reset_from(const torch::Tensor &weight, const torch::Tensor &bias);
   /// σ(W) = ‖W·u‖ for the current u (no update, no gradient).
   torch::Tensor spectral_norm() const;
