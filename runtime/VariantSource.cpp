@@ -7,6 +7,7 @@
 #include "mlir/Parser/Parser.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <cstdio>
 #include <regex>
 #include <sstream>
 
@@ -32,7 +33,10 @@ std::string builtinNormalizer(const std::string &variant) {
     if (!fits)
       throw CompileError("attention variant '" + variant + "': " + name + " takes no '" +
                          parameter + "' parameter; " + kExpectedVariants);
-    return "#attn." + name + "<" + parameter + " = " + value + ">";
+    // MLIR float attributes need a decimal point or exponent: "-2" is written "-2.0e+00".
+    char literal[40];
+    std::snprintf(literal, sizeof literal, "%.17e", std::stod(value));
+    return "#attn." + name + "<" + parameter + " = " + literal + ">";
   }
   return "#attn." + name;
 }

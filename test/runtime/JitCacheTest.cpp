@@ -135,6 +135,16 @@ func.func @mine(%q: tensor<?x?x?x16xf32>, %k: tensor<?x?x?x16xf32>,
   EXPECT_EQ(after.diskHits - before.diskHits, 1u);
 }
 
+TEST_F(JitInProcess, IntegerParametersAreAccepted) {
+  // "bias=-2" once reached the IR as an integer literal, which MLIR rejects for an f64.
+  VariantSpec spec;
+  spec.headDim = spec.valueHeadDim = 16;
+  for (const char *variant : {"sigmoid(bias=-2)", "relu(scale=1)", "sigmoid(bias=3e-1)"}) {
+    spec.variant = variant;
+    EXPECT_NO_THROW(getCpuKernels(spec)) << variant;
+  }
+}
+
 TEST_F(JitInProcess, VariantTypoNamesTheClosestVariant) {
   VariantSpec spec;
   spec.variant = "sigmiod";
