@@ -222,6 +222,10 @@ Values Trainer::run(const std::function<Values(int64_t)> &step,
   }
   progress.finish();
   finished_ = true;
+  if (lastEval.empty() && evaluate) // resumed from a finished run: report its final figures
+    lastEval = evaluate(true);
+  if (distributed_->worldSize() > 1)
+    verifyReplicasInSync();
   double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - wallStart).count();
   if (main) {
     std::ofstream summary(options_.outDir + "/summary.txt");
@@ -239,6 +243,32 @@ Values Trainer::run(const std::function<Values(int64_t)> &step,
       std::fprintf(stderr, "plot: %s/metrics.png\n", options_.outDir.c_str());
   }
   return lastEval;
+}
+
+void Trainer::verifyReplicasInSync() {
+  // Every registered module (a BYOL target included) must be identical on every rank: compare a
+  // per-module checksum with its mean over ranks.
+  std::vector<double> sums;
+  for (const auto &[name, module] : state_.modules) {
+    double sum = 0;
+    for (const auto &p : module->parameters())
+      sum += p.detach().to(torch::kFloat64).abs().sum().item<double>();
+    sums.push_back(sum);
+  }
+  auto local = torch::tensor(sums, torch::kFloat64);
+  auto mean = local.clone();
+  distributed_->allReduce({mean}, double(distributed_->worldSize()));
+  size_t i = 0;
+  for (const auto &[name, module] : state_.modules) {
+    double a = local[int64_t(i)].item<double>(), b = mean[int64_t(i)].item<double>();
+    if (a != b)
+      throw std::runtime_error("data-parallel replicas diverged: module '" + name + "' on rank " +
+                               std::to_string(distributed_->rank()) + " differs from the mean over ranks");
+    ++i;
+  }
+  if (distributed_->isMain())
+    std::fprintf(stderr, "%s: all %zu modules identical on %lld ranks\n", options_.recipe.c_str(),
+                 state_.modules.size(), (long long)distributed_->worldSize());
 }
 
 void averageGradients(Distributed &distributed, torch::nn::Module &module) {

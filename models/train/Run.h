@@ -95,6 +95,8 @@ public:
 
 private:
   void maybeResume();
+  /// Throws unless every registered module is identical on all ranks.
+  void verifyReplicasInSync();
 
   CommonOptions options_;
   std::vector<std::string> columns_;

@@ -77,6 +77,13 @@ TEST(RecipeRun, SigmoidSigmaReparamVitLossFalls) {
   expectLossFalls(out, r);
 }
 
+TEST(RecipeRun, UserWrittenIrNormalizerLossFalls) {
+  auto out = freshDir("vit-ir");
+  auto r = attnTrain("vit-supervised " + kDigits + "--attention=" ATTN_SOURCE_DIR
+                     "/models/recipes/configs/softplus-d16.mlir --steps=40 --lr=5e-3 --log-every=5 --out=" + out);
+  expectLossFalls(out, r);
+}
+
 const std::string kSsl = "--lr=0.01 --crop-min=0.5 --blur-prob=0 --jitter-prob=0 --proj-hidden=64 "
                          "--proj-dim=32 --knn-bank=500 --knn-queries=100 --weight-decay=0 --log-every=5 ";
 
@@ -177,6 +184,21 @@ TEST(RecipeRun, TwoProcessesMatchOneWithTheSameGlobalBatch) {
   auto initial = attn::models::VisionTransformer(a->options);
   double moved = (initial->named_parameters()["head.linear.weight"] - pa["head.linear.weight"]).abs().max().item<double>();
   EXPECT_GT(moved, 1e-4) << "training did not change the parameters";
+}
+
+TEST(RecipeRun, DataParallelByolKeepsTargetsInSync) {
+  auto out = freshDir("byol-dp");
+  int port = 20000 + int((getpid() + 7919) % 20000);
+  std::string launch = "byol " + kDigits + kSsl + "--steps=6 --world-size=2 --master-port=" +
+                       std::to_string(port) + " --out=" + out;
+  Result rank1;
+  std::thread worker([&] { rank1 = attnTrain(launch + " --rank=1"); });
+  auto rank0 = attnTrain(launch + " --rank=0");
+  worker.join();
+  ASSERT_EQ(rank0.exitCode, 0) << rank0.output;
+  ASSERT_EQ(rank1.exitCode, 0) << rank1.output;
+  // The run compares online, predictor and target on every rank at the end.
+  EXPECT_NE(rank0.output.find("all 3 modules identical on 2 ranks"), std::string::npos) << rank0.output;
 }
 
 TEST(RecipeRun, ByolAppliesTheEmaScalingRule) {
