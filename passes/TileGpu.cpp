@@ -1123,9 +1123,16 @@ struct AttnTileGpuPass : impl::AttnTileGpuBase<AttnTileGpuPass> {
       RewritePatternSet patterns(context);
       patterns.add<ApproximateMath>(context);
       FrozenRewritePatternSet frozen(std::move(patterns));
-      for (auto kernels : module.getOps<gpu::GPUModuleOp>())
+      for (auto kernels : module.getOps<gpu::GPUModuleOp>()) {
         if (failed(applyPatternsGreedily(kernels, frozen)))
           return signalPassFailure();
+        // Allow multiply-add contraction, as nvcc's default -fmad=true: without it the NVPTX
+        // backend emits mul.rn/sub.rn, which ptxas may not fuse into fma.
+        kernels.walk([&](arith::ArithFastMathInterface op) {
+          op->setAttr(op.getFastMathAttrName(),
+                      arith::FastMathFlagsAttr::get(context, arith::FastMathFlags::contract));
+        });
+      }
     }
   }
 };

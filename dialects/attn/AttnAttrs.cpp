@@ -126,8 +126,10 @@ Value SigmoidAttr::emitFastProbability(OpBuilder &builder, Location loc, Value s
     return arith::NegFOp::create(builder, loc, lnLength);
   });
   Value half = f32Constant(builder, loc, 0.5);
-  Value halfShifted = arith::MulFOp::create(
-      builder, loc, arith::AddFOp::create(builder, loc, score, bias), half);
+  // 0.5 (s + b) as s * 0.5 + 0.5 b: one fma per score once 0.5 b folds or is hoisted.
+  Value halfShifted = arith::AddFOp::create(
+      builder, loc, arith::MulFOp::create(builder, loc, score, half),
+      arith::MulFOp::create(builder, loc, bias, half));
   Value tanh = math::TanhOp::create(builder, loc, halfShifted);
   // mulf + addf rather than math.fma: the backends contract it, and GPU lowerings would
   // otherwise call libdevice's __nv_fmaf.
