@@ -32,6 +32,7 @@
 
 #include <cmath>
 #include <limits>
+#include <tuple>
 
 namespace mlir::attn {
 #define GEN_PASS_DEF_ATTNTILEGPU
@@ -125,6 +126,7 @@ public:
     int64_t total = rows * chunks;
     SmallVector<Value> tokens;
     auto tokenType = nvgpu::DeviceAsyncTokenType::get(b.getContext());
+    assert(total % threads() == 0 && "tile shapes are checked to split evenly");
     Value lastRow = arith::MaxSIOp::create(b, loc, sub(rowLimit, idx(1)), idx(0));
     for (int64_t base = 0; base < total; base += threads()) {
       Value linear = add(threadId, idx(base));
@@ -143,8 +145,6 @@ public:
           ValueRange{batch, head, readRow, mul(chunk, idx(kChunk))},
           b.getIndexAttr(kChunk), readCount, b.getUnitAttr());
       tokens.push_back(copy);
-      // Guard a partial last round (tile sizes not a multiple of the thread count).
-      assert(total % threads() == 0 && "tile copies are checked to divide evenly");
     }
     return tokens;
   }
@@ -383,6 +383,34 @@ public:
     return SmallVector<Value>(ifOp.getResults());
   }
 
+  /// The key blocks a block of query rows [rowLo, rowHi] visits (causal/window block
+  /// skipping): the first key, rounded down to a block boundary, and the number of blocks.
+  std::pair<Value, Value> keyBlocks(Value rowLo, Value rowHi, Value keyLength, int64_t columns) {
+    Value first = e.keyRangeForRow(rowLo, idx(0), keyLength).first;
+    Value end = e.keyRangeForRow(rowHi, idx(0), keyLength).second;
+    first = mul(div(first, columns), idx(columns));
+    Value count = e.maxIndex(
+        idx(0), arith::DivSIOp::create(b, loc, add(sub(end, first), idx(columns - 1)),
+                                       idx(columns)));
+    return {first, count};
+  }
+
+  /// Issues the cp.async copies of K/V block `n` (rows first + n * columns) into buffer
+  /// n mod stages, as one group; blocks at or past `blocks` are zero-filled without reads,
+  /// which keeps the number of groups in flight uniform.
+  Value streamKeyValueBlock(Value n, Value first, Value blocks, Value keyLength, Value batch,
+                            Value kvHead, Value k, Value v, Value kTiles, Value vTiles,
+                            int64_t columns) {
+    Value stage = rem(n, tiles.stages);
+    Value start = add(first, mul(n, idx(columns)));
+    Value limit = select(lt(n, blocks), keyLength, idx(0));
+    auto tokens = copyTile(k, batch, kvHead, start, limit, kTiles, stage, columns, e.headDim);
+    auto more = copyTile(v, batch, kvHead, start, limit, vTiles, stage, columns,
+                         e.valueHeadDim);
+    tokens.append(more.begin(), more.end());
+    return commit(tokens);
+  }
+
   KernelEmitter &e;
   OpBuilder &b;
   Location loc;
@@ -455,22 +483,11 @@ LogicalResult emitForward(KernelEmitter &e, gpu::GPUModuleOp module, Type elemen
 
   // Keys any row of the block may see, rounded down to a block boundary (block skipping).
   Value lastRow = g.sub(e.minIndex(g.add(queryStart, g.idx(bm)), queryLength), g.idx(1));
-  Value keyLo = e.keyRangeForRow(queryStart, g.idx(0), keyLength).first;
-  Value keyHi = e.keyRangeForRow(lastRow, g.idx(0), keyLength).second;
-  keyLo = g.mul(g.div(keyLo, bn), g.idx(bn));
-  Value blocks = e.maxIndex(
-      g.idx(0), arith::DivSIOp::create(b, loc, g.add(g.sub(keyHi, keyLo), g.idx(bn - 1)),
-                                       g.idx(bn)));
-
-  // Issues the K/V copies of block `n` (zero-filled when n >= blocks) as one group.
+  Value keyLo, blocks;
+  std::tie(keyLo, blocks) = g.keyBlocks(queryStart, lastRow, keyLength, bn);
   auto issueBlock = [&](Value n) {
-    Value stage = g.rem(n, stages);
-    Value start = g.add(keyLo, g.mul(n, g.idx(bn)));
-    Value limit = g.select(g.lt(n, blocks), keyLength, g.idx(0));
-    auto tokens = g.copyTile(k, batch, kvHead, start, limit, kTiles, stage, bn, d);
-    auto more = g.copyTile(v, batch, kvHead, start, limit, vTiles, stage, bn, dv);
-    tokens.append(more.begin(), more.end());
-    return g.commit(tokens);
+    return g.streamKeyValueBlock(n, keyLo, blocks, keyLength, batch, kvHead, k, v, kTiles,
+                                 vTiles, bn);
   };
 
   // Prologue: Q, then the first stages - 1 K/V blocks, each its own group.
@@ -680,20 +697,11 @@ LogicalResult emitQueryGradient(KernelEmitter &e, gpu::GPUModuleOp module, Type 
   Value vTiles = g.sharedTile(shared, qBytes + oBytes + stages * kBytes, {stages, bn, dv});
 
   Value lastRow = g.sub(e.minIndex(g.add(queryStart, g.idx(bm)), queryLength), g.idx(1));
-  Value keyLo = e.keyRangeForRow(queryStart, g.idx(0), keyLength).first;
-  Value keyHi = e.keyRangeForRow(lastRow, g.idx(0), keyLength).second;
-  keyLo = g.mul(g.div(keyLo, bn), g.idx(bn));
-  Value blocks = e.maxIndex(
-      g.idx(0), arith::DivSIOp::create(b, loc, g.add(g.sub(keyHi, keyLo), g.idx(bn - 1)),
-                                       g.idx(bn)));
+  Value keyLo, blocks;
+  std::tie(keyLo, blocks) = g.keyBlocks(queryStart, lastRow, keyLength, bn);
   auto issueBlock = [&](Value n) {
-    Value stage = g.rem(n, stages);
-    Value start = g.add(keyLo, g.mul(n, g.idx(bn)));
-    Value limit = g.select(g.lt(n, blocks), keyLength, g.idx(0));
-    auto tokens = g.copyTile(k, batch, kvHead, start, limit, kTiles, stage, bn, d);
-    auto more = g.copyTile(v, batch, kvHead, start, limit, vTiles, stage, bn, dv);
-    tokens.append(more.begin(), more.end());
-    return g.commit(tokens);
+    return g.streamKeyValueBlock(n, keyLo, blocks, keyLength, batch, kvHead, k, v, kTiles,
+                                 vTiles, bn);
   };
   auto tokens = g.copyTile(q, batch, head, queryStart, queryLength, qTile, Value(), bm, d);
   auto more = g.copyTile(gradOut, batch, head, queryStart, queryLength, oTile, Value(), bm, dv);
@@ -806,7 +814,8 @@ LogicalResult emitKeyValueGradient(KernelEmitter &e, gpu::GPUModuleOp module, Ty
   Value oTiles = g.sharedTile(shared, kBytes + vBytes + stages * qBytes, {stages, bq, dv});
 
   Value keyEnd = e.minIndex(g.add(keyStart, g.idx(bk)), keyLength);
-  auto [rowLo, rowHi] = e.queryRangeForKeys(keyStart, keyEnd, queryLength);
+  Value rowLo, rowHi;
+  std::tie(rowLo, rowHi) = e.queryRangeForKeys(keyStart, keyEnd, queryLength);
   rowLo = g.mul(g.div(rowLo, bq), g.idx(bq));
   Value blocksPerHead = e.maxIndex(
       g.idx(0), arith::DivSIOp::create(b, loc, g.add(g.sub(rowHi, rowLo), g.idx(bq - 1)),
@@ -855,7 +864,8 @@ LogicalResult emitKeyValueGradient(KernelEmitter &e, gpu::GPUModuleOp module, Ty
     g.waitGroups(next, stages - 1);
     g.barrier();
     Value stage = g.rem(n, stages);
-    auto [head, blockStart] = blockCoordinates(n);
+    Value head, blockStart;
+    std::tie(head, blockStart) = blockCoordinates(n);
     // K and V fragments are re-read from shared memory every block: holding them next to the
     // dK and dV accumulators would spill at D = 128.
     SmallVector<SmallVector<Value, 4>> keyFragments, valueFragments;
@@ -899,7 +909,6 @@ LogicalResult emitKeyValueGradient(KernelEmitter &e, gpu::GPUModuleOp module, Ty
       Value lastQuery = g.add(blockStart, g.idx(bq - 1));
       Value needsMask = g.orI(g.gt(g.add(blockStart, g.idx(bq)), queryLength),
                               g.blockNeedsMask(blockStart, lastQuery, keyStart, bk, keyLength));
-      auto rowAsQuery = [&](int64_t tile, int64_t r) { return rowOf(tile, r); };
       SmallVector<Type> types(2 * scoreValues, b.getF32Type());
       auto ifOp = scf::IfOp::create(b, loc, types, needsMask, /*withElseRegion=*/true);
       {
@@ -908,7 +917,7 @@ LogicalResult emitKeyValueGradient(KernelEmitter &e, gpu::GPUModuleOp module, Ty
         SmallVector<Value> masked;
         for (int64_t i = 0; i < 2 * scoreValues; ++i) {
           int64_t j = i % scoreValues;
-          Value query = rowAsQuery(j / 4, j % 4);
+          Value query = rowOf(j / 4, j % 4);
           Value ok = g.andI(g.visible(query, keyOf(j / 4, j % 4), keyLength),
                             g.lt(query, queryLength));
           Value value = i < scoreValues ? grad->prob[j] : grad->gradRaw[j];
