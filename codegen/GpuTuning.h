@@ -30,6 +30,9 @@ struct GpuTileConfig {
   int64_t stages = 2;
   int64_t backwardWarps = 4;
   int64_t backwardKeyTile = 32;
+  /// sm_90a: the forward's S = Q K^T on warpgroup MMAs (wgmma) instead of mma.sync. Off in
+  /// the table until it is validated on an H100 (test/gpu/ptx-numerics.py).
+  bool wgmma = false;
 };
 
 /// The tuned tiles for a target and head dims; nullopt when the head dims are not supported

@@ -85,6 +85,9 @@ def AttnTileGpu : Pass<"attn-tile-gpu", "::mlir::ModuleOp"> {
            "warps per CTA of the dQ and dK/dV kernels">,
     Option<"backwardKeyTile", "backward-key-tile", "int64_t", "32",
            "keys per block of the dQ kernel, queries per block of the dK/dV kernel">,
+    Option<"wgmma", "wgmma", "bool", "false",
+           "sm_90a only: S = Q K^T of the forward with warpgroup MMAs (wgmma.mma_async) on "
+           "128-byte-swizzled shared operands; needs warps % 4 == 0 and D % 64 == 0">,
     Option<"fastMath", "fast-math", "bool", "true",
            "map f32 exp2/exp/tanh/log/log2 to the approximate PTX instructions">,
   ];

@@ -47,7 +47,11 @@ struct GpuTiles {
   int64_t warps = 4;    // each warp owns 16 rows of the CTA's row block
   int64_t columns = 64; // keys (forward, dQ) or queries (dK/dV) per streamed block
   int64_t stages = 2;
+  bool wgmma = false;   // forward S = Q K^T with sm_90a warpgroup MMAs
 };
+
+/// Elements per row of a 128-byte-swizzled wgmma operand atom (8 rows x 128 bytes).
+constexpr int64_t kAtomColumns = 64;
 
 /// IR emission shared by the GPU kernels: thread coordinates, shared-memory tiles, cp.async
 /// copies, ldmatrix fragments and mma.sync.
@@ -119,9 +123,11 @@ public:
   /// Issues cp.async copies of rows [firstRow, firstRow + rows) of `global[batch, head]` into
   /// the shared tile (`stage` selects the buffer of a 3-D tile). Rows at or past `rowLimit`
   /// are zero-filled without reading global memory.
+  /// With `atoms`, the tile is stored as [width / 64][rows][64] (wgmma's 128-byte swizzle
+  /// atoms, K-major) instead of [rows][width].
   SmallVector<Value> copyTile(Value global, Value batch, Value head, Value firstRow,
                               Value rowLimit, Value shared, Value stage, int64_t rows,
-                              int64_t width) {
+                              int64_t width, bool atoms = false) {
     int64_t chunks = width / kChunk;
     int64_t total = rows * chunks;
     SmallVector<Value> tokens;
@@ -138,8 +144,15 @@ public:
       SmallVector<Value> dst;
       if (stage)
         dst.push_back(stage);
-      dst.push_back(row);
-      dst.push_back(mul(swizzle(row, chunk, chunks), idx(kChunk)));
+      if (atoms) {
+        int64_t atomChunks = kAtomColumns / kChunk;
+        dst.push_back(div(chunk, atomChunks));
+        dst.push_back(row);
+        dst.push_back(mul(swizzle(row, rem(chunk, atomChunks), atomChunks), idx(kChunk)));
+      } else {
+        dst.push_back(row);
+        dst.push_back(mul(swizzle(row, chunk, chunks), idx(kChunk)));
+      }
       Value copy = nvgpu::DeviceAsyncCopyOp::create(
           b, loc, tokenType, shared, dst, global,
           ValueRange{batch, head, readRow, mul(chunk, idx(kChunk))},
@@ -404,11 +417,86 @@ public:
     Value stage = rem(n, tiles.stages);
     Value start = add(first, mul(n, idx(columns)));
     Value limit = select(lt(n, blocks), keyLength, idx(0));
-    auto tokens = copyTile(k, batch, kvHead, start, limit, kTiles, stage, columns, e.headDim);
+    auto tokens = copyTile(k, batch, kvHead, start, limit, kTiles, stage, columns, e.headDim,
+                           tiles.wgmma);
     auto more = copyTile(v, batch, kvHead, start, limit, vTiles, stage, columns,
                          e.valueHeadDim);
     tokens.append(more.begin(), more.end());
     return commit(tokens);
+  }
+
+  // ----- sm_90a warpgroup MMA -----
+  /// The shared-window byte address of a shared memref's first element, as i64.
+  Value sharedAddress(Value shared) {
+    Value address = memref::ExtractAlignedPointerAsIndexOp::create(b, loc, shared);
+    return arith::IndexCastOp::create(b, loc, b.getI64Type(), address);
+  }
+
+  /// A wgmma shared-memory matrix descriptor for a K-major operand in 128-byte-swizzled atoms
+  /// starting at byte address `address`: 8-row groups 1024 bytes apart (stride byte offset),
+  /// the leading byte offset unused (1), layout type 1 = 128-byte swizzle.
+  Value matrixDescriptor(Value address) {
+    auto i64 = b.getI64Type();
+    auto constant = [&](int64_t v) -> Value {
+      return arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(v));
+    };
+    Value start = arith::AndIOp::create(
+        b, loc, arith::ShRUIOp::create(b, loc, address, constant(4)), constant(0x3fff));
+    int64_t fixed = (int64_t(1) << 16) | (int64_t(1024 >> 4) << 32) | (int64_t(1) << 62);
+    (void)i64;
+    return arith::OrIOp::create(b, loc, start, constant(fixed));
+  }
+
+  /// S = A B^T for this warp's warpgroup: A is `aRows` x K at `aAddress` (its 64 rows start
+  /// at row `aRow0`), B^T is `nRows` x K at `bAddress`, both [K/64][rows][64] atoms. Returns the
+  /// accumulator registers in the mma.sync C layout (n-tile j: registers 4j..4j+3).
+  SmallVector<Value> warpgroupMatmul(Value aAddress, int64_t aRows, Value aRow0,
+                                     Value bAddress, int64_t nRows, int64_t reduction) {
+    MLIRContext *context = b.getContext();
+    int64_t count = nRows / 2; // f32 accumulators per thread of an m64 x nRows tile
+    auto f32Type = b.getF32Type();
+    auto structType =
+        LLVM::LLVMStructType::getLiteral(context, SmallVector<Type>(count, f32Type));
+    auto i64 = [&](Value index) -> Value {
+      return arith::IndexCastOp::create(b, loc, b.getI64Type(), index);
+    };
+    auto bytes = [&](int64_t v) -> Value {
+      return arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(v));
+    };
+    Value aBase = arith::AddIOp::create(
+        b, loc, aAddress,
+        arith::MulIOp::create(b, loc, i64(aRow0), bytes(kAtomColumns * 2)));
+    NVVM::WgmmaFenceAlignedOp::create(b, loc);
+    Value acc = LLVM::UndefOp::create(b, loc, structType);
+    NVVM::WGMMATypes type = element.isF16() ? NVVM::WGMMATypes::f16 : NVVM::WGMMATypes::bf16;
+    for (int64_t kk = 0; kk < reduction / 16; ++kk) {
+      // k16 steps advance 32 bytes inside an atom; every 4 steps move to the next atom.
+      int64_t atom = kk / 4, inAtom = (kk % 4) * 32;
+      Value aStep = arith::AddIOp::create(b, loc, aBase,
+                                          bytes(atom * aRows * kAtomColumns * 2 + inAtom));
+      Value bStep = arith::AddIOp::create(b, loc, bAddress,
+                                          bytes(atom * nRows * kAtomColumns * 2 + inAtom));
+      acc = NVVM::WgmmaMmaAsyncOp::create(
+          b, loc, structType, acc, matrixDescriptor(aStep), matrixDescriptor(bStep),
+          NVVM::MMAShapeAttr::get(context, 64, nRows, 16), type, type,
+          NVVM::WGMMATypes::f32,
+          kk == 0 ? NVVM::WGMMAScaleOut::zero : NVVM::WGMMAScaleOut::one,
+          NVVM::WGMMAScaleIn::one, NVVM::WGMMAScaleIn::one, NVVM::MMALayout::row,
+          NVVM::MMALayout::col, NVVM::MMAIntOverflowAttr());
+    }
+    NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
+    NVVM::WgmmaWaitGroupSyncOp::create(b, loc, b.getI64IntegerAttr(0));
+    SmallVector<Value> out;
+    for (int64_t i = 0; i < count; ++i)
+      out.push_back(LLVM::ExtractValueOp::create(b, loc, acc, ArrayRef<int64_t>{i}));
+    return out;
+  }
+
+  /// Makes this thread's cp.async writes visible to the async proxy wgmma reads through.
+  void fenceAsyncProxy() {
+    NVVM::FenceProxyOp::create(
+        b, loc, NVVM::ProxyKindAttr::get(b.getContext(), NVVM::ProxyKind::async_shared),
+        NVVM::SharedSpaceAttr::get(b.getContext(), NVVM::SharedSpace::shared_cta));
   }
 
   KernelEmitter &e;
@@ -459,7 +547,9 @@ LogicalResult emitForward(KernelEmitter &e, gpu::GPUModuleOp module, Type elemen
   int64_t stages = tiles.stages;
   GpuEmitter g(e, element, tiles);
   int64_t qBytes = g.tileBytes(bm, d), kBytes = g.tileBytes(bn, d), vBytes = g.tileBytes(bn, dv);
-  int64_t sharedBytes = qBytes + stages * (kBytes + vBytes);
+  bool wgmma = tiles.wgmma;
+  // wgmma's swizzled operands need 1024-byte-aligned atoms: room to align the base.
+  int64_t sharedBytes = qBytes + stages * (kBytes + vBytes) + (wgmma ? 1024 : 0);
   MemRefType view4 = globalView(element, 4), lseType = globalView(b.getF32Type(), 3);
   auto kernel = createGpuKernel(b, loc, module, kernelBaseName(e.op) + "_fwd",
                                 {view4, view4, view4, view4, lseType}, tiles, bm, sharedBytes,
@@ -477,9 +567,23 @@ LogicalResult emitForward(KernelEmitter &e, gpu::GPUModuleOp module, Type elemen
   auto sharedType = MemRefType::get({ShapedType::kDynamic}, b.getI8Type(),
                                     MemRefLayoutAttrInterface{}, g.workgroup());
   Value shared = gpu::DynamicSharedMemoryOp::create(b, loc, sharedType);
-  Value qTile = g.sharedTile(shared, 0, {bm, d});
-  Value kTiles = g.sharedTile(shared, qBytes, {stages, bn, d});
-  Value vTiles = g.sharedTile(shared, qBytes + stages * kBytes, {stages, bn, dv});
+  Value qTile, kTiles, vTiles;
+  if (wgmma) {
+    Value base = memref::ExtractAlignedPointerAsIndexOp::create(b, loc, shared);
+    Value pad = g.rem(g.sub(g.idx(1024), g.rem(base, 1024)), 1024);
+    auto view = [&](int64_t offset, ArrayRef<int64_t> shape) -> Value {
+      auto type = MemRefType::get(shape, element, MemRefLayoutAttrInterface{}, g.workgroup());
+      return memref::ViewOp::create(b, loc, type, shared, g.add(pad, g.idx(offset)),
+                                    ValueRange{});
+    };
+    qTile = view(0, {d / kAtomColumns, bm, kAtomColumns});
+    kTiles = view(qBytes, {stages, d / kAtomColumns, bn, kAtomColumns});
+    vTiles = view(qBytes + stages * kBytes, {stages, bn, dv});
+  } else {
+    qTile = g.sharedTile(shared, 0, {bm, d});
+    kTiles = g.sharedTile(shared, qBytes, {stages, bn, d});
+    vTiles = g.sharedTile(shared, qBytes + stages * kBytes, {stages, bn, dv});
+  }
 
   // Keys any row of the block may see, rounded down to a block boundary (block skipping).
   Value lastRow = g.sub(e.minIndex(g.add(queryStart, g.idx(bm)), queryLength), g.idx(1));
@@ -492,15 +596,16 @@ LogicalResult emitForward(KernelEmitter &e, gpu::GPUModuleOp module, Type elemen
 
   // Prologue: Q, then the first stages - 1 K/V blocks, each its own group.
   Value token = g.commit(g.copyTile(q, batch, head, queryStart, queryLength, qTile, Value(),
-                                    bm, d));
+                                    bm, d, wgmma));
   for (int64_t s = 0; s + 1 < stages; ++s)
     token = issueBlock(g.idx(s));
   g.waitGroups(token, stages - 1);
   g.barrier();
   Value warpRow = g.mul(g.warp, g.idx(16));
   SmallVector<SmallVector<Value, 4>> queryFragments;
-  for (int64_t kk = 0; kk < d / 16; ++kk)
-    queryFragments.push_back(g.loadRowMajorA(qTile, Value(), warpRow, kk, d / kChunk));
+  if (!wgmma)
+    for (int64_t kk = 0; kk < d / 16; ++kk)
+      queryFragments.push_back(g.loadRowMajorA(qTile, Value(), warpRow, kk, d / kChunk));
   // Row-wise scores are in the log2 domain already when the scale could be folded.
   Value multiplier = g.f32(e.queryMultiplier());
 
@@ -520,12 +625,25 @@ LogicalResult emitForward(KernelEmitter &e, gpu::GPUModuleOp module, Type elemen
 
     Value next = issueBlock(g.add(n, g.idx(stages - 1)));
     g.waitGroups(next, stages - 1);
+    if (wgmma)
+      g.fenceAsyncProxy();
     g.barrier();
     Value stage = g.rem(n, stages);
     Value blockStart = g.add(keyLo, g.mul(n, g.idx(bn)));
 
-    SmallVector<Value> scores = g.matmulTransposedB(queryFragments, kTiles, stage, g.idx(0),
-                                                    bn / 8, d / kChunk, g.zeros(scoreValues));
+    SmallVector<Value> scores;
+    if (wgmma) {
+      // One m64 x bn x d warpgroup MMA per warpgroup, both operands from shared memory.
+      Value stageOffset = arith::IndexCastOp::create(b, loc, b.getI64Type(),
+                                                     g.mul(stage, g.idx(kBytes)));
+      Value keyAddress =
+          arith::AddIOp::create(b, loc, g.sharedAddress(kTiles), stageOffset);
+      Value warpgroupRow = g.mul(g.div(g.warp, 4), g.idx(64));
+      scores = g.warpgroupMatmul(g.sharedAddress(qTile), bm, warpgroupRow, keyAddress, bn, d);
+    } else {
+      scores = g.matmulTransposedB(queryFragments, kTiles, stage, g.idx(0), bn / 8,
+                                   d / kChunk, g.zeros(scoreValues));
+    }
     auto rowOf = [&](int64_t, int64_t r) {
       return g.add(queryStart, g.accumulatorRow(warpRow, r));
     };
@@ -1060,6 +1178,13 @@ struct AttnTileGpuPass : impl::AttnTileGpuBase<AttnTileGpuPass> {
         return op.emitOpError("GPU kernels need head dims that are multiples of 16 in "
                               "[16, 256], got ")
                << dim;
+    if (forward.wgmma &&
+        (forward.warps % 4 != 0 || op.getHeadDim() % kAtomColumns != 0 ||
+         forward.columns % 8 != 0 || forward.columns > 256))
+      return op.emitOpError("wgmma needs whole warpgroups (warps % 4 == 0), a head dim that "
+                            "is a multiple of 64 and a key tile of at most 256, got warps = ")
+             << forward.warps << ", D = " << op.getHeadDim()
+             << ", key tile = " << forward.columns;
     for (GpuTiles tiles : {forward, backwardTiles}) {
       if (tiles.warps < 1 || tiles.warps > 16 || tiles.stages < 2 || tiles.columns < 16 ||
           tiles.columns % 16 != 0)
@@ -1099,7 +1224,7 @@ struct AttnTileGpuPass : impl::AttnTileGpuBase<AttnTileGpuPass> {
           << elementType << "'";
       return signalPassFailure();
     }
-    GpuTiles forwardTiles{warps, keyTile, stages};
+    GpuTiles forwardTiles{warps, keyTile, stages, wgmma};
     GpuTiles backwardTiles{backwardWarps, backwardKeyTile, 2};
 
     SmallVector<AttentionOp> ops;

@@ -68,6 +68,9 @@ cl::opt<int64_t> keyTile("key-tile", cl::desc("override the tuning table: keys p
                          cl::init(0), cl::cat(category));
 cl::opt<int64_t> stages("stages", cl::desc("override the tuning table: K/V pipeline stages"),
                         cl::init(0), cl::cat(category));
+cl::opt<bool> wgmma("wgmma",
+                    cl::desc("sm_90a: forward S = Q K^T on warpgroup MMAs (experimental)"),
+                    cl::init(false), cl::cat(category));
 
 /// A user-facing failure: printed as "attnc: error: <message>".
 struct UsageError {
@@ -212,6 +215,11 @@ int run() {
       tiles.keyTile = keyTile;
     if (stages > 0)
       tiles.stages = stages;
+    if (wgmma) {
+      if (options.target != ::attn::codegen::GpuTarget::Sm90a)
+        throw UsageError{"--wgmma needs --target=sm_90a"};
+      tiles.wgmma = true;
+    }
     options.tiles = tiles;
     if (stage == Stage::Gpu || stage == Stage::Llvm) {
       runPipeline(*module, [&](OpPassManager &pm) {

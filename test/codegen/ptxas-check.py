@@ -3,8 +3,8 @@
 the target's limit.
 
 Matrix: normalizer {softmax, sigmoid, relu} x causal {no, yes} x D {64, 128} x dtype
-{bf16, f16} x target {sm_80, sm_90a}, plus the examples with a custom normalizer, a
-score_mod (ALiBi) and a sliding window. Each compile holds the forward and backward kernels.
+{bf16, f16} x target {sm_80, sm_90a}, the experimental sm_90a wgmma forward (causal), plus
+the examples with a custom normalizer, a score_mod (ALiBi) and a sliding window. Each compile holds the forward and backward kernels.
 Exits 77 (ctest SKIP_RETURN_CODE) when no ptxas is installed: CI has no CUDA toolkit.
 
   ptxas-check.py --attnc build/bin/attnc [--examples frontend/examples] [--jobs N] [--quick]
@@ -46,6 +46,12 @@ def cases(examples, quick):
                         args = [f"--variant={variant}", f"--head-dim={dim}", f"--dtype={dtype}",
                                 f"--target={target}"] + (["--causal"] if causal else [])
                         yield name, target, args
+            if target == "sm_90a":
+                for variant in ("softmax", "sigmoid", "relu"):
+                    for dim in dims:
+                        yield (f"{variant}-causal-d{dim}-{dtype}-{target}-wgmma", target,
+                               [f"--variant={variant}", f"--head-dim={dim}", f"--dtype={dtype}",
+                                f"--target={target}", "--causal", "--wgmma"])
             if quick:
                 continue
             for example in ("custom", "alibi", "relu"):

@@ -38,19 +38,24 @@ def main():
     parser.add_argument("--ptx-dir", help="read (or with --emit-only, write) PTX files here")
     parser.add_argument("--emit-only", action="store_true")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--wgmma", action="store_true",
+                        help="sm_90a: the experimental warpgroup-MMA forward")
     options = parser.parse_args()
     workdir = options.ptx_dir or tempfile.mkdtemp(prefix="attn-ptx-")
     os.makedirs(workdir, exist_ok=True)
     failures = skipped = 0
     cases = list(matrix(options.quick))
     for normalizer, causal, dim, dtype in cases:
-        label = name(normalizer, causal, dim, dtype, options.target)
+        label = name(normalizer, causal, dim, dtype, options.target) + (
+            "-wgmma" if options.wgmma else "")
         ptx = os.path.join(workdir, label + ".ptx")
         if options.attnc and not (options.ptx_dir and os.path.exists(ptx) and not options.emit_only):
             args = [options.attnc, f"--variant={normalizer}", f"--head-dim={dim}",
                     f"--dtype={dtype}", f"--target={options.target}", "-o", ptx]
             if causal:
                 args.append("--causal")
+            if options.wgmma:
+                args.append("--wgmma")
             compiled = subprocess.run(args, capture_output=True, text=True)
             if compiled.returncode != 0:
                 print(f"FAIL {label}: attnc: {compiled.stderr.strip()}")

@@ -1,5 +1,6 @@
 // RUN: attn-opt %s --split-input-file --attn-legalize --attn-tile-gpu="fast-math=false key-tile=16" --verify-diagnostics --canonicalize --cse | FileCheck %s --enable-var-scope
 // RUN: attn-opt %s --split-input-file --attn-legalize --attn-tile-gpu="key-tile=16 backward=true" --verify-diagnostics | FileCheck %s --check-prefix=FAST --enable-var-scope
+// RUN: attn-opt %s --split-input-file --attn-legalize --attn-tile-gpu="wgmma=true" --verify-diagnostics | FileCheck %s --check-prefix=WGMMA --enable-var-scope
 
 // Softmax forward: Q is copied once (cp.async, zero-filled past Sq), the prologue fills the
 // first K/V stage, then per K/V block: prefetch the next block, wait for this one, S = Q K^T on
@@ -79,6 +80,22 @@
 // FAST-LABEL: gpu.func @softmax_bwd_delta(
 // FAST: vector.reduction <add>
 // FAST: memref.store %{{.*}}, %arg2
+// wgmma: Q and K tiles in [D/64][rows][64] atoms at a 1024-byte-aligned base; per K/V block a
+// proxy fence, then one warpgroup MMA chain (scale-d zero on the first k-step) gives S.
+// WGMMA-LABEL: gpu.func @softmax_fwd
+// WGMMA: memref.extract_aligned_pointer_as_index
+// WGMMA: memref.view {{.*}} to memref<1x64x64xbf16, #gpu.address_space<workgroup>>
+// WGMMA: memref.view {{.*}} to memref<2x1x64x64xbf16, #gpu.address_space<workgroup>>
+// WGMMA: scf.for
+// WGMMA: nvgpu.device_async_wait
+// WGMMA-NEXT: nvvm.fence.proxy {kind = #nvvm.proxy_kind<async.shared>, space = #nvvm.shared_space<cta>}
+// WGMMA-NEXT: gpu.barrier
+// WGMMA: nvvm.wgmma.fence.aligned
+// WGMMA: nvvm.wgmma.mma_async {{.*}}, <m = 64, n = 64, k = 16>, D[<f32>, <zero>], A[<bf16>, <one>, <row>], B[<bf16>, <one>, <col>]
+// WGMMA-COUNT-3: nvvm.wgmma.mma_async {{.*}}, <m = 64, n = 64, k = 16>, D[<f32>, <one>]
+// WGMMA: nvvm.wgmma.commit.group.sync.aligned
+// WGMMA: nvvm.wgmma.wait.group.sync.aligned 0
+// WGMMA: nvgpu.ldmatrix {{.*}}transpose = true
 func.func @softmax(%q: tensor<?x?x?x64xf32>, %k: tensor<?x?x?x64xf32>, %v: tensor<?x?x?x64xf32>) -> tensor<?x?x?x64xf32> {
   %o = attn.attention %q, %k, %v normalizer(#attn.softmax) {causal}
       : tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32> -> tensor<?x?x?x64xf32>
