@@ -59,9 +59,11 @@ def AttnTileGpu : Pass<"attn-tile-gpu", "::mlir::ModuleOp"> {
   let summary = "Lower attn.attention to tensor-core gpu.func kernels (mma.sync, cp.async)";
   let description = [{
     Replaces each function holding attn.attention by a `gpu.module @<function>_kernels` with
-    `gpu.func @<function>_fwd(q, k, v, o, lse)` (and, with `backward`, `_bwd_dq` and
-    `_bwd_dkdv`). Grid of the forward: (ceil(Sq / (16 * warps)), Hq, B), one CTA per query
-    block; B, H and S are read from the memref sizes at run time. Each warp owns 16 query rows.
+    `gpu.func @<function>_fwd(q, k, v, o, lse)` (and, with `backward`, `_bwd_dq(q, k, v, dO,
+    lse, delta, dQ)`, `_bwd_dkdv(q, k, v, dO, lse, delta, dK, dV)` and, for row-wise
+    normalizers, `_bwd_delta(o, dO, delta)`). Grid of the forward: (ceil(Sq / (16 * warps)),
+    Hq, B), one CTA per query block; B, H and S are read from the memref sizes at run time.
+    Each warp owns 16 query rows.
     The query tile is loaded once; K/V blocks stream through `stages` shared-memory buffers
     with cp.async (nvgpu.device_async_copy, zero-filled past the sequence end), fragments
     come from nvgpu.ldmatrix (XOR-swizzled shared layout) and both matmuls are
