@@ -9,14 +9,7 @@ namespace attn::models {
 SpeechTransformerOptions::SpeechTransformerOptions(int64_t vocab_size) : vocab_size_(vocab_size) {}
 
 TransformerEncoderOptions SpeechTransformerOptions::encoder() const {
-  AttentionOptions attentionOptions = attention();
-  attentionOptions.embed_dim(embed_dim()).num_heads(num_heads());
-  return TransformerEncoderOptions(TransformerBlockOptions(attentionOptions)
-                                       .mlp_ratio(mlp_ratio())
-                                       .norm(norm())
-                                       .layer_scale_init(layer_scale_init())
-                                       .sigma_reparam(sigma_reparam()),
-                                   depth());
+  return encoderOptionsOf(*this);
 }
 
 SpeechTransformerImpl::SpeechTransformerImpl(SpeechTransformerOptions options_)

@@ -94,6 +94,21 @@ struct TransformerEncoderOptions {
   TORCH_ARG(int64_t, depth);
 };
 
+/// The encoder an architecture's options describe: ViT and the speech transformer carry the
+/// same encoder fields (attention, embed_dim, num_heads, mlp_ratio, norm, layer_scale_init,
+/// sigma_reparam, depth).
+template <typename ArchitectureOptions>
+TransformerEncoderOptions encoderOptionsOf(const ArchitectureOptions &options) {
+  AttentionOptions attentionOptions = options.attention();
+  attentionOptions.embed_dim(options.embed_dim()).num_heads(options.num_heads());
+  return TransformerEncoderOptions(TransformerBlockOptions(attentionOptions)
+                                       .mlp_ratio(options.mlp_ratio())
+                                       .norm(options.norm())
+                                       .layer_scale_init(options.layer_scale_init())
+                                       .sigma_reparam(options.sigma_reparam()),
+                                   options.depth());
+}
+
 /// `depth` blocks followed by a LayerNorm.
 class TransformerEncoderImpl : public torch::nn::Cloneable<TransformerEncoderImpl> {
 public:

@@ -28,14 +28,7 @@ VisionTransformerOptions VisionTransformerOptions::base(int64_t num_classes) {
 }
 
 TransformerEncoderOptions VisionTransformerOptions::encoder() const {
-  AttentionOptions attentionOptions = attention();
-  attentionOptions.embed_dim(embed_dim()).num_heads(num_heads());
-  return TransformerEncoderOptions(TransformerBlockOptions(attentionOptions)
-                                       .mlp_ratio(mlp_ratio())
-                                       .norm(norm())
-                                       .layer_scale_init(layer_scale_init())
-                                       .sigma_reparam(sigma_reparam()),
-                                   depth());
+  return encoderOptionsOf(*this);
 }
 
 VisionTransformerImpl::VisionTransformerImpl(VisionTransformerOptions options_)

@@ -14,7 +14,6 @@
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Target/LLVMIR/Export.h"
-#include "mlir/Transforms/Passes.h"
 #include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
 #include "llvm/IR/LegacyPassManager.h"
 #include "llvm/IR/Module.h"
@@ -204,21 +203,12 @@ std::shared_ptr<const CpuKernels> build(const VariantSpec &spec) {
   mlir::MLIRContext context(registry, mlir::MLIRContext::Threading::DISABLED);
 
   // The disk key hashes the canonical IR, so spellings of one variant share an entry.
-  mlir::OwningOpRef<mlir::ModuleOp> module = buildVariantModule(spec, context);
-  {
-    DiagnosticCollector diagnostics(context);
-    mlir::PassManager canonicalize(&context);
-    canonicalize.addPass(mlir::createCanonicalizerPass());
-    if (mlir::failed(canonicalize.run(*module)))
-      throw CompileError("canonicalizing attention " + describe(spec) + " failed:\n" +
-                         diagnostics.text());
-  }
-  bool rowWise = false;
-  module->walk([&](mlir::attn::AttentionOp op) { rowWise = op.getNormalizer().isRowWise(); });
+  CanonicalVariant variant = buildCanonicalVariant(spec, context);
+  mlir::OwningOpRef<mlir::ModuleOp> &module = variant.module;
+  const bool rowWise = variant.rowWise;
 
   ArtifactRequest request;
-  llvm::raw_string_ostream irStream(request.canonicalIr);
-  module->print(irStream, mlir::OpPrintingFlags().printGenericOpForm());
+  request.canonicalIr = std::move(variant.keyText);
   request.target = hostTargetDescription();
   std::ostringstream options;
   options << "cpu-object O3 pic query-tile=" << kQueryTile << " key-tile=" << kKeyTile;

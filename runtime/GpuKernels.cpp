@@ -8,8 +8,6 @@
 #include "runtime/VariantSource.h"
 
 #include "mlir/IR/MLIRContext.h"
-#include "mlir/Pass/PassManager.h"
-#include "mlir/Transforms/Passes.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <chrono>
@@ -242,15 +240,11 @@ std::shared_ptr<const GpuKernels> build(const VariantSpec &spec, GpuDtype dtype,
   mlir::DialectRegistry registry;
   codegen::registerCpuDialects(registry);
   mlir::MLIRContext context(registry, mlir::MLIRContext::Threading::DISABLED);
-  mlir::OwningOpRef<mlir::ModuleOp> module = buildVariantModule(spec, context);
-  mlir::PassManager canonicalize(&context);
-  canonicalize.addPass(mlir::createCanonicalizerPass());
-  if (mlir::failed(canonicalize.run(*module)))
-    throw CompileError("canonicalizing attention " + shortLabel(spec, dtype) + " failed");
+  CanonicalVariant variant = buildCanonicalVariant(spec, context);
+  mlir::OwningOpRef<mlir::ModuleOp> &module = variant.module;
 
   ArtifactRequest request;
-  llvm::raw_string_ostream irStream(request.canonicalIr);
-  module->print(irStream, mlir::OpPrintingFlags().printGenericOpForm());
+  request.canonicalIr = std::move(variant.keyText);
   request.target = codegen::gpuChip(target);
   request.options = std::string("ptx dtype=") + gpuDtypeName(dtype) + " backward";
   request.label = shortLabel(spec, dtype);

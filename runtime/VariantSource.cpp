@@ -5,6 +5,8 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/Parser/Parser.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Transforms/Passes.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <cstdio>
@@ -132,5 +134,26 @@ OwningOpRef<ModuleOp> buildVariantModule(const VariantSpec &spec, MLIRContext &c
   if (failed(module->verify()))
     throw CompileError("attention variant IR does not verify:\n" + diagnostics);
   return module;
+}
+
+CanonicalVariant buildCanonicalVariant(const VariantSpec &spec, MLIRContext &context) {
+  CanonicalVariant variant;
+  variant.module = buildVariantModule(spec, context);
+  std::string diagnostics;
+  llvm::raw_string_ostream diagnosticStream(diagnostics);
+  ScopedDiagnosticHandler handler(&context, [&](Diagnostic &diagnostic) {
+    diagnosticStream << diagnostic.getLocation() << ": " << diagnostic << "\n";
+    return success();
+  });
+  PassManager canonicalize(&context);
+  canonicalize.addPass(createCanonicalizerPass());
+  if (failed(canonicalize.run(*variant.module)))
+    throw CompileError("canonicalizing attention variant '" + spec.variant.substr(0, 200) +
+                       "' failed:\n" + diagnostics);
+  variant.module->walk(
+      [&](mlir::attn::AttentionOp op) { variant.rowWise = op.getNormalizer().isRowWise(); });
+  llvm::raw_string_ostream keyStream(variant.keyText);
+  variant.module->print(keyStream, OpPrintingFlags().printGenericOpForm());
+  return variant;
 }
 } // namespace attn::runtime

@@ -15,6 +15,17 @@ namespace attn::runtime {
 /// diagnostics.
 mlir::OwningOpRef<mlir::ModuleOp> buildVariantModule(const VariantSpec &spec,
                                                      mlir::MLIRContext &context);
+
+/// A variant's module after canonicalization, and what the kernel cache keys on.
+struct CanonicalVariant {
+  mlir::OwningOpRef<mlir::ModuleOp> module;
+  /// The generic-form print of `module`: two spellings of one variant print the same.
+  std::string keyText;
+  /// The normalizer needs running statistics (lse in, delta in the backward).
+  bool rowWise = false;
+};
+/// buildVariantModule, then the canonicalizer. Throws CompileError.
+CanonicalVariant buildCanonicalVariant(const VariantSpec &spec, mlir::MLIRContext &context);
 } // namespace attn::runtime
 
 #endif // RUNTIME_VARIANTSOURCE_H
