@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <dlfcn.h>
+#include <map>
 #include <mutex>
 
 #ifdef ATTN_HAVE_CUDA_H
@@ -86,9 +87,20 @@ public:
   }
 
   void makeCurrent(int ordinal) override {
-    CUdevice device = deviceAt(ordinal);
+    // Retain each device's primary context once (a retain per launch would only grow its
+    // reference count); later calls just make it current on this thread.
     CUcontext context = nullptr;
-    check(api_.cuDevicePrimaryCtxRetain(&context, device), "cuDevicePrimaryCtxRetain");
+    {
+      std::lock_guard<std::mutex> lock(contextsMutex_);
+      auto found = contexts_.find(ordinal);
+      if (found != contexts_.end()) {
+        context = found->second;
+      } else {
+        CUdevice device = deviceAt(ordinal);
+        check(api_.cuDevicePrimaryCtxRetain(&context, device), "cuDevicePrimaryCtxRetain");
+        contexts_.emplace(ordinal, context);
+      }
+    }
     check(api_.cuCtxSetCurrent(context), "cuCtxSetCurrent");
   }
 
@@ -158,6 +170,8 @@ private:
   }
 
   void *library_; // kept open for the life of the process
+  std::mutex contextsMutex_;
+  std::map<int, CUcontext> contexts_;
   Api api_;
   std::string path_;
 };

@@ -37,6 +37,7 @@ typedef struct {
   int64_t firstSizes[4]; /* the first memref's sizes (rank 4; rank 3 leaves [3] = stride) */
 } FakeLaunch;
 static FakeLaunch launches[kMaxLaunches];
+static int contextRetains[8];
 static int launchCount;
 
 /* Test accessors. */
@@ -45,6 +46,7 @@ const FakeLaunch *fakeCudaLaunch(int index) { return &launches[index]; }
 const char *fakeCudaFunctionName(int handle) { return functionNames[handle - 1]; }
 int fakeCudaSharedOptIn(int handle) { return functionSharedOptIn[handle - 1]; }
 void fakeCudaReset(void) { launchCount = 0; }
+int fakeCudaContextRetains(int device) { return contextRetains[device]; }
 
 CUresult cuInit(unsigned flags) {
   (void)flags;
@@ -83,7 +85,7 @@ CUresult cuDeviceGetAttribute(int *value, int which, int device) {
   return 0;
 }
 CUresult cuDevicePrimaryCtxRetain(void **context, int device) {
-  (void)device;
+  if (device >= 0 && device < 8) ++contextRetains[device];
   *context = (void *)0x1;
   return devices() ? 0 : kInvalidDevice;
 }

@@ -28,6 +28,7 @@ struct FakeDriver {
   const char *(*functionName)(int);
   int (*sharedOptIn)(int);
   void (*reset)();
+  int (*contextRetains)(int);
 
   static FakeDriver &get() {
     static FakeDriver driver = [] {
@@ -42,6 +43,8 @@ struct FakeDriver {
           reinterpret_cast<const char *(*)(int)>(dlsym(library, "fakeCudaFunctionName"));
       fake.sharedOptIn = reinterpret_cast<int (*)(int)>(dlsym(library, "fakeCudaSharedOptIn"));
       fake.reset = reinterpret_cast<void (*)()>(dlsym(library, "fakeCudaReset"));
+      fake.contextRetains =
+          reinterpret_cast<int (*)(int)>(dlsym(library, "fakeCudaContextRetains"));
       return fake;
     }();
     return driver;
@@ -196,6 +199,15 @@ TEST(GpuLaunch, KernelsAreKeptPerDeviceAndCompiledOnce) {
   EXPECT_NE(first.get(), other.get()) << "a module lives in one device's context";
   EXPECT_EQ(after.compiles, before.compiles) << "the second device recompiled the PTX";
   EXPECT_EQ(after.diskHits - before.diskHits, 1u);
+}
+
+TEST(GpuLaunch, PrimaryContextIsRetainedOncePerDevice) {
+  FakeDriver &fake = FakeDriver::get();
+  auto kernels = getGpuKernels(spec("softmax", 64), GpuDtype::BFloat16, 0);
+  Problem p;
+  for (int launch = 0; launch < 5; ++launch)
+    kernels->forward(p.q, p.k, p.v, p.o, p.lse, nullptr);
+  EXPECT_EQ(fake.contextRetains(0), 1) << "every launch retained the primary context again";
 }
 
 TEST(GpuLaunch, UnsupportedHeadDimIsACompileError) {
