@@ -29,12 +29,7 @@ void emaUpdate(torch::nn::Module &target, const torch::nn::Module &online, doubl
 
 int runByol(train::Config &config) {
   const std::string name = "byol";
-  train::RecipeDefaults defaults;
-  defaults.steps = 300;
-  defaults.batchSize = 128;
-  defaults.learningRate = 1e-3;
-  defaults.warmupSteps = 30;
-  defaults.evalEvery = 100;
+  train::RecipeDefaults defaults = selfSupervisedDefaults();
   auto common = train::parseCommonOptions(config, name, defaults);
   auto dataOptions = parseImageDataOptions(config);
   auto vitOptions = parseVitOptions(config, common);

@@ -15,12 +15,7 @@ namespace {
 enum class Objective { NtXent, Geometric, Arithmetic, MultiCrop };
 
 int runContrastive(train::Config &config, const std::string &name, bool polyview) {
-  train::RecipeDefaults defaults;
-  defaults.steps = 300;
-  defaults.batchSize = 128;
-  defaults.learningRate = 1e-3;
-  defaults.warmupSteps = 30;
-  defaults.evalEvery = 100;
+  train::RecipeDefaults defaults = selfSupervisedDefaults();
   auto common = train::parseCommonOptions(config, name, defaults);
   auto dataOptions = parseImageDataOptions(config);
   auto vitOptions = parseVitOptions(config, common);

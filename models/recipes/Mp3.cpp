@@ -38,12 +38,7 @@ int64_t copyMatching(torch::nn::Module &to, const torch::nn::Module &from) {
 
 int runMp3(train::Config &config) {
   const std::string name = "mp3";
-  train::RecipeDefaults defaults;
-  defaults.steps = 300;
-  defaults.batchSize = 128;
-  defaults.learningRate = 1e-3;
-  defaults.warmupSteps = 30;
-  defaults.evalEvery = 100;
+  train::RecipeDefaults defaults = selfSupervisedDefaults();
   auto common = train::parseCommonOptions(config, name, defaults);
   auto dataOptions = parseImageDataOptions(config);
   auto vitOptions = parseVitOptions(config, common);

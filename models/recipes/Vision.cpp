@@ -6,6 +6,16 @@ namespace attn::recipes {
 namespace F = torch::nn::functional;
 using train::UsageError;
 
+train::RecipeDefaults selfSupervisedDefaults() {
+  train::RecipeDefaults defaults;
+  defaults.steps = 300;
+  defaults.batchSize = 128;
+  defaults.learningRate = 1e-3;
+  defaults.warmupSteps = 30;
+  defaults.evalEvery = 100;
+  return defaults;
+}
+
 ImageDataOptions parseImageDataOptions(train::Config &config, const std::string &defaultDataset) {
   ImageDataOptions o;
   o.dataset = config.getChoice("dataset", defaultDataset, {"fashion-mnist", "digits", "folder"},

@@ -19,6 +19,10 @@ struct ImageData {
   int64_t channels = 1, imageSize = 28, numClasses = 10;
 };
 
+/// The schedule the self-supervised recipes (simclr/polyview, byol, mp3) share: 300 steps of
+/// 128, lr 1e-3 with 30 warm-up steps, an evaluation every 100 steps.
+train::RecipeDefaults selfSupervisedDefaults();
+
 struct ImageDataOptions {
   std::string dataset, folder;
   int64_t size = 32, channels = 3;
