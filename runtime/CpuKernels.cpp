@@ -108,24 +108,6 @@ private:
   KeyGradFn keyGrad_ = nullptr;
 };
 
-/// Collects diagnostics into a string for CompileError messages.
-class DiagnosticCollector {
-public:
-  explicit DiagnosticCollector(mlir::MLIRContext &context)
-      : stream_(text_), handler_(&context, [this](mlir::Diagnostic &diagnostic) {
-          stream_ << diagnostic.getLocation() << ": " << diagnostic << "\n";
-          for (auto &note : diagnostic.getNotes())
-            stream_ << "  note: " << note << "\n";
-          return mlir::success();
-        }) {}
-  const std::string &text() { return text_; }
-
-private:
-  std::string text_;
-  llvm::raw_string_ostream stream_;
-  mlir::ScopedDiagnosticHandler handler_;
-};
-
 void writeFile(const std::string &path, llvm::function_ref<void(llvm::raw_ostream &)> write) {
   std::error_code error;
   llvm::raw_fd_ostream file(path, error, llvm::sys::fs::OF_Text);

@@ -30,8 +30,8 @@ std::string builtinNormalizer(const std::string &variant) {
     return {};
   std::string name = match[1], parameter = match[2], value = match[3];
   if (!parameter.empty()) {
-    bool fits = (name == "sigmoid" && parameter == "bias") ||
-                (name == "relu" && parameter == "scale");
+    bool fits =
+        (name == "sigmoid" && parameter == "bias") || (name == "relu" && parameter == "scale");
     if (!fits)
       throw CompileError("attention variant '" + variant + "': " + name + " takes no '" +
                          parameter + "' parameter; " + kExpectedVariants);
@@ -61,10 +61,10 @@ std::string generatedSource(const std::string &normalizer, const VariantSpec &sp
   std::ostringstream qk, vo, text;
   qk << "tensor<?x?x?x" << spec.headDim << "xf32>";
   vo << "tensor<?x?x?x" << spec.valueHeadDim << "xf32>";
-  text << "func.func @attention(%q: " << qk.str() << ", %k: " << qk.str() << ", %v: "
-       << vo.str() << ") -> " << vo.str() << " {\n"
-       << "  %o = attn.attention %q, %k, %v normalizer(" << normalizer << ") : " << qk.str()
-       << ", " << qk.str() << ", " << vo.str() << " -> " << vo.str() << "\n"
+  text << "func.func @attention(%q: " << qk.str() << ", %k: " << qk.str() << ", %v: " << vo.str()
+       << ") -> " << vo.str() << " {\n"
+       << "  %o = attn.attention %q, %k, %v normalizer(" << normalizer << ") : " << qk.str() << ", "
+       << qk.str() << ", " << vo.str() << " -> " << vo.str() << "\n"
        << "  return %o : " << vo.str() << "\n}\n";
   return text.str();
 }
@@ -87,15 +87,10 @@ OwningOpRef<ModuleOp> buildVariantModule(const VariantSpec &spec, MLIRContext &c
     source = generatedSource(normalizer, spec);
   }
 
-  std::string diagnostics;
-  llvm::raw_string_ostream diagnosticStream(diagnostics);
-  ScopedDiagnosticHandler handler(&context, [&](Diagnostic &diagnostic) {
-    diagnosticStream << diagnostic.getLocation() << ": " << diagnostic << "\n";
-    return success();
-  });
+  DiagnosticCollector diagnostics(context);
   OwningOpRef<ModuleOp> parsed = parseSourceString<ModuleOp>(source, &context, "variant");
   if (!parsed)
-    throw CompileError("attention variant IR does not parse or verify:\n" + diagnostics);
+    throw CompileError("attention variant IR does not parse or verify:\n" + diagnostics.text());
 
   mlir::attn::AttentionOp found;
   parsed->walk([&](mlir::attn::AttentionOp op) {
@@ -105,11 +100,10 @@ OwningOpRef<ModuleOp> buildVariantModule(const VariantSpec &spec, MLIRContext &c
   if (!found)
     throw CompileError("attention variant IR holds no attn.attention op");
   if (found.getHeadDim() != spec.headDim || found.getValueHeadDim() != spec.valueHeadDim)
-    throw CompileError("attention variant IR has head dims D = " +
-                       std::to_string(found.getHeadDim()) + ", Dv = " +
-                       std::to_string(found.getValueHeadDim()) + " but the inputs have D = " +
-                       std::to_string(spec.headDim) + ", Dv = " +
-                       std::to_string(spec.valueHeadDim));
+    throw CompileError(
+        "attention variant IR has head dims D = " + std::to_string(found.getHeadDim()) +
+        ", Dv = " + std::to_string(found.getValueHeadDim()) + " but the inputs have D = " +
+        std::to_string(spec.headDim) + ", Dv = " + std::to_string(spec.valueHeadDim));
   auto function = found->getParentOfType<func::FuncOp>();
   if (!function)
     throw CompileError("attention variant IR: attn.attention must sit in a func.func");
@@ -130,26 +124,22 @@ OwningOpRef<ModuleOp> buildVariantModule(const VariantSpec &spec, MLIRContext &c
   copy.walk([&](mlir::attn::AttentionOp) { ++count; });
   if (count != 1)
     throw CompileError("attention variant IR: the function holding attn.attention must hold "
-                       "exactly one, found " + std::to_string(count));
+                       "exactly one, found " +
+                       std::to_string(count));
   if (failed(module->verify()))
-    throw CompileError("attention variant IR does not verify:\n" + diagnostics);
+    throw CompileError("attention variant IR does not verify:\n" + diagnostics.text());
   return module;
 }
 
 CanonicalVariant buildCanonicalVariant(const VariantSpec &spec, MLIRContext &context) {
   CanonicalVariant variant;
   variant.module = buildVariantModule(spec, context);
-  std::string diagnostics;
-  llvm::raw_string_ostream diagnosticStream(diagnostics);
-  ScopedDiagnosticHandler handler(&context, [&](Diagnostic &diagnostic) {
-    diagnosticStream << diagnostic.getLocation() << ": " << diagnostic << "\n";
-    return success();
-  });
+  DiagnosticCollector diagnostics(context);
   PassManager canonicalize(&context);
   canonicalize.addPass(createCanonicalizerPass());
   if (failed(canonicalize.run(*variant.module)))
     throw CompileError("canonicalizing attention variant '" + spec.variant.substr(0, 200) +
-                       "' failed:\n" + diagnostics);
+                       "' failed:\n" + diagnostics.text());
   variant.module->walk(
       [&](mlir::attn::AttentionOp op) { variant.rowWise = op.getNormalizer().isRowWise(); });
   llvm::raw_string_ostream keyStream(variant.keyText);

@@ -1,15 +1,34 @@
 // Turns a VariantSpec into the attn IR of its variant: built-in names become a generated
 // function, `mlir:` text is parsed as written. MLIR types stay out of public headers; this one
-// is internal to the runtime.
+// is internal to the runtime (with the diagnostic collector its compile steps share).
 #ifndef RUNTIME_VARIANTSOURCE_H
 #define RUNTIME_VARIANTSOURCE_H
 
 #include "runtime/CpuKernels.h"
 
 #include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/OwningOpRef.h"
 
 namespace attn::runtime {
+/// Collects diagnostics into a string for CompileError messages.
+class DiagnosticCollector {
+public:
+  explicit DiagnosticCollector(mlir::MLIRContext &context)
+      : stream_(text_), handler_(&context, [this](mlir::Diagnostic &diagnostic) {
+          stream_ << diagnostic.getLocation() << ": " << diagnostic << "\n";
+          for (auto &note : diagnostic.getNotes())
+            stream_ << "  note: " << note << "\n";
+          return mlir::success();
+        }) {}
+  const std::string &text() { return text_; }
+
+private:
+  std::string text_;
+  llvm::raw_string_ostream stream_;
+  mlir::ScopedDiagnosticHandler handler_;
+};
+
 /// A module with one function `@attention` holding one attn.attention with the spec's head
 /// dims, causal flag and scale applied. Throws CompileError with the parser's or verifier's
 /// diagnostics.
