@@ -3,7 +3,7 @@
 #include "models/Projection.h"
 #include "frontend/torch/ReparamLinear.h"
 
-#include <torch/linalg.h>
+#include <ATen/ops/linalg_eigh.h>
 #include <torch/nn/functional/fold.h>
 #include <torch/nn/init.h>
 #include <torch/nn/modules/linear.h>
@@ -22,7 +22,7 @@ void initialiseFromSvd(const torch::Tensor &matrix, torch::Tensor &u, torch::Ten
   torch::NoGradGuard noGrad;
   const torch::Tensor w = matrix.detach().to(torch::kDouble);
   const bool wide = w.size(1) > w.size(0); // then WWᵀ [out, out] is the smaller one
-  auto [eigenvalues, eigenvectors] = torch::linalg::eigh(wide ? w.mm(w.t()) : w.t().mm(w), "L");
+  auto [eigenvalues, eigenvectors] = at::linalg_eigh(wide ? w.mm(w.t()) : w.t().mm(w), "L");
   // Eigenvalues come in ascending order.
   torch::Tensor top = eigenvectors.select(1, eigenvectors.size(1) - 1);
   if (wide) {

@@ -1,15 +1,22 @@
-// Registers the torch op attn::attention with its CPU, CUDA (when LibTorch has CUDA) and
-// Autograd kernels.
+// Registers the torch ops of attention: the public attn::attention and the two ops its autograd
+// is made of, attn::_attention_forward (out and the row statistics) and attn::_attention_backward.
+// Each has CPU, CUDA (when LibTorch has CUDA) and Meta kernels; the Meta kernels are what
+// torch.compile's fake tensors run, so a model calling attn::attention traces without a graph
+// break, and the traced backward calls attn::_attention_backward like any other op.
 #include "frontend/torch/CpuAttention.h"
 #include "frontend/torch/InputChecks.h"
 #ifdef ATTN_TORCH_CUDA
 #include "frontend/torch/CudaAttention.h"
 #endif
 
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <string>
+#include <tuple>
 
 namespace attn::torchop {
 namespace {
@@ -26,66 +33,123 @@ runtime::VariantSpec makeVariantSpec(const at::Tensor &q, const at::Tensor &v, s
   return spec;
 }
 
-AttentionForward attentionForward(const runtime::VariantSpec &spec, const at::Tensor &q,
-                                  const at::Tensor &k, const at::Tensor &v) {
+/// out [B, Hq, Sq, Dv] in q's dtype; lse [B, Hq, Sq] float32 (meaningful only for row-wise
+/// normalizers). One contract for every device, so the Meta kernel can state it.
+std::tuple<at::Tensor, at::Tensor>
+attentionForwardKernel(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
+                       c10::string_view variant, c10::optional<double> scale, bool isCausal) {
+  checkAttentionInputs(q, k, v, scale);
+  const runtime::VariantSpec spec = makeVariantSpec(q, v, std::string(variant), scale, isCausal);
 #ifdef ATTN_TORCH_CUDA
-  if (q.is_cuda())
-    return cudaAttentionForward(spec, q, k, v);
+  if (q.is_cuda()) {
+    AttentionForward result = cudaAttentionForward(spec, q, k, v);
+    return {result.out.to(q.scalar_type()), result.lse};
+  }
 #endif
-  return cpuAttentionForward(spec, q, k, v);
+  AttentionForward result = cpuAttentionForward(spec, q, k, v);
+  return {result.out.to(q.scalar_type()), result.lse};
 }
 
-AttentionGradients attentionBackward(const runtime::VariantSpec &spec, const at::Tensor &q,
-                                     const at::Tensor &k, const at::Tensor &v,
-                                     const at::Tensor &out, const at::Tensor &lse,
-                                     const at::Tensor &gradOut) {
+/// Gradients in the dtypes of q, k and v.
+std::tuple<at::Tensor, at::Tensor, at::Tensor>
+attentionBackwardKernel(const at::Tensor &gradOut, const at::Tensor &q, const at::Tensor &k,
+                        const at::Tensor &v, const at::Tensor &out, const at::Tensor &lse,
+                        c10::string_view variant, c10::optional<double> scale, bool isCausal) {
+  checkAttentionInputs(q, k, v, scale);
+  const runtime::VariantSpec spec = makeVariantSpec(q, v, std::string(variant), scale, isCausal);
 #ifdef ATTN_TORCH_CUDA
-  if (q.is_cuda())
-    return cudaAttentionBackward(spec, q, k, v, out, lse, gradOut);
+  if (q.is_cuda()) {
+    AttentionGradients grads = cudaAttentionBackward(spec, q, k, v, out, lse, gradOut);
+    return {grads.q.to(q.scalar_type()), grads.k.to(k.scalar_type()),
+            grads.v.to(v.scalar_type())};
+  }
 #endif
-  return cpuAttentionBackward(spec, q, k, v, out, lse, gradOut);
+  AttentionGradients grads = cpuAttentionBackward(spec, q, k, v, out, lse, gradOut);
+  return {grads.q.to(q.scalar_type()), grads.k.to(k.scalar_type()), grads.v.to(v.scalar_type())};
 }
 
 /// Reached without autograd (inference mode, or below the Autograd kernel), on CPU or CUDA.
-at::Tensor attentionDevice(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
+at::Tensor attentionKernel(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
                            c10::string_view variant, c10::optional<double> scale, bool isCausal) {
-  checkAttentionInputs(q, k, v, scale);
-  const runtime::VariantSpec spec = makeVariantSpec(q, v, std::string(variant), scale, isCausal);
-  return attentionForward(spec, q, k, v).out.to(q.scalar_type());
+  return std::get<0>(attentionForwardKernel(q, k, v, variant, scale, isCausal));
 }
 
-/// Saves the kernels' output (float32 on CPU, the compute dtype on CUDA) and the log-sum-exp,
-/// which the backward kernels read.
+// ---- Meta (fake) kernels: shapes and dtypes only; sizes may be symbolic under torch.compile.
+
+at::Tensor outputMeta(const at::Tensor &q, const at::Tensor &v) {
+  return at::empty_symint({q.sym_size(0), q.sym_size(1), q.sym_size(2), v.sym_size(3)},
+                          q.options());
+}
+
+std::tuple<at::Tensor, at::Tensor>
+attentionForwardMeta(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
+                     c10::string_view, c10::optional<double> scale, bool) {
+  checkAttentionInputs(q, k, v, scale);
+  at::Tensor lse = at::empty_symint({q.sym_size(0), q.sym_size(1), q.sym_size(2)},
+                                    q.options().dtype(at::kFloat));
+  return {outputMeta(q, v), lse};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor>
+attentionBackwardMeta(const at::Tensor &, const at::Tensor &q, const at::Tensor &k,
+                      const at::Tensor &v, const at::Tensor &, const at::Tensor &,
+                      c10::string_view, c10::optional<double> scale, bool) {
+  checkAttentionInputs(q, k, v, scale);
+  return {at::empty_symint(q.sym_sizes(), q.options()), at::empty_symint(k.sym_sizes(), k.options()),
+          at::empty_symint(v.sym_sizes(), v.options())};
+}
+
+at::Tensor attentionMeta(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
+                         c10::string_view, c10::optional<double> scale, bool) {
+  checkAttentionInputs(q, k, v, scale);
+  return outputMeta(q, v);
+}
+
+// ---- Autograd: the forward and backward ops, called through the dispatcher below autograd.
+
+std::tuple<at::Tensor, at::Tensor> callForward(const at::Tensor &q, const at::Tensor &k,
+                                               const at::Tensor &v, const std::string &variant,
+                                               c10::optional<double> scale, bool isCausal) {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("attn::_attention_forward", "")
+                             .typed<decltype(attentionForwardKernel)>();
+  return op.call(q, k, v, variant, scale, isCausal);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor>
+callBackward(const at::Tensor &gradOut, const at::Tensor &q, const at::Tensor &k,
+             const at::Tensor &v, const at::Tensor &out, const at::Tensor &lse,
+             const std::string &variant, c10::optional<double> scale, bool isCausal) {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("attn::_attention_backward", "")
+                             .typed<decltype(attentionBackwardKernel)>();
+  return op.call(gradOut, q, k, v, out, lse, variant, scale, isCausal);
+}
+
+/// Saves the forward's output and log-sum-exp, which the backward kernels read.
 class AttentionFunction : public torch::autograd::Function<AttentionFunction> {
 public:
   static at::Tensor forward(torch::autograd::AutogradContext *ctx, const at::Tensor &q,
                             const at::Tensor &k, const at::Tensor &v, const std::string &variant,
                             c10::optional<double> scale, bool isCausal) {
-    checkAttentionInputs(q, k, v, scale);
-    AttentionForward result =
-        attentionForward(makeVariantSpec(q, v, variant, scale, isCausal), q, k, v);
-    ctx->save_for_backward({q, k, v, result.out, result.lse});
+    at::AutoDispatchBelowADInplaceOrView belowAutograd;
+    auto [out, lse] = callForward(q, k, v, variant, scale, isCausal);
+    ctx->save_for_backward({q, k, v, out, lse});
     ctx->saved_data["variant"] = variant;
     ctx->saved_data["scale"] = scale;
     ctx->saved_data["is_causal"] = isCausal;
-    return result.out.to(q.scalar_type());
+    return out;
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext *ctx,
                                                  torch::autograd::variable_list gradOutputs) {
     const torch::autograd::variable_list saved = ctx->get_saved_variables();
-    const at::Tensor &q = saved[0], &k = saved[1], &v = saved[2];
-    const runtime::VariantSpec spec = makeVariantSpec(
-        q, v, ctx->saved_data["variant"].toStringRef(),
-        ctx->saved_data["scale"].toOptional<double>(), ctx->saved_data["is_causal"].toBool());
-    AttentionGradients grads = attentionBackward(spec, q, k, v, saved[3], saved[4], gradOutputs[0]);
+    auto [dq, dk, dv] = callBackward(gradOutputs[0].contiguous(), saved[0], saved[1], saved[2],
+                                     saved[3], saved[4], ctx->saved_data["variant"].toStringRef(),
+                                     ctx->saved_data["scale"].toOptional<double>(),
+                                     ctx->saved_data["is_causal"].toBool());
     // One gradient per forward argument; variant, scale and is_causal have none.
-    return {grads.q.to(q.scalar_type()),
-            grads.k.to(k.scalar_type()),
-            grads.v.to(v.scalar_type()),
-            at::Tensor(),
-            at::Tensor(),
-            at::Tensor()};
+    return {dq, dk, dv, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -100,12 +164,30 @@ at::Tensor attentionAutograd(const at::Tensor &q, const at::Tensor &k, const at:
 TORCH_LIBRARY(attn, m) {
   m.def("attention(Tensor q, Tensor k, Tensor v, str variant=\"softmax\", float? scale=None, "
         "bool is_causal=False) -> Tensor");
+  m.def("_attention_forward(Tensor q, Tensor k, Tensor v, str variant, float? scale, "
+        "bool is_causal) -> (Tensor out, Tensor lse)");
+  m.def("_attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, "
+        "Tensor lse, str variant, float? scale, bool is_causal) -> (Tensor, Tensor, Tensor)");
 }
 
-TORCH_LIBRARY_IMPL(attn, CPU, m) { m.impl("attention", attn::torchop::attentionDevice); }
+TORCH_LIBRARY_IMPL(attn, CPU, m) {
+  m.impl("attention", attn::torchop::attentionKernel);
+  m.impl("_attention_forward", attn::torchop::attentionForwardKernel);
+  m.impl("_attention_backward", attn::torchop::attentionBackwardKernel);
+}
 
 #ifdef ATTN_TORCH_CUDA
-TORCH_LIBRARY_IMPL(attn, CUDA, m) { m.impl("attention", attn::torchop::attentionDevice); }
+TORCH_LIBRARY_IMPL(attn, CUDA, m) {
+  m.impl("attention", attn::torchop::attentionKernel);
+  m.impl("_attention_forward", attn::torchop::attentionForwardKernel);
+  m.impl("_attention_backward", attn::torchop::attentionBackwardKernel);
+}
 #endif
+
+TORCH_LIBRARY_IMPL(attn, Meta, m) {
+  m.impl("attention", attn::torchop::attentionMeta);
+  m.impl("_attention_forward", attn::torchop::attentionForwardMeta);
+  m.impl("_attention_backward", attn::torchop::attentionBackwardMeta);
+}
 
 TORCH_LIBRARY_IMPL(attn, Autograd, m) { m.impl("attention", attn::torchop::attentionAutograd); }

@@ -32,23 +32,24 @@ void checkAttentionInputs(const at::Tensor &q, const at::Tensor &k, const at::Te
   TORCH_CHECK(k.device() == q.device() && v.device() == q.device(),
               "attn::attention: q, k and v must be on one device, got ", q.device(), ", ",
               k.device(), " and ", v.device());
-  TORCH_CHECK(q.device().is_cpu() || q.device().is_cuda(),
+  // Meta tensors come from torch.compile's tracing (fake tensors) and shape-only calls.
+  TORCH_CHECK(q.device().is_cpu() || q.device().is_cuda() || q.device().is_meta(),
               "attn::attention: expected CPU or CUDA tensors, got tensors on ", q.device());
 
-  TORCH_CHECK(k.size(0) == q.size(0) && v.size(0) == q.size(0),
-              "attn::attention: q, k and v must have one batch size B, got ", q.size(0), ", ",
-              k.size(0), " and ", v.size(0));
-  TORCH_CHECK(v.size(1) == k.size(1), "attn::attention: k and v must have the same number of ",
-              "heads Hkv, got ", k.size(1), " and ", v.size(1));
-  TORCH_CHECK(k.size(1) > 0 ? q.size(1) % k.size(1) == 0 : q.size(1) == 0,
-              "attn::attention: the query heads Hq = ", q.size(1),
-              " must be a multiple of the key/value heads Hkv = ", k.size(1));
-  TORCH_CHECK(v.size(2) == k.size(2), "attn::attention: k and v must have the same length Sk, ",
-              "got ", k.size(2), " and ", v.size(2));
-  TORCH_CHECK(q.size(3) > 0 && v.size(3) > 0, "attn::attention: head dims must be non-empty, ",
-              "got D = ", q.size(3), " and Dv = ", v.size(3));
-  TORCH_CHECK(k.size(3) == q.size(3), "attn::attention: q and k must have the same head dim D, ",
-              "got ", q.size(3), " and ", k.size(3));
+  TORCH_CHECK(k.sym_size(0) == q.sym_size(0) && v.sym_size(0) == q.sym_size(0),
+              "attn::attention: q, k and v must have one batch size B, got ", q.sym_size(0), ", ",
+              k.sym_size(0), " and ", v.sym_size(0));
+  TORCH_CHECK(v.sym_size(1) == k.sym_size(1), "attn::attention: k and v must have the same number of ",
+              "heads Hkv, got ", k.sym_size(1), " and ", v.sym_size(1));
+  TORCH_CHECK(k.sym_size(1) > 0 ? q.sym_size(1) % k.sym_size(1) == 0 : q.sym_size(1) == 0,
+              "attn::attention: the query heads Hq = ", q.sym_size(1),
+              " must be a multiple of the key/value heads Hkv = ", k.sym_size(1));
+  TORCH_CHECK(v.sym_size(2) == k.sym_size(2), "attn::attention: k and v must have the same length Sk, ",
+              "got ", k.sym_size(2), " and ", v.sym_size(2));
+  TORCH_CHECK(q.sym_size(3) > 0 && v.sym_size(3) > 0, "attn::attention: head dims must be non-empty, ",
+              "got D = ", q.sym_size(3), " and Dv = ", v.sym_size(3));
+  TORCH_CHECK(k.sym_size(3) == q.sym_size(3), "attn::attention: q and k must have the same head dim D, ",
+              "got ", q.sym_size(3), " and ", k.sym_size(3));
   TORCH_CHECK(!scale || *scale > 0, "attn::attention: scale must be > 0, got ", *scale);
 }
 

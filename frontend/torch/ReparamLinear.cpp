@@ -8,6 +8,8 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include <vector>
+
 namespace attn {
 namespace torchop {
 namespace {
@@ -19,12 +21,13 @@ void checkReparamLinearInputs(const at::Tensor &x, const at::Tensor &weight,
                               const at::Tensor &u) {
   TORCH_CHECK(weight.dim() == 2, "attn::reparam_linear: weight must be 2-D [out, in], got shape ",
               weight.sizes());
-  const int64_t out = weight.size(0), in = weight.size(1);
+  // Sizes may be symbolic (torch.compile's dynamic shapes): compare SymInts.
+  const c10::SymInt out = weight.sym_size(0), in = weight.sym_size(1);
   TORCH_CHECK(out > 0 && in > 0, "attn::reparam_linear: weight must be non-empty, got shape ",
               weight.sizes());
-  TORCH_CHECK(x.dim() >= 1 && x.size(-1) == in, "attn::reparam_linear: x must be [..., ", in,
+  TORCH_CHECK(x.dim() >= 1 && x.sym_size(-1) == in, "attn::reparam_linear: x must be [..., ", in,
               "] to match weight [", out, ", ", in, "], got shape ", x.sizes());
-  TORCH_CHECK(u.dim() == 1 && u.size(0) == in, "attn::reparam_linear: u must be [", in,
+  TORCH_CHECK(u.dim() == 1 && u.sym_size(0) == in, "attn::reparam_linear: u must be [", in,
               "] (weight's in features), got shape ", u.sizes());
   TORCH_CHECK(gamma.numel() == 1, "attn::reparam_linear: gamma must hold one element, got shape ",
               gamma.sizes());
@@ -42,7 +45,7 @@ void checkReparamLinearInputs(const at::Tensor &x, const at::Tensor &weight,
   checkSame(gamma, "gamma");
   checkSame(u, "u");
   if (bias && bias->defined()) {
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == out, "attn::reparam_linear: bias must be [",
+    TORCH_CHECK(bias->dim() == 1 && bias->sym_size(0) == out, "attn::reparam_linear: bias must be [",
                 out, "] (weight's out features), got shape ", bias->sizes());
     checkSame(*bias, "bias");
   }
@@ -87,6 +90,16 @@ at::Tensor reparamLinearKernel(const at::Tensor &x, const at::Tensor &weight,
   return at::linear(x, scaledWeight(weight, gamma, step.sigma), bias);
 }
 
+/// Meta (fake) kernel for torch.compile: y's shape and dtype. u's update changes no metadata.
+at::Tensor reparamLinearMeta(const at::Tensor &x, const at::Tensor &weight,
+                             const c10::optional<at::Tensor> &bias, const at::Tensor &gamma,
+                             at::Tensor &u, bool) {
+  checkReparamLinearInputs(x, weight, bias, gamma, u);
+  std::vector<c10::SymInt> sizes(x.sym_sizes().begin(), x.sym_sizes().end());
+  sizes.back() = weight.sym_size(0);
+  return at::empty_symint(sizes, x.options());
+}
+
 class ReparamLinearFunction : public torch::autograd::Function<ReparamLinearFunction> {
 public:
   static at::Tensor forward(torch::autograd::AutogradContext *ctx, const at::Tensor &x,
@@ -109,10 +122,10 @@ public:
     const at::Tensor &x = saved[0], &weight = saved[1], &gamma = saved[2], &v = saved[3],
                      &u = saved[4], &sigma = saved[5], &scaled = saved[6];
     const at::Tensor gradY = gradOutputs[0];
-    const int64_t out = weight.size(0), in = weight.size(1);
+    const c10::SymInt out = weight.sym_size(0), in = weight.sym_size(1);
 
-    const at::Tensor gradY2 = gradY.reshape({-1, out});
-    const at::Tensor gradScaled = gradY2.t().mm(x.reshape({-1, in}));
+    const at::Tensor gradY2 = gradY.reshape_symint({-1, out});
+    const at::Tensor gradScaled = gradY2.t().mm(x.reshape_symint({-1, in}));
     const at::Tensor inner = (gradScaled * weight).sum();
     const at::Tensor gammaScalar = gamma.reshape({});
     const at::Tensor gradWeight =
@@ -166,6 +179,8 @@ TORCH_LIBRARY_IMPL(attn, CPU, m) {
 TORCH_LIBRARY_IMPL(attn, CUDA, m) {
   m.impl("reparam_linear", attn::torchop::reparamLinearKernel);
 }
+
+TORCH_LIBRARY_IMPL(attn, Meta, m) { m.impl("reparam_linear", attn::torchop::reparamLinearMeta); }
 
 TORCH_LIBRARY_IMPL(attn, Autograd, m) {
   m.impl("reparam_linear", attn::torchop::reparamLinearAutograd);

@@ -11,7 +11,7 @@
 #include <vector>
 
 namespace c10d {
-class ProcessGroup;
+class Backend;
 class Store;
 } // namespace c10d
 
@@ -56,7 +56,7 @@ private:
 
   int64_t rank_ = 0, worldSize_ = 1;
   c10::intrusive_ptr<c10d::Store> store_;
-  c10::intrusive_ptr<c10d::ProcessGroup> group_;
+  c10::intrusive_ptr<c10d::Backend> group_; ///< Gloo or NCCL, used directly (no ProcessGroup wrapper)
   bool nccl_ = false;
 };
 

@@ -1,0 +1,303 @@
+"""CPU benchmark (not a test): attn.attention against what a CPU user of PyTorch 2.x would pick,
+in one run, with the same intra-op threads for everyone:
+
+  sdpa      torch.nn.functional.scaled_dot_product_attention (its fused CPU flash kernel)
+  flex      torch.compile'd torch.nn.attention.flex_attention; sigmoid through an exact
+            formulation: score_mod = logsigmoid(s + b), then out · exp(lse) undoes the
+            normalization, so out = Σ_j σ(s_ij + b)·v_j
+  unfused   matmul → softmax / sigmoid → matmul
+
+B=1, H=2, no mask, forward and forward+backward, D ∈ {64, 128}, float32 and bfloat16, S from 512
+to 16384. Each implementation is first checked against float64 at S=300 (a failed check stops the
+run). Times are medians of --reps runs after a warm-up (one run at S ≥ 8192); GFLOP/s counts
+4·B·H·S²·D for the forward and 2.5× that for the backward (FlashAttention's convention); "% GEMM"
+is that rate over torch.mm's own rate on a 4096² product of the same dtype in the same run, the
+machine's practical matmul peak. Prints a markdown table; --out writes it with a header, --csv the
+rows, --plot a PNG (gnuplot).
+
+  python bench/cpu/bench_baselines.py --out bench/results/cpu-baselines.md --plot ....png
+"""
+import argparse
+import csv
+import datetime
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+import attn
+
+try:
+    from torch.nn.attention.flex_attention import flex_attention
+except ImportError:  # torch < 2.5
+    flex_attention = None
+
+BATCH, HEADS = 1, 2
+IMPLEMENTATIONS = ("ours", "sdpa", "flex", "unfused")
+
+
+def sigmoid_bias(keys):
+    return -math.log(keys)  # the sigmoid variant's default, −ln Sk
+
+
+class Flex:
+    """flex_attention compiled once per normalizer (dynamic shapes: one compile per kind)."""
+
+    def __init__(self):
+        self.compiled = torch.compile(flex_attention, dynamic=False) if flex_attention else None
+
+    def __call__(self, q, k, v, normalizer):
+        if self.compiled is None:
+            raise RuntimeError("flex_attention needs torch >= 2.5")
+        if normalizer == "softmax":
+            return self.compiled(q, k, v)
+        bias = sigmoid_bias(k.shape[2])
+
+        def log_sigmoid(score, b, h, q_idx, kv_idx):
+            return F.logsigmoid(score + bias)
+
+        out, lse = self.compiled(q, k, v, score_mod=log_sigmoid, return_lse=True)
+        return out * lse.exp().unsqueeze(-1).to(out.dtype)
+
+
+def unfused(q, k, v, normalizer):
+    scores = (q @ k.transpose(-2, -1)) * (1 / math.sqrt(q.shape[-1]))
+    if normalizer == "softmax":
+        p = scores.softmax(-1)
+    else:
+        p = torch.sigmoid(scores + sigmoid_bias(k.shape[2]))
+    return p @ v
+
+
+def make_runner(name, normalizer, flex):
+    if name == "ours":
+        return lambda q, k, v: attn.attention(q, k, v, normalizer)
+    if name == "sdpa":
+        if normalizer != "softmax":
+            return None  # SDPA is softmax only
+        return lambda q, k, v: F.scaled_dot_product_attention(q, k, v)
+    if name == "flex":
+        return lambda q, k, v: flex(q, k, v, normalizer)
+    return lambda q, k, v: unfused(q, k, v, normalizer)
+
+
+def reference(q, k, v, normalizer):
+    return unfused(q.double(), k.double(), v.double(), normalizer)
+
+
+def random_inputs(length, dim, dtype, grad, seed):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(BATCH, HEADS, length, dim, generator=generator).to(dtype)
+            .requires_grad_(grad) for _ in range(3)]
+
+
+def timed(fn, reps):
+    fn()  # warm-up: JIT or torch.compile, allocator pools
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def step(runner, q, k, v, backward):
+    def run():
+        out = runner(q, k, v)
+        if backward:
+            torch.autograd.grad(out, (q, k, v), torch.ones_like(out))
+    return run
+
+
+def gemm_rate(dtype, size=4096, reps=5):
+    a = torch.randn(size, size).to(dtype)
+    b = torch.randn(size, size).to(dtype)
+    ms = timed(lambda: torch.mm(a, b), reps)
+    return 2 * size**3 / ms / 1e6  # GFLOP/s
+
+
+def check_numerics(normalizers, dims, dtypes, flex):
+    failures = []
+    for normalizer in normalizers:
+        for dim in dims:
+            for dtype in dtypes:
+                q, k, v = random_inputs(300, dim, dtype, True, seed=dim)
+                want = reference(q, k, v, normalizer)
+                grad = torch.randn_like(want)
+                want_grads = torch.autograd.grad(want, (q, k, v), grad)
+                tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+                for name in IMPLEMENTATIONS:
+                    runner = make_runner(name, normalizer, flex)
+                    if runner is None:
+                        continue
+                    try:
+                        out = runner(q, k, v)
+                        grads = torch.autograd.grad(out, (q, k, v), grad.to(out.dtype))
+                    except Exception as error:  # noqa: BLE001 — reported, the cell becomes n/a
+                        print(f"  {name} {normalizer} D={dim} {dtype}: unavailable: "
+                              f"{str(error).splitlines()[0][:160]}", file=sys.stderr)
+                        continue
+                    errors = [relative_error(out, want)] + [
+                        relative_error(g, w) for g, w in zip(grads, want_grads)]
+                    if max(errors) > tolerance:
+                        failures.append(f"{name} {normalizer} D={dim} {dtype}: relative errors "
+                                        f"out/dq/dk/dv {[f'{e:.1e}' for e in errors]}")
+    return failures
+
+
+def relative_error(actual, expected):
+    return ((actual.double() - expected).norm() / expected.norm()).item()
+
+
+def dtype_name(dtype):
+    return str(dtype).replace("torch.", "")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lengths", default="512,1024,2048,4096,8192,16384")
+    parser.add_argument("--dims", default="64,128")
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--normalizers", default="softmax,sigmoid")
+    parser.add_argument("--passes", default="fwd,fwd+bwd")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--out")
+    parser.add_argument("--csv")
+    parser.add_argument("--plot")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    lengths = [int(s) for s in args.lengths.split(",")]
+    dims = [int(d) for d in args.dims.split(",")]
+    dtypes = [getattr(torch, name) for name in args.dtypes.split(",")]
+    normalizers = args.normalizers.split(",")
+    passes = args.passes.split(",")
+    flex = Flex()
+
+    print("checking numerics against float64 at S=300 ...", file=sys.stderr)
+    failures = check_numerics(normalizers, dims, dtypes, flex)
+    if failures:
+        print("numerics failed:\n  " + "\n  ".join(failures), file=sys.stderr)
+        return 1
+
+    peaks = {dtype: gemm_rate(dtype) for dtype in dtypes}
+    cells = [(n, p, d, t, s) for n in normalizers for p in passes for d in dims for t in dtypes
+             for s in lengths]
+    rows, started = [], time.time()
+    for index, (normalizer, pass_name, dim, dtype, length) in enumerate(cells):
+        backward = pass_name == "fwd+bwd"
+        flops = 4 * BATCH * HEADS * length * length * dim * (3.5 if backward else 1.0)
+        reps = 1 if length >= 8192 else args.reps
+        row = {"normalizer": normalizer, "pass": pass_name, "D": dim, "dtype": dtype_name(dtype),
+               "S": length}
+        for name in IMPLEMENTATIONS:
+            runner = make_runner(name, normalizer, flex)
+            if runner is None:
+                continue
+            q, k, v = random_inputs(length, dim, dtype, backward, seed=length)
+            try:
+                row[name] = timed(step(runner, q, k, v, backward), reps)
+            except Exception as error:  # noqa: BLE001 — out of memory or unsupported: n/a
+                print(f"  {name}: {str(error).splitlines()[0][:160]}", file=sys.stderr)
+            del q, k, v
+        if "ours" in row:
+            row["ours GFLOP/s"] = flops / row["ours"] / 1e6
+            row["% GEMM"] = 100 * row["ours GFLOP/s"] / peaks[dtype]
+        rows.append(row)
+        elapsed = time.time() - started
+        print(f"[{index + 1}/{len(cells)}] {elapsed:6.0f} s  {normalizer} {pass_name} D={dim} "
+              f"{dtype_name(dtype)} S={length}: " + ", ".join(
+                  f"{n} {row[n]:.1f} ms" for n in IMPLEMENTATIONS if n in row), file=sys.stderr)
+
+    table = markdown(rows)
+    print(table)
+    if args.out:
+        header = describe(args, peaks)
+        with open(args.out, "w") as out:
+            out.write(header + "\n\n" + table + "\n")
+    if args.csv or args.plot:
+        path = args.csv or args.plot + ".csv"
+        write_csv(rows, path)
+        if args.plot:
+            plot(path, args.plot, rows)
+    return 0
+
+
+def ratio(row, baseline):
+    if "ours" in row and baseline in row:
+        return f"{row[baseline] / row['ours']:.2f}x"
+    return "n/a"
+
+
+def markdown(rows):
+    lines = ["| normalizer | pass | D | dtype | S | ours ms | ours GFLOP/s | % GEMM | sdpa ms | "
+             "flex ms | unfused ms | vs sdpa | vs flex | vs unfused |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        ms = [f"{row[n]:.2f}" if n in row else "n/a" for n in IMPLEMENTATIONS]
+        rate = f"{row['ours GFLOP/s']:.1f}" if "ours" in row else "n/a"
+        peak = f"{row['% GEMM']:.0f} %" if "ours" in row else "n/a"
+        lines.append(f"| {row['normalizer']} | {row['pass']} | {row['D']} | {row['dtype']} | "
+                     f"{row['S']} | {ms[0]} | {rate} | {peak} | {ms[1]} | {ms[2]} | {ms[3]} | "
+                     f"{ratio(row, 'sdpa')} | {ratio(row, 'flex')} | {ratio(row, 'unfused')} |")
+    return "\n".join(lines)
+
+
+def describe(args, peaks):
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info
+                       if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    command = "python " + " ".join(sys.argv)
+    peak_text = ", ".join(f"{dtype_name(d)} {p:.0f} GFLOP/s" for d, p in peaks.items())
+    return (f"# CPU: attn.attention vs SDPA, FlexAttention and the unfused path\n\n"
+            f"Command: `{command}`, {datetime.date.today()}, {cpu}, {args.threads} threads for "
+            f"every implementation, torch {torch.__version__}, attn {attn.__version__}. "
+            f"B={BATCH}, H={HEADS}, no mask. Median of {args.reps} runs after a warm-up (one run "
+            f"at S ≥ 8192). \"vs X\" is X's time over ours (> 1: we are faster). GEMM rate "
+            f"measured in this run (torch.mm, 4096²): {peak_text}. Sigmoid has no SDPA "
+            f"column (SDPA is softmax only); flex runs it exactly as logsigmoid score_mod + "
+            f"out·exp(lse). Every implementation passed a float64 check at S=300 first.")
+
+
+def write_csv(rows, path):
+    fields = ["normalizer", "pass", "D", "dtype", "S", *IMPLEMENTATIONS]
+    with open(path, "w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot(csv_path, png_path, rows):
+    """Time against S per implementation, one panel per (normalizer, pass), D=64 float32."""
+    script = ["set terminal pngcairo size 1400,900", f"set output '{png_path}'",
+              "set datafile separator ','", "set logscale xy", "set key top left",
+              "set xlabel 'S'", "set ylabel 'ms'", "set multiplot layout 2,2"]
+    for normalizer in ("softmax", "sigmoid"):
+        for pass_name in ("fwd", "fwd+bwd"):
+            script.append(f"set title '{normalizer} {pass_name}, D=64, float32'")
+            filter_ = (f"(strcol(1) eq '{normalizer}' && strcol(2) eq '{pass_name}' && "
+                       f"strcol(3) eq '64' && strcol(4) eq 'float32')")
+            plots = [f"'{csv_path}' using ({filter_} ? $5 : NaN):(column('{name}') > 0 ? "
+                     f"column('{name}') : NaN) with linespoints title '{name}'"
+                     for name in IMPLEMENTATIONS]
+            script.append("plot " + ", ".join(plots))
+    script.append("unset multiplot")
+    try:
+        subprocess.run(["gnuplot"], input="\n".join(script), text=True, check=True)
+    except (OSError, subprocess.CalledProcessError) as error:
+        print(f"plot skipped: {error}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+# Finds LibTorch inside an installed PyTorch wheel (torch >= 2.4), through a Python interpreter.
+#
+# The interpreter is, in order: -DATTN_TORCH_PYTHON=..., pip's (under scikit-build-core), the
+# repository's .venv (made by scripts/install-deps.sh), the active virtual environment
+# ($VIRTUAL_ENV), then `python3` on PATH.
+# Sets ATTN_TORCH_PYTHON (also used by the pytest tests and benches) and ATTN_TORCH_VERSION, and
+# finds the Torch package (targets `torch`, TORCH_LIBRARIES, TORCH_CUDA_LIBRARIES on CUDA wheels).
+set(ATTN_TORCH_MIN_VERSION 2.4)
+
+if(NOT ATTN_TORCH_PYTHON)
+  if(SKBUILD AND Python_EXECUTABLE)
+    # pip install: the interpreter pip builds for (its environment has torch).
+    set(_attn_python "${Python_EXECUTABLE}")
+  elseif(EXISTS "${PROJECT_SOURCE_DIR}/.venv/bin/python")
+    set(_attn_python "${PROJECT_SOURCE_DIR}/.venv/bin/python")
+  elseif(DEFINED ENV{VIRTUAL_ENV} AND EXISTS "$ENV{VIRTUAL_ENV}/bin/python")
+    set(_attn_python "$ENV{VIRTUAL_ENV}/bin/python")
+  else()
+    find_program(_attn_python NAMES python3 python)
+  endif()
+  set(ATTN_TORCH_PYTHON "${_attn_python}" CACHE FILEPATH "Python interpreter with PyTorch installed")
+endif()
+
+execute_process(
+  COMMAND "${ATTN_TORCH_PYTHON}" -c
+          "import torch, torch.utils; print(torch.__version__); print(torch.utils.cmake_prefix_path); print(int(torch.version.cuda is not None))"
+  OUTPUT_VARIABLE _attn_torch_out
+  ERROR_VARIABLE _attn_torch_err
+  RESULT_VARIABLE _attn_torch_rc
+  OUTPUT_STRIP_TRAILING_WHITESPACE)
+if(NOT _attn_torch_rc EQUAL 0)
+  message(FATAL_ERROR
+    "Could not import torch with ${ATTN_TORCH_PYTHON}:\n${_attn_torch_err}\n"
+    "Run scripts/install-deps.sh (it makes .venv with the pinned PyTorch), or pass "
+    "-DATTN_TORCH_PYTHON=/path/to/python of an environment with torch >= ${ATTN_TORCH_MIN_VERSION}.")
+endif()
+string(REPLACE "\n" ";" _attn_torch_lines "${_attn_torch_out}")
+list(GET _attn_torch_lines 0 ATTN_TORCH_VERSION)
+list(GET _attn_torch_lines 1 _attn_torch_prefix)
+list(GET _attn_torch_lines 2 ATTN_TORCH_WHEEL_HAS_CUDA)
+string(REGEX MATCH "^[0-9]+\\.[0-9]+(\\.[0-9]+)?" _attn_torch_numeric "${ATTN_TORCH_VERSION}")
+if(_attn_torch_numeric VERSION_LESS ATTN_TORCH_MIN_VERSION)
+  message(FATAL_ERROR "torch ${ATTN_TORCH_VERSION} at ${ATTN_TORCH_PYTHON} is too old: "
+                      "the project needs torch >= ${ATTN_TORCH_MIN_VERSION}")
+endif()
+
+# A CUDA wheel's LibTorch needs the CUDA toolkit (nvcc, cudart) to configure; without one, the
+# CPU half of the wheel still builds everything but the CUDA kernels.
+if(ATTN_TORCH_WHEEL_HAS_CUDA AND NOT CMAKE_CUDA_COMPILER)
+  find_program(_attn_nvcc nvcc PATHS /usr/local/cuda/bin ENV CUDA_HOME PATH_SUFFIXES bin)
+  if(_attn_nvcc)
+    set(CMAKE_CUDA_COMPILER "${_attn_nvcc}" CACHE FILEPATH "")
+  endif()
+endif()
+
+list(APPEND CMAKE_PREFIX_PATH "${_attn_torch_prefix}")
+find_package(Torch REQUIRED)
+message(STATUS "Using PyTorch ${ATTN_TORCH_VERSION} (${ATTN_TORCH_PYTHON})")

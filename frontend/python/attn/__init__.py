@@ -1,0 +1,37 @@
+"""attn: attention compiled from an MLIR dialect, as torch ops.
+
+``attn.attention(q, k, v, variant="softmax", scale=None, is_causal=False)`` runs the attention the
+variant names (``softmax``, ``sigmoid``, ``sigmoid(bias=-3.5)``, ``relu``, ``relu(scale=0.01)``,
+or ``mlir:`` followed by a module holding an ``attn.attention``), JIT-compiled for the tensors'
+device and cached. ``attn.reparam_linear`` is the σReparam linear; ``attn.nn`` holds modules.
+Both ops have autograd and fake (meta) kernels, so they work under ``torch.compile``.
+"""
+from typing import Optional
+
+import torch
+
+from attn._version import __version__
+from attn import _loader
+
+library_path = _loader.load()
+
+__all__ = ["__version__", "attention", "reparam_linear", "library_path", "nn"]
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, variant: str = "softmax",
+              scale: Optional[float] = None, is_causal: bool = False) -> torch.Tensor:
+    """q [B, Hq, Sq, D], k [B, Hkv, Sk, D], v [B, Hkv, Sk, Dv], Hq a multiple of Hkv (GQA)
+    → [B, Hq, Sq, Dv] in q's dtype. ``scale`` multiplies q·kᵀ (default: the variant's own, else
+    1/sqrt(D)); ``is_causal`` masks key j > query i (top-left aligned, as SDPA). A query row with
+    no allowed key gives 0. Float32, bfloat16, float16 and float64 on CPU; CUDA where built."""
+    return torch.ops.attn.attention(q, k, v, variant, scale, is_causal)
+
+
+def reparam_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                   gamma: torch.Tensor, u: torch.Tensor, training: bool) -> torch.Tensor:
+    """σReparam (arXiv:2303.06296): y = x·(γ/σ(W)·W)ᵀ + b, σ by one power-iteration step from
+    ``u`` [in]. In training, ``u`` is updated in place; in eval, it is read only."""
+    return torch.ops.attn.reparam_linear(x, weight, bias, gamma, u, training)
+
+
+from attn import nn  # noqa: E402  (the modules use the functions above)
