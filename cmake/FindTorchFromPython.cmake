@@ -7,11 +7,12 @@
 # finds the Torch package (targets `torch`, TORCH_LIBRARIES, TORCH_CUDA_LIBRARIES on CUDA wheels).
 set(ATTN_TORCH_MIN_VERSION 2.4)
 
+if(SKBUILD AND Python_EXECUTABLE AND NOT ATTN_TORCH_PYTHON)
+  # pip install: the interpreter pip builds for (its environment has torch).
+  set(ATTN_TORCH_PYTHON "${Python_EXECUTABLE}")
+endif()
 if(NOT ATTN_TORCH_PYTHON)
-  if(SKBUILD AND Python_EXECUTABLE)
-    # pip install: the interpreter pip builds for (its environment has torch).
-    set(_attn_python "${Python_EXECUTABLE}")
-  elseif(EXISTS "${PROJECT_SOURCE_DIR}/.venv/bin/python")
+  if(EXISTS "${PROJECT_SOURCE_DIR}/.venv/bin/python")
     set(_attn_python "${PROJECT_SOURCE_DIR}/.venv/bin/python")
   elseif(DEFINED ENV{VIRTUAL_ENV} AND EXISTS "$ENV{VIRTUAL_ENV}/bin/python")
     set(_attn_python "$ENV{VIRTUAL_ENV}/bin/python")

@@ -47,22 +47,33 @@ def sigmoid_bias(keys):
 
 
 class Flex:
-    """flex_attention compiled once per normalizer (dynamic shapes: one compile per kind)."""
+    """torch.compile'd flex_attention, compiled once per shape (as a user with fixed shapes
+    would); the sigmoid score_mod is made once per key length, so calls hit the compiled code."""
 
     def __init__(self):
+        # Every (shape, dtype, score_mod) is one compiled entry; the default limit (8) would
+        # silently fall back to eager flex_attention, a slow reference implementation.
+        torch._dynamo.config.cache_size_limit = 1024
         self.compiled = torch.compile(flex_attention, dynamic=False) if flex_attention else None
+        self.score_mods = {}
+
+    def log_sigmoid(self, keys):
+        if keys not in self.score_mods:
+            bias = sigmoid_bias(keys)
+
+            def log_sigmoid(score, b, h, q_idx, kv_idx):
+                return F.logsigmoid(score + bias)
+
+            self.score_mods[keys] = log_sigmoid
+        return self.score_mods[keys]
 
     def __call__(self, q, k, v, normalizer):
         if self.compiled is None:
             raise RuntimeError("flex_attention needs torch >= 2.5")
         if normalizer == "softmax":
             return self.compiled(q, k, v)
-        bias = sigmoid_bias(k.shape[2])
-
-        def log_sigmoid(score, b, h, q_idx, kv_idx):
-            return F.logsigmoid(score + bias)
-
-        out, lse = self.compiled(q, k, v, score_mod=log_sigmoid, return_lse=True)
+        out, lse = self.compiled(q, k, v, score_mod=self.log_sigmoid(k.shape[2]),
+                                 return_lse=True)
         return out * lse.exp().unsqueeze(-1).to(out.dtype)
 
 
