@@ -11,10 +11,10 @@ packages=(
   llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools
   libzstd-dev zlib1g-dev libedit-dev libxml2-dev libcurl4-openssl-dev libffi-dev
   libgtest-dev python3 python3-venv
-  # attn-train: data (Fashion-MNIST, speech, spoken digits), plots, configs, images, c10d Gloo,
-  # and an optimised BLAS (Debian's LibTorch otherwise runs on the reference libblas3, ~25x slower)
+  # attn-train: data (Fashion-MNIST, speech, spoken digits), plots, configs, images, and gloo's
+  # headers (torch's c10d headers include them; the wheel ships gloo's code but not its headers)
   dataset-fashion-mnist pocketsphinx-testdata espeak-ng sox gnuplot-nox
-  libyaml-cpp-dev nlohmann-json3-dev libpng-dev libjpeg-dev libgloo-dev libopenblas0-openmp
+  libyaml-cpp-dev nlohmann-json3-dev libpng-dev libjpeg-dev libgloo-dev
 )
 
 missing=()

@@ -96,7 +96,7 @@ AttentionGradients cpuAttentionBackward(const runtime::VariantSpec &spec, const 
   const at::Tensor gradOutF = toKernelLayout(gradOut);
   // Only row-wise normalizers read delta = rowsum(dO * O); elementwise kernels never load it,
   // so lse's view stands in rather than paying a pass over dO and O.
-  const at::Tensor delta = kernels->rowWise() ? (gradOutF * out).sum(-1) : lse;
+  const at::Tensor delta = kernels->rowWise() ? (gradOutF * out.to(at::kFloat)).sum(-1) : lse;
   AttentionGradients grads{at::empty(q.sizes(), floatOptions), at::empty(k.sizes(), floatOptions),
                            at::empty(v.sizes(), floatOptions)};
 

@@ -101,3 +101,12 @@ def test_dtype_and_scale_errors():
 def test_version_and_library():
     assert attn.__version__.count(".") == 2
     assert attn.library_path.name == "libattn_torch.so"
+
+
+@pytest.mark.skipif(torch.version.cuda is None, reason="a CPU-only torch build")
+@pytest.mark.parametrize("op", ["attention", "_attention_forward", "_attention_backward",
+                                "reparam_linear"])
+def test_cuda_build_registers_cuda_and_meta_kernels(op):
+    # Against a CUDA wheel the CUDA kernels are compiled and linked in, GPU or not.
+    for key in ("CPU", "CUDA", "Meta"):
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"attn::{op}", key), key

@@ -64,12 +64,16 @@ TEST(AttentionErrors, DeviceMismatch) {
               HasSubstr("one device"));
 }
 
-TEST(AttentionErrors, DeviceWithoutBackend) {
-  EXPECT_THAT(errorMessageOf([] {
-                const at::Tensor x = at::empty({1, 4, 8, 32}, at::kMeta);
-                attention(x, x, x);
-              }),
-              AllOf(HasSubstr("expected CPU or CUDA tensors"), HasSubstr("meta")));
+// Meta tensors (torch.compile's fake tensors) get shapes and dtypes, with the same checks.
+TEST(AttentionErrors, MetaTensorsGiveShapesAndKeepTheChecks) {
+  const at::Tensor q = at::empty({2, 4, 9, 32}, at::TensorOptions(at::kMeta).dtype(at::kHalf));
+  const at::Tensor kv = at::empty({2, 2, 5, 32}, at::TensorOptions(at::kMeta).dtype(at::kHalf));
+  const at::Tensor out = attention(q, kv, kv);
+  EXPECT_TRUE(out.is_meta());
+  EXPECT_EQ(out.sizes(), at::IntArrayRef({2, 4, 9, 32}));
+  EXPECT_EQ(out.scalar_type(), at::kHalf);
+  EXPECT_THAT(errorMessageOf([&] { attention(q, kv.narrow(1, 0, 1).expand({2, 3, 5, 32}), kv); }),
+              HasSubstr("k and v must have the same number of heads"));
 }
 
 TEST(AttentionErrors, ShapeMismatches) {
