@@ -9,10 +9,12 @@ in one run, with the same intra-op threads for everyone:
 
 B=1, H=2, no mask, forward and forward+backward, D ∈ {64, 128}, float32 and bfloat16, S from 512
 to 16384. Each implementation is first checked against float64 at S=300 (a failed check stops the
-run). Times are medians of --reps runs after a warm-up (one run at S ≥ 8192); GFLOP/s counts
+run). Times are medians of --reps runs after a warm-up (one run and no warm-up at
+S ≥ 8192, but for flex's compile); GFLOP/s counts
 4·B·H·S²·D for the forward and 2.5× that for the backward (FlashAttention's convention); "% GEMM"
 is that rate over torch.mm's own rate on a 4096² product of the same dtype in the same run, the
-machine's practical matmul peak. Prints a markdown table; --out writes it with a header, --csv the
+machine's practical matmul peak; "% FMA" is it over the float32 FMA peak that attn-fma-peak
+measures (register-only vector FMA chains on the same threads). Prints a markdown table; --out writes it with a header, --csv the
 rows, --plot a PNG (gnuplot).
 
   python bench/cpu/bench_baselines.py --out bench/results/cpu-baselines.md --plot ....png
@@ -108,8 +110,9 @@ def random_inputs(length, dim, dtype, grad, seed):
             .requires_grad_(grad) for _ in range(3)]
 
 
-def timed(fn, reps):
-    fn()  # warm-up: JIT or torch.compile, allocator pools
+def timed(fn, reps, warm_up=True):
+    if warm_up:
+        fn()  # JIT or torch.compile, allocator pools
     times = []
     for _ in range(reps):
         start = time.perf_counter()
@@ -124,6 +127,16 @@ def step(runner, q, k, v, backward):
         if backward:
             torch.autograd.grad(out, (q, k, v), torch.ones_like(out))
     return run
+
+
+def measure_fma_peak(binary, threads):
+    try:
+        result = subprocess.run([binary, str(threads), "2"], capture_output=True, text=True,
+                                check=True)
+        return float(result.stdout.strip())
+    except (OSError, ValueError, subprocess.CalledProcessError) as error:
+        print(f"FMA peak not measured ({binary}: {error})", file=sys.stderr)
+        return None
 
 
 def gemm_rate(dtype, size=4096, reps=5):
@@ -182,6 +195,8 @@ def main():
     parser.add_argument("--out")
     parser.add_argument("--csv")
     parser.add_argument("--plot")
+    parser.add_argument("--fma-peak-binary", default=os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "..", "build", "bin", "attn-fma-peak"))
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -199,6 +214,7 @@ def main():
         return 1
 
     peaks = {dtype: gemm_rate(dtype) for dtype in dtypes}
+    fma_peak = measure_fma_peak(args.fma_peak_binary, args.threads)
     cells = [(n, p, d, t, s) for n in normalizers for p in passes for d in dims for t in dtypes
              for s in lengths]
     rows, started = [], time.time()
@@ -214,13 +230,18 @@ def main():
                 continue
             q, k, v = random_inputs(length, dim, dtype, backward, seed=length)
             try:
-                row[name] = timed(step(runner, q, k, v, backward), reps)
+                # At S ≥ 8192 only flex needs its warm-up (a compile per shape); the others'
+                # kernels were compiled at the smaller lengths, and a call there takes seconds.
+                warm_up = length < 8192 or name == "flex"
+                row[name] = timed(step(runner, q, k, v, backward), reps, warm_up)
             except Exception as error:  # noqa: BLE001 — out of memory or unsupported: n/a
                 print(f"  {name}: {str(error).splitlines()[0][:160]}", file=sys.stderr)
             del q, k, v
         if "ours" in row:
             row["ours GFLOP/s"] = flops / row["ours"] / 1e6
             row["% GEMM"] = 100 * row["ours GFLOP/s"] / peaks[dtype]
+            if fma_peak:
+                row["% FMA"] = 100 * row["ours GFLOP/s"] / fma_peak
         rows.append(row)
         elapsed = time.time() - started
         print(f"[{index + 1}/{len(cells)}] {elapsed:6.0f} s  {normalizer} {pass_name} D={dim} "
@@ -230,7 +251,7 @@ def main():
     table = markdown(rows)
     print(table)
     if args.out:
-        header = describe(args, peaks)
+        header = describe(args, peaks, fma_peak)
         with open(args.out, "w") as out:
             out.write(header + "\n\n" + table + "\n")
     if args.csv or args.plot:
@@ -248,20 +269,22 @@ def ratio(row, baseline):
 
 
 def markdown(rows):
-    lines = ["| normalizer | pass | D | dtype | S | ours ms | ours GFLOP/s | % GEMM | sdpa ms | "
-             "flex ms | unfused ms | vs sdpa | vs flex | vs unfused |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| normalizer | pass | D | dtype | S | ours ms | ours GFLOP/s | % GEMM | % FMA | "
+             "sdpa ms | flex ms | unfused ms | vs sdpa | vs flex | vs unfused |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         ms = [f"{row[n]:.2f}" if n in row else "n/a" for n in IMPLEMENTATIONS]
         rate = f"{row['ours GFLOP/s']:.1f}" if "ours" in row else "n/a"
         peak = f"{row['% GEMM']:.0f} %" if "ours" in row else "n/a"
+        fma = f"{row['% FMA']:.0f} %" if "% FMA" in row else "n/a"
         lines.append(f"| {row['normalizer']} | {row['pass']} | {row['D']} | {row['dtype']} | "
-                     f"{row['S']} | {ms[0]} | {rate} | {peak} | {ms[1]} | {ms[2]} | {ms[3]} | "
+                     f"{row['S']} | {ms[0]} | {rate} | {peak} | {fma} | {ms[1]} | {ms[2]} | "
+                     f"{ms[3]} | "
                      f"{ratio(row, 'sdpa')} | {ratio(row, 'flex')} | {ratio(row, 'unfused')} |")
     return "\n".join(lines)
 
 
-def describe(args, peaks):
+def describe(args, peaks, fma_peak):
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as info:
@@ -274,9 +297,11 @@ def describe(args, peaks):
     return (f"# CPU: attn.attention vs SDPA, FlexAttention and the unfused path\n\n"
             f"Command: `{command}`, {datetime.date.today()}, {cpu}, {args.threads} threads for "
             f"every implementation, torch {torch.__version__}, attn {attn.__version__}. "
-            f"B={BATCH}, H={HEADS}, no mask. Median of {args.reps} runs after a warm-up (one run "
-            f"at S ≥ 8192). \"vs X\" is X's time over ours (> 1: we are faster). GEMM rate "
-            f"measured in this run (torch.mm, 4096²): {peak_text}. Sigmoid has no SDPA "
+            f"B={BATCH}, H={HEADS}, no mask. Median of {args.reps} runs after a warm-up (one run, "
+            f"no warm-up at S ≥ 8192 but flex's compile). \"vs X\" is X's time over ours (> 1: we are faster). GEMM rate "
+            f"measured in this run (torch.mm, 4096²): {peak_text}; float32 FMA peak "
+            f"(attn-fma-peak, {args.threads} threads): "
+            f"{f'{fma_peak:.0f} GFLOP/s' if fma_peak else 'not measured'}. Sigmoid has no SDPA "
             f"column (SDPA is softmax only); flex runs it exactly as logsigmoid score_mod + "
             f"out·exp(lse). Every implementation passed a float64 check at S=300 first.")
 
