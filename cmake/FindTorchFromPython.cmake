@@ -45,12 +45,18 @@ if(_attn_torch_numeric VERSION_LESS ATTN_TORCH_MIN_VERSION)
                       "the project needs torch >= ${ATTN_TORCH_MIN_VERSION}")
 endif()
 
-# A CUDA wheel's LibTorch needs the CUDA toolkit (nvcc, cudart) to configure; without one, the
-# CPU half of the wheel still builds everything but the CUDA kernels.
+# A CUDA wheel's CMake package configures only with the CUDA toolkit present (its cuda.cmake
+# requires CUDAToolkit); say so in words rather than through CMake's own failure deep inside it.
 if(ATTN_TORCH_WHEEL_HAS_CUDA AND NOT CMAKE_CUDA_COMPILER)
   find_program(_attn_nvcc nvcc PATHS /usr/local/cuda/bin ENV CUDA_HOME PATH_SUFFIXES bin)
   if(_attn_nvcc)
     set(CMAKE_CUDA_COMPILER "${_attn_nvcc}" CACHE FILEPATH "")
+  else()
+    message(FATAL_ERROR
+      "torch ${ATTN_TORCH_VERSION} at ${ATTN_TORCH_PYTHON} is a CUDA build, and its CMake package "
+      "needs the CUDA toolkit (nvcc), which is not installed. Install the toolkit, or a CPU build "
+      "of torch (pip install torch --index-url https://download.pytorch.org/whl/cpu) and pass "
+      "-DATTN_TORCH_PYTHON=<its python>.")
   endif()
 endif()
 
