@@ -22,14 +22,26 @@ if(NOT ATTN_TORCH_PYTHON)
   set(ATTN_TORCH_PYTHON "${_attn_python}" CACHE FILEPATH "Python interpreter with PyTorch installed")
 endif()
 
+# Under pip (scikit-build-core) the build runs in an isolated environment that hides the target
+# environment's packages through PYTHONPATH; without it, the interpreter sees the torch the
+# package will run with, and that is the one to build against.
+set(_attn_probe_environment "")
+if(SKBUILD)
+  set(_attn_probe_environment "${CMAKE_COMMAND}" -E env --unset=PYTHONPATH)
+endif()
 execute_process(
-  COMMAND "${ATTN_TORCH_PYTHON}" -c
+  COMMAND ${_attn_probe_environment} "${ATTN_TORCH_PYTHON}" -c
           "import torch, torch.utils; print(torch.__version__); print(torch.utils.cmake_prefix_path); print(int(torch.version.cuda is not None))"
   OUTPUT_VARIABLE _attn_torch_out
   ERROR_VARIABLE _attn_torch_err
   RESULT_VARIABLE _attn_torch_rc
   OUTPUT_STRIP_TRAILING_WHITESPACE)
-if(NOT _attn_torch_rc EQUAL 0)
+if(NOT _attn_torch_rc EQUAL 0 AND SKBUILD)
+  message(FATAL_ERROR
+    "pip is installing attn into an environment without torch (${ATTN_TORCH_PYTHON}):\n"
+    "${_attn_torch_err}\nInstall torch >= ${ATTN_TORCH_MIN_VERSION} there first "
+    "(pip install torch), then pip install . again; attn is built against that torch.")
+elseif(NOT _attn_torch_rc EQUAL 0)
   message(FATAL_ERROR
     "Could not import torch with ${ATTN_TORCH_PYTHON}:\n${_attn_torch_err}\n"
     "Run scripts/install-deps.sh (it makes .venv with the pinned PyTorch), or pass "
@@ -59,6 +71,24 @@ if(ATTN_TORCH_WHEEL_HAS_CUDA AND NOT CMAKE_CUDA_COMPILER)
       "-DATTN_TORCH_PYTHON=<its python>.")
   endif()
 endif()
+
+# A build tree configured against another torch (another environment; pip's isolated build
+# environments are new each time) keeps that torch's library paths in its cache: forget them.
+get_filename_component(_attn_torch_root "${_attn_torch_prefix}/../.." ABSOLUTE)
+if(ATTN_TORCH_ROOT_CONFIGURED AND NOT ATTN_TORCH_ROOT_CONFIGURED STREQUAL _attn_torch_root)
+  message(STATUS "torch moved from ${ATTN_TORCH_ROOT_CONFIGURED} to ${_attn_torch_root}: "
+                 "forgetting the old torch's cached paths")
+  set(_attn_old_root "${ATTN_TORCH_ROOT_CONFIGURED}") # the loop unsets the cache entry itself
+  get_cmake_property(_attn_cache_variables CACHE_VARIABLES)
+  foreach(_attn_variable IN LISTS _attn_cache_variables)
+    get_property(_attn_value CACHE "${_attn_variable}" PROPERTY VALUE)
+    string(FIND "${_attn_value}" "${_attn_old_root}" _attn_position)
+    if(_attn_position GREATER -1)
+      unset("${_attn_variable}" CACHE)
+    endif()
+  endforeach()
+endif()
+set(ATTN_TORCH_ROOT_CONFIGURED "${_attn_torch_root}" CACHE INTERNAL "the torch this tree is configured for")
 
 list(APPEND CMAKE_PREFIX_PATH "${_attn_torch_prefix}")
 find_package(Torch REQUIRED)

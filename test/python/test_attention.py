@@ -1,5 +1,7 @@
 """attn.attention against float64 math: normalizers, causal, GQA, odd and empty lengths, dtypes,
 gradients, meta tensors and the errors users see."""
+import sys
+
 import pytest
 import torch
 
@@ -110,3 +112,20 @@ def test_cuda_build_registers_cuda_and_meta_kernels(op):
     # Against a CUDA wheel the CUDA kernels are compiled and linked in, GPU or not.
     for key in ("CPU", "CUDA", "Meta"):
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"attn::{op}", key), key
+
+
+def test_a_build_for_another_torch_is_refused_in_words(monkeypatch):
+    import types
+
+    from attn import _loader
+    other = types.ModuleType("attn._build_info")
+    other.TORCH_VERSION = "2.4.1+cu124"
+    monkeypatch.setitem(sys.modules, "attn._build_info", other)
+    monkeypatch.setattr(attn, "_build_info", other, raising=False)  # an installed package has it
+    with pytest.raises(ImportError, match=r"built against torch 2\.4\.1.*rebuild"):
+        _loader._check_torch_version()
+    same = types.ModuleType("attn._build_info")
+    same.TORCH_VERSION = torch.__version__
+    monkeypatch.setitem(sys.modules, "attn._build_info", same)
+    monkeypatch.setattr(attn, "_build_info", same, raising=False)
+    _loader._check_torch_version()

@@ -37,7 +37,7 @@ def _check_torch_version() -> None:
     if built.split("+")[0].split(".")[:2] != running.split("+")[0].split(".")[:2]:
         raise ImportError(
             f"attn was built against torch {built} but torch {running} is installed; rebuild "
-            "it in this environment: pip install --no-build-isolation --force-reinstall .")
+            "it in this environment: pip install --force-reinstall --no-deps . (from the repository)")
 
 
 def load() -> pathlib.Path:
