@@ -54,37 +54,24 @@ class Flex:
     running eager flex_attention, which materializes the scores), compiled once per shape."""
 
     def __init__(self):
-        # Every (shape, dtype, score_mod) is one compiled entry; past the default limit (8)
-        # dynamo would fall back to eager flex_attention.
+        # Every (shape, dtype) is one compiled entry; past the default limit (8) dynamo would
+        # fall back to eager flex_attention.
         torch._dynamo.config.cache_size_limit = 1024
         self.compiled = (torch.compile(flex_attention, dynamic=False, fullgraph=True)
                          if flex_attention else None)
-        self.score_mods = {}
-
-    def log_sigmoid(self, keys):
-        if keys not in self.score_mods:
-            bias = sigmoid_bias(keys)
-
-            def log_sigmoid(score, b, h, q_idx, kv_idx):
-                return F.logsigmoid(score + bias)
-
-            self.score_mods[keys] = log_sigmoid
-        return self.score_mods[keys]
 
     def __call__(self, q, k, v, normalizer):
         if self.compiled is None:
             raise NotImplementedError("flex_attention needs torch >= 2.5")
-        if q.device.type == "cpu" and q.requires_grad:
+        if q.requires_grad:
             # Checked here: a failed compile would leave dynamo running this frame eagerly.
             raise NotImplementedError("compiled flex_attention has no CPU backward")
-        if normalizer == "softmax":
-            return self.compiled(q, k, v)
-        if q.device.type == "cpu":
+        if normalizer != "softmax":
+            # The exact sigmoid through flex (score_mod = logsigmoid(s + b), then out·exp(lse))
+            # needs the LSE, which compiled flex_attention does not return on the CPU.
             raise NotImplementedError("compiled flex_attention on CPU cannot return the LSE "
                                       "that the exact sigmoid formulation needs")
-        out, lse = self.compiled(q, k, v, score_mod=self.log_sigmoid(k.shape[2]),
-                                 return_lse=True)
-        return out * lse.exp().unsqueeze(-1).to(out.dtype)
+        return self.compiled(q, k, v)
 
 
 def unfused(q, k, v, normalizer):

@@ -33,20 +33,34 @@ runtime::VariantSpec makeVariantSpec(const at::Tensor &q, const at::Tensor &v, s
   return spec;
 }
 
+AttentionForward attentionForward(const runtime::VariantSpec &spec, const at::Tensor &q,
+                                  const at::Tensor &k, const at::Tensor &v) {
+#ifdef ATTN_TORCH_CUDA
+  if (q.is_cuda())
+    return cudaAttentionForward(spec, q, k, v);
+#endif
+  return cpuAttentionForward(spec, q, k, v);
+}
+
+AttentionGradients attentionBackward(const runtime::VariantSpec &spec, const at::Tensor &q,
+                                     const at::Tensor &k, const at::Tensor &v,
+                                     const at::Tensor &out, const at::Tensor &lse,
+                                     const at::Tensor &gradOut) {
+#ifdef ATTN_TORCH_CUDA
+  if (q.is_cuda())
+    return cudaAttentionBackward(spec, q, k, v, out, lse, gradOut);
+#endif
+  return cpuAttentionBackward(spec, q, k, v, out, lse, gradOut);
+}
+
 /// out [B, Hq, Sq, Dv] in q's dtype; lse [B, Hq, Sq] float32 (meaningful only for row-wise
 /// normalizers). One contract for every device, so the Meta kernel can state it.
 std::tuple<at::Tensor, at::Tensor>
 attentionForwardKernel(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
                        c10::string_view variant, c10::optional<double> scale, bool isCausal) {
   checkAttentionInputs(q, k, v, scale);
-  const runtime::VariantSpec spec = makeVariantSpec(q, v, std::string(variant), scale, isCausal);
-#ifdef ATTN_TORCH_CUDA
-  if (q.is_cuda()) {
-    AttentionForward result = cudaAttentionForward(spec, q, k, v);
-    return {result.out.to(q.scalar_type()), result.lse};
-  }
-#endif
-  AttentionForward result = cpuAttentionForward(spec, q, k, v);
+  AttentionForward result =
+      attentionForward(makeVariantSpec(q, v, std::string(variant), scale, isCausal), q, k, v);
   return {result.out.to(q.scalar_type()), result.lse};
 }
 
@@ -56,15 +70,8 @@ attentionBackwardKernel(const at::Tensor &gradOut, const at::Tensor &q, const at
                         const at::Tensor &v, const at::Tensor &out, const at::Tensor &lse,
                         c10::string_view variant, c10::optional<double> scale, bool isCausal) {
   checkAttentionInputs(q, k, v, scale);
-  const runtime::VariantSpec spec = makeVariantSpec(q, v, std::string(variant), scale, isCausal);
-#ifdef ATTN_TORCH_CUDA
-  if (q.is_cuda()) {
-    AttentionGradients grads = cudaAttentionBackward(spec, q, k, v, out, lse, gradOut);
-    return {grads.q.to(q.scalar_type()), grads.k.to(k.scalar_type()),
-            grads.v.to(v.scalar_type())};
-  }
-#endif
-  AttentionGradients grads = cpuAttentionBackward(spec, q, k, v, out, lse, gradOut);
+  AttentionGradients grads = attentionBackward(
+      makeVariantSpec(q, v, std::string(variant), scale, isCausal), q, k, v, out, lse, gradOut);
   return {grads.q.to(q.scalar_type()), grads.k.to(k.scalar_type()), grads.v.to(v.scalar_type())};
 }
 
@@ -76,33 +83,30 @@ at::Tensor attentionKernel(const at::Tensor &q, const at::Tensor &k, const at::T
 
 // ---- Meta (fake) kernels: shapes and dtypes only; sizes may be symbolic under torch.compile.
 
-at::Tensor outputMeta(const at::Tensor &q, const at::Tensor &v) {
-  return at::empty_symint({q.sym_size(0), q.sym_size(1), q.sym_size(2), v.sym_size(3)},
-                          q.options());
-}
-
-std::tuple<at::Tensor, at::Tensor>
-attentionForwardMeta(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
-                     c10::string_view, c10::optional<double> scale, bool) {
+std::tuple<at::Tensor, at::Tensor> attentionForwardMeta(const at::Tensor &q, const at::Tensor &k,
+                                                        const at::Tensor &v, c10::string_view,
+                                                        c10::optional<double> scale, bool) {
   checkAttentionInputs(q, k, v, scale);
+  at::Tensor out =
+      at::empty_symint({q.sym_size(0), q.sym_size(1), q.sym_size(2), v.sym_size(3)}, q.options());
   at::Tensor lse = at::empty_symint({q.sym_size(0), q.sym_size(1), q.sym_size(2)},
                                     q.options().dtype(at::kFloat));
-  return {outputMeta(q, v), lse};
+  return {out, lse};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor>
 attentionBackwardMeta(const at::Tensor &, const at::Tensor &q, const at::Tensor &k,
-                      const at::Tensor &v, const at::Tensor &, const at::Tensor &,
-                      c10::string_view, c10::optional<double> scale, bool) {
+                      const at::Tensor &v, const at::Tensor &, const at::Tensor &, c10::string_view,
+                      c10::optional<double> scale, bool) {
   checkAttentionInputs(q, k, v, scale);
-  return {at::empty_symint(q.sym_sizes(), q.options()), at::empty_symint(k.sym_sizes(), k.options()),
+  return {at::empty_symint(q.sym_sizes(), q.options()),
+          at::empty_symint(k.sym_sizes(), k.options()),
           at::empty_symint(v.sym_sizes(), v.options())};
 }
 
 at::Tensor attentionMeta(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
-                         c10::string_view, c10::optional<double> scale, bool) {
-  checkAttentionInputs(q, k, v, scale);
-  return outputMeta(q, v);
+                         c10::string_view variant, c10::optional<double> scale, bool isCausal) {
+  return std::get<0>(attentionForwardMeta(q, k, v, variant, scale, isCausal));
 }
 
 // ---- Autograd: the forward and backward ops, called through the dispatcher below autograd.
@@ -144,8 +148,8 @@ public:
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext *ctx,
                                                  torch::autograd::variable_list gradOutputs) {
     const torch::autograd::variable_list saved = ctx->get_saved_variables();
-    auto [dq, dk, dv] = callBackward(gradOutputs[0].contiguous(), saved[0], saved[1], saved[2],
-                                     saved[3], saved[4], ctx->saved_data["variant"].toStringRef(),
+    auto [dq, dk, dv] = callBackward(gradOutputs[0], saved[0], saved[1], saved[2], saved[3],
+                                     saved[4], ctx->saved_data["variant"].toStringRef(),
                                      ctx->saved_data["scale"].toOptional<double>(),
                                      ctx->saved_data["is_causal"].toBool());
     // One gradient per forward argument; variant, scale and is_causal have none.

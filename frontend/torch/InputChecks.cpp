@@ -39,17 +39,21 @@ void checkAttentionInputs(const at::Tensor &q, const at::Tensor &k, const at::Te
   TORCH_CHECK(k.sym_size(0) == q.sym_size(0) && v.sym_size(0) == q.sym_size(0),
               "attn::attention: q, k and v must have one batch size B, got ", q.sym_size(0), ", ",
               k.sym_size(0), " and ", v.sym_size(0));
-  TORCH_CHECK(v.sym_size(1) == k.sym_size(1), "attn::attention: k and v must have the same number of ",
-              "heads Hkv, got ", k.sym_size(1), " and ", v.sym_size(1));
+  TORCH_CHECK(v.sym_size(1) == k.sym_size(1),
+              "attn::attention: k and v must have the same number of ", "heads Hkv, got ",
+              k.sym_size(1), " and ", v.sym_size(1));
   TORCH_CHECK(k.sym_size(1) > 0 ? q.sym_size(1) % k.sym_size(1) == 0 : q.sym_size(1) == 0,
               "attn::attention: the query heads Hq = ", q.sym_size(1),
               " must be a multiple of the key/value heads Hkv = ", k.sym_size(1));
-  TORCH_CHECK(v.sym_size(2) == k.sym_size(2), "attn::attention: k and v must have the same length Sk, ",
-              "got ", k.sym_size(2), " and ", v.sym_size(2));
-  TORCH_CHECK(q.sym_size(3) > 0 && v.sym_size(3) > 0, "attn::attention: head dims must be non-empty, ",
-              "got D = ", q.sym_size(3), " and Dv = ", v.sym_size(3));
-  TORCH_CHECK(k.sym_size(3) == q.sym_size(3), "attn::attention: q and k must have the same head dim D, ",
-              "got ", q.sym_size(3), " and ", k.sym_size(3));
+  TORCH_CHECK(v.sym_size(2) == k.sym_size(2),
+              "attn::attention: k and v must have the same length Sk, ", "got ", k.sym_size(2),
+              " and ", v.sym_size(2));
+  TORCH_CHECK(q.sym_size(3) > 0 && v.sym_size(3) > 0,
+              "attn::attention: head dims must be non-empty, ", "got D = ", q.sym_size(3),
+              " and Dv = ", v.sym_size(3));
+  TORCH_CHECK(k.sym_size(3) == q.sym_size(3),
+              "attn::attention: q and k must have the same head dim D, ", "got ", q.sym_size(3),
+              " and ", k.sym_size(3));
   TORCH_CHECK(!scale || *scale > 0, "attn::attention: scale must be > 0, got ", *scale);
 }
 

@@ -45,8 +45,9 @@ void checkReparamLinearInputs(const at::Tensor &x, const at::Tensor &weight,
   checkSame(gamma, "gamma");
   checkSame(u, "u");
   if (bias && bias->defined()) {
-    TORCH_CHECK(bias->dim() == 1 && bias->sym_size(0) == out, "attn::reparam_linear: bias must be [",
-                out, "] (weight's out features), got shape ", bias->sizes());
+    TORCH_CHECK(bias->dim() == 1 && bias->sym_size(0) == out,
+                "attn::reparam_linear: bias must be [", out,
+                "] (weight's out features), got shape ", bias->sizes());
     checkSame(*bias, "bias");
   }
 }
