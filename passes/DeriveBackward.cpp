@@ -70,7 +70,9 @@ public:
     Value gradRaw = *gradScore;
     if (modDerivative)
       gradRaw = arith::MulFOp::create(b, loc, gradRaw, modDerivative);
-    return PairGradient{prob, gradRaw};
+    // A masked score (-inf) has p = 0 and no gradient; in a row with no allowed key lse is
+    // -inf too, and exp2(s - lse) would be NaN.
+    return PairGradient{e.zeroWhereMasked(prob, score), e.zeroWhereMasked(gradRaw, score)};
   }
 
   KernelEmitter &e;

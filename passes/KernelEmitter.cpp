@@ -133,6 +133,21 @@ Value KernelEmitter::dot(Value x, Value y) {
   return vector::ReductionOp::create(b, loc, vector::CombiningKind::ADD, product);
 }
 
+Value KernelEmitter::safeShift(Value runningMax) {
+  Value none = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, runningMax,
+                                     f32(-INFINITY));
+  return arith::SelectOp::create(b, loc, none, f32(0.0), runningMax);
+}
+
+Value KernelEmitter::zeroWhereMasked(Value value, Value score) {
+  // Only a score_mod can produce -inf; without one the select would be dead weight.
+  if (!hasScoreMod)
+    return value;
+  Value masked =
+      arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, score, f32(-INFINITY));
+  return arith::SelectOp::create(b, loc, masked, f32(0.0), value);
+}
+
 double KernelEmitter::queryMultiplier() const {
   return rowWise && !hasScoreMod ? scale * M_LOG2E : scale;
 }

@@ -68,6 +68,13 @@ public:
   FailureOr<std::pair<Value, Value>> score(Value raw, Value batch, Value head, Value row,
                                            Value key, bool wantDerivative);
 
+  /// The max a row-wise normalizer shifts its scores by: `runningMax`, or 0 while every score
+  /// seen is -inf, so that exp2(s - shift) and the correction exp2(old - shift) are 0, not NaN.
+  Value safeShift(Value runningMax);
+  /// `value` where `score` is allowed, 0 where a score_mod masked it (-inf): a masked score has
+  /// p = 0 and no gradient whatever the normalizer or the score_mod's derivative gives there.
+  Value zeroWhereMasked(Value value, Value score);
+
   AttentionOp op;
   OpBuilder &b;
   Location loc;

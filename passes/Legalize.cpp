@@ -1,4 +1,7 @@
-// attn-legalize: make the defaults of attn.attention explicit attributes.
+// attn-legalize: make the defaults of attn.attention explicit attributes. Only defaults that
+// hold for every call are filled: the scale 1/sqrt(D) (D is static). Normalizer parameters that
+// default to a function of the key length stay unset; the kernels compute them from the
+// run-time length, so a size written in the IR's types never changes what a variant means.
 #include "dialects/attn/AttnDialect.h"
 #include "passes/Passes.h"
 
@@ -12,10 +15,6 @@ struct AttnLegalizePass : impl::AttnLegalizeBase<AttnLegalizePass> {
     getOperation()->walk([](AttentionOp op) {
       if (!op.getScaleAttr())
         op.setScaleAttr(Builder(op).getF32FloatAttr(op.getEffectiveScale()));
-      NormalizerAttrInterface normalizer = op.getNormalizer();
-      int64_t keyLength = op.getKey().getType().getDimSize(2);
-      if (normalizer.hasUnresolvedDefaults() && !ShapedType::isDynamic(keyLength))
-        op.setNormalizerAttr(cast<NormalizerAttrInterface>(normalizer.resolveDefaults(keyLength)));
     });
   }
 };

@@ -103,8 +103,10 @@ void emitForwardKernel(KernelEmitter &e, Operation *anchor) {
               });
           Value oldMax = memref::LoadOp::create(b, loc, rowMax, r);
           Value newMax = arith::MaximumFOp::create(b, loc, oldMax, maxLoop.getResult(0));
+          // A block whose scores are all -inf (masked by a score_mod) leaves the row as it is.
+          Value shift = e.safeShift(newMax);
           Value correction =
-              math::Exp2Op::create(b, loc, arith::SubFOp::create(b, loc, oldMax, newMax));
+              math::Exp2Op::create(b, loc, arith::SubFOp::create(b, loc, oldMax, shift));
           Value rescaled = arith::MulFOp::create(b, loc, accRow, e.splat(correction, dv));
           // Pass 2: p = exp2(s - max), summed and accumulated into p v.
           auto sumLoop = scf::ForOp::create(
@@ -112,9 +114,11 @@ void emitForwardKernel(KernelEmitter &e, Operation *anchor) {
               [&](OpBuilder &, Location, Value key, ValueRange iter) {
                 Value slot = arith::SubIOp::create(b, loc, key, blockStart);
                 Value s = memref::LoadOp::create(b, loc, scores, slot);
-                Value shifted = arith::SubFOp::create(b, loc, s, newMax);
-                Value p = e.normalizer.emitProbability(b, loc, shifted, keyLengthF32,
-                                                       e.op.getNormalizerBody());
+                Value shifted = arith::SubFOp::create(b, loc, s, shift);
+                Value p = e.zeroWhereMasked(
+                    e.normalizer.emitProbability(b, loc, shifted, keyLengthF32,
+                                                 e.op.getNormalizerBody()),
+                    s);
                 Value sum = arith::AddFOp::create(b, loc, iter[0], p);
                 scf::YieldOp::create(b, loc, ValueRange{sum, accumulate(iter[1], p, key)});
               });
@@ -129,8 +133,11 @@ void emitForwardKernel(KernelEmitter &e, Operation *anchor) {
           auto loop = scf::ForOp::create(
               b, loc, lo, hi, one, ValueRange{accRow},
               [&](OpBuilder &, Location, Value key, ValueRange iter) {
-                Value p = e.normalizer.emitProbability(b, loc, scoreAt(key), keyLengthF32,
-                                                       e.op.getNormalizerBody());
+                Value s = scoreAt(key);
+                Value p = e.zeroWhereMasked(
+                    e.normalizer.emitProbability(b, loc, s, keyLengthF32,
+                                                 e.op.getNormalizerBody()),
+                    s);
                 scf::YieldOp::create(b, loc, ValueRange{accumulate(iter[0], p, key)});
               });
           e.storeRow(loop.getResult(0), acc, {r});

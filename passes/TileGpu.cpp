@@ -673,15 +673,15 @@ LogicalResult emitForward(KernelEmitter &e, gpu::GPUModuleOp module, Type elemen
         Value oldMax = state[outputValues + half];
         Value newMax = g.fmax(oldMax, blockMax);
         // A row with no visible key yet keeps max = -inf; shift by 0 so exp2 gives 0, not NaN.
-        Value isEmpty = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, newMax,
-                                              g.f32(kNegInf));
-        Value shift = g.select(isEmpty, g.f32(0.0), newMax);
+        Value shift = e.safeShift(newMax);
         Value correction = math::Exp2Op::create(b, loc, g.fsub(oldMax, shift));
         Value blockSum = g.f32(0.0);
         for (int64_t i = 0; i < scoreValues; ++i)
           if ((i % 4) / 2 == half) {
-            scores[i] = e.normalizer.emitFastProbability(b, loc, g.fsub(scores[i], shift),
-                                                         keyLengthF32, body);
+            scores[i] = e.zeroWhereMasked(
+                e.normalizer.emitFastProbability(b, loc, g.fsub(scores[i], shift),
+                                                 keyLengthF32, body),
+                scores[i]);
             blockSum = g.fadd(blockSum, scores[i]);
           }
         Value oldSum = state[outputValues + 2 + half];
@@ -696,7 +696,8 @@ LogicalResult emitForward(KernelEmitter &e, gpu::GPUModuleOp module, Type elemen
     } else {
       // Elementwise: p = f(s), masked to 0; no statistics, no rescale.
       for (Value s : scores)
-        probs.push_back(e.normalizer.emitFastProbability(b, loc, s, keyLengthF32, body));
+        probs.push_back(e.zeroWhereMasked(
+            e.normalizer.emitFastProbability(b, loc, s, keyLengthF32, body), s));
       probs = g.applyMask(probs, needsMask, rowOf, keyOf, keyLength, 0.0);
     }
     out = g.matmulAccumulatorA(probs, vTiles, stage, g.idx(0), bn / 16, dv / 8, dv / kChunk,
@@ -773,8 +774,9 @@ FailureOr<TileGradient> tileGradient(KernelEmitter &e, GpuEmitter &g, ArrayRef<V
     Value gradRaw = *gradScore;
     if (modDerivative)
       gradRaw = g.fmul(gradRaw, modDerivative);
-    out.prob.push_back(prob);
-    out.gradRaw.push_back(gradRaw);
+    // A score_mod's -inf: p = dS = 0 (exp2(s - lse) is NaN in a row with no allowed key).
+    out.prob.push_back(e.zeroWhereMasked(prob, score));
+    out.gradRaw.push_back(e.zeroWhereMasked(gradRaw, score));
   }
   return out;
 }

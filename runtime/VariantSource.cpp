@@ -57,6 +57,57 @@ std::string suggestion(const std::string &variant) {
   return {};
 }
 
+RankedTensorType withDynamicSizes(RankedTensorType type, ArrayRef<bool> keep) {
+  SmallVector<int64_t> shape(type.getShape());
+  for (auto [dimension, size] : llvm::enumerate(shape))
+    if (dimension >= keep.size() || !keep[dimension])
+      size = ShapedType::kDynamic;
+  return RankedTensorType::get(shape, type.getElementType());
+}
+
+/// Makes batch, head and sequence sizes of the variant's function dynamic, keeping head dims
+/// (what the kernels specialize on) and a bias's broadcast 1s (what its shape means). The
+/// kernels run at every size, so the IR that is keyed and compiled must not claim one. The
+/// function may only hand its arguments to attn.attention and return its result: the kernels
+/// replace the function, so any other op would be silently dropped.
+void generalizeSizes(func::FuncOp function, mlir::attn::AttentionOp op) {
+  Block &body = function.getBody().front();
+  for (Operation &other : body.without_terminator())
+    if (&other != op.getOperation())
+      throw CompileError("attention variant IR: the function holding attn.attention may only "
+                         "pass its arguments to it and return its result, found '" +
+                         other.getName().getStringRef().str() +
+                         "' (the kernels replace the function, so it would be ignored)");
+  auto ret = cast<func::ReturnOp>(body.getTerminator());
+  if (ret.getNumOperands() != 1 || ret.getOperand(0) != op.getResult())
+    throw CompileError("attention variant IR: the function must return the attn.attention "
+                       "result and nothing else");
+  for (Value operand : op->getOperands())
+    if (!isa<BlockArgument>(operand) ||
+        cast<BlockArgument>(operand).getOwner() != &body)
+      throw CompileError("attention variant IR: every attn.attention operand must be an "
+                         "argument of its function");
+
+  auto generalize = [&](Value value, ArrayRef<bool> keep) {
+    if (auto type = dyn_cast<RankedTensorType>(value.getType()))
+      value.setType(withDynamicSizes(type, keep));
+  };
+  // [B, H, S, D]: only the head dim is fixed.
+  const bool headDimOnly[] = {false, false, false, true};
+  for (Value operand : {op.getQuery(), op.getKey(), op.getValue()})
+    generalize(operand, headDimOnly);
+  generalize(op.getResult(), headDimOnly);
+  if (Value bias = op.getBias()) {
+    auto type = cast<RankedTensorType>(bias.getType());
+    const bool broadcast[] = {type.getDimSize(0) == 1, type.getDimSize(1) == 1, false, false};
+    generalize(bias, broadcast);
+  }
+  if (Value lengths = op.getKvLengths())
+    generalize(lengths, {});
+  function.setFunctionType(FunctionType::get(function.getContext(), body.getArgumentTypes(),
+                                             ret.getOperandTypes()));
+}
+
 std::string generatedSource(const std::string &normalizer, const VariantSpec &spec) {
   std::ostringstream qk, vo, text;
   qk << "tensor<?x?x?x" << spec.headDim << "xf32>";
@@ -121,11 +172,16 @@ OwningOpRef<ModuleOp> buildVariantModule(const VariantSpec &spec, MLIRContext &c
       op.setScaleAttr(builder.getF32FloatAttr(static_cast<float>(*spec.scale)));
   });
   int64_t count = 0;
-  copy.walk([&](mlir::attn::AttentionOp) { ++count; });
+  mlir::attn::AttentionOp attention;
+  copy.walk([&](mlir::attn::AttentionOp op) {
+    attention = op;
+    ++count;
+  });
   if (count != 1)
     throw CompileError("attention variant IR: the function holding attn.attention must hold "
                        "exactly one, found " +
                        std::to_string(count));
+  generalizeSizes(copy, attention);
   if (failed(module->verify()))
     throw CompileError("attention variant IR does not verify:\n" + diagnostics.text());
   return module;

@@ -93,16 +93,6 @@ LogicalResult SigmoidAttr::verify(function_ref<InFlightDiagnostic()> emitError,
 }
 
 bool SigmoidAttr::isRowWise() const { return false; }
-bool SigmoidAttr::hasUnresolvedDefaults() const { return !getBias(); }
-
-Attribute SigmoidAttr::resolveDefaults(int64_t keyLength) const {
-  if (getBias() || keyLength <= 0)
-    return *this;
-  auto bias = FloatAttr::get(Float64Type::get(getContext()),
-                             -std::log(static_cast<double>(keyLength)));
-  return SigmoidAttr::get(getContext(), bias);
-}
-
 Value SigmoidAttr::emitProbability(OpBuilder &builder, Location loc, Value score,
                                    Value keyLength, Region &) const {
   Value bias = parameterOrDefault(builder, loc, getBias(), keyLength, [&]() -> Value {
@@ -172,16 +162,6 @@ LogicalResult ReluAttr::verify(function_ref<InFlightDiagnostic()> emitError,
 }
 
 bool ReluAttr::isRowWise() const { return false; }
-bool ReluAttr::hasUnresolvedDefaults() const { return !getScale(); }
-
-Attribute ReluAttr::resolveDefaults(int64_t keyLength) const {
-  if (getScale() || keyLength <= 0)
-    return *this;
-  auto scale = FloatAttr::get(Float64Type::get(getContext()),
-                              1.0 / static_cast<double>(keyLength));
-  return ReluAttr::get(getContext(), scale);
-}
-
 Value ReluAttr::emitProbability(OpBuilder &builder, Location loc, Value score,
                                 Value keyLength, Region &) const {
   Value scale = parameterOrDefault(builder, loc, getScale(), keyLength, [&]() -> Value {

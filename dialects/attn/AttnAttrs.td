@@ -16,16 +16,15 @@ def Attn_SoftmaxAttr : Attn_NormalizerAttr<"Softmax", "softmax"> {
 }
 
 def Attn_SigmoidAttr : Attn_NormalizerAttr<"Sigmoid", "sigmoid",
-    ["hasUnresolvedDefaults", "resolveDefaults", "emitFastProbability"]> {
-  let summary = "elementwise sigmoid(s + bias); the bias defaults to -ln(Sk)";
+    ["emitFastProbability"]> {
+  let summary = "elementwise sigmoid(s + bias); the bias defaults to -ln(Sk), Sk the run-time key length";
   let parameters = (ins OptionalParameter<"::mlir::FloatAttr">:$bias);
   let hasCustomAssemblyFormat = 1;
   let genVerifyDecl = 1;
 }
 
-def Attn_ReluAttr : Attn_NormalizerAttr<"Relu", "relu",
-    ["hasUnresolvedDefaults", "resolveDefaults"]> {
-  let summary = "elementwise relu(s) * scale; the scale defaults to 1/Sk";
+def Attn_ReluAttr : Attn_NormalizerAttr<"Relu", "relu"> {
+  let summary = "elementwise relu(s) * scale; the scale defaults to 1/Sk, Sk the run-time key length";
   let parameters = (ins OptionalParameter<"::mlir::FloatAttr">:$scale);
   let hasCustomAssemblyFormat = 1;
   let genVerifyDecl = 1;

@@ -1,5 +1,7 @@
 // Canonicalization patterns of the attn ops. Each one turns a general form into the form the
-// code generators specialize on, and only where the result is provably the same function.
+// code generators specialize on, and only where the result is provably the same function at
+// every size: static sizes in the types never justify a rewrite, since the runtime calls one
+// kernel at all lengths (a window covering a static length, say, is kept).
 #include "dialects/attn/AttnDialect.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -136,23 +138,6 @@ struct FoldConstantScoreModIntoScale : OpRewritePattern<AttentionOp> {
   }
 };
 
-/// A window at least as wide as both static sequence lengths masks nothing.
-struct DropCoveringWindow : OpRewritePattern<AttentionOp> {
-  using OpRewritePattern::OpRewritePattern;
-  LogicalResult matchAndRewrite(AttentionOp op, PatternRewriter &rewriter) const override {
-    auto window = op.getWindowAttr();
-    if (!window)
-      return failure();
-    int64_t queryLength = op.getQuery().getType().getDimSize(2);
-    int64_t keyLength = op.getKey().getType().getDimSize(2);
-    if (ShapedType::isDynamic(queryLength) || ShapedType::isDynamic(keyLength) ||
-        window.getInt() < std::max(queryLength, keyLength))
-      return failure();
-    rewriter.modifyOpInPlace(op, [&] { op.removeWindowAttr(); });
-    return success();
-  }
-};
-
 /// In evaluation mode the power iteration does not update u.
 struct ForwardEvalUpdatedU : OpRewritePattern<ReparamLinearOp> {
   using OpRewritePattern::OpRewritePattern;
@@ -168,7 +153,7 @@ struct ForwardEvalUpdatedU : OpRewritePattern<ReparamLinearOp> {
 void AttentionOp::getCanonicalizationPatterns(RewritePatternSet &patterns,
                                               MLIRContext *context) {
   patterns.add<CustomNormalizerToKnownForm, DropIdentityScoreMod,
-               FoldConstantScoreModIntoScale, DropCoveringWindow>(context);
+               FoldConstantScoreModIntoScale>(context);
 }
 
 void ReparamLinearOp::getCanonicalizationPatterns(RewritePatternSet &patterns,

@@ -12,20 +12,15 @@ def Attn_NormalizerAttrInterface : AttrInterface<"NormalizerAttrInterface"> {
     Scalar emission works on f32 values: `score` is the scaled (and score_mod-ified) score.
     For row-wise normalizers `emitProbability` returns the unnormalized numerator of an
     already max-shifted score; the tiling pass owns the running max/sum and the final division.
-    `keyLength` is the run-time key length as f32; it is only read when a parameter that
-    defaults to a function of the key length is still unresolved. `body` is the op's
+    `keyLength` is the run-time key length as f32. A parameter that defaults to a function of
+    the key length (sigmoid's bias -ln Sk, relu's scale 1/Sk) is always computed from it, never
+    from a size written in the IR's types: a variant means the same at every size. `body` is the op's
     `normalizer_body` region (empty unless `usesBodyRegion`).
   }];
   let methods = [
     InterfaceMethod<[{True when p depends on the whole row: the tiled algorithm then carries a
       running max and sum and rescales the accumulator when the max grows.}],
       "bool", "isRowWise">,
-    InterfaceMethod<[{True when a parameter defaults to a function of the key length and has
-      not been filled yet.}],
-      "bool", "hasUnresolvedDefaults", (ins), [{}], [{ return false; }]>,
-    InterfaceMethod<[{Returns the normalizer with its defaults filled for a static key length.}],
-      "::mlir::Attribute", "resolveDefaults", (ins "int64_t":$keyLength), [{}],
-      [{ return $_attr; }]>,
     InterfaceMethod<[{True when the formula lives in the op's `normalizer_body` region.}],
       "bool", "usesBodyRegion", (ins), [{}], [{ return false; }]>,
     InterfaceMethod<[{Emits p = f(score) (elementwise) or the row-wise numerator.}],

@@ -82,3 +82,33 @@ func.func @not_differentiable(%q: tensor<?x?x?x16xf32>) -> tensor<?x?x?x16xf32> 
   }
   return %o : tensor<?x?x?x16xf32>
 }
+
+// -----
+
+// A score_mod's -inf gives p = 0 and dS = 0 before anything accumulates: exp2(s - lse) is NaN
+// in a row with no allowed key (lse = -inf), and the mask's derivative must not leak either.
+// CHECK-LABEL: func.func @masked_bwd_dq
+// CHECK: %[[NEGINF:.*]] = arith.constant 0xFF800000 : f32
+// CHECK: scf.for {{.*}} -> (vector<32xf32>)
+// CHECK: %[[S:.*]] = arith.select
+// CHECK: %[[P:.*]] = math.exp2
+// CHECK: %[[MASKED:.*]] = arith.cmpf oeq, %{{.*}}, %[[NEGINF]]
+// CHECK: %[[DS:.*]] = arith.select %[[MASKED]], %{{.*}}, %{{.*}}
+// CHECK: %[[DSV:.*]] = vector.broadcast %[[DS]]
+// CHECK: vector.fma %[[DSV]]
+// CHECK-LABEL: func.func @masked_bwd_dkdv
+// CHECK: %[[P2:.*]] = math.exp2
+// CHECK: arith.select %{{.*}}, %{{.*}}, %[[P2]]
+// CHECK: vector.fma
+func.func @masked(%q: tensor<?x?x?x32xf32>, %k: tensor<?x?x?x32xf32>, %v: tensor<?x?x?x32xf32>) -> tensor<?x?x?x32xf32> {
+  %o = attn.attention %q, %k, %v normalizer(#attn.softmax) : tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32> -> tensor<?x?x?x32xf32>
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %i: index, %j: index):
+    %c64 = arith.constant 64 : index
+    %ninf = arith.constant 0xFF800000 : f32
+    %early = arith.cmpi ult, %j, %c64 : index
+    %r = arith.select %early, %ninf, %s : f32
+    attn.yield %r : f32
+  }
+  return %o : tensor<?x?x?x32xf32>
+}

@@ -20,10 +20,14 @@
 // CHECK: vector.reduction <add>
 // CHECK: arith.maximumf
 // CHECK: %[[NEWMAX:.*]] = arith.maximumf %{{.*}}, %[[BMAX]]
-// CHECK: %[[CORR:.*]] = math.exp2
+// The shift is the new max, or 0 while the row has seen only -inf (no NaN from -inf - -inf).
+// CHECK: %[[EMPTY:.*]] = arith.cmpf oeq, %[[NEWMAX]], %{{.*}}
+// CHECK: %[[SHIFT:.*]] = arith.select %[[EMPTY]], %{{.*}}, %[[NEWMAX]]
+// CHECK: %[[OLDMINUS:.*]] = arith.subf %{{.*}}, %[[SHIFT]]
+// CHECK: %[[CORR:.*]] = math.exp2 %[[OLDMINUS]]
 // CHECK: arith.mulf %{{.*}}, %{{.*}} : vector<64xf32>
 // CHECK: scf.for {{.*}} -> (f32, vector<64xf32>)
-// CHECK: %[[SH:.*]] = arith.subf %{{.*}}, %[[NEWMAX]]
+// CHECK: %[[SH:.*]] = arith.subf %{{.*}}, %[[SHIFT]]
 // CHECK: %[[P:.*]] = math.exp2 %[[SH]]
 // CHECK: arith.addf %{{.*}}, %[[P]]
 // CHECK: vector.load %[[V]]
@@ -104,4 +108,33 @@ func.func @with_bias(%q: tensor<1x1x8x16xf32>, %bias: tensor<1x1x8x8xf32>) -> te
   // expected-error @+1 {{bias operand is not lowered by the tiled kernels yet}}
   %o = attn.attention %q, %q, %q bias(%bias : tensor<1x1x8x8xf32>) normalizer(#attn.softmax) : tensor<1x1x8x16xf32>, tensor<1x1x8x16xf32>, tensor<1x1x8x16xf32> -> tensor<1x1x8x16xf32>
   return %o : tensor<1x1x8x16xf32>
+}
+
+// -----
+
+// A score_mod may mask with -inf: p is 0 there whatever the normalizer gives at -inf, and the
+// row-wise shift never subtracts -inf from -inf (a block whose scores are all masked leaves the
+// row state unchanged).
+// CHECK-LABEL: func.func @masked_fwd
+// CHECK: %[[NEGINF:.*]] = arith.constant 0xFF800000 : f32
+// CHECK: %[[BLOCKMAX:.*]] = scf.for {{.*}} -> (f32)
+// CHECK: %[[NEWMAX:.*]] = arith.maximumf %{{.*}}, %[[BLOCKMAX]] : f32
+// CHECK-NEXT: %[[EMPTY:.*]] = arith.cmpf oeq, %[[NEWMAX]], %[[NEGINF]]
+// CHECK: arith.select %[[EMPTY]]
+// CHECK: scf.for {{.*}} -> (f32, vector<32xf32>)
+// CHECK: %[[S:.*]] = memref.load
+// CHECK: %[[P:.*]] = math.exp2
+// CHECK: %[[MASKED:.*]] = arith.cmpf oeq, %[[S]], %[[NEGINF]]
+// CHECK: arith.select %[[MASKED]], %{{.*}}, %[[P]]
+func.func @masked(%q: tensor<?x?x?x32xf32>, %k: tensor<?x?x?x32xf32>, %v: tensor<?x?x?x32xf32>) -> tensor<?x?x?x32xf32> {
+  %o = attn.attention %q, %k, %v normalizer(#attn.softmax) : tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32> -> tensor<?x?x?x32xf32>
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %i: index, %j: index):
+    %c64 = arith.constant 64 : index
+    %ninf = arith.constant 0xFF800000 : f32
+    %early = arith.cmpi ult, %j, %c64 : index
+    %r = arith.select %early, %ninf, %s : f32
+    attn.yield %r : f32
+  }
+  return %o : tensor<?x?x?x32xf32>
 }

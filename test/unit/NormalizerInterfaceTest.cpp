@@ -1,4 +1,4 @@
-// The NormalizerAttrInterface models: classification, default resolution, and the scalar IR
+// The NormalizerAttrInterface models: classification and the scalar IR
 // each normalizer emits, evaluated by constant folding against the closed-form formula.
 #include "dialects/attn/AttnDialect.h"
 
@@ -72,29 +72,12 @@ TEST_F(NormalizerInterfaceTest, ClassifiesRowWiseAndElementwise) {
   EXPECT_FALSE(parse("#attn.sigmoid").usesBodyRegion());
 }
 
-TEST_F(NormalizerInterfaceTest, ResolvesLengthDependentDefaults) {
-  auto sigmoid = parse("#attn.sigmoid");
-  ASSERT_TRUE(sigmoid.hasUnresolvedDefaults());
-  auto resolved = cast<SigmoidAttr>(sigmoid.resolveDefaults(4096));
-  ASSERT_TRUE(resolved.getBias());
-  EXPECT_DOUBLE_EQ(resolved.getBias().getValueAsDouble(), -std::log(4096.0));
-  EXPECT_FALSE(cast<NormalizerAttrInterface>(Attribute(resolved)).hasUnresolvedDefaults());
-
-  auto relu = cast<ReluAttr>(parse("#attn.relu").resolveDefaults(200));
-  EXPECT_DOUBLE_EQ(relu.getScale().getValueAsDouble(), 1.0 / 200);
-
-  // Explicit parameters win over the defaults.
-  auto explicitBias = cast<SigmoidAttr>(parse("#attn.sigmoid<bias = -2.0>").resolveDefaults(64));
-  EXPECT_DOUBLE_EQ(explicitBias.getBias().getValueAsDouble(), -2.0);
-  EXPECT_FALSE(parse("#attn.softmax").hasUnresolvedDefaults());
-}
-
 TEST_F(NormalizerInterfaceTest, SigmoidEmitsSigmoidOfShiftedScore) {
   for (double s : {-3.0, -0.25, 0.0, 1.5, 4.0}) {
     auto p = evaluate(parse("#attn.sigmoid<bias = -1.0>"), s, 128);
     ASSERT_TRUE(p.has_value());
     EXPECT_NEAR(*p, 1.0 / (1.0 + std::exp(-(s - 1.0))), 1e-6) << "s = " << s;
-    // The unresolved default reads the run-time key length: bias = -ln(128).
+    // The default bias reads the run-time key length: -ln(128).
     auto q = evaluate(parse("#attn.sigmoid"), s, 128);
     ASSERT_TRUE(q.has_value());
     EXPECT_NEAR(*q, 1.0 / (1.0 + std::exp(-(s - std::log(128.0)))), 1e-6) << "s = " << s;
