@@ -1,5 +1,6 @@
 // Attention variants to PTX (and cubin through ptxas) for NVIDIA GPUs, with the launch
-// contract of every kernel. Free of MLIR types so that the runtime's JIT can include it.
+// contract of every kernel. Free of MLIR headers so that the runtime's JIT can include it (the
+// PassManager hook names mlir::PassManager by a forward declaration only).
 //
 // Kernel ABI (all kernels): every memref argument is passed expanded, as MLIR's default
 // calling convention lowers it: (allocated ptr, aligned ptr, i64 offset, i64 sizes[rank],
@@ -19,10 +20,15 @@
 #include "codegen/GpuTuning.h"
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+namespace mlir {
+class PassManager;
+} // namespace mlir
 
 namespace attn::codegen {
 
@@ -41,6 +47,11 @@ struct GpuCompileOptions {
   bool backward = true;
   /// Overrides the tuning table.
   std::optional<GpuTileConfig> tiles;
+  /// Called on each PassManager of the compile before it runs, with the stage it produces, in
+  /// order: "kernels" (gpu.func), "nvvm" (LLVM/NVVM dialect), "ptx" (gpu.binary). Callers add
+  /// IR printing, timing or statistics here (attnc: MLIR's command-line options; the JIT:
+  /// ATTN_DUMP_DIR); what they throw propagates. Empty: the pass managers run as built.
+  std::function<void(mlir::PassManager &pm, const std::string &stage)> configurePassManager;
 };
 
 /// Launch contract of one kernel.

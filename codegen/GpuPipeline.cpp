@@ -192,8 +192,13 @@ GpuProgram compileModuleToPtx(ModuleOp module, const GpuCompileOptions &options)
   program.tiles = selectGpuTiles(module, options);
   program.rowWise = findAttention(module).getNormalizer().isRowWise();
 
+  auto configure = [&](PassManager &pm, const char *stage) {
+    if (options.configurePassManager)
+      options.configurePassManager(pm, stage);
+  };
   PassManager kernels(context);
   buildGpuKernelPipeline(kernels, options, program.tiles);
+  configure(kernels, "kernels");
   if (failed(kernels.run(module)))
     throw GpuCompileError("attn-tile-gpu failed:\n" + diagnostics);
   module.walk([&](gpu::GPUFuncOp kernel) {
@@ -217,6 +222,7 @@ GpuProgram compileModuleToPtx(ModuleOp module, const GpuCompileOptions &options)
 
   PassManager lowering(context);
   buildGpuLoweringPipeline(lowering, options.target);
+  configure(lowering, "nvvm");
   if (failed(lowering.run(module)))
     throw GpuCompileError("lowering to NVVM failed:\n" + diagnostics);
   // Math without a PTX instruction (erf, pow, ...) lowers to libdevice calls: link it when the
@@ -236,6 +242,7 @@ GpuProgram compileModuleToPtx(ModuleOp module, const GpuCompileOptions &options)
   }
   PassManager binary(context);
   buildGpuPtxPipeline(binary, libdevice);
+  configure(binary, "ptx");
   if (failed(binary.run(module)))
     throw GpuCompileError("PTX emission failed:\n" + diagnostics);
   module.walk([&](gpu::BinaryOp binary) {

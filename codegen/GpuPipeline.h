@@ -37,7 +37,8 @@ void registerGpuPipelines();
 /// The tiles for `module`'s attention op on `options.target` (options.tiles when set).
 /// Throws GpuCompileError for unsupported head dims.
 GpuTileConfig selectGpuTiles(mlir::ModuleOp module, const GpuCompileOptions &options);
-/// Compiles a module holding one attn.attention (in a func.func) to PTX. Throws
+/// Compiles a module holding one attn.attention (in a func.func) to PTX through three pass
+/// managers (kernels, nvvm, ptx), each handed to options.configurePassManager first. Throws
 /// GpuCompileError with the diagnostics.
 GpuProgram compileModuleToPtx(mlir::ModuleOp module, const GpuCompileOptions &options);
 

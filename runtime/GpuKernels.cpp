@@ -8,6 +8,8 @@
 #include "runtime/VariantSource.h"
 
 #include "mlir/IR/MLIRContext.h"
+#include "mlir/Pass/PassManager.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <chrono>
@@ -257,6 +259,21 @@ std::shared_ptr<const GpuKernels> build(const VariantSpec &spec, GpuDtype dtype,
     options.target = target;
     options.dtype = gpuDtypeName(dtype);
     options.backward = true;
+    if (!dumpFolder.empty()) {
+      // The IR after every pass that changed it, one tree per pass manager, numbered in order:
+      // gpu-stages/0_kernels, 1_nvvm, 2_ptx.
+      llvm::sys::fs::create_directory(dumpFolder + "/gpu-stages");
+      int stageIndex = 0;
+      options.configurePassManager = [&dumpFolder, stageIndex](mlir::PassManager &pm,
+                                                               const std::string &stage) mutable {
+        pm.enableIRPrintingToFileTree([](mlir::Pass *, mlir::Operation *) { return false; },
+                                      [](mlir::Pass *, mlir::Operation *) { return true; },
+                                      /*printModuleScope=*/false, /*printAfterOnlyOnChange=*/true,
+                                      /*printAfterOnlyOnFailure=*/false,
+                                      dumpFolder + "/gpu-stages/" + std::to_string(stageIndex++) +
+                                          "_" + stage);
+      };
+    }
     GpuProgram program;
     try {
       program = codegen::compileAttentionToPtx(text, options);

@@ -1,9 +1,15 @@
 // attnc: the attention compiler driver. Compiles an attn-dialect file, or a built-in variant
-// named by flags, to any stage: attn (legalized), tiled (the target-independent flash kernels),
+// named by flags, to any stage: attn (legalized), tiled (the flash kernels of --target: attn-tile's
+// func.func kernels over memrefs for cpu, attn-tile-gpu's gpu.func kernels for sm_80/sm_90a),
 // gpu (tensor-core gpu.func kernels), llvm (LLVM/NVVM dialect), ptx, cubin.
 //
 //   attnc FILE.mlir --target=sm_90a --emit=ptx -o k.ptx
 //   attnc --variant=sigmoid --head-dim=128 --dtype=bf16 --causal --target=sm_90a --emit=ptx
+//   attnc --variant=softmax --target=cpu --emit=llvm --mlir-print-ir-after-all --mlir-timing
+//
+// MLIR's standard options (--mlir-print-ir-{before,after}-all, --mlir-timing,
+// --mlir-pass-statistics, --mlir-print-debuginfo, --mlir-disable-threading, ...) apply to every
+// pass manager attnc runs, the in-process GPU compile's included.
 //
 // Every failure is a message on stderr and exit status 1.
 #include "codegen/CpuPipeline.h"
@@ -13,12 +19,14 @@
 #include "passes/Passes.h"
 #include "runtime/VariantSource.h"
 
+#include "mlir/IR/AsmState.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Parser/Parser.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Support/FileUtilities.h"
+#include "mlir/Support/Timing.h"
 #include "mlir/Transforms/Passes.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/InitLLVM.h"
@@ -107,6 +115,27 @@ struct DiagnosticCollector {
   ScopedDiagnosticHandler handler;
 };
 
+/// MLIR's command-line options on every pass manager attnc runs: IR printing, statistics,
+/// crash reproducers (applyPassManagerCLOptions) and one timing report for the whole run
+/// (--mlir-timing), printed when this is destroyed.
+class PassManagerSetup {
+public:
+  PassManagerSetup() {
+    applyDefaultTimingManagerCLOptions(timing_);
+    root_ = timing_.getRootScope();
+  }
+
+  void configure(PassManager &pm) {
+    if (failed(applyPassManagerCLOptions(pm)))
+      throw UsageError{"the --mlir-* pass manager options cannot be applied"};
+    pm.enableTiming(root_); // a no-op without --mlir-timing
+  }
+
+private:
+  DefaultTimingManager timing_;
+  TimingScope root_; ///< destroyed first: stops the root timer before the report
+};
+
 OwningOpRef<ModuleOp> loadModule(MLIRContext &context) {
   bool fromVariant = !variant.empty();
   if (fromVariant && !inputFile.empty())
@@ -140,11 +169,12 @@ OwningOpRef<ModuleOp> loadModule(MLIRContext &context) {
   return module;
 }
 
-void runPipeline(ModuleOp module, llvm::function_ref<void(OpPassManager &)> build,
-                 const std::string &what) {
+void runPipeline(PassManagerSetup &setup, ModuleOp module,
+                 llvm::function_ref<void(OpPassManager &)> build, const std::string &what) {
   DiagnosticCollector diagnostics(*module.getContext());
   PassManager pm(module.getContext());
   build(pm);
+  setup.configure(pm);
   if (failed(pm.run(module)))
     throw UsageError{what + " failed:\n" + diagnostics.text};
 }
@@ -174,40 +204,15 @@ int run() {
       throw UsageError{"the IR does not verify:\n" + diagnostics.text};
   }
 
+  PassManagerSetup setup;
   ::attn::codegen::GpuCompileOptions options;
   if (gpuTarget)
     options.target = *gpuTarget;
   options.dtype = dtype;
   options.backward = backward;
-
-  std::string binary;
-  bool isBinary = false;
-  switch (stage) {
-  case Stage::Attn:
-    runPipeline(*module, [](OpPassManager &pm) {
-      pm.addPass(createCanonicalizerPass());
-      pm.addPass(mlir::attn::createAttnLegalize());
-    }, "attn-legalize");
-    break;
-  case Stage::Tiled:
-    runPipeline(*module, [&](OpPassManager &pm) {
-      pm.addPass(createCanonicalizerPass());
-      pm.addPass(mlir::attn::createAttnLegalize());
-      if (backward)
-        pm.addPass(mlir::attn::createAttnDeriveBackward());
-      pm.addPass(mlir::attn::createAttnTile());
-    }, "tiling");
-    break;
-  case Stage::Gpu:
-  case Stage::Llvm:
-    if (cpu) {
-      runPipeline(*module, [](OpPassManager &pm) { ::attn::codegen::buildCpuPipeline(pm); },
-                  "the CPU pipeline");
-      break;
-    }
-    [[fallthrough]];
-  case Stage::Ptx:
-  case Stage::Cubin: {
+  options.configurePassManager = [&](PassManager &pm, const std::string &) { setup.configure(pm); };
+  // The GPU stages' tiles: the tuning table's for this op and target, then the overrides.
+  auto selectTiles = [&] {
     ::attn::codegen::GpuTileConfig tiles = ::attn::codegen::selectGpuTiles(*module, options);
     if (warps > 0)
       tiles.warps = warps;
@@ -220,13 +225,59 @@ int run() {
         throw UsageError{"--wgmma needs --target=sm_90a"};
       tiles.wgmma = true;
     }
+    return tiles;
+  };
+
+  std::string binary;
+  bool isBinary = false;
+  switch (stage) {
+  case Stage::Attn:
+    runPipeline(
+        setup, *module,
+        [](OpPassManager &pm) {
+          pm.addPass(createCanonicalizerPass());
+          pm.addPass(mlir::attn::createAttnLegalize());
+        },
+        "attn-legalize");
+    break;
+  case Stage::Tiled:
+    if (cpu) {
+      runPipeline(
+          setup, *module,
+          [&](OpPassManager &pm) {
+            pm.addPass(createCanonicalizerPass());
+            pm.addPass(mlir::attn::createAttnLegalize());
+            if (backward)
+              pm.addPass(mlir::attn::createAttnDeriveBackward());
+            pm.addPass(mlir::attn::createAttnTile());
+          },
+          "tiling");
+      break;
+    }
+    // A GPU target's tiled form is attn-tile-gpu's: the gpu.func kernels (as --emit=gpu).
+    [[fallthrough]];
+  case Stage::Gpu:
+  case Stage::Llvm:
+    if (cpu) {
+      runPipeline(
+          setup, *module, [](OpPassManager &pm) { ::attn::codegen::buildCpuPipeline(pm); },
+          "the CPU pipeline");
+      break;
+    }
+    [[fallthrough]];
+  case Stage::Ptx:
+  case Stage::Cubin: {
+    ::attn::codegen::GpuTileConfig tiles = selectTiles();
     options.tiles = tiles;
-    if (stage == Stage::Gpu || stage == Stage::Llvm) {
-      runPipeline(*module, [&](OpPassManager &pm) {
-        ::attn::codegen::buildGpuKernelPipeline(pm, options, tiles);
-        if (stage == Stage::Llvm)
-          ::attn::codegen::buildGpuLoweringPipeline(pm, options.target);
-      }, "the GPU pipeline");
+    if (stage == Stage::Tiled || stage == Stage::Gpu || stage == Stage::Llvm) {
+      runPipeline(
+          setup, *module,
+          [&](OpPassManager &pm) {
+            ::attn::codegen::buildGpuKernelPipeline(pm, options, tiles);
+            if (stage == Stage::Llvm)
+              ::attn::codegen::buildGpuLoweringPipeline(pm, options.target);
+          },
+          stage == Stage::Llvm ? "the GPU pipeline" : "attn-tile-gpu");
       break;
     }
     ::attn::codegen::GpuProgram program = ::attn::codegen::compileModuleToPtx(*module, options);
@@ -261,7 +312,16 @@ int run() {
 
 int main(int argc, char **argv) {
   llvm::InitLLVM initLLVM(argc, argv);
-  cl::HideUnrelatedOptions(category);
+  registerMLIRContextCLOptions();
+  registerPassManagerCLOptions();
+  registerDefaultTimingManagerCLOptions();
+  registerAsmPrinterCLOptions();
+  // --help lists attnc's options and MLIR's (those MLIR hides stay hidden).
+  static cl::OptionCategory mlirCategory("MLIR options");
+  for (auto &option : cl::getRegisteredOptions())
+    if (option.first.starts_with("mlir-"))
+      option.second->addCategory(mlirCategory);
+  cl::HideUnrelatedOptions({&category, &mlirCategory});
   cl::ParseCommandLineOptions(argc, argv, "attnc: attention compiler\n");
   try {
     return run();

@@ -9,7 +9,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <dirent.h>
 #include <dlfcn.h>
+#include <fstream>
+#include <iterator>
 
 namespace attn::runtime {
 namespace {
@@ -208,6 +212,72 @@ TEST(GpuLaunch, PrimaryContextIsRetainedOncePerDevice) {
   for (int launch = 0; launch < 5; ++launch)
     kernels->forward(p.q, p.k, p.v, p.o, p.lse, nullptr);
   EXPECT_EQ(fake.contextRetains(0), 1) << "every launch retained the primary context again";
+}
+
+/// Paths of the regular files under `root`, relative to it.
+std::vector<std::string> filesUnder(const std::string &root, const std::string &prefix = "") {
+  std::vector<std::string> files;
+  DIR *directory = opendir((root + "/" + prefix).c_str());
+  if (!directory)
+    return files;
+  while (dirent *entry = readdir(directory)) {
+    std::string name = entry->d_name;
+    if (name == "." || name == "..")
+      continue;
+    if (entry->d_type == DT_DIR) {
+      std::vector<std::string> nested = filesUnder(root, prefix + name + "/");
+      files.insert(files.end(), nested.begin(), nested.end());
+    } else {
+      files.push_back(prefix + name);
+    }
+  }
+  closedir(directory);
+  return files;
+}
+
+bool anyEndsWith(const std::vector<std::string> &files, const std::string &suffix) {
+  return std::any_of(files.begin(), files.end(),
+                     [&](const std::string &file) { return endsWith(file, suffix); });
+}
+
+TEST(GpuLaunch, DumpDirectoryReceivesEveryStage) {
+  test::TemporaryDirectory dump;
+  setenv("ATTN_DUMP_DIR", dump.path().c_str(), 1);
+  Jit::instance().reconfigureFromEnvironment();
+  struct Restore {
+    ~Restore() {
+      unsetenv("ATTN_DUMP_DIR");
+      Jit::instance().reconfigureFromEnvironment();
+    }
+  } restore;
+  // A variant no other test compiles: the memory cache would skip the compile.
+  VariantSpec causal = spec("sigmoid", 32);
+  causal.causal = true;
+  getGpuKernels(causal, GpuDtype::BFloat16, 0);
+
+  std::vector<std::string> folders = dump.list();
+  ASSERT_EQ(folders.size(), 1u);
+  std::string folder = dump.path() + "/" + folders.front();
+  std::vector<std::string> files = filesUnder(folder);
+  for (const char *file : {"key.txt", "attn-canonical.mlir", "kernels.ptx"})
+    EXPECT_TRUE(std::count(files.begin(), files.end(), file)) << file << " was not dumped";
+  // The IR after every pass that changed it, one tree per pass manager of the compile.
+  std::vector<std::string> stages = filesUnder(folder + "/gpu-stages");
+  for (const char *pass :
+       {"_attn-legalize.mlir", "_attn-tile-gpu.mlir", "_convert-nvgpu-to-nvvm.mlir",
+        "_nvvm-attach-target.mlir", "_convert-gpu-to-nvvm.mlir", "_gpu-module-to-binary.mlir"})
+    EXPECT_TRUE(anyEndsWith(stages, pass)) << "no IR after " << pass << " under gpu-stages";
+  for (const char *tree : {"0_kernels/", "1_nvvm/", "2_ptx/"})
+    EXPECT_TRUE(std::any_of(stages.begin(), stages.end(),
+                            [&](const std::string &file) { return file.rfind(tree, 0) == 0; }))
+        << "no stage tree " << tree;
+  // The kernels stage holds gpu.func kernels, the PTX stage the gpu.binary.
+  for (const std::string &file : stages)
+    if (endsWith(file, "_attn-tile-gpu.mlir")) {
+      std::ifstream stream(folder + "/gpu-stages/" + file);
+      std::string text((std::istreambuf_iterator<char>(stream)), {});
+      EXPECT_NE(text.find("gpu.func @attention_fwd"), std::string::npos) << file;
+    }
 }
 
 TEST(GpuLaunch, UnsupportedHeadDimIsACompileError) {

@@ -1,11 +1,17 @@
 // The GPU backend's MLIR-free API: the tuning table, compileAttentionToPtx's launch contract
-// and errors, and ptxas assembly when a CUDA toolkit is installed.
+// and errors, the PassManager hook, and ptxas assembly when a CUDA toolkit is installed.
 #include "codegen/GpuCompiler.h"
+
+#include "mlir/Pass/Pass.h"
+#include "mlir/Pass/PassInstrumentation.h"
+#include "mlir/Pass/PassManager.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <memory>
 #include <string>
+#include <vector>
 
 using namespace attn::codegen;
 
@@ -112,6 +118,57 @@ TEST(GpuCompiler, ErrorsAreExceptions) {
   options.dtype = "f32";
   EXPECT_THROW(compileAttentionToPtx(attentionModule("#attn.softmax", 64, false), options),
                GpuCompileError);
+}
+
+/// Records the argument of every pass that runs, prefixed with its pass manager's stage.
+struct PassRecorder : mlir::PassInstrumentation {
+  PassRecorder(std::vector<std::string> &passes, std::string stage)
+      : passes(passes), stage(std::move(stage)) {}
+  void runAfterPass(mlir::Pass *pass, mlir::Operation *) override {
+    passes.push_back(stage + ":" + pass->getArgument().str());
+  }
+  std::vector<std::string> &passes;
+  std::string stage;
+};
+
+TEST(GpuCompiler, HookConfiguresEveryPassManager) {
+  std::vector<std::string> stages, passes;
+  GpuCompileOptions options;
+  options.target = GpuTarget::Sm80;
+  options.backward = false;
+  options.configurePassManager = [&](mlir::PassManager &pm, const std::string &stage) {
+    stages.push_back(stage);
+    pm.addInstrumentation(std::make_unique<PassRecorder>(passes, stage));
+  };
+  GpuProgram program = compileAttentionToPtx(attentionModule("#attn.softmax", 64, false), options);
+  EXPECT_FALSE(program.ptx.empty());
+  EXPECT_EQ(stages, (std::vector<std::string>{"kernels", "nvvm", "ptx"}));
+  // Every pass of every stage ran under the hook's instrumentation, in pipeline order.
+  std::vector<std::string> expected = {
+      "kernels:attn-legalize",   "kernels:attn-tile-gpu",    "nvvm:convert-nvgpu-to-nvvm",
+      "nvvm:nvvm-attach-target", "nvvm:convert-gpu-to-nvvm", "nvvm:reconcile-unrealized-casts",
+      "ptx:gpu-module-to-binary"};
+  auto next = passes.begin();
+  for (const std::string &pass : expected) {
+    next = std::find(next, passes.end(), pass);
+    EXPECT_NE(next, passes.end()) << pass << " missing or out of order";
+  }
+  EXPECT_EQ(passes.back(), "ptx:gpu-module-to-binary");
+}
+
+TEST(GpuCompiler, HookExceptionsPropagate) {
+  GpuCompileOptions options;
+  options.backward = false;
+  options.configurePassManager = [](mlir::PassManager &, const std::string &stage) {
+    if (stage == "nvvm")
+      throw GpuCompileError("hook refused " + stage);
+  };
+  try {
+    compileAttentionToPtx(attentionModule("#attn.relu", 64, false), options);
+    FAIL() << "the hook's exception was swallowed";
+  } catch (const GpuCompileError &error) {
+    EXPECT_STREQ(error.what(), "hook refused nvvm");
+  }
 }
 
 TEST(GpuCompiler, AssemblesWithPtxas) {
