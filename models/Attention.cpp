@@ -50,12 +50,14 @@ void AttentionImpl::reset() {
   TORCH_CHECK(!options.scale() || *options.scale() > 0, "Attention: scale must be positive");
   variant_ = attention_variant(options.normalizer(), headDim, heads, options.window(),
                                options.alibi());
-  const bool irNormalizer = parse_normalizer(options.normalizer()).kind == NormalizerSpec::Kind::Ir;
-  TORCH_CHECK(!irNormalizer || options.backend() == AttentionBackend::Compiled,
-              "Attention: the Reference backend cannot evaluate a normalizer given as IR");
-  TORCH_CHECK(!irNormalizer || !options.record_entropy(),
+  const NormalizerSpec::Kind kind = parse_normalizer(options.normalizer()).kind;
+  const bool compiledOnly = kind == NormalizerSpec::Kind::Ir || kind == NormalizerSpec::Kind::Named;
+  TORCH_CHECK(!compiledOnly || options.backend() == AttentionBackend::Compiled,
+              "Attention: the Reference backend evaluates softmax, sigmoid and relu only, not '",
+              options.normalizer().substr(0, 80), "'");
+  TORCH_CHECK(!compiledOnly || !options.record_entropy(),
               "Attention: record_entropy needs a built-in normalizer (softmax, sigmoid, relu); "
-              "the entropy reference cannot evaluate IR");
+              "the entropy reference cannot evaluate '", options.normalizer().substr(0, 80), "'");
 
   auto projection = [&](int64_t in, int64_t out, bool bias) {
     return Projection(ProjectionOptions(in, out).bias(bias).sigma_reparam(options.sigma_reparam()));

@@ -1,40 +1,22 @@
 #include "models/AttentionVariant.h"
 
+#include "frontend/torch/Attention.h"
+
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
 #include <cmath>
 #include <iomanip>
-#include <regex>
 #include <sstream>
 
 namespace attn::models {
 namespace {
-
-constexpr const char *kAcceptedNormalizers =
-    "softmax, sigmoid, sigmoid(bias=<float>), relu, relu(scale=<float>) or mlir:<module text>";
 
 /// An MLIR float literal (MLIR requires a '.' before any exponent).
 std::string floatLiteral(double value) {
   std::ostringstream text;
   text << std::scientific << std::setprecision(9) << value;
   return text.str();
-}
-
-std::string normalizerAttribute(const NormalizerSpec &spec) {
-  switch (spec.kind) {
-  case NormalizerSpec::Kind::Softmax:
-    return "#attn.softmax";
-  case NormalizerSpec::Kind::Sigmoid:
-    return spec.parameter ? "#attn.sigmoid<bias = " + floatLiteral(*spec.parameter) + ">"
-                          : "#attn.sigmoid";
-  case NormalizerSpec::Kind::Relu:
-    return spec.parameter ? "#attn.relu<scale = " + floatLiteral(*spec.parameter) + ">"
-                          : "#attn.relu";
-  case NormalizerSpec::Kind::Ir:
-    break;
-  }
-  TORCH_INTERNAL_ASSERT(false, "IR normalizers have no attribute form");
 }
 
 /// score − slope_h·|i − j| with slope_h = exp2(−8(h+1)/H): ALiBi's symmetric form, which for
@@ -72,22 +54,23 @@ NormalizerSpec parse_normalizer(const std::string &normalizer) {
     spec.ir = normalizer.substr(kIrPrefix.size());
     return spec;
   }
-  static const std::regex pattern(
-      R"(^\s*(softmax|sigmoid|relu)\s*(?:\(\s*(bias|scale)\s*=\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*\))?\s*$)");
-  std::smatch match;
-  TORCH_CHECK(std::regex_match(normalizer, match, pattern), "attention normalizer '", normalizer,
-              "' is not one of ", kAcceptedNormalizers);
-  const std::string name = match[1], parameter = match[2];
-  spec.kind = name == "softmax"   ? NormalizerSpec::Kind::Softmax
-              : name == "sigmoid" ? NormalizerSpec::Kind::Sigmoid
-                                  : NormalizerSpec::Kind::Relu;
-  if (!parameter.empty()) {
-    const bool fits = (name == "sigmoid" && parameter == "bias") ||
-                      (name == "relu" && parameter == "scale");
-    TORCH_CHECK(fits, "attention normalizer '", normalizer, "': ", name, " takes no '", parameter,
-                "' parameter; expected ", kAcceptedNormalizers);
-    spec.parameter = std::stod(match[3]);
+  const NormalizerInfo info = normalizer_info(normalizer);
+  spec.attribute = info.attribute;
+  // The Reference backend evaluates the built-ins itself and needs their one parameter; the
+  // attribute syntax (`#attn.sigmoid<...>`) gives no parameter list, so it counts as Named.
+  const bool shorthand = normalizer.find('#') == std::string::npos;
+  const bool oneOrNoParameter = info.parameters.size() <= 1;
+  if (info.name == "softmax" && info.parameters.empty()) {
+    spec.kind = NormalizerSpec::Kind::Softmax;
+  } else if (info.name == "sigmoid" && shorthand && oneOrNoParameter) {
+    spec.kind = NormalizerSpec::Kind::Sigmoid;
+  } else if (info.name == "relu" && shorthand && oneOrNoParameter) {
+    spec.kind = NormalizerSpec::Kind::Relu;
+  } else {
+    spec.kind = NormalizerSpec::Kind::Named;
   }
+  if (spec.kind != NormalizerSpec::Kind::Named && !info.parameters.empty())
+    spec.parameter = std::stod(info.parameters.front().second);
   return spec;
 }
 
@@ -101,19 +84,8 @@ std::string attention_variant(const std::string &normalizer, int64_t head_dim, i
                               int64_t window, bool alibi) {
   const NormalizerSpec spec = parse_normalizer(normalizer);
   TORCH_CHECK(window >= 0, "attention window must be >= 0 (0 = none), got ", window);
-  if (window == 0 && !alibi) {
-    // Parameters are re-printed with a '.', which the op's IR parser requires ("-2" fails).
-    switch (spec.kind) {
-    case NormalizerSpec::Kind::Sigmoid:
-      return spec.parameter ? "sigmoid(bias=" + floatLiteral(*spec.parameter) + ")" : "sigmoid";
-    case NormalizerSpec::Kind::Relu:
-      return spec.parameter ? "relu(scale=" + floatLiteral(*spec.parameter) + ")" : "relu";
-    case NormalizerSpec::Kind::Softmax:
-      return "softmax";
-    case NormalizerSpec::Kind::Ir:
-      return normalizer;
-    }
-  }
+  if (window == 0 && !alibi)
+    return normalizer; // validated above; attn::attention parses it with the same parser
   TORCH_CHECK(spec.kind != NormalizerSpec::Kind::Ir,
               "attention: a window or ALiBi cannot be added to a normalizer given as IR; write "
               "`window = W` or the score_mod into that IR instead");
@@ -122,7 +94,7 @@ std::string attention_variant(const std::string &normalizer, int64_t head_dim, i
   const std::string t = type.str();
   text << "mlir:func.func @attention(%q: " << t << ", %k: " << t << ", %v: " << t << ") -> " << t
        << " {\n"
-       << "  %o = attn.attention %q, %k, %v normalizer(" << normalizerAttribute(spec) << ")";
+       << "  %o = attn.attention %q, %k, %v normalizer(" << spec.attribute << ")";
   if (window > 0)
     text << " {window = " << window << "}";
   text << "\n      : " << t << ", " << t << ", " << t << " -> " << t << "\n";

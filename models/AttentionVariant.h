@@ -11,16 +11,21 @@
 namespace attn::models {
 
 struct NormalizerSpec {
-  enum class Kind { Softmax, Sigmoid, Relu, Ir };
+  /// Softmax, Sigmoid, Relu: the built-ins the Reference backend evaluates. Named: any other
+  /// normalizer of the dialect, called by name (compiled backend only). Ir: `mlir:` text.
+  enum class Kind { Softmax, Sigmoid, Relu, Named, Ir };
   Kind kind = Kind::Softmax;
   /// Sigmoid: the bias (absent: −ln n); Relu: the scale (absent: 1/n).
   c10::optional<double> parameter;
+  /// Softmax, Sigmoid, Relu, Named: the normalizer attribute, for generated IR.
+  std::string attribute;
   /// Ir: the module text (without the `mlir:` prefix).
   std::string ir;
 };
 
-/// Parses `softmax`, `sigmoid`, `sigmoid(bias=-3.5)`, `relu`, `relu(scale=0.01)` or `mlir:...`.
-/// Throws c10::Error naming the accepted forms.
+/// Parses a normalizer name with the dialect's parser (`softmax`, `sigmoid(bias=-3.5)`,
+/// `relu(scale=0.01)`, any normalizer the dialect defines) or `mlir:...`. Throws c10::Error
+/// naming the known normalizers.
 NormalizerSpec parse_normalizer(const std::string &normalizer);
 
 /// ALiBi slopes 2^(−8(h+1)/num_heads) for h = 0 … num_heads−1, float64 [num_heads].

@@ -9,8 +9,9 @@ namespace attn::models {
 
 at::Tensor reference_attention_probabilities(const at::Tensor &q, const at::Tensor &k,
                                              const ReferenceAttentionSpec &spec) {
-  TORCH_CHECK(spec.normalizer.kind != NormalizerSpec::Kind::Ir,
-              "the reference attention cannot evaluate a normalizer given as IR; use the "
+  TORCH_CHECK(spec.normalizer.kind != NormalizerSpec::Kind::Ir &&
+                  spec.normalizer.kind != NormalizerSpec::Kind::Named,
+              "the reference attention evaluates softmax, sigmoid and relu only; use the "
               "compiled backend and turn record_entropy off");
   TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && q.size(1) % k.size(1) == 0,
               "reference attention: q [B, Hq, Sq, D] and k [B, Hkv, Sk, D] with Hq % Hkv == 0, "
@@ -54,6 +55,7 @@ at::Tensor reference_attention_probabilities(const at::Tensor &q, const at::Tens
     probabilities = scores.relu() * spec.normalizer.parameter.value_or(
                                         1.0 / static_cast<double>(std::max<int64_t>(keys, 1)));
     break;
+  case NormalizerSpec::Kind::Named:
   case NormalizerSpec::Kind::Ir:
     break;
   }

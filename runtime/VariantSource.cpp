@@ -1,6 +1,7 @@
 #include "runtime/VariantSource.h"
 
 #include "dialects/attn/AttnDialect.h"
+#include "dialects/attn/NormalizerShorthand.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Diagnostics.h"
@@ -10,53 +11,12 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <cstdio>
-#include <regex>
 #include <sstream>
 
 using namespace mlir;
 
 namespace attn::runtime {
 namespace {
-constexpr const char *kExpectedVariants =
-    "expected softmax, sigmoid, sigmoid(bias=<float>), relu, relu(scale=<float>) or "
-    "mlir:<module text with an attn.attention>";
-
-/// The normalizer attribute of a built-in variant name, or empty when it is not one.
-std::string builtinNormalizer(const std::string &variant) {
-  static const std::regex pattern(
-      R"(^\s*(softmax|sigmoid|relu)\s*(?:\(\s*(bias|scale)\s*=\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*\))?\s*$)");
-  std::smatch match;
-  if (!std::regex_match(variant, match, pattern))
-    return {};
-  std::string name = match[1], parameter = match[2], value = match[3];
-  if (!parameter.empty()) {
-    bool fits =
-        (name == "sigmoid" && parameter == "bias") || (name == "relu" && parameter == "scale");
-    if (!fits)
-      throw CompileError("attention variant '" + variant + "': " + name + " takes no '" +
-                         parameter + "' parameter; " + kExpectedVariants);
-    // MLIR float attributes need a decimal point or exponent: "-2" is written "-2.0e+00".
-    char literal[40];
-    std::snprintf(literal, sizeof literal, "%.17e", std::stod(value));
-    return "#attn." + name + "<" + parameter + " = " + literal + ">";
-  }
-  return "#attn." + name;
-}
-
-/// " (did you mean 'sigmoid'?)" for a name within two edits of a built-in variant.
-std::string suggestion(const std::string &variant) {
-  static const std::regex leadingName(R"(^\s*([A-Za-z_]+))");
-  std::smatch match;
-  if (!std::regex_search(variant, match, leadingName))
-    return {};
-  std::string matched = match[1].str();
-  llvm::StringRef name(matched);
-  for (llvm::StringRef known : {"softmax", "sigmoid", "relu"})
-    if (name != known && name.edit_distance(known) <= 2)
-      return " (did you mean '" + known.str() + "'?)";
-  return {};
-}
-
 RankedTensorType withDynamicSizes(RankedTensorType type, ArrayRef<bool> keep) {
   SmallVector<int64_t> shape(type.getShape());
   for (auto [dimension, size] : llvm::enumerate(shape))
@@ -131,11 +91,14 @@ OwningOpRef<ModuleOp> buildVariantModule(const VariantSpec &spec, MLIRContext &c
   if (fromIr) {
     source = spec.variant.substr(kMlirPrefix.size());
   } else {
-    std::string normalizer = builtinNormalizer(spec.variant);
-    if (normalizer.empty())
-      throw CompileError("unknown attention variant '" + spec.variant + "'" +
-                         suggestion(spec.variant) + "; " + kExpectedVariants);
-    source = generatedSource(normalizer, spec);
+    std::string error;
+    auto normalizer = mlir::attn::parseNormalizerShorthand(spec.variant, &context, error);
+    if (failed(normalizer))
+      throw CompileError("attention variant '" + spec.variant + "': " + error +
+                         "; or give mlir:<module text with an attn.attention>");
+    std::string attribute;
+    llvm::raw_string_ostream(attribute) << Attribute(*normalizer);
+    source = generatedSource(attribute, spec);
   }
 
   DiagnosticCollector diagnostics(context);

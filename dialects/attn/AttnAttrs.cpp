@@ -18,9 +18,29 @@ ParseResult parseOptionalFloatParameter(AsmParser &parser, StringRef name,
                                         FloatAttr &result) {
   if (failed(parser.parseOptionalLess()))
     return success();
+  // Any number: an integer literal (`bias = -2`) is as good as a float one.
+  Attribute number;
+  std::string key;
+  SMLoc keyLoc = parser.getCurrentLocation();
+  if (parser.parseKeywordOrString(&key))
+    return failure();
+  if (key != name)
+    return parser.emitError(keyLoc) << "no parameter '" << key << "'; the parameter is '"
+                                    << name << "'";
+  if (parser.parseEqual())
+    return failure();
+  SMLoc numberLoc = parser.getCurrentLocation();
+  if (parser.parseAttribute(number))
+    return failure();
   double value = 0;
-  if (parser.parseKeyword(name) || parser.parseEqual() || parser.parseFloat(value) ||
-      parser.parseGreater())
+  if (auto floatAttr = dyn_cast<FloatAttr>(number))
+    value = floatAttr.getValueAsDouble();
+  else if (auto integerAttr = dyn_cast<IntegerAttr>(number))
+    value = static_cast<double>(integerAttr.getValue().getSExtValue());
+  else
+    return parser.emitError(numberLoc) << "expected a number for '" << name << "', got "
+                                       << number;
+  if (parser.parseGreater())
     return failure();
   result = FloatAttr::get(Float64Type::get(parser.getContext()), value);
   return success();

@@ -1,6 +1,10 @@
 #include "frontend/torch/Attention.h"
 
+#include "runtime/CpuKernels.h"
+#include "runtime/Normalizers.h"
+
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/util/Exception.h>
 
 namespace attn {
 
@@ -15,5 +19,22 @@ at::Tensor attention(const at::Tensor &q, const at::Tensor &k, const at::Tensor 
       options.scale ? c10::optional<double>(*options.scale) : c10::nullopt;
   return op.call(q, k, v, options.variant, scale, options.causal);
 }
+
+NormalizerInfo normalizer_info(const std::string &name) {
+  runtime::NormalizerInfo resolved;
+  try {
+    resolved = runtime::resolveNormalizer(name);
+  } catch (const runtime::CompileError &error) {
+    TORCH_CHECK(false, error.what());
+  }
+  NormalizerInfo info;
+  info.name = resolved.name;
+  info.parameters = resolved.parameters;
+  info.attribute = resolved.attribute;
+  info.row_wise = resolved.rowWise;
+  return info;
+}
+
+std::vector<std::string> normalizer_names() { return runtime::normalizerNames(); }
 
 } // namespace attn

@@ -7,6 +7,8 @@
 
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace attn {
 
@@ -24,6 +26,24 @@ struct AttentionOptions {
 /// in q's dtype (float32, bfloat16, float16 or float64). Throws c10::Error on bad arguments.
 at::Tensor attention(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
                      const AttentionOptions &options = {});
+
+/// A normalizer name resolved by the dialect's parser (the one parser of names).
+struct NormalizerInfo {
+  /// The normalizer attribute's mnemonic: `softmax`, `sigmoid`, `relu`, ...
+  std::string name;
+  /// The parameters as written, in order (validated by the attribute's parser).
+  std::vector<std::pair<std::string, std::string>> parameters;
+  /// The attribute text, e.g. `#attn.sigmoid<bias = -2.000000e+00>`, for use in IR.
+  std::string attribute;
+  bool row_wise = false;
+};
+
+/// Resolves `softmax`, `sigmoid(bias=-2)`, `relu(scale=0.01)` or any normalizer the dialect
+/// defines, with its parameters. Throws c10::Error naming the known ones and the closest.
+NormalizerInfo normalizer_info(const std::string &name);
+
+/// The normalizers callable by name, in the dialect's definition order.
+std::vector<std::string> normalizer_names();
 
 } // namespace attn
 

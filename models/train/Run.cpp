@@ -1,5 +1,7 @@
 #include "models/train/Run.h"
 
+#include "frontend/torch/Attention.h"
+
 #include "models/train/Progress.h"
 #include "models/train/Schedule.h"
 
@@ -23,18 +25,22 @@ static std::string defaultDataDir() {
   return ATTN_DEFAULT_DATA_DIR;
 }
 
+/// `--attention=` takes a normalizer name (any the dialect defines, with parameters) or an
+/// .mlir file holding an attn.attention.
 static std::string attentionVariantFor(const std::string &option) {
-  if (option == "softmax" || option == "sigmoid" || option == "relu")
-    return option;
-  if (option.rfind("sigmoid(", 0) == 0 || option.rfind("relu(", 0) == 0)
-    return option; // parameterised built-ins, e.g. sigmoid(bias=-3.5)
-  if (!fs::is_regular_file(option))
-    throw UsageError("--attention: expected softmax, sigmoid, relu or an .mlir file holding an "
-                     "attn.attention, got '" + option + "' (no such file)");
-  std::ifstream in(option);
-  std::stringstream text;
-  text << in.rdbuf();
-  return "mlir:" + text.str();
+  if (fs::is_regular_file(option)) {
+    std::ifstream in(option);
+    std::stringstream text;
+    text << in.rdbuf();
+    return "mlir:" + text.str();
+  }
+  try {
+    attn::normalizer_info(option);
+  } catch (const c10::Error &error) {
+    throw UsageError("--attention: '" + option + "' is neither an .mlir file nor a normalizer: " +
+                     error.msg());
+  }
+  return option;
 }
 
 CommonOptions parseCommonOptions(Config &config, const std::string &recipe,

@@ -136,5 +136,36 @@ TEST(AttentionErrors, IrHeadDimUnlikeInputs) {
               AllOf(HasSubstr("64"), HasSubstr("32")));
 }
 
+TEST(AttentionErrors, EveryDialectNormalizerIsCallableByName) {
+  // The list comes from the dialect's definitions: a normalizer added there is covered here.
+  const std::vector<std::string> names = normalizer_names();
+  EXPECT_THAT(names, testing::IsSupersetOf({"softmax", "sigmoid", "relu"}));
+  const at::Tensor q = tensor({1, 2, 5, 16}), k = tensor({1, 2, 7, 16}), v = tensor({1, 2, 7, 16});
+  for (const std::string &name : names) {
+    const at::Tensor out = attention(q, k, v, {name, std::nullopt, false});
+    EXPECT_TRUE(out.isfinite().all().item<bool>()) << name;
+    EXPECT_EQ(normalizer_info(name).name, name);
+  }
+  const NormalizerInfo info = normalizer_info("sigmoid( bias = -2 )");
+  EXPECT_EQ(info.attribute, "#attn.sigmoid<bias = -2.000000e+00>");
+  ASSERT_EQ(info.parameters.size(), 1u);
+  EXPECT_EQ(info.parameters.front().first, "bias");
+  EXPECT_THAT(errorMessageOf([] { normalizer_info("sigmiod"); }),
+              HasSubstr("did you mean 'sigmoid'"));
+}
+
+TEST(AttentionErrors, IrWhoseFunctionDoesMoreThanAttentionIsRejected) {
+  // The kernels replace the variant's function: an op around attn.attention would be dropped.
+  const std::string t = "tensor<?x?x?x16xf32>";
+  const std::string ir = "mlir:func.func @f(%q: " + t + ", %k: " + t + ", %v: " + t + ") -> " +
+                         t + " {\n  %q2 = arith.addf %q, %q : " + t +
+                         "\n  %o = attn.attention %q2, %k, %v normalizer(#attn.softmax) : " + t +
+                         ", " + t + ", " + t + " -> " + t + "\n  return %o : " + t + "\n}";
+  const at::Tensor x = tensor({1, 2, 8, 16});
+  EXPECT_THAT(errorMessageOf([&] { attention(x, x, x, {ir, std::nullopt, false}); }),
+              HasSubstr("may only pass its arguments to it and return its result, found "
+                        "'arith.addf'"));
+}
+
 } // namespace
 } // namespace attn

@@ -324,8 +324,16 @@ func.func @f(%q: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
 // -----
 
 func.func @f(%q: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
-  // expected-error @+1 {{expected 'bias'}}
+  // expected-error @+1 {{no parameter 'scale'; the parameter is 'bias'}}
   %o = attn.attention %q, %q, %q normalizer(#attn.sigmoid<scale = 2.0>) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{expected a number for 'bias'}}
+  %o = attn.attention %q, %q, %q normalizer(#attn.sigmoid<bias = "low">) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
   return %o : tensor<1x2x8x16xf32>
 }
 

@@ -72,3 +72,13 @@ func.func @reparam(%x: tensor<?x64xf32>, %w: tensor<32x64xf32>, %b: tensor<32xf3
   %y2, %u3 = attn.reparam_linear %x, %w bias(%b : tensor<32xf32>) gamma(%g : tensor<1xf32>) u(%u2 : tensor<64xf32>) {training} : tensor<?x64xf32>, tensor<32x64xf32> -> tensor<?x32xf32>, tensor<64xf32>
   return %y2, %u3 : tensor<?x32xf32>, tensor<64xf32>
 }
+
+// A normalizer parameter may be written as an integer; it prints as the float it is.
+// CHECK-LABEL: func.func @integer_parameter
+// CHECK: normalizer(#attn.sigmoid<bias = -2.000000e+00>)
+// CHECK: normalizer(#attn.relu<scale = 1.000000e+00>)
+func.func @integer_parameter(%q: tensor<1x1x4x8xf32>) -> (tensor<1x1x4x8xf32>, tensor<1x1x4x8xf32>) {
+  %a = attn.attention %q, %q, %q normalizer(#attn.sigmoid<bias = -2>) : tensor<1x1x4x8xf32>, tensor<1x1x4x8xf32>, tensor<1x1x4x8xf32> -> tensor<1x1x4x8xf32>
+  %b = attn.attention %q, %q, %q normalizer(#attn.relu<scale = 1>) : tensor<1x1x4x8xf32>, tensor<1x1x4x8xf32>, tensor<1x1x4x8xf32> -> tensor<1x1x4x8xf32>
+  return %a, %b : tensor<1x1x4x8xf32>, tensor<1x1x4x8xf32>
+}
