@@ -21,10 +21,11 @@ template <int Rank> struct View {
 using View4 = View<4>;
 using View3 = View<3>;
 
-/// What a kernel specializes on (DESIGN.md invariant 3): never batch, heads or lengths.
+/// What a kernel specializes on (README invariant 2): never batch, heads or lengths.
 struct VariantSpec {
-  /// `softmax`, `sigmoid`, `sigmoid(bias=-3.5)`, `relu`, `relu(scale=0.01)`, or `mlir:` followed
-  /// by the text of a module whose first attn.attention defines the variant.
+  /// A normalizer name with parameters (`softmax`, `sigmoid(bias=-3.5)`, `relu(scale=0.01)`,
+  /// any the dialect defines; runtime/Normalizers.h), or `mlir:` followed by the text of a
+  /// module whose first attn.attention defines the variant (its B, H, S become dynamic).
   std::string variant = "softmax";
   int64_t headDim = 64;
   int64_t valueHeadDim = 64;

@@ -7,7 +7,7 @@ def Attn_NormalizerAttrInterface : AttrInterface<"NormalizerAttrInterface"> {
   let cppNamespace = "::mlir::attn";
   let description = [{
     A normalizer maps attention scores to probabilities. Every question a pass asks about a
-    normalizer goes through this interface (DESIGN.md invariant 1).
+    normalizer goes through this interface (README invariant 1).
 
     Scalar emission works on f32 values: `score` is the scaled (and score_mod-ified) score.
     For row-wise normalizers `emitProbability` returns the unnormalized numerator of an

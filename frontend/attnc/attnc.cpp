@@ -52,8 +52,9 @@ cl::opt<std::string> target("target", cl::desc("cpu, sm_80 or sm_90a"), cl::init
 cl::opt<std::string> emit("emit", cl::desc("attn, tiled, gpu, llvm, ptx or cubin"),
                           cl::init("ptx"), cl::cat(category));
 cl::opt<std::string> variant("variant",
-                             cl::desc("build a variant instead of reading a file: softmax, "
-                                      "sigmoid, sigmoid(bias=F), relu, relu(scale=F)"),
+                             cl::desc("build a variant instead of reading a file: any "
+                                      "normalizer of the dialect by name, with parameters: "
+                                      "softmax, sigmoid, sigmoid(bias=F), relu(scale=F), ..."),
                              cl::init(""), cl::cat(category));
 cl::opt<int64_t> headDim("head-dim", cl::desc("head dim of a --variant"), cl::init(64),
                          cl::cat(category));

@@ -1,5 +1,5 @@
 // Argument checks of the torch op attn::attention. They throw c10::Error (TORCH_CHECK) with
-// messages that name the argument, what was expected and what was given (DESIGN.md
+// messages that name the argument, what was expected and what was given (README
 // invariant 5: errors are values, not crashes).
 #ifndef FRONTEND_TORCH_INPUTCHECKS_H
 #define FRONTEND_TORCH_INPUTCHECKS_H

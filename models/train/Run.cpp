@@ -78,7 +78,8 @@ CommonOptions parseCommonOptions(Config &config, const std::string &recipe,
   o.progress = config.getBool("progress", true, "progress bar on stderr");
   o.plot = config.getBool("plot", true, "write OUT/metrics.png with gnuplot");
   o.attentionOption = config.getString("attention", "softmax",
-                                       "softmax, sigmoid, relu, sigmoid(bias=B), relu(scale=S) or an .mlir file");
+                                       "a normalizer name (softmax, sigmoid, relu, sigmoid(bias=B), "
+                                       "relu(scale=S), any the dialect defines) or an .mlir file");
   o.attentionVariant = attentionVariantFor(o.attentionOption);
   o.sigmaReparam = config.getBool("sigma-reparam", false, "σReparam for every linear and the patch embedding");
   o.distributed.worldSize = config.getInt("world-size", 1, "data-parallel processes (env WORLD_SIZE)");

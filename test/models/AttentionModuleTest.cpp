@@ -56,7 +56,7 @@ void expectBackendsAgree(AttentionOptions options, const std::string &referenceN
   const torch::Tensor outReference = reference->forward(xr, keyLengths);
   outCompiled.backward(gradOut);
   outReference.backward(gradOut);
-  // The kernels compute in float32 (DESIGN.md: fp32 within 1e-5 of float64).
+  // The kernels compute in float32 (fp32 within 1e-5 of float64).
   EXPECT_LT(relativeError(outCompiled, outReference), 1e-5);
   EXPECT_LT(relativeError(xc.grad(), xr.grad()), 1e-5);
   const auto gradsCompiled = takeGradients(*compiled), gradsReference = takeGradients(*reference);

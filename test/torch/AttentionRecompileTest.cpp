@@ -1,4 +1,4 @@
-// DESIGN.md invariant 3: kernels specialize on head dim, normalizer, mask kind and target,
+// README invariant 2: kernels specialize on head dim, normalizer, mask kind and target,
 // never on batch, heads or sequence lengths. Counted through the JIT's statistics.
 #include "frontend/torch/Attention.h"
 #include "runtime/Jit.h"

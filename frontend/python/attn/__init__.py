@@ -1,8 +1,9 @@
 """attn: attention compiled from an MLIR dialect, as torch ops.
 
 ``attn.attention(q, k, v, variant="softmax", scale=None, is_causal=False)`` runs the attention the
-variant names (``softmax``, ``sigmoid``, ``sigmoid(bias=-3.5)``, ``relu``, ``relu(scale=0.01)``,
-or ``mlir:`` followed by a module holding an ``attn.attention``), JIT-compiled for the tensors'
+variant names (``softmax``, ``sigmoid``, ``sigmoid(bias=-3.5)``, ``relu``, ``relu(scale=0.01)``, any
+normalizer the dialect defines, or ``mlir:`` followed by a module holding an ``attn.attention``,
+whose batch, head and sequence sizes are only an example), JIT-compiled for the tensors'
 device and cached. ``attn.reparam_linear`` is the σReparam linear; ``attn.nn`` holds modules.
 Both ops have autograd and fake (meta) kernels, so they work under ``torch.compile``.
 """
