@@ -145,3 +145,37 @@ func.func @odd_head_dim(%q: tensor<?x?x?x40xf32>, %k: tensor<?x?x?x40xf32>, %v: 
       : tensor<?x?x?x40xf32>, tensor<?x?x?x40xf32>, tensor<?x?x?x40xf32> -> tensor<?x?x?x40xf32>
   return %o : tensor<?x?x?x40xf32>
 }
+
+// -----
+
+// A score_mod that masks with -inf: in the forward, p is selected to 0 where s = -inf before
+// P V (a custom normalizer at -inf may be NaN); in the backward, p and dS are selected to 0
+// there too (exp2(s - lse) is NaN in a row with no allowed key).
+// CHECK-LABEL: gpu.module @masked_custom_kernels
+// CHECK: gpu.func @masked_custom_fwd
+// CHECK: %[[S:.*]] = arith.select %{{.*}}, %[[NEGINF:.*]], %{{.*}} : f32
+// CHECK: %[[MASKED:.*]] = arith.cmpf oeq, %[[S]], %[[NEGINF]] : f32
+// CHECK: arith.select %[[MASKED]], %{{.*}}, %{{.*}} : f32
+// CHECK: nvvm.mma.sync
+// FAST-LABEL: gpu.func @masked_custom_bwd_dq
+// FAST: arith.cmpf oeq
+// FAST: arith.select
+// FAST: nvvm.mma.sync
+func.func @masked_custom(%q: tensor<?x?x?x64xf16>, %k: tensor<?x?x?x64xf16>, %v: tensor<?x?x?x64xf16>) -> tensor<?x?x?x64xf16> {
+  %o = attn.attention %q, %k, %v normalizer(#attn.custom) : tensor<?x?x?x64xf16>, tensor<?x?x?x64xf16>, tensor<?x?x?x64xf16> -> tensor<?x?x?x64xf16>
+  normalizer_body {
+  ^bb0(%s: f32):
+    %e = math.exp %s : f32
+    %p = arith.mulf %s, %e : f32
+    attn.yield %p : f32
+  }
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %i: index, %j: index):
+    %c64 = arith.constant 64 : index
+    %ninf = arith.constant 0xFF800000 : f32
+    %early = arith.cmpi ult, %j, %c64 : index
+    %r = arith.select %early, %ninf, %s : f32
+    attn.yield %r : f32
+  }
+  return %o : tensor<?x?x?x64xf16>
+}
