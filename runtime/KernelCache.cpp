@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
 #include <sys/file.h>
@@ -60,6 +61,14 @@ bool makeDirectories(const std::string &path) {
   if (slash != std::string::npos && slash > 0 && !makeDirectories(path.substr(0, slash)))
     return false;
   return ::mkdir(path.c_str(), 0755) == 0 || errno == EEXIST;
+}
+
+/// Test hook: ATTN_TEST_CACHE_WRITE_DELAY_MS=N sleeps N ms halfway through writing an entry's
+/// temporary file, so that test/runtime/CacheKillTest.cpp can SIGKILL a writer mid-entry. Unset
+/// (always, outside that test) it costs one getenv per store.
+void testOnlyWriteDelay() {
+  if (const char *delay = std::getenv("ATTN_TEST_CACHE_WRITE_DELAY_MS"))
+    ::usleep(static_cast<useconds_t>(std::atoi(delay)) * 1000);
 }
 
 void warnNotWritable(const std::string &directory, const std::string &why) {
@@ -133,8 +142,10 @@ bool KernelCache::store(const std::string &key, std::string_view payload) const 
   std::memcpy(header + 8, &size, sizeof size);
   std::string checksum = sha256Hex(payload);
   std::memcpy(header + 16, checksum.data(), 64);
+  const size_t half = payload.size() / 2;
   bool ok = ::fchmod(fd, 0644) == 0 && writeAll(fd, header, sizeof header) &&
-            writeAll(fd, payload.data(), payload.size()) && ::fsync(fd) == 0;
+            writeAll(fd, payload.data(), half) && (testOnlyWriteDelay(), true) &&
+            writeAll(fd, payload.data() + half, payload.size() - half) && ::fsync(fd) == 0;
   std::string why = ok ? "" : errnoText();
   ok = (::close(fd) == 0) && ok;
   // rename() is atomic: readers see the old entry, nothing, or this whole one.

@@ -1,14 +1,74 @@
 // attn-cache-probe: asks the runtime for one variant's CPU kernels, runs its
 // forward tile once and prints the JIT counters. The runtime tests start it as
 // a separate process to observe the disk cache across restarts and between
-// racing processes.
+// racing processes. For a built-in variant (softmax, sigmoid, relu, with or
+// without a parameter) "output=ok" also means the tile matches float64 math, so
+// code loaded from a cache entry is checked to be the right code.
 #include "runtime/CpuKernels.h"
 #include "runtime/Jit.h"
 
+#include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <optional>
+#include <regex>
 #include <string>
 #include <vector>
+
+namespace {
+/// The largest |o - reference| of a forward tile over `length` rows, or nullopt when the
+/// variant is not a built-in one (mlir: variants are only checked to be finite).
+std::optional<double> builtinError(const std::string &variant, bool causal, int64_t length,
+                                   int64_t dim, const std::vector<float> &q,
+                                   const std::vector<float> &k, const std::vector<float> &v,
+                                   const std::vector<float> &o) {
+  static const std::regex pattern(R"(^(softmax|sigmoid|relu)(?:\((bias|scale)=([-+0-9.eE]+)\))?$)");
+  std::smatch match;
+  if (!std::regex_match(variant, match, pattern))
+    return std::nullopt;
+  const std::string name = match[1];
+  const bool hasParameter = match[3].matched;
+  const double parameter = hasParameter ? std::stod(match[3]) : 0.0;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(dim));
+  double worst = 0.0;
+  for (int64_t i = 0; i < length; ++i) {
+    std::vector<double> p(length, 0.0);
+    double top = -INFINITY;
+    for (int64_t j = 0; j < length; ++j) {
+      if (causal && j > i)
+        continue;
+      double s = 0.0;
+      for (int64_t d = 0; d < dim; ++d)
+        s += double(q[i * dim + d]) * double(k[j * dim + d]);
+      p[j] = s * scale;
+      top = std::max(top, p[j]);
+    }
+    double total = 0.0;
+    for (int64_t j = 0; j < length; ++j) {
+      if (causal && j > i) {
+        p[j] = 0.0;
+      } else if (name == "softmax") {
+        p[j] = std::exp(p[j] - top);
+        total += p[j];
+      } else if (name == "sigmoid") {
+        p[j] = 1.0 /
+               (1.0 + std::exp(-(p[j] + (hasParameter ? parameter : -std::log(double(length))))));
+      } else {
+        p[j] = std::max(p[j], 0.0) * (hasParameter ? parameter : 1.0 / double(length));
+      }
+    }
+    for (int64_t d = 0; d < dim; ++d) {
+      double expected = 0.0;
+      for (int64_t j = 0; j < length; ++j)
+        expected += p[j] * double(v[j * dim + d]);
+      if (name == "softmax")
+        expected /= total;
+      worst = std::max(worst, std::abs(expected - double(o[i * dim + d])));
+    }
+  }
+  return worst;
+}
+} // namespace
 
 int main(int argc, char **argv) {
   attn::runtime::VariantSpec spec;
@@ -62,6 +122,12 @@ int main(int argc, char **argv) {
       kernels->forwardTile(view4(q), view4(k), view4(v), view4(o), lseView, 0, 0, 0);
       for (float value : o)
         finite = finite && value == value && value != -1.0f;
+      if (std::optional<double> error = builtinError(variant, spec.causal, length, dim, q, k, v, o);
+          error && !(*error < 1e-4)) {
+        std::fprintf(stderr, "attn-cache-probe: %s differs from float64 math by %g\n",
+                     variant.c_str(), *error);
+        finite = false;
+      }
     }
     attn::runtime::JitStatistics statistics = attn::runtime::Jit::instance().statistics();
     std::printf("compiles=%llu disk_hits=%llu memory_hits=%llu output=%s\n",

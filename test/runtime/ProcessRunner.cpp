@@ -1,5 +1,7 @@
 #include "test/runtime/ProcessRunner.h"
 
+#include <cerrno>
+#include <csignal>
 #include <cstdlib>
 #include <dirent.h>
 #include <fcntl.h>
@@ -55,24 +57,52 @@ Started start(const ProcessSpec &process, int index) {
   close(errFd);
   return {pid, outTemplate, errTemplate};
 }
+
+ProcessResult finish(const Started &child) {
+  int status = 0;
+  while (waitpid(child.pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  ProcessResult result;
+  result.exitCode = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  result.out = readAll(child.outPath);
+  result.err = readAll(child.errPath);
+  unlink(child.outPath.c_str());
+  unlink(child.errPath.c_str());
+  return result;
+}
 } // namespace
+
+ChildProcess::ChildProcess(const ProcessSpec &process) {
+  Started started = start(process, 0);
+  pid_ = started.pid;
+  outPath_ = started.outPath;
+  errPath_ = started.errPath;
+}
+
+ChildProcess::~ChildProcess() {
+  if (!waited_) {
+    ::kill(pid_, SIGKILL);
+    wait();
+  }
+}
+
+void ChildProcess::kill(int signal) {
+  if (!waited_)
+    ::kill(pid_, signal);
+}
+
+ProcessResult ChildProcess::wait() {
+  waited_ = true;
+  return finish({pid_, outPath_, errPath_});
+}
 
 std::vector<ProcessResult> runConcurrently(const std::vector<ProcessSpec> &processes) {
   std::vector<Started> started;
   for (size_t i = 0; i < processes.size(); ++i)
     started.push_back(start(processes[i], static_cast<int>(i)));
   std::vector<ProcessResult> results;
-  for (const Started &child : started) {
-    int status = 0;
-    waitpid(child.pid, &status, 0);
-    ProcessResult result;
-    result.exitCode = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    result.out = readAll(child.outPath);
-    result.err = readAll(child.errPath);
-    unlink(child.outPath.c_str());
-    unlink(child.errPath.c_str());
-    results.push_back(result);
-  }
+  for (const Started &child : started)
+    results.push_back(finish(child));
   return results;
 }
 

@@ -19,6 +19,24 @@ struct ProcessSpec {
   std::map<std::string, std::string> environment; ///< added to (and overriding) ours
 };
 
+/// A started child process: wait() collects its exit code and output; kill() signals it. A
+/// child that was never waited for is killed (SIGKILL) and reaped on destruction.
+class ChildProcess {
+public:
+  explicit ChildProcess(const ProcessSpec &process);
+  ~ChildProcess();
+  ChildProcess(const ChildProcess &) = delete;
+  ChildProcess &operator=(const ChildProcess &) = delete;
+  int pid() const { return pid_; }
+  void kill(int signal);
+  ProcessResult wait();
+
+private:
+  int pid_ = -1;
+  bool waited_ = false;
+  std::string outPath_, errPath_;
+};
+
 /// Starts every process, then waits for all: they run concurrently.
 std::vector<ProcessResult> runConcurrently(const std::vector<ProcessSpec> &processes);
 ProcessResult run(const ProcessSpec &process);
