@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -69,6 +71,28 @@ bool makeDirectories(const std::string &path) {
 void testOnlyWriteDelay() {
   if (const char *delay = std::getenv("ATTN_TEST_CACHE_WRITE_DELAY_MS"))
     ::usleep(static_cast<useconds_t>(std::atoi(delay)) * 1000);
+}
+
+/// A writer killed between mkstemp and rename leaves `.KEY.tmp.XXXXXX` behind; it is never
+/// read, but nothing else would remove it. After storing KEY, its temporaries older than ten
+/// minutes are removed (a live writer of the same key finishes in seconds).
+void removeStaleTemporaries(const std::string &directory, const std::string &key) {
+  DIR *listing = ::opendir(directory.c_str());
+  if (!listing)
+    return;
+  const std::string prefix = "." + key + ".tmp.";
+  const time_t cutoff = std::time(nullptr) - 600;
+  while (const dirent *entry = ::readdir(listing)) {
+    if (std::strncmp(entry->d_name, prefix.c_str(), prefix.size()) != 0)
+      continue;
+    const std::string path = directory + "/" + entry->d_name;
+    struct stat status;
+    if (::stat(path.c_str(), &status) == 0 && status.st_mtime < cutoff) {
+      ::unlink(path.c_str());
+      log(LogLevel::Info, "removed a stale kernel cache temporary " + path);
+    }
+  }
+  ::closedir(listing);
 }
 
 void warnNotWritable(const std::string &directory, const std::string &why) {
@@ -165,6 +189,7 @@ bool KernelCache::store(const std::string &key, std::string_view payload) const 
     ::close(directoryFd);
   }
   log(LogLevel::Debug, "stored kernel cache entry " + entryPath(key));
+  removeStaleTemporaries(directory_, key);
   return true;
 }
 

@@ -9,6 +9,8 @@
 #include <chrono>
 #include <fstream>
 #include <thread>
+#include <algorithm>
+#include <sys/time.h>
 #include <unistd.h>
 
 namespace attn::runtime {
@@ -47,6 +49,22 @@ TEST(KernelCache, StoreLeavesNoTemporaryFiles) {
   ASSERT_TRUE(cache.store(kKey, "second replaces it"));
   EXPECT_EQ(directory.list(), std::vector<std::string>{kKey + ".kernel"});
   EXPECT_EQ(*cache.load(kKey), "second replaces it");
+}
+
+TEST(KernelCache, StaleTemporaryOfAKilledWriterIsRemovedOnTheNextStore) {
+  test::TemporaryDirectory directory;
+  KernelCache cache(directory.path());
+  const std::string stale = directory.path() + "/." + kKey + ".tmp.AbC123";
+  const std::string live = directory.path() + "/." + kKey + ".tmp.XyZ789";
+  writeBytes(stale, "half an entry");
+  writeBytes(live, "a writer still at work");
+  const struct timeval hourAgo[2] = {{::time(nullptr) - 3600, 0}, {::time(nullptr) - 3600, 0}};
+  ASSERT_EQ(::utimes(stale.c_str(), hourAgo), 0);
+  ASSERT_TRUE(cache.store(kKey, "whole"));
+  std::vector<std::string> files = directory.list();
+  EXPECT_EQ(std::count(files.begin(), files.end(), "." + kKey + ".tmp.AbC123"), 0);
+  EXPECT_EQ(std::count(files.begin(), files.end(), "." + kKey + ".tmp.XyZ789"), 1);
+  EXPECT_EQ(*cache.load(kKey), "whole");
 }
 
 TEST(KernelCache, TruncatedEntryIsDetectedAndRemoved) {
