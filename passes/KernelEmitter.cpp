@@ -5,6 +5,7 @@
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 
+#include <algorithm>
 #include <cmath>
 
 using namespace mlir;
@@ -15,8 +16,11 @@ KernelEmitter::KernelEmitter(AttentionOp op, OpBuilder &builder, TileSizes tiles
       rowWise(normalizer.isRowWise()), headDim(op.getHeadDim()),
       valueHeadDim(op.getValueHeadDim()), scale(op.getEffectiveScale()),
       causal(op.getCausal()), hasScoreMod(!op.getScoreMod().empty()) {
+  // A window of 2^30 keys or more covers every row of any sequence the kernels run, and
+  // clamping it keeps the bound arithmetic (row + window + 1) from overflowing, in 32-bit GPU
+  // indices too.
   if (auto windowAttr = op.getWindowAttr())
-    window = windowAttr.getInt();
+    window = std::min<int64_t>(windowAttr.getInt(), int64_t(1) << 30);
 }
 
 LogicalResult KernelEmitter::checkLowerable(AttentionOp op) {

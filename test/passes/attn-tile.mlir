@@ -138,3 +138,16 @@ func.func @masked(%q: tensor<?x?x?x32xf32>, %k: tensor<?x?x?x32xf32>, %v: tensor
   }
   return %o : tensor<?x?x?x32xf32>
 }
+
+// -----
+
+// A window beyond any sequence (found by the fuzzer: int64 max overflowed row + window + 1) is
+// clamped to 2^30 keys, which covers every length the kernels run.
+// CHECK-LABEL: func.func @huge_window_fwd
+// CHECK-DAG: arith.constant 1073741824 : index
+// CHECK-DAG: arith.constant 1073741825 : index
+func.func @huge_window(%q: tensor<1x1x?x16xf32>) -> tensor<1x1x?x16xf32> {
+  %o = attn.attention %q, %q, %q normalizer(#attn.softmax) {window = 9223372036854775807}
+      : tensor<1x1x?x16xf32>, tensor<1x1x?x16xf32>, tensor<1x1x?x16xf32> -> tensor<1x1x?x16xf32>
+  return %o : tensor<1x1x?x16xf32>
+}
