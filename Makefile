@@ -2,7 +2,7 @@
 BUILD ?= build
 CMAKE_FLAGS ?=
 
-.PHONY: demo test build configure deps clean
+.PHONY: demo test fuzz sanitize build configure deps clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -20,6 +20,17 @@ demo: build
 
 test: build
 	@cd $(BUILD) && ctest --output-on-failure -j$$(nproc)
+
+# libFuzzer + ASan/UBSan on parse -> canonicalize -> attn-legalize -> attn-tile/-derive-backward/
+# -tile-gpu, for FUZZ_SECONDS (its own clang build in build-fuzz/; see scripts/fuzz.sh).
+FUZZ_SECONDS ?= 120
+fuzz: deps
+	@bash scripts/fuzz.sh $(FUZZ_SECONDS)
+
+# The dialect, pass, runtime and torch-op tests under ASan + UBSan (build-asan/; see
+# scripts/sanitize.sh).
+sanitize: deps
+	@bash scripts/sanitize.sh
 
 clean:
 	rm -rf $(BUILD)

@@ -11,6 +11,9 @@ packages=(
   llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools
   libzstd-dev zlib1g-dev libedit-dev libxml2-dev libcurl4-openssl-dev libffi-dev
   libgtest-dev python3 python3-venv
+  # scripts/fuzz.sh (make fuzz, CI): clang with libFuzzer and the sanitizer runtimes; the LLVM
+  # of libMLIR (clang-14 cannot compile passes/: no lambda captures of structured bindings)
+  clang-22 libclang-rt-22-dev
   # attn-train: data (Fashion-MNIST, speech, spoken digits), plots, configs, images, and gloo's
   # headers (torch's c10d headers include them; the wheel ships gloo's code but not its headers)
   dataset-fashion-mnist pocketsphinx-testdata espeak-ng sox gnuplot-nox
