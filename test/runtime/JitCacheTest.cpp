@@ -117,6 +117,28 @@ func.func @mine(%q: tensor<?x?x?x16xf32>, %k: tensor<?x?x?x16xf32>,
   EXPECT_EQ(after.diskHits - before.diskHits, 1u);
 }
 
+TEST_F(JitInProcess, SizesWrittenInTheIrDoNotChangeTheKey) {
+  // B, H and S become dynamic before keying: IR written for one size is the variant of every
+  // size, and shares its disk entry with the dynamic spelling (the sigmoid default bias reads
+  // the run-time length in both).
+  auto variantWith = [](const std::string &type) {
+    VariantSpec spec;
+    spec.headDim = spec.valueHeadDim = 24;
+    spec.variant = "mlir:func.func @f(%q: " + type + ", %k: " + type + ", %v: " + type + ") -> " +
+                   type + " {\n  %o = attn.attention %q, %k, %v normalizer(#attn.sigmoid) : " +
+                   type + ", " + type + ", " + type + " -> " + type + "\n  return %o : " + type +
+                   "\n}";
+    return spec;
+  };
+  JitStatistics before = Jit::instance().statistics();
+  getCpuKernels(variantWith("tensor<1x2x64x24xf32>"));
+  getCpuKernels(variantWith("tensor<?x?x?x24xf32>"));
+  getCpuKernels(variantWith("tensor<4x8x1000x24xf32>"));
+  JitStatistics after = Jit::instance().statistics();
+  EXPECT_EQ(after.compiles - before.compiles, 1u);
+  EXPECT_EQ(after.diskHits - before.diskHits, 2u);
+}
+
 TEST_F(JitInProcess, IntegerParametersAreAccepted) {
   // "bias=-2" once reached the IR as an integer literal, which MLIR rejects for an f64.
   VariantSpec spec;
