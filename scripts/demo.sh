@@ -21,7 +21,8 @@ for file in "$root"/frontend/examples/*.mlir; do
 done
 
 echo
-echo "sigmoid.mlir after --canonicalize --attn-legalize (defaults made explicit):"
+echo "sigmoid.mlir after --canonicalize --attn-legalize (the scale made explicit; the default bias"
+echo "-ln Sk stays for the kernels to compute from the run-time key length):"
 grep 'attn.attention' "$out/sigmoid.legal.mlir" | sed 's/^ */    /'
 echo
 echo "every stage is in $out/ (<name>.attn.mlir, .canonical.mlir, .legal.mlir)"
