@@ -26,16 +26,15 @@ NormalizerInfo resolveNormalizer(const std::string &shorthand) {
   NameContext &names = nameContext();
   std::lock_guard<std::mutex> lock(names.mutex);
   std::string error;
-  auto normalizer = mlir::attn::parseNormalizerShorthand(shorthand, &names.context, error);
+  mlir::attn::NormalizerShorthand spelled;
+  auto normalizer =
+      mlir::attn::parseNormalizerShorthand(shorthand, &names.context, error, &spelled);
   if (mlir::failed(normalizer))
     throw CompileError("attention normalizer '" + shorthand + "': " + error);
   NormalizerInfo info;
   llvm::StringRef qualified = normalizer->getAbstractAttribute().getName(); // "attn.sigmoid"
   info.name = qualified.substr(qualified.find('.') + 1).str();
-  std::string splitError;
-  if (auto split = mlir::attn::splitNormalizerShorthand(shorthand, splitError);
-      mlir::succeeded(split))
-    info.parameters.assign(split->parameters.begin(), split->parameters.end());
+  info.parameters.assign(spelled.parameters.begin(), spelled.parameters.end());
   llvm::raw_string_ostream(info.attribute) << mlir::Attribute(*normalizer);
   info.rowWise = normalizer->isRowWise();
   return info;

@@ -133,7 +133,8 @@ SmallVector<std::string> mlir::attn::namedNormalizers(MLIRContext *context) {
 }
 
 FailureOr<NormalizerAttrInterface>
-mlir::attn::parseNormalizerShorthand(StringRef text, MLIRContext *context, std::string &error) {
+mlir::attn::parseNormalizerShorthand(StringRef text, MLIRContext *context, std::string &error,
+                                     NormalizerShorthand *spelled) {
   context->getOrLoadDialect<AttnDialect>();
   std::string attributeText;
   StringRef trimmed = text.trim();
@@ -143,8 +144,8 @@ mlir::attn::parseNormalizerShorthand(StringRef text, MLIRContext *context, std::
     FailureOr<NormalizerShorthand> shorthand = splitNormalizerShorthand(trimmed, error);
     if (failed(shorthand))
       return failure();
-    SmallVector<std::string> known = namedNormalizers(context);
     if (!llvm::is_contained(allNormalizerMnemonics(), shorthand->name)) {
+      SmallVector<std::string> known = namedNormalizers(context);
       error = "unknown normalizer '" + shorthand->name + "'";
       if (std::string closest = closestName(shorthand->name, known); !closest.empty())
         error += " (did you mean '" + closest + "'?)";
@@ -159,6 +160,8 @@ mlir::attn::parseNormalizerShorthand(StringRef text, MLIRContext *context, std::
                          asMlirLiteral(parameter.second);
       attributeText += ">";
     }
+    if (spelled)
+      *spelled = std::move(*shorthand);
   }
 
   std::string diagnostics;

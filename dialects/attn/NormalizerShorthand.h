@@ -25,9 +25,11 @@ FailureOr<NormalizerShorthand> splitNormalizerShorthand(StringRef text, std::str
 /// The normalizer attribute a shorthand (or the attribute syntax itself, `#attn.relu<...>`)
 /// names, built by the attribute's parser and verifier. Normalizers whose formula lives in a
 /// region (`custom`) cannot be named: they need IR. Sets `error` (with the attribute parser's
-/// diagnostic, or the names it knows and the closest one) on failure.
+/// diagnostic, or the names it knows and the closest one) on failure. With `spelled`, also
+/// hands back the shorthand as split (left empty for the attribute syntax).
 FailureOr<NormalizerAttrInterface> parseNormalizerShorthand(StringRef text, MLIRContext *context,
-                                                            std::string &error);
+                                                            std::string &error,
+                                                            NormalizerShorthand *spelled = nullptr);
 
 /// The normalizers that can be called by name, in the dialect's definition order.
 SmallVector<std::string> namedNormalizers(MLIRContext *context);
