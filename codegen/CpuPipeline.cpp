@@ -43,11 +43,16 @@ void buildCpuLoweringPipeline(OpPassManager &pm) {
   pm.addPass(createCanonicalizerPass());
 }
 
-void buildCpuPipeline(OpPassManager &pm) {
+void buildCpuPipeline(OpPassManager &pm, CpuVectorTarget target) {
   pm.addPass(createCanonicalizerPass());
   pm.addPass(mlir::attn::createAttnLegalize());
   pm.addPass(mlir::attn::createAttnDeriveBackward());
   pm.addPass(mlir::attn::createAttnTile());
+  mlir::attn::AttnLowerTilesCpuOptions tileOptions;
+  tileOptions.vectorWidth = target.lanes;
+  tileOptions.vectorRegisters = target.registers;
+  pm.addPass(mlir::attn::createAttnLowerTilesCpu(tileOptions));
+  pm.addPass(mlir::attn::createAttnCpuFastMath());
   buildCpuLoweringPipeline(pm);
 }
 
@@ -64,7 +69,7 @@ void registerCpuPipelines() {
   PassPipelineRegistration<>("attn-cpu-pipeline",
                              "attn dialect to LLVM dialect: legalize, derive the backward, "
                              "tile, lower",
-                             buildCpuPipeline);
+                             [](OpPassManager &pm) { buildCpuPipeline(pm); });
   PassPipelineRegistration<>("attn-cpu-lower", "tiled kernels to LLVM dialect",
                              buildCpuLoweringPipeline);
 }

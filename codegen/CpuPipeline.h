@@ -8,8 +8,15 @@ class DialectRegistry;
 } // namespace mlir
 
 namespace attn::codegen {
-/// attn-legalize, attn-derive-backward, attn-tile, then the lowering to LLVM dialect.
-void buildCpuPipeline(mlir::OpPassManager &pm);
+/// The host's vector unit, as the tile lowering sizes its register blocks by it.
+struct CpuVectorTarget {
+  long lanes = 16;     // f32 lanes per vector register (AVX-512: 16, AVX2: 8)
+  long registers = 32; // vector registers (AVX-512: 32, AVX2: 16)
+};
+
+/// attn-legalize, attn-derive-backward, attn-tile, attn-lower-tiles-cpu, attn-cpu-fast-math,
+/// then the lowering to LLVM dialect.
+void buildCpuPipeline(mlir::OpPassManager &pm, CpuVectorTarget target = {});
 /// The lowering part alone (vector/scf/memref/math/arith/func -> LLVM dialect).
 void buildCpuLoweringPipeline(mlir::OpPassManager &pm);
 /// Dialects and translation interfaces the pipeline and the JIT need.

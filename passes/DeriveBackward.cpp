@@ -1,87 +1,89 @@
-// attn-derive-backward: emits the tiled backward kernels of each attn.attention from its
-// normalizer's gradient (NormalizerAttrInterface::emitScoreGradient) and the symbolic
-// derivative of score_mod. P is recomputed per tile; nothing of size S x S is stored.
-//   dQ kernel, per (batch, query head, query tile):   dQ_i = scale * sum_j dS_ij k_j
-//   dK/dV kernel, per (batch, kv head, key tile):     dV_j = sum_(h in group, i) p_ij dO_i
-//                                                     dK_j = scale * sum_(h, i) dS_ij q_i
-// with dP_ij = dO_i . v_j and dS from the normalizer (softmax: p (dP - rowsum(dO * O))).
+// attn-derive-backward: emits the tiled backward kernels of each attn.attention from the same
+// tile ops as the forward. P is recomputed per tile from the LSE; nothing S x S is stored.
+//   dQ kernel, per (batch, query head, query tile), over key blocks:
+//     S = Q K^T -> score_mod (and its derivative) -> mask -> P -> dP = dO V^T -> dS
+//     dQ += dS K
+//   dK/dV kernel, per (batch, kv head, key tile), over the group's query heads and blocks:
+//     the same S, P, dP, dS, then dV += P^T dO, dK += dS^T Q (GQA summed without atomics)
+// dS comes from the normalizer (NormalizerAttrInterface::emitScoreGradient) and the symbolic
+// derivative of score_mod.
 #include "dialects/attn/AttnDialect.h"
 #include "passes/KernelEmitter.h"
 #include "passes/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
-#include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
-#include "mlir/Dialect/Vector/IR/VectorOps.h"
 
 namespace mlir::attn {
 #define GEN_PASS_DEF_ATTNDERIVEBACKWARD
 #include "passes/Passes.h.inc"
 
 namespace {
-/// The quantities of one (query row i, key j) pair the gradients are made of.
-struct PairGradient {
-  Value prob;         // p_ij
-  Value gradRawScore; // dS_ij times d(score_mod)/ds: the gradient w.r.t. scale * q_i . k_j
-};
+/// The tiles and kernel arguments both backward kernels share.
+struct BackwardTiles {
+  Value queries, gradOut, lse, delta;  // per query block
+  Value keysT, valuesT;                // per key block, transposed
+  Value scores, probs, grads, modDerivative;
 
-/// Per-row inputs of the backward: q_i (raw and pre-multiplied), dO_i, lse_i, delta_i.
-struct RowInputs {
-  Value query, scaledQuery, gradOut, lse, delta;
-};
-
-class BackwardEmitter {
-public:
-  BackwardEmitter(KernelEmitter &e) : e(e), b(e.b), loc(e.loc) {}
-
-  RowInputs loadRow(Value q, Value gradOut, Value lse, Value delta, Value batch, Value head,
-                    Value row) {
-    RowInputs in;
-    in.query = e.loadRow(q, {batch, head, row}, e.headDim);
-    in.scaledQuery = arith::MulFOp::create(b, loc, in.query,
-                                           e.splat(e.f32(e.queryMultiplier()), e.headDim));
-    in.gradOut = e.loadRow(gradOut, {batch, head, row}, e.valueHeadDim);
+  BackwardTiles(KernelEmitter &e) {
+    int64_t tq = e.tiles.query, tk = e.tiles.key;
+    queries = e.allocTile({tq, e.headDim});
+    gradOut = e.allocTile({tq, e.valueHeadDim});
     if (e.rowWise) {
-      in.lse = memref::LoadOp::create(b, loc, lse, ValueRange{batch, head, row});
-      in.delta = memref::LoadOp::create(b, loc, delta, ValueRange{batch, head, row});
+      lse = e.allocTile({tq});
+      delta = e.allocTile({tq});
     }
-    return in;
+    keysT = e.allocTile({e.headDim, tk});
+    valuesT = e.allocTile({e.valueHeadDim, tk});
+    scores = e.allocTile({tq, tk});
+    probs = e.allocTile({tq, tk});
+    grads = e.allocTile({tq, tk});
+    if (e.hasScoreMod)
+      modDerivative = e.allocTile({tq, tk});
   }
 
-  /// Recomputes p_ij and derives dS_ij for one pair.
-  FailureOr<PairGradient> pair(const RowInputs &in, Value kRow, Value vRow, Value batch,
-                               Value head, Value row, Value key, Value keyLengthF32) {
-    Value raw = e.dot(in.scaledQuery, kRow);
-    auto scored = e.score(raw, batch, head, row, key, /*wantDerivative=*/true);
-    if (failed(scored))
-      return failure();
-    auto [score, modDerivative] = *scored;
-    Region &body = e.op.getNormalizerBody();
-    // Row-wise: p = exp2(s - lse) is the normalized probability.
-    Value shifted = e.rowWise ? Value(arith::SubFOp::create(b, loc, score, in.lse)) : score;
-    Value prob = e.normalizer.emitProbability(b, loc, shifted, keyLengthF32, body);
-    Value gradProb = e.dot(in.gradOut, vRow);
-    auto gradScore = e.normalizer.emitScoreGradient(b, loc, score, prob, gradProb, in.delta,
-                                                    keyLengthF32, body);
-    if (failed(gradScore))
-      return failure();
-    Value gradRaw = *gradScore;
-    if (modDerivative)
-      gradRaw = arith::MulFOp::create(b, loc, gradRaw, modDerivative);
-    // A masked score (-inf) has p = 0 and no gradient; in a row with no allowed key lse is
-    // -inf too, and exp2(s - lse) would be NaN.
-    return PairGradient{e.zeroWhereMasked(prob, score), e.zeroWhereMasked(gradRaw, score)};
+  /// Loads a query block's dO and row statistics (q is loaded by the caller: the dQ kernel
+  /// pre-multiplies it, the dK/dV kernel needs it raw).
+  void loadRowInputs(KernelEmitter &e, Value gradOutView, Value lseView, Value deltaView,
+                     Value batch, Value head, Value rowStart, Value rows) {
+    OpBuilder &b = e.b;
+    TileLoadOp::create(b, e.loc, gradOutView, batch, head, rowStart, rows, gradOut, UnitAttr(), FloatAttr());
+    if (e.rowWise) {
+      TileLoadOp::create(b, e.loc, lseView, batch, head, rowStart, rows, lse, UnitAttr(), FloatAttr());
+      TileLoadOp::create(b, e.loc, deltaView, batch, head, rowStart, rows, delta, UnitAttr(), FloatAttr());
+    }
   }
 
-  KernelEmitter &e;
-  OpBuilder &b;
-  Location loc;
+  /// S, P, dP and dS of one (query block, key block) pair; `alpha` multiplies Q K^T.
+  void scoresAndGradients(KernelEmitter &e, Value batch, Value head, Value rowStart,
+                          Value keyStart, Value queryLength, Value keyLength,
+                          Value keyLengthF32, float alpha) {
+    OpBuilder &b = e.b;
+    Location loc = e.loc;
+    auto product = TileMatmulOp::create(b, loc, queries, keysT, scores, Value(), UnitAttr(), UnitAttr(), FloatAttr());
+    if (alpha != 1.0f)
+      product.setAlphaAttr(b.getF32FloatAttr(alpha));
+    e.scoreModTile(scores, batch, head, rowStart, keyStart, modDerivative);
+    Value needsMask = e.blockNeedsMask(rowStart, e.tiles.query, keyStart, e.tiles.key,
+                                       queryLength, keyLength);
+    scf::IfOp::create(b, loc, needsMask, [&](OpBuilder &, Location) {
+      e.maskTile(scores, rowStart, keyStart, queryLength, keyLength);
+      scf::YieldOp::create(b, loc);
+    });
+    auto probabilities =
+        TileProbabilitiesOp::create(b, loc, scores, lse, keyLengthF32, probs, e.normalizer);
+    e.copyNormalizerBody(probabilities.getNormalizerBody());
+    TileMatmulOp::create(b, loc, gradOut, valuesT, grads, Value(), UnitAttr(), UnitAttr(), FloatAttr());
+    auto gradient = TileScoreGradientOp::create(b, loc, scores, probs, grads, delta,
+                                                modDerivative, keyLengthF32, e.normalizer);
+    e.copyNormalizerBody(gradient.getNormalizerBody());
+  }
 };
 
 /// `@<name>_bwd_dq(q, k, v, dO, lse, delta, dQ, batch, head, queryStart)`.
-LogicalResult emitQueryGradientKernel(KernelEmitter &e, Operation *anchor) {
+void emitQueryGradientKernel(KernelEmitter &e, Operation *anchor) {
   OpBuilder &b = e.b;
   Location loc = e.loc;
   MemRefType view4 = e.view4Type(), view3 = e.view3Type();
@@ -91,44 +93,47 @@ LogicalResult emitQueryGradientKernel(KernelEmitter &e, Operation *anchor) {
   Value q = args[0], k = args[1], v = args[2], gradOut = args[3], lse = args[4],
         delta = args[5], gradQuery = args[6], batch = args[7], head = args[8],
         queryStart = args[9];
-  int64_t d = e.headDim, dv = e.valueHeadDim;
+  int64_t tq = e.tiles.query, tk = e.tiles.key;
   Value queryLength = e.dim(q, 2), keyLength = e.dim(k, 2);
   Value kvHead = e.kvHeadOf(head, e.dim(q, 1), e.dim(k, 1));
   Value keyLengthF32 = e.toF32(keyLength);
   Value zero = e.index(0), one = e.index(1);
-  Value rowEnd = e.minIndex(arith::AddIOp::create(b, loc, queryStart, e.index(e.tiles.query)),
-                            queryLength);
-  BackwardEmitter backward(e);
-  LogicalResult status = success();
+  Value rows = e.maxIndex(zero, e.minIndex(e.index(tq),
+                                           arith::SubIOp::create(b, loc, queryLength,
+                                                                 queryStart)));
+  BackwardTiles tiles(e);
+  Value keys = e.allocTile({tk, e.headDim});
+  Value gradQueryTile = e.allocTile({tq, e.headDim});
+  auto load = TileLoadOp::create(b, loc, q, batch, head, queryStart, rows, tiles.queries, UnitAttr(), FloatAttr());
+  load.setMultiplierAttr(b.getF32FloatAttr(e.queryMultiplier()));
+  tiles.loadRowInputs(e, gradOut, lse, delta, batch, head, queryStart, rows);
+  TileFillOp::create(b, loc, gradQueryTile, b.getF32FloatAttr(0.0));
 
-  scf::ForOp::create(b, loc, queryStart, rowEnd, one, ValueRange{},
-                     [&](OpBuilder &, Location, Value row, ValueRange) {
-    RowInputs in = backward.loadRow(q, gradOut, lse, delta, batch, head, row);
-    auto [lo, hi] = e.keyRangeForRow(row, zero, keyLength);
-    auto loop = scf::ForOp::create(
-        b, loc, lo, hi, one, ValueRange{e.zeros(d)},
-        [&](OpBuilder &, Location, Value key, ValueRange iter) {
-          Value kRow = e.loadRow(k, {batch, kvHead, key}, d);
-          Value vRow = e.loadRow(v, {batch, kvHead, key}, dv);
-          auto grad = backward.pair(in, kRow, vRow, batch, head, row, key, keyLengthF32);
-          Value next = iter[0];
-          if (succeeded(grad))
-            next = vector::FMAOp::create(b, loc, e.splat(grad->gradRawScore, d), kRow, iter[0]);
-          else
-            status = failure();
-          scf::YieldOp::create(b, loc, ValueRange{next});
-        });
-    Value scaled = arith::MulFOp::create(b, loc, loop.getResult(0), e.splat(e.f32(e.scale), d));
-    e.storeRow(scaled, gradQuery, {batch, head, row});
+  Value lastRow = arith::SubIOp::create(
+      b, loc, arith::AddIOp::create(b, loc, queryStart, rows), one);
+  Value tileLo = e.keyRangeForRow(queryStart, zero, keyLength).first;
+  Value tileHi = e.keyRangeForRow(lastRow, zero, keyLength).second;
+  scf::ForOp::create(b, loc, tileLo, tileHi, e.index(tk), ValueRange{},
+                     [&](OpBuilder &, Location, Value keyStart, ValueRange) {
+    Value count = e.minIndex(e.index(tk), arith::SubIOp::create(b, loc, keyLength, keyStart));
+    TileLoadOp::create(b, loc, k, batch, kvHead, keyStart, count, tiles.keysT, UnitAttr(), FloatAttr())
+        .setTranspose(true);
+    TileLoadOp::create(b, loc, k, batch, kvHead, keyStart, count, keys, UnitAttr(), FloatAttr());
+    TileLoadOp::create(b, loc, v, batch, kvHead, keyStart, count, tiles.valuesT, UnitAttr(), FloatAttr())
+        .setTranspose(true);
+    tiles.scoresAndGradients(e, batch, head, queryStart, keyStart, queryLength, keyLength,
+                             keyLengthF32, 1.0f);
+    TileMatmulOp::create(b, loc, tiles.grads, keys, gradQueryTile, Value(), UnitAttr(), UnitAttr(), FloatAttr()).setAccumulate(true);
     scf::YieldOp::create(b, loc);
   });
+  TileStoreOp::create(b, loc, gradQueryTile, rows, gradQuery, batch, head, queryStart, Value(), FloatAttr())
+      .setMultiplierAttr(b.getF32FloatAttr(e.scale));
   func::ReturnOp::create(b, loc);
-  return status;
 }
 
 /// `@<name>_bwd_dkdv(q, k, v, dO, lse, delta, dK, dV, batch, kvHead, keyStart)`: sums over
 /// the query heads of the group, so GQA needs no atomics and no K/V copies.
-LogicalResult emitKeyValueGradientKernel(KernelEmitter &e, Operation *anchor) {
+void emitKeyValueGradientKernel(KernelEmitter &e, Operation *anchor) {
   OpBuilder &b = e.b;
   Location loc = e.loc;
   MemRefType view4 = e.view4Type(), view3 = e.view3Type();
@@ -139,74 +144,81 @@ LogicalResult emitKeyValueGradientKernel(KernelEmitter &e, Operation *anchor) {
   Value q = args[0], k = args[1], v = args[2], gradOut = args[3], lse = args[4],
         delta = args[5], gradKey = args[6], gradValue = args[7], batch = args[8],
         kvHead = args[9], keyStart = args[10];
-  int64_t tk = e.tiles.key, d = e.headDim, dv = e.valueHeadDim;
-  auto f32 = b.getF32Type();
+  int64_t tq = e.tiles.query, tk = e.tiles.key;
   Value queryLength = e.dim(q, 2), keyLength = e.dim(k, 2);
   Value group = arith::DivSIOp::create(b, loc, e.dim(q, 1), e.dim(k, 1));
   Value keyLengthF32 = e.toF32(keyLength);
   Value zero = e.index(0), one = e.index(1);
-  Value keyEnd = e.minIndex(arith::AddIOp::create(b, loc, keyStart, e.index(tk)), keyLength);
-  Value keys = arith::SubIOp::create(b, loc, keyEnd, keyStart);
+  Value keys = e.maxIndex(zero, e.minIndex(e.index(tk),
+                                           arith::SubIOp::create(b, loc, keyLength, keyStart)));
+  Value keyEnd = arith::AddIOp::create(b, loc, keyStart, keys);
 
-  Value gradKeyTile = memref::AllocaOp::create(b, loc, MemRefType::get({tk, d}, f32));
-  Value gradValueTile = memref::AllocaOp::create(b, loc, MemRefType::get({tk, dv}, f32));
-  scf::ForOp::create(b, loc, zero, keys, one, ValueRange{},
-                     [&](OpBuilder &, Location, Value c, ValueRange) {
-                       e.storeRow(e.zeros(d), gradKeyTile, {c});
-                       e.storeRow(e.zeros(dv), gradValueTile, {c});
-                       scf::YieldOp::create(b, loc);
-                     });
+  BackwardTiles tiles(e);
+  Value gradKeyTile = e.allocTile({tk, e.headDim});
+  Value gradValueTile = e.allocTile({tk, e.valueHeadDim});
+  TileLoadOp::create(b, loc, k, batch, kvHead, keyStart, keys, tiles.keysT, UnitAttr(), FloatAttr()).setTranspose(true);
+  TileLoadOp::create(b, loc, v, batch, kvHead, keyStart, keys, tiles.valuesT, UnitAttr(), FloatAttr())
+      .setTranspose(true);
+  TileFillOp::create(b, loc, gradKeyTile, b.getF32FloatAttr(0.0));
+  TileFillOp::create(b, loc, gradValueTile, b.getF32FloatAttr(0.0));
   auto [rowLo, rowHi] = e.queryRangeForKeys(keyStart, keyEnd, queryLength);
-  BackwardEmitter backward(e);
-  LogicalResult status = success();
 
   scf::ForOp::create(b, loc, zero, group, one, ValueRange{},
                      [&](OpBuilder &, Location, Value member, ValueRange) {
     Value head = arith::AddIOp::create(b, loc, arith::MulIOp::create(b, loc, kvHead, group),
                                        member);
-    scf::ForOp::create(b, loc, rowLo, rowHi, one, ValueRange{},
-                       [&](OpBuilder &, Location, Value row, ValueRange) {
-      auto [lo, hi] = e.keyRangeForRow(row, keyStart, keyEnd);
-      Value nonEmpty = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, lo, hi);
-      scf::IfOp::create(b, loc, nonEmpty, [&](OpBuilder &, Location) {
-        RowInputs in = backward.loadRow(q, gradOut, lse, delta, batch, head, row);
-        scf::ForOp::create(b, loc, lo, hi, one, ValueRange{},
-                           [&](OpBuilder &, Location, Value key, ValueRange) {
-          Value kRow = e.loadRow(k, {batch, kvHead, key}, d);
-          Value vRow = e.loadRow(v, {batch, kvHead, key}, dv);
-          auto grad = backward.pair(in, kRow, vRow, batch, head, row, key, keyLengthF32);
-          if (failed(grad)) {
-            status = failure();
-          } else {
-            Value slot = arith::SubIOp::create(b, loc, key, keyStart);
-            Value dvRow = e.loadRow(gradValueTile, {slot}, dv);
-            e.storeRow(vector::FMAOp::create(b, loc, e.splat(grad->prob, dv), in.gradOut, dvRow),
-                       gradValueTile, {slot});
-            Value dkRow = e.loadRow(gradKeyTile, {slot}, d);
-            e.storeRow(
-                vector::FMAOp::create(b, loc, e.splat(grad->gradRawScore, d), in.query, dkRow),
-                gradKeyTile, {slot});
-          }
-          scf::YieldOp::create(b, loc);
-        });
-        scf::YieldOp::create(b, loc);
-      });
+    scf::ForOp::create(b, loc, rowLo, rowHi, e.index(tq), ValueRange{},
+                       [&](OpBuilder &, Location, Value rowStart, ValueRange) {
+      Value rows =
+          e.minIndex(e.index(tq), arith::SubIOp::create(b, loc, queryLength, rowStart));
+      // Raw q: dK needs it unscaled; the scores get the multiplier as the product's alpha.
+      TileLoadOp::create(b, loc, q, batch, head, rowStart, rows, tiles.queries, UnitAttr(), FloatAttr());
+      tiles.loadRowInputs(e, gradOut, lse, delta, batch, head, rowStart, rows);
+      tiles.scoresAndGradients(e, batch, head, rowStart, keyStart, queryLength, keyLength,
+                               keyLengthF32, e.queryMultiplier());
+      auto valueUpdate =
+          TileMatmulOp::create(b, loc, tiles.probs, tiles.gradOut, gradValueTile, Value(), UnitAttr(), UnitAttr(), FloatAttr());
+      valueUpdate.setTransposeLhs(true);
+      valueUpdate.setAccumulate(true);
+      auto keyUpdate =
+          TileMatmulOp::create(b, loc, tiles.grads, tiles.queries, gradKeyTile, Value(), UnitAttr(), UnitAttr(), FloatAttr());
+      keyUpdate.setTransposeLhs(true);
+      keyUpdate.setAccumulate(true);
       scf::YieldOp::create(b, loc);
     });
     scf::YieldOp::create(b, loc);
   });
-
-  scf::ForOp::create(b, loc, zero, keys, one, ValueRange{},
-                     [&](OpBuilder &, Location, Value c, ValueRange) {
-    Value key = arith::AddIOp::create(b, loc, keyStart, c);
-    Value dk = arith::MulFOp::create(b, loc, e.loadRow(gradKeyTile, {c}, d),
-                                     e.splat(e.f32(e.scale), d));
-    e.storeRow(dk, gradKey, {batch, kvHead, key});
-    e.storeRow(e.loadRow(gradValueTile, {c}, dv), gradValue, {batch, kvHead, key});
-    scf::YieldOp::create(b, loc);
-  });
+  TileStoreOp::create(b, loc, gradKeyTile, keys, gradKey, batch, kvHead, keyStart, Value(), FloatAttr())
+      .setMultiplierAttr(b.getF32FloatAttr(e.scale));
+  TileStoreOp::create(b, loc, gradValueTile, keys, gradValue, batch, kvHead, keyStart, Value(), FloatAttr());
   func::ReturnOp::create(b, loc);
-  return status;
+}
+
+/// Differentiates the score_mod and the normalizer once into a scratch block, so that an op
+/// without a derivative rule is a diagnostic on the attention op here, not in a lowering.
+LogicalResult checkDifferentiable(AttentionOp op) {
+  OpBuilder builder(op.getContext());
+  Region scratch;
+  Block *block = new Block();
+  scratch.push_back(block);
+  Location loc = op.getLoc();
+  Type f32 = builder.getF32Type(), index = builder.getIndexType();
+  for (Type type : {f32, f32, f32, f32, f32, index, index, index, index})
+    block->addArgument(type, loc);
+  builder.setInsertionPointToStart(block);
+  auto args = block->getArguments();
+  LogicalResult result = success();
+  if (!op.getScoreMod().empty())
+    result = emitRegionWithDerivative(builder, loc, op.getScoreMod(),
+                                      {args[0], args[5], args[6], args[7], args[8]});
+  if (succeeded(result)) {
+    NormalizerAttrInterface normalizer = op.getNormalizer();
+    result = normalizer.emitScoreGradient(builder, loc, args[0], args[1], args[2],
+                                          normalizer.isRowWise() ? args[3] : Value(), args[4],
+                                          op.getNormalizerBody());
+  }
+  block->dropAllDefinedValueUses();
+  return result;
 }
 
 struct AttnDeriveBackwardPass : impl::AttnDeriveBackwardBase<AttnDeriveBackwardPass> {
@@ -215,15 +227,14 @@ struct AttnDeriveBackwardPass : impl::AttnDeriveBackwardBase<AttnDeriveBackwardP
     SmallVector<AttentionOp> ops;
     getOperation().walk([&](AttentionOp op) { ops.push_back(op); });
     for (AttentionOp op : ops) {
-      if (failed(KernelEmitter::checkLowerable(op)))
+      if (failed(KernelEmitter::checkLowerable(op)) || failed(checkDifferentiable(op)))
         return signalPassFailure();
       auto parent = op->getParentOfType<func::FuncOp>();
       Operation *anchor = parent ? parent.getOperation() : op.getOperation();
       OpBuilder builder(op.getContext());
       KernelEmitter emitter(op, builder, TileSizes{queryTile, keyTile});
-      if (failed(emitQueryGradientKernel(emitter, anchor)) ||
-          failed(emitKeyValueGradientKernel(emitter, anchor)))
-        return signalPassFailure();
+      emitQueryGradientKernel(emitter, anchor);
+      emitKeyValueGradientKernel(emitter, anchor);
     }
   }
 };

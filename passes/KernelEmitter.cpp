@@ -4,6 +4,7 @@
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/IR/IRMapping.h"
 
 #include <algorithm>
 #include <cmath>
@@ -108,6 +109,62 @@ std::pair<Value, Value> KernelEmitter::queryRangeForKeys(Value lo, Value hi,
   return {first, end};
 }
 
+Value KernelEmitter::blockNeedsMask(Value rowStart, int64_t tileRows, Value keyStart,
+                                    int64_t tileKeys, Value queryLength, Value keyLength) {
+  auto greater = [&](Value x, Value y) {
+    return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, x, y);
+  };
+  auto orElse = [&](Value x, Value y) { return arith::OrIOp::create(b, loc, x, y); };
+  Value rowEnd = arith::AddIOp::create(b, loc, rowStart, index(tileRows));
+  Value keyEnd = arith::AddIOp::create(b, loc, keyStart, index(tileKeys));
+  Value lastRow = arith::SubIOp::create(b, loc, rowEnd, index(1));
+  Value lastKey = arith::SubIOp::create(b, loc, keyEnd, index(1));
+  Value needs = orElse(greater(rowEnd, queryLength), greater(keyEnd, keyLength));
+  if (causal)
+    needs = orElse(needs, greater(lastKey, rowStart));
+  if (window) {
+    // Some row's window starts after the block's first key ...
+    needs = orElse(needs, greater(arith::SubIOp::create(b, loc, lastRow, index(*window)),
+                                  keyStart));
+    // ... or ends before its last key.
+    if (!causal)
+      needs = orElse(needs, greater(lastKey, arith::AddIOp::create(b, loc, rowStart,
+                                                                   index(*window))));
+  }
+  return needs;
+}
+
+void KernelEmitter::maskTile(Value scores, Value rowStart, Value keyStart, Value queryLength,
+                             Value keyLength) {
+  auto mask = TileMaskOp::create(b, loc, scores, rowStart, keyStart, queryLength, keyLength, UnitAttr(), IntegerAttr());
+  if (causal)
+    mask.setCausal(true);
+  if (window)
+    mask.setWindowAttr(b.getI64IntegerAttr(*window));
+}
+
+Value KernelEmitter::allocTile(ArrayRef<int64_t> shape) {
+  return memref::AllocaOp::create(b, loc, MemRefType::get(shape, b.getF32Type()));
+}
+
+void KernelEmitter::scoreModTile(Value scores, Value batch, Value head, Value rowStart,
+                                 Value keyStart, Value derivative) {
+  if (!hasScoreMod)
+    return;
+  // The multiplier that could not be folded into q (softmax's log2 e) comes after the mod.
+  auto modOp = TileScoreModOp::create(b, loc, scores, batch, head, rowStart, keyStart,
+                                      derivative,
+                                      b.getF64FloatAttr(normalizer.getScoreMultiplier()));
+  IRMapping mapping;
+  op.getScoreMod().cloneInto(&modOp.getScoreMod(), modOp.getScoreMod().end(), mapping);
+}
+
+void KernelEmitter::copyNormalizerBody(Region &region) {
+  IRMapping mapping;
+  if (!op.getNormalizerBody().empty())
+    op.getNormalizerBody().cloneInto(&region, region.end(), mapping);
+}
+
 Value KernelEmitter::kvHeadOf(Value head, Value queryHeads, Value kvHeads) {
   Value group = arith::DivSIOp::create(b, loc, queryHeads, kvHeads);
   return arith::DivSIOp::create(b, loc, head, group);
@@ -153,7 +210,7 @@ Value KernelEmitter::zeroWhereMasked(Value value, Value score) {
 }
 
 double KernelEmitter::queryMultiplier() const {
-  return rowWise && !hasScoreMod ? scale * M_LOG2E : scale;
+  return hasScoreMod ? scale : scale * normalizer.getScoreMultiplier();
 }
 
 FailureOr<std::pair<Value, Value>> KernelEmitter::score(Value raw, Value batch, Value head,
@@ -170,8 +227,8 @@ FailureOr<std::pair<Value, Value>> KernelEmitter::score(Value raw, Value batch, 
     } else {
       value = inlineScalarRegion(b, op.getScoreMod(), arguments);
     }
-    if (rowWise)
-      value = arith::MulFOp::create(b, loc, value, f32(M_LOG2E));
+    if (double multiplier = normalizer.getScoreMultiplier(); multiplier != 1.0)
+      value = arith::MulFOp::create(b, loc, value, f32(multiplier));
   }
   return std::make_pair(value, derivative);
 }

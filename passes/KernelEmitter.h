@@ -49,6 +49,23 @@ public:
   std::pair<Value, Value> keyRangeForRow(Value row, Value lo, Value hi);
   /// The query rows in [0, queryLength) that may attend to some key of [lo, hi).
   std::pair<Value, Value> queryRangeForKeys(Value lo, Value hi, Value queryLength);
+  /// True when the tile of rows [rowStart, rowStart + tileRows) and keys [keyStart, keyStart +
+  /// tileKeys) holds a score that must be masked: padding past either length, or a causal or
+  /// window bound inside it. Interior blocks run unmasked.
+  Value blockNeedsMask(Value rowStart, int64_t tileRows, Value keyStart, int64_t tileKeys,
+                       Value queryLength, Value keyLength);
+  /// `attn.tile_mask` of the op's causal and window attributes over a score tile.
+  void maskTile(Value scores, Value rowStart, Value keyStart, Value queryLength,
+                Value keyLength);
+  /// A static f32 tile on the kernel's stack.
+  Value allocTile(ArrayRef<int64_t> shape);
+  /// `attn.tile_score_mod` applying the op's score_mod (and the normalizer's multiplier)
+  /// over a score tile; no-op without a score_mod.
+  void scoreModTile(Value scores, Value batch, Value head, Value rowStart, Value keyStart,
+                    Value derivative);
+  /// Copies the op's normalizer_body region (if any) into `region`.
+  void copyNormalizerBody(Region &region);
+
   /// The key/value head read by query head `head` (GQA by index mapping).
   Value kvHeadOf(Value head, Value queryHeads, Value kvHeads);
 
@@ -58,12 +75,12 @@ public:
   Value zeros(int64_t width);
   Value dot(Value a, Value b);
 
-  /// The multiplier applied to q rows: the scale, times log2(e) when a row-wise normalizer's
-  /// scores can go straight to exp2 (no score_mod in between).
+  /// The multiplier applied to q rows: the scale, times the normalizer's score multiplier
+  /// (softmax: log2 e) when no score_mod sits in between.
   double queryMultiplier() const;
   /// Turns a raw dot product (with queryMultiplier folded in) into the score the normalizer
-  /// reads: applies score_mod, and converts to the log2 domain for row-wise normalizers when
-  /// that could not be folded into q. With `wantDerivative`, also returns d(score)/d(raw) in
+  /// reads: applies score_mod, then the normalizer's score multiplier that could not be folded
+  /// into q. With `wantDerivative`, also returns d(score)/d(raw) in
   /// natural units (null when it is 1).
   FailureOr<std::pair<Value, Value>> score(Value raw, Value batch, Value head, Value row,
                                            Value key, bool wantDerivative);

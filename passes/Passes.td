@@ -55,6 +55,31 @@ def AttnDeriveBackward : Pass<"attn-derive-backward", "::mlir::ModuleOp"> {
                            "::mlir::vector::VectorDialect", "::mlir::func::FuncDialect"];
 }
 
+def AttnLowerTilesCpu : Pass<"attn-lower-tiles-cpu", "::mlir::ModuleOp"> {
+  let summary = "Lower the tile ops of attn-tile / attn-derive-backward to host vector code";
+  let description = [{
+    tile_matmul becomes register-blocked micro-kernels (a block of rows times up to four host
+    vectors of accumulators held in registers over the whole reduction, one broadcast FMA per
+    lhs element); the normalizer, score_mod and gradient tile ops replay the interface's scalar
+    formulas over whole score rows, with vector reductions for the row state; loads, stores
+    and masks work on row vectors. `vector-width` (f32 lanes) and `vector-registers` describe
+    the host (AVX-512: 16 and 32; AVX2: 8 and 16); the JIT picks them from the CPU's features.
+  }];
+  let options = [
+    Option<"vectorWidth", "vector-width", "int64_t", "16", "f32 lanes per vector register">,
+    Option<"vectorRegisters", "vector-registers", "int64_t", "32", "vector registers">,
+  ];
+  let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::math::MathDialect",
+                           "::mlir::memref::MemRefDialect", "::mlir::scf::SCFDialect",
+                           "::mlir::vector::VectorDialect"];
+}
+
+def AttnCpuFastMath : Pass<"attn-cpu-fast-math", "::mlir::ModuleOp"> {
+  let summary = "Vector exp2/exp/tanh as polynomials (no per-lane libm calls)";
+  let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::math::MathDialect",
+                           "::mlir::vector::VectorDialect"];
+}
+
 def AttnTileGpu : Pass<"attn-tile-gpu", "::mlir::ModuleOp"> {
   let summary = "Lower attn.attention to tensor-core gpu.func kernels (mma.sync, cp.async)";
   let description = [{

@@ -3,9 +3,11 @@
 // Forward, one CTA per (query block, query head, batch), 16 query rows per warp:
 //   cp.async Q tile -> shared (once); K/V blocks -> `stages` shared buffers, zero-filled past Sk
 //   per K/V block: S = Q K^T (ldmatrix + mma.sync m16n8k16, f32 accumulators)
-//                  normalizer in registers (interface); row-wise: quad-shuffle max/sum, rescale
+//                  normalizer in registers (interface); row-wise: quad-shuffle max/sum, the
+//                  normalizer's row update, rescale
 //                  O += P V   (P re-used from the accumulator registers as the A operand)
-//   O (and the base-2 LSE for row-wise normalizers) stored with row predication.
+//   O (and the LSE, in the normalizer's domain, for row-wise normalizers) stored with row
+//   predication.
 // Backward (`backward=true`): `_bwd_dq` (CTA per query block, loops over keys) and `_bwd_dkdv`
 // (CTA per key block, loops over the query heads of its GQA group and over queries), both
 // mma.sync with a 2-stage cp.async pipeline; P is recomputed from the LSE.
@@ -606,15 +608,28 @@ LogicalResult emitForward(KernelEmitter &e, gpu::GPUModuleOp module, Type elemen
   if (!wgmma)
     for (int64_t kk = 0; kk < d / 16; ++kk)
       queryFragments.push_back(g.loadRowMajorA(qTile, Value(), warpRow, kk, d / kChunk));
-  // Row-wise scores are in the log2 domain already when the scale could be folded.
+  // Scores are in the normalizer's domain (getScoreMultiplier) already when the scale could be
+  // folded.
   Value multiplier = g.f32(e.queryMultiplier());
 
   int64_t outputValues = 4 * (dv / 8), scoreValues = 4 * (bn / 8);
+  // Row-wise: the normalizer's row state of rows g and g + 8 (its getRowStateSize() values
+  // for half 0, then for half 1) rides in the loop's iter_args after the output registers.
+  // Every thread of a quad holds its rows' full state (see the per-block sum reduction below).
+  int64_t stateSize = e.rowWise ? e.normalizer.getRowStateSize() : 0;
+  auto wrongCount = [&](StringRef method, size_t got, int64_t expected) {
+    return e.op.emitOpError() << "normalizer's " << method << " returned " << got
+                              << " values, expected " << expected;
+  };
   SmallVector<Value> init = g.zeros(outputValues);
   if (e.rowWise) {
-    init.append({g.f32(kNegInf), g.f32(kNegInf)}); // running max of rows g, g + 8
-    init.append({g.f32(0.0), g.f32(0.0)});         // per-thread partial row sums
+    SmallVector<Value> rowInit = e.normalizer.emitRowStateInit(b, loc);
+    if (static_cast<int64_t>(rowInit.size()) != stateSize)
+      return wrongCount("emitRowStateInit", rowInit.size(), stateSize);
+    for (int64_t half = 0; half < 2; ++half)
+      init.append(rowInit.begin(), rowInit.end());
   }
+  LogicalResult status = success();
   auto loop = scf::ForOp::create(b, loc, g.idx(0), blocks, g.idx(1), init);
   {
     OpBuilder::InsertionGuard guard(b);
@@ -662,37 +677,55 @@ LogicalResult emitForward(KernelEmitter &e, gpu::GPUModuleOp module, Type elemen
     SmallVector<Value> probs;
     SmallVector<Value> carried;
     if (e.rowWise) {
+      // Masked scores are -inf, as the row update expects of the block max.
       scores = g.applyMask(scores, needsMask, rowOf, keyOf, keyLength, kNegInf);
       SmallVector<Value> rowScale;
       for (int64_t half = 0; half < 2; ++half) {
-        Value blockMax = g.f32(kNegInf);
+        Value blockMax;
         for (int64_t i = 0; i < scoreValues; ++i)
           if ((i % 4) / 2 == half)
-            blockMax = g.fmax(blockMax, scores[i]);
+            blockMax = blockMax ? g.fmax(blockMax, scores[i]) : scores[i];
         blockMax = g.quadReduce(blockMax, /*isMax=*/true);
-        Value oldMax = state[outputValues + half];
-        Value newMax = g.fmax(oldMax, blockMax);
-        // A row with no visible key yet keeps max = -inf; shift by 0 so exp2 gives 0, not NaN.
-        Value shift = e.safeShift(newMax);
-        Value correction = math::Exp2Op::create(b, loc, g.fsub(oldMax, shift));
-        Value blockSum = g.f32(0.0);
+        ArrayRef<Value> rowState =
+            ArrayRef<Value>(state).slice(outputValues + half * stateSize, stateSize);
+        // {new state..., shift of the block's scores, correction of the accumulator}.
+        SmallVector<Value> shifted = e.normalizer.emitRowShift(b, loc, rowState, blockMax);
+        if (static_cast<int64_t>(shifted.size()) != stateSize + 2) {
+          status = wrongCount("emitRowShift", shifted.size(), stateSize + 2);
+          break;
+        }
+        Value shift = shifted[stateSize], correction = shifted[stateSize + 1];
+        shifted.truncate(stateSize);
+        Value blockSum;
         for (int64_t i = 0; i < scoreValues; ++i)
           if ((i % 4) / 2 == half) {
             scores[i] = e.zeroWhereMasked(
                 e.normalizer.emitFastProbability(b, loc, g.fsub(scores[i], shift),
                                                  keyLengthF32, body),
                 scores[i]);
-            blockSum = g.fadd(blockSum, scores[i]);
+            blockSum = blockSum ? g.fadd(blockSum, scores[i]) : scores[i];
           }
-        Value oldSum = state[outputValues + 2 + half];
-        carried.push_back(newMax);
-        carried.push_back(g.fadd(g.fmul(oldSum, correction), blockSum));
+        // The state is opaque, so no entry of it can be left a per-thread partial sum to
+        // reduce once after the loop: the block's sum is reduced across the quad here, two
+        // shuffles per row half and block, and every thread carries its rows' full state.
+        blockSum = g.quadReduce(blockSum, /*isMax=*/false);
+        SmallVector<Value> next =
+            e.normalizer.emitRowAccumulate(b, loc, shifted, correction, blockSum);
+        if (static_cast<int64_t>(next.size()) != stateSize) {
+          status = wrongCount("emitRowAccumulate", next.size(), stateSize);
+          break;
+        }
+        carried.append(next.begin(), next.end());
         rowScale.push_back(correction);
+      }
+      if (failed(status)) {
+        // Keep the IR well formed; the pass fails on `status`.
+        scf::YieldOp::create(b, loc, state);
+        return status;
       }
       for (int64_t i = 0; i < outputValues; ++i)
         out[i] = g.fmul(out[i], rowScale[(i % 4) / 2]);
       probs = scores;
-      carried = {carried[0], carried[2], carried[1], carried[3]}; // max g, max g+8, sums
     } else {
       // Elementwise: p = f(s), masked to 0; no statistics, no rescale.
       for (Value s : scores)
@@ -714,13 +747,13 @@ LogicalResult emitForward(KernelEmitter &e, gpu::GPUModuleOp module, Type elemen
   SmallVector<Value> rowScale;
   if (e.rowWise) {
     for (int64_t half = 0; half < 2; ++half) {
-      Value sum = g.quadReduce(results[outputValues + 2 + half], /*isMax=*/false);
-      Value positive =
-          arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, sum, g.f32(0.0));
-      rowScale.push_back(
-          g.select(positive, arith::DivFOp::create(b, loc, g.f32(1.0), sum), g.f32(0.0)));
-      Value logSum = g.fadd(results[outputValues + half], math::Log2Op::create(b, loc, sum));
-      Value rowLse = g.select(positive, logSum, g.f32(kNegInf));
+      // The state is already reduced across the quad: no shuffles here.
+      ArrayRef<Value> rowState =
+          ArrayRef<Value>(results).slice(outputValues + half * stateSize, stateSize);
+      auto [factor, rowLse] = e.normalizer.emitRowFinalize(b, loc, rowState);
+      if (!factor || !rowLse)
+        return e.op.emitOpError() << "normalizer's emitRowFinalize returned no factor or LSE";
+      rowScale.push_back(factor);
       Value row = g.add(queryStart, g.accumulatorRow(warpRow, 2 * half));
       Value writes = g.andI(g.lt(row, queryLength),
                             arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, g.quad,
@@ -742,8 +775,8 @@ struct TileGradient {
   SmallVector<Value> prob, gradRaw;
 };
 
-/// Recomputes P from the scores (row-wise: exp2(s - lse)) and derives dS from dP through the
-/// normalizer interface; masked pairs get p = dS = 0. `rowOf`/`keyOf` map registers to
+/// Recomputes P from the scores (row-wise: from the row's LSE) and derives dS from dP, both
+/// through the normalizer interface; masked pairs get p = dS = 0. `rowOf`/`keyOf` map registers to
 /// (query, key); `lseOf`/`deltaOf` give the row statistics of a register (row-wise only).
 FailureOr<TileGradient> tileGradient(KernelEmitter &e, GpuEmitter &g, ArrayRef<Value> raw,
                                      ArrayRef<Value> gradProb, Value batch, Value head,
@@ -764,8 +797,8 @@ FailureOr<TileGradient> tileGradient(KernelEmitter &e, GpuEmitter &g, ArrayRef<V
     if (failed(scored))
       return failure();
     auto [score, modDerivative] = *scored;
-    Value shifted = e.rowWise ? g.fsub(score, lseOf(i)) : score;
-    Value prob = e.normalizer.emitFastProbability(b, loc, shifted, keyLengthF32, body);
+    Value prob = e.normalizer.emitBackwardProbability(b, loc, score, e.rowWise ? lseOf(i) : Value(),
+                                                      keyLengthF32, body, /*fast=*/true);
     auto gradScore = e.normalizer.emitScoreGradient(
         b, loc, score, prob, gradProb[i], e.rowWise ? deltaOf(i) : Value(), keyLengthF32,
         body);
@@ -774,7 +807,8 @@ FailureOr<TileGradient> tileGradient(KernelEmitter &e, GpuEmitter &g, ArrayRef<V
     Value gradRaw = *gradScore;
     if (modDerivative)
       gradRaw = g.fmul(gradRaw, modDerivative);
-    // A score_mod's -inf: p = dS = 0 (exp2(s - lse) is NaN in a row with no allowed key).
+    // A score_mod's -inf: p = dS = 0 (a row-wise p is NaN in a row with no allowed key, whose
+    // LSE is -inf).
     out.prob.push_back(e.zeroWhereMasked(prob, score));
     out.gradRaw.push_back(e.zeroWhereMasked(gradRaw, score));
   }

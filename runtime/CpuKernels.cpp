@@ -18,6 +18,7 @@
 #include "llvm/IR/LegacyPassManager.h"
 #include "llvm/IR/Module.h"
 #include "llvm/Support/FileSystem.h"
+#include "llvm/TargetParser/Host.h"
 #include "llvm/Support/raw_ostream.h"
 #include "llvm/Target/TargetMachine.h"
 
@@ -128,6 +129,16 @@ std::unique_ptr<llvm::TargetMachine> hostTargetMachine() {
   return std::move(*machine);
 }
 
+/// The host's vector unit, from the CPU features the JIT compiles for.
+codegen::CpuVectorTarget hostVectorTarget() {
+  llvm::StringMap<bool> features = llvm::sys::getHostCPUFeatures();
+  if (features.lookup("avx512f"))
+    return {16, 32};
+  if (features.lookup("avx2") || features.lookup("avx"))
+    return {8, 16};
+  return {4, 16};
+}
+
 /// attn IR (canonical) -> tiled kernels -> LLVM dialect -> optimized LLVM IR -> ELF object.
 std::string compileObject(mlir::ModuleOp module, const std::string &label,
                           const std::string &dumpFolder) {
@@ -140,7 +151,8 @@ std::string compileObject(mlir::ModuleOp module, const std::string &label,
                                   /*printModuleScope=*/true,
                                   /*printAfterOnlyOnChange=*/true,
                                   /*printAfterOnlyOnFailure=*/false, dumpFolder + "/cpu-stages");
-  codegen::buildCpuPipeline(pm);
+  const codegen::CpuVectorTarget vectorTarget = hostVectorTarget();
+  codegen::buildCpuPipeline(pm, vectorTarget);
   if (mlir::failed(pm.run(module)))
     throw CompileError("compiling attention " + label + " failed:\n" + diagnostics.text());
 
@@ -150,6 +162,14 @@ std::string compileObject(mlir::ModuleOp module, const std::string &label,
     throw CompileError("translating attention " + label + " to LLVM IR failed:\n" +
                        diagnostics.text());
   std::unique_ptr<llvm::TargetMachine> machine = hostTargetMachine();
+  // The kernels' vectors are sized to the host's registers: keep LLVM from splitting 512-bit
+  // vectors on CPUs it tunes for 256-bit ones.
+  const std::string vectorBits = std::to_string(vectorTarget.lanes * 32);
+  for (llvm::Function &function : *llvmModule)
+    if (!function.isDeclaration()) {
+      function.addFnAttr("min-legal-vector-width", vectorBits);
+      function.addFnAttr("prefer-vector-width", vectorBits);
+    }
   llvmModule->setDataLayout(machine->createDataLayout());
   llvmModule->setTargetTriple(machine->getTargetTriple());
   auto optimize = mlir::makeOptimizingTransformer(3, 0, machine.get());
@@ -193,7 +213,8 @@ std::shared_ptr<const CpuKernels> build(const VariantSpec &spec) {
   request.canonicalIr = std::move(variant.keyText);
   request.target = hostTargetDescription();
   std::ostringstream options;
-  options << "cpu-object O3 pic query-tile=" << kQueryTile << " key-tile=" << kKeyTile;
+  options << "cpu-object O3 pic tile-ir query-tile=" << kQueryTile << " key-tile=" << kKeyTile
+          << " lanes=" << hostVectorTarget().lanes;
   request.options = options.str();
   request.label = describe(spec);
 

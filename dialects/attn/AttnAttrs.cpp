@@ -69,24 +69,94 @@ Value parameterOrDefault(OpBuilder &builder, Location loc, FloatAttr parameter,
 } // namespace
 
 //===----------------------------------------------------------------------===//
-// softmax
+// softmax (and softmax1, which differs only in its initial row state)
 //===----------------------------------------------------------------------===//
 
-bool SoftmaxAttr::isRowWise() const { return true; }
+namespace {
+// The online softmax in the base-2 domain (scores arrive times log2(e)). Row state: the running
+// max m and the running sum l of exp2(s - m).
+SmallVector<Value> onlineSoftmaxShift(OpBuilder &builder, Location loc, ValueRange state,
+                                      Value blockMax) {
+  Value oldMax = state[0];
+  Value newMax = arith::MaximumFOp::create(builder, loc, oldMax, blockMax);
+  // While every score seen is -inf the shift is 0, so exp2(s - shift) and the correction
+  // exp2(old - shift) are 0, not NaN, and an all-masked block leaves the row as it was.
+  Value none = arith::CmpFOp::create(builder, loc, arith::CmpFPredicate::OEQ, newMax,
+                                     f32Constant(builder, loc, -INFINITY));
+  Value shift = arith::SelectOp::create(builder, loc, none, f32Constant(builder, loc, 0.0),
+                                        newMax);
+  Value correction =
+      math::Exp2Op::create(builder, loc, arith::SubFOp::create(builder, loc, oldMax, shift));
+  return {newMax, state[1], shift, correction};
+}
 
-// Row-wise scores arrive max-shifted in the base-2 log domain (the tiling pass folds log2(e)
-// into the scale), so the numerator is a bare exp2.
+SmallVector<Value> onlineSoftmaxAccumulate(OpBuilder &builder, Location loc, ValueRange state,
+                                           Value correction, Value blockSum) {
+  Value rescaled = arith::MulFOp::create(builder, loc, state[1], correction);
+  return {state[0], arith::AddFOp::create(builder, loc, rescaled, blockSum)};
+}
+
+std::pair<Value, Value> onlineSoftmaxFinalize(OpBuilder &builder, Location loc,
+                                              ValueRange state) {
+  Value sum = state[1];
+  Value positive = arith::CmpFOp::create(builder, loc, arith::CmpFPredicate::OGT, sum,
+                                         f32Constant(builder, loc, 0.0));
+  Value inverse = arith::DivFOp::create(builder, loc, f32Constant(builder, loc, 1.0), sum);
+  Value factor = arith::SelectOp::create(builder, loc, positive, inverse,
+                                         f32Constant(builder, loc, 0.0));
+  Value logSum = arith::AddFOp::create(builder, loc, state[0],
+                                       math::Log2Op::create(builder, loc, sum));
+  Value lse = arith::SelectOp::create(builder, loc, positive, logSum,
+                                      f32Constant(builder, loc, -INFINITY));
+  return {factor, lse};
+}
+
+// dS = p * (dP - rowsum(dO * O)).
+Value softmaxScoreGradient(OpBuilder &builder, Location loc, Value prob, Value gradProb,
+                           Value rowTerm) {
+  Value centered = arith::SubFOp::create(builder, loc, gradProb, rowTerm);
+  return arith::MulFOp::create(builder, loc, prob, centered);
+}
+} // namespace
+
+unsigned SoftmaxAttr::getRowStateSize() const { return 2; }
+double SoftmaxAttr::getScoreMultiplier() const { return M_LOG2E; }
+
+SmallVector<Value> SoftmaxAttr::emitRowStateInit(OpBuilder &builder, Location loc) const {
+  return {f32Constant(builder, loc, -INFINITY), f32Constant(builder, loc, 0.0)};
+}
+
+SmallVector<Value> SoftmaxAttr::emitRowShift(OpBuilder &builder, Location loc, ValueRange state,
+                                             Value blockMax) const {
+  return onlineSoftmaxShift(builder, loc, state, blockMax);
+}
+
+SmallVector<Value> SoftmaxAttr::emitRowAccumulate(OpBuilder &builder, Location loc,
+                                                  ValueRange state, Value correction,
+                                                  Value blockSum) const {
+  return onlineSoftmaxAccumulate(builder, loc, state, correction, blockSum);
+}
+
+std::pair<Value, Value> SoftmaxAttr::emitRowFinalize(OpBuilder &builder, Location loc,
+                                                     ValueRange state) const {
+  return onlineSoftmaxFinalize(builder, loc, state);
+}
+
+// Scores arrive shifted by the row's max, so the numerator is a bare exp2.
 Value SoftmaxAttr::emitProbability(OpBuilder &builder, Location loc, Value score, Value,
                                    Region &) const {
   return math::Exp2Op::create(builder, loc, score);
 }
 
-// dS = p * (dP - rowsum(dO * O)).
+Value SoftmaxAttr::emitBackwardProbability(OpBuilder &builder, Location loc, Value score,
+                                           Value lse, Value, Region &, bool) const {
+  return math::Exp2Op::create(builder, loc, arith::SubFOp::create(builder, loc, score, lse));
+}
+
 FailureOr<Value> SoftmaxAttr::emitScoreGradient(OpBuilder &builder, Location loc, Value,
                                                 Value prob, Value gradProb, Value rowTerm,
                                                 Value, Region &) const {
-  Value centered = arith::SubFOp::create(builder, loc, gradProb, rowTerm);
-  return Value(arith::MulFOp::create(builder, loc, prob, centered));
+  return softmaxScoreGradient(builder, loc, prob, gradProb, rowTerm);
 }
 
 //===----------------------------------------------------------------------===//
@@ -112,7 +182,6 @@ LogicalResult SigmoidAttr::verify(function_ref<InFlightDiagnostic()> emitError,
   return success();
 }
 
-bool SigmoidAttr::isRowWise() const { return false; }
 Value SigmoidAttr::emitProbability(OpBuilder &builder, Location loc, Value score,
                                    Value keyLength, Region &) const {
   Value bias = parameterOrDefault(builder, loc, getBias(), keyLength, [&]() -> Value {
@@ -181,7 +250,6 @@ LogicalResult ReluAttr::verify(function_ref<InFlightDiagnostic()> emitError,
   return success();
 }
 
-bool ReluAttr::isRowWise() const { return false; }
 Value ReluAttr::emitProbability(OpBuilder &builder, Location loc, Value score,
                                 Value keyLength, Region &) const {
   Value scale = parameterOrDefault(builder, loc, getScale(), keyLength, [&]() -> Value {
@@ -210,7 +278,6 @@ FailureOr<Value> ReluAttr::emitScoreGradient(OpBuilder &builder, Location loc, V
 // custom
 //===----------------------------------------------------------------------===//
 
-bool CustomAttr::isRowWise() const { return false; }
 bool CustomAttr::usesBodyRegion() const { return true; }
 
 // Inlines the normalizer_body region with its argument bound to `score`.

@@ -11,7 +11,11 @@ class Attn_NormalizerAttr<string name, string attrMnemonic, list<string> extraMe
   let mnemonic = attrMnemonic;
 }
 
-def Attn_SoftmaxAttr : Attn_NormalizerAttr<"Softmax", "softmax"> {
+defvar RowWiseMethods = ["getRowStateSize", "getScoreMultiplier", "emitRowStateInit",
+                         "emitRowShift", "emitRowAccumulate", "emitRowFinalize",
+                         "emitBackwardProbability"];
+
+def Attn_SoftmaxAttr : Attn_NormalizerAttr<"Softmax", "softmax", RowWiseMethods> {
   let summary = "row-wise softmax: p = exp(s - max) / sum(exp(s - max))";
 }
 

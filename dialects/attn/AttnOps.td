@@ -85,8 +85,12 @@ def Attn_ReparamLinearOp : Attn_Op<"reparam_linear", [Pure]> {
   let hasCanonicalizer = 1;
 }
 
-def Attn_YieldOp : Attn_Op<"yield", [Pure, Terminator, ReturnLike, HasParent<"AttentionOp">]> {
-  let summary = "yields the value of an attn.attention scalar region";
+include "dialects/attn/AttnTileOps.td"
+
+def Attn_YieldOp : Attn_Op<"yield", [Pure, Terminator, ReturnLike,
+    ParentOneOf<["AttentionOp", "TileScoreModOp", "TileNormalizeOp", "TileProbabilitiesOp",
+                 "TileScoreGradientOp"]>]> {
+  let summary = "yields the value of a scalar region (score_mod, normalizer_body)";
   let arguments = (ins Variadic<AnyType>:$values);
   let assemblyFormat = "attr-dict ($values^ `:` type($values))?";
 }

@@ -7,6 +7,10 @@
 // CHECK-DAG: llvm.func @_mlir_ciface_{{.*}}_fwd(
 // CHECK-DAG: llvm.func @_mlir_ciface_{{.*}}_bwd_dq(
 // CHECK-DAG: llvm.func @_mlir_ciface_{{.*}}_bwd_dkdv(
-// CHECK-DAG: llvm.intr.vector.reduce.fadd
+// The contractions are register-blocked FMAs over the host width (vector-width=16 by default).
+// CHECK-DAG: llvm.intr.fmuladd({{.*}}) : (vector<16xf32>, vector<16xf32>, vector<16xf32>)
+// No per-lane libm calls for the normalizers: exp2/exp/tanh are polynomials.
+// CHECK-NOT: llvm.call @exp
+// CHECK-NOT: llvm.call @tanh
 // CHECK-NOT: {{ (scf|memref|vector|arith|math|attn|cf)\.}}
 // CHECK-NOT: unrealized_conversion_cast

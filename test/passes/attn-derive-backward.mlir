@@ -1,32 +1,44 @@
 // RUN: attn-opt %s --split-input-file --attn-legalize --attn-derive-backward --verify-diagnostics --canonicalize --cse | FileCheck %s --enable-var-scope
+// RUN: attn-opt %s --split-input-file --attn-legalize --attn-derive-backward --attn-lower-tiles-cpu --verify-diagnostics --canonicalize --cse | FileCheck %s --check-prefix=LOWER --enable-var-scope
 
-// Softmax: dQ recomputes p = exp2(s - lse) per key and applies dS = p (dP - delta); dK/dV
-// loop over the query heads of the group, then over rows, accumulating p dO and dS q.
+// The backward is the forward's tile IR plus the gradient tiles. dQ, per query tile over key
+// blocks: S = Q K^T, mask (boundary blocks), P from S and the LSE, dP = dO V^T, dS from the
+// normalizer (softmax's row term is delta), dQ += dS K; the scale is applied on the store.
 // CHECK-LABEL: func.func @softmax_bwd_dq
 // CHECK-SAME: (%[[Q:arg0]]: {{.*}}, %[[K:arg1]]: {{.*}}, %[[V:arg2]]: {{.*}}, %[[DO:arg3]]: {{.*}}, %[[LSE:arg4]]: {{.*}}, %[[DELTA:arg5]]: {{.*}}, %[[DQ:arg6]]: {{.*}}, %{{.*}}: index, %{{.*}}: index, %{{.*}}: index)
+// CHECK: attn.tile_load %[[Q]]{{.*}} into %[[QT:.*]] {multiplier = 0.180336878 : f32}
+// CHECK: attn.tile_load %[[DO]]{{.*}} into %[[DOT:[^ ]*]] :
+// CHECK: attn.tile_load %[[LSE]]{{.*}} into %[[ROWLSE:[^ ]*]] :
+// CHECK: attn.tile_load %[[DELTA]]{{.*}} into %[[ROWDELTA:[^ ]*]] :
 // CHECK: scf.for
-// CHECK: %[[ROWLSE:.*]] = memref.load %[[LSE]]
-// CHECK: %[[ROWDELTA:.*]] = memref.load %[[DELTA]]
-// CHECK: scf.for {{.*}} -> (vector<64xf32>)
-// CHECK: %[[KROW:.*]] = vector.load %[[K]]
-// CHECK: vector.load %[[V]]
-// CHECK: %[[S:.*]] = vector.reduction <add>
-// CHECK: %[[SH:.*]] = arith.subf %[[S]], %[[ROWLSE]]
-// CHECK: %[[P:.*]] = math.exp2 %[[SH]]
-// CHECK: %[[DP:.*]] = vector.reduction <add>
-// CHECK: %[[C:.*]] = arith.subf %[[DP]], %[[ROWDELTA]]
-// CHECK: %[[DS:.*]] = arith.mulf %[[P]], %[[C]]
-// CHECK: %[[DSV:.*]] = vector.broadcast %[[DS]]
-// CHECK: vector.fma %[[DSV]], %[[KROW]]
-// CHECK: vector.store %{{.*}}, %[[DQ]]
+// CHECK: attn.tile_load %[[K]]{{.*}} into %[[KT:.*]] {transpose}
+// CHECK: attn.tile_load %[[K]]{{.*}} into %[[KROWS:[^ ]*]] :
+// CHECK: attn.tile_load %[[V]]{{.*}} into %[[VT:.*]] {transpose}
+// CHECK: attn.tile_matmul %[[QT]], %[[KT]] into %[[S:[^ ]*]] :
+// CHECK: attn.tile_mask %[[S]]
+// CHECK: attn.tile_probabilities %[[S]] lse %[[ROWLSE]] : {{.*}} into %[[P:[^ ]*]] normalizer(#attn.softmax)
+// CHECK: attn.tile_matmul %[[DOT]], %[[VT]] into %[[DS:[^ ]*]] :
+// CHECK: attn.tile_score_gradient %[[S]], %[[P]], %[[DS]] row_term %[[ROWDELTA]]
+// CHECK: attn.tile_matmul %[[DS]], %[[KROWS]] into %[[DQT:[^ ]*]] {{.*}}{accumulate}
+// CHECK: }
+// CHECK: attn.tile_store %[[DQT]] {{.*}} into %[[DQ]]{{.*}} {multiplier = 1.250000e-01 : f32}
+// dK/dV, per key tile: the group's query heads, then query blocks; dV += P^T dO and
+// dK += dS^T Q, so GQA is summed without atomics.
 // CHECK-LABEL: func.func @softmax_bwd_dkdv
-// CHECK: scf.for %{{.*}} = %c0 to %[[GROUP:.*]] step %c1
-// CHECK: scf.for
-// CHECK: scf.if
-// CHECK: math.exp2
-// CHECK: vector.fma
-// CHECK: vector.fma
+// CHECK: scf.for %{{.*}} = %c0 to %{{.*}} step %c1
+// CHECK: scf.for %{{.*}} step %c32
+// CHECK: attn.tile_matmul {{.*}} {alpha = 0.180336878 : f32}
+// CHECK: attn.tile_probabilities
+// CHECK: attn.tile_score_gradient
+// CHECK: attn.tile_matmul %[[P2:.*]], %{{.*}} into %{{.*}} {accumulate, transpose_lhs}
+// CHECK: attn.tile_matmul %{{.*}}, %{{.*}} into %{{.*}} {accumulate, transpose_lhs}
 // CHECK: func.func @softmax(
+
+// Lowered for the CPU, the softmax probabilities are exp2(s - lse) over a whole score row,
+// 0 where a score is masked; dS = p (dP - delta).
+// LOWER-LABEL: func.func @softmax_bwd_dq
+// LOWER: math.exp2 {{.*}} : vector<64xf32>
+// LOWER: arith.select {{.*}} : vector<64xi1>, vector<64xf32>
 func.func @softmax(%q: tensor<?x?x?x64xf32>, %k: tensor<?x?x?x64xf32>, %v: tensor<?x?x?x64xf32>) -> tensor<?x?x?x64xf32> {
   %o = attn.attention %q, %k, %v normalizer(#attn.softmax) : tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32> -> tensor<?x?x?x64xf32>
   return %o : tensor<?x?x?x64xf32>
@@ -36,15 +48,9 @@ func.func @softmax(%q: tensor<?x?x?x64xf32>, %k: tensor<?x?x?x64xf32>, %v: tenso
 
 // Sigmoid: dS = p (1 - p) dP, with no lse and no delta read.
 // CHECK-LABEL: func.func @sigmoid_bwd_dq
-// CHECK-NOT: memref.load
-// CHECK: scf.for {{.*}} -> (vector<32xf32>)
-// CHECK: %[[E:.*]] = math.exp
-// CHECK: %[[P:.*]] = arith.divf %{{.*}}, %{{.*}}
-// CHECK: %[[DP:.*]] = vector.reduction <add>
-// CHECK: %[[ONEMINUS:.*]] = arith.subf %{{.*}}, %[[P]]
-// CHECK: %[[SLOPE:.*]] = arith.mulf %[[P]], %[[ONEMINUS]]
-// CHECK: arith.mulf %[[SLOPE]], %[[DP]]
-// CHECK-LABEL: func.func @sigmoid_bwd_dkdv
+// CHECK-NOT: lse
+// CHECK: attn.tile_probabilities %{{.*}} keys %{{.*}} into %[[P:[^ ]*]] normalizer(#attn.sigmoid<bias = -2.000000e+00>)
+// CHECK: attn.tile_score_gradient %{{.*}}, %[[P]], %{{.*}} keys
 func.func @sigmoid(%q: tensor<?x?x?x32xf32>, %k: tensor<?x?x?x32xf32>, %v: tensor<?x?x?x32xf32>) -> tensor<?x?x?x32xf32> {
   %o = attn.attention %q, %k, %v normalizer(#attn.sigmoid<bias = -2.0>) : tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32> -> tensor<?x?x?x32xf32>
   return %o : tensor<?x?x?x32xf32>
@@ -52,13 +58,11 @@ func.func @sigmoid(%q: tensor<?x?x?x32xf32>, %k: tensor<?x?x?x32xf32>, %v: tenso
 
 // -----
 
-// A custom normalizer is differentiated symbolically: d tanh(s) = 1 - tanh(s)^2.
+// A custom normalizer is differentiated symbolically, over a whole score row on the CPU:
+// d tanh(s) = 1 - tanh(s)^2.
 // CHECK-LABEL: func.func @custom_bwd_dq
-// CHECK: %[[T:.*]] = math.tanh
-// CHECK: %[[T2:.*]] = arith.mulf %[[T]], %[[T]]
-// CHECK: %[[NEG:.*]] = arith.negf %[[T2]]
-// CHECK: %[[SLOPE:.*]] = arith.addf %[[NEG]], %{{.*}}
-// CHECK: arith.mulf %[[SLOPE]], %{{.*}} : f32
+// CHECK: attn.tile_score_gradient {{.*}} normalizer(#attn.custom) : memref<32x64xf32> normalizer_body {
+// CHECK: math.tanh
 func.func @custom(%q: tensor<?x?x?x16xf32>, %k: tensor<?x?x?x16xf32>, %v: tensor<?x?x?x16xf32>) -> tensor<?x?x?x16xf32> {
   %o = attn.attention %q, %k, %v normalizer(#attn.custom) : tensor<?x?x?x16xf32>, tensor<?x?x?x16xf32>, tensor<?x?x?x16xf32> -> tensor<?x?x?x16xf32>
   normalizer_body {
@@ -71,7 +75,8 @@ func.func @custom(%q: tensor<?x?x?x16xf32>, %k: tensor<?x?x?x16xf32>, %v: tensor
 
 // -----
 
-// An op without a derivative rule on the score's path is a diagnostic that names it.
+// An op without a derivative rule on the score's path is a diagnostic that names it, from
+// attn-derive-backward itself.
 func.func @not_differentiable(%q: tensor<?x?x?x16xf32>) -> tensor<?x?x?x16xf32> {
   // expected-error @+1 {{cannot differentiate 'math.floor'}}
   %o = attn.attention %q, %q, %q normalizer(#attn.custom) : tensor<?x?x?x16xf32>, tensor<?x?x?x16xf32>, tensor<?x?x?x16xf32> -> tensor<?x?x?x16xf32>
@@ -85,21 +90,12 @@ func.func @not_differentiable(%q: tensor<?x?x?x16xf32>) -> tensor<?x?x?x16xf32> 
 
 // -----
 
-// A score_mod's -inf gives p = 0 and dS = 0 before anything accumulates: exp2(s - lse) is NaN
-// in a row with no allowed key (lse = -inf), and the mask's derivative must not leak either.
+// A score_mod's -inf gives p = 0 and dS = 0 (exp2(s - lse) is NaN in a row with no allowed
+// key, and the mask's derivative must not leak either): the score_mod tile op also writes its
+// derivative, which multiplies dS before the masked select.
 // CHECK-LABEL: func.func @masked_bwd_dq
-// CHECK: %[[NEGINF:.*]] = arith.constant 0xFF800000 : f32
-// CHECK: scf.for {{.*}} -> (vector<32xf32>)
-// CHECK: %[[S:.*]] = arith.select
-// CHECK: %[[P:.*]] = math.exp2
-// CHECK: %[[MASKED:.*]] = arith.cmpf oeq, %{{.*}}, %[[NEGINF]]
-// CHECK: %[[DS:.*]] = arith.select %[[MASKED]], %{{.*}}, %{{.*}}
-// CHECK: %[[DSV:.*]] = vector.broadcast %[[DS]]
-// CHECK: vector.fma %[[DSV]]
-// CHECK-LABEL: func.func @masked_bwd_dkdv
-// CHECK: %[[P2:.*]] = math.exp2
-// CHECK: arith.select %{{.*}}, %{{.*}}, %[[P2]]
-// CHECK: vector.fma
+// CHECK: attn.tile_score_mod %[[S:[^ ]*]] {{.*}} derivative %[[DMOD:[^ ]*]] :
+// CHECK: attn.tile_score_gradient %[[S]], {{.*}} derivative %[[DMOD]]
 func.func @masked(%q: tensor<?x?x?x32xf32>, %k: tensor<?x?x?x32xf32>, %v: tensor<?x?x?x32xf32>) -> tensor<?x?x?x32xf32> {
   %o = attn.attention %q, %k, %v normalizer(#attn.softmax) : tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32> -> tensor<?x?x?x32xf32>
   score_mod {

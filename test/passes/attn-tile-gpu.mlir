@@ -4,9 +4,12 @@
 
 // Softmax forward: Q is copied once (cp.async, zero-filled past Sq), the prologue fills the
 // first K/V stage, then per K/V block: prefetch the next block, wait for this one, S = Q K^T on
-// tensor cores, mask boundary blocks, row max across the quad (shuffles), rescale factor
-// exp2(old - new), p = exp2(s - max), O += P V with V read through transposed ldmatrix. The
-// finalize reduces the row sums, writes the base-2 LSE and O with row predication.
+// tensor cores, mask boundary blocks, row max across the quad (shuffles), the normalizer's row
+// update: new max, shift 0 while the max is -inf, rescale factor exp2(old - shift),
+// p = exp2(s - shift), the block's row sum across the quad (shuffles), sum = sum * factor +
+// block sum; then O += P V with V read through transposed ldmatrix. Every thread holds its
+// rows' full state, so the finalize needs no shuffles: it writes the base-2 LSE and O with row
+// predication.
 // CHECK: module attributes {gpu.container_module}
 // CHECK-LABEL: gpu.module @softmax_kernels
 // CHECK: gpu.func @softmax_fwd(%[[Q:.*]]: memref<?x?x?x?xbf16, strided<[?, ?, ?, 1], offset: ?>>, %[[K:.*]]: memref<?x?x?x?xbf16{{.*}}>, %[[V:.*]]: memref<?x?x?x?xbf16{{.*}}>, %[[O:.*]]: memref<?x?x?x?xbf16{{.*}}>, %[[LSE:.*]]: memref<?x?x?xf32, strided<[?, ?, ?], offset: ?>>) kernel
@@ -38,14 +41,24 @@
 // CHECK: arith.maximumf
 // CHECK: gpu.shuffle  xor %{{.*}}, %{{.*}}, %{{.*}} : f32
 // CHECK: %[[BMAX:.*]], %{{.*}} = gpu.shuffle  xor
-// CHECK: %[[MAX:.*]] = arith.maximumf %{{.*}}, %[[BMAX]]
-// CHECK: %[[CORR:.*]] = math.exp2
-// CHECK: math.exp2
+// CHECK: %[[BLOCKMAX:.*]] = arith.maximumf %{{.*}}, %[[BMAX]]
+// CHECK: %[[MAX:.*]] = arith.maximumf %{{.*}}, %[[BLOCKMAX]]
+// CHECK: %[[NONE:.*]] = arith.cmpf oeq, %[[MAX]]
+// CHECK: %[[SHIFT:.*]] = arith.select %[[NONE]], %{{.*}}, %[[MAX]]
+// CHECK: %[[OLD:.*]] = arith.subf %{{.*}}, %[[SHIFT]]
+// CHECK: %[[CORR:.*]] = math.exp2 %[[OLD]]
+// CHECK: %[[S0:.*]] = arith.subf %{{.*}}, %[[SHIFT]]
+// CHECK: math.exp2 %[[S0]]
+// CHECK: gpu.shuffle  xor
+// CHECK: %[[BSUM:.*]], %{{.*}} = gpu.shuffle  xor
+// CHECK: %[[BLOCKSUM:.*]] = arith.addf %{{.*}}, %[[BSUM]]
+// CHECK: %[[RESCALED:.*]] = arith.mulf %{{.*}}, %[[CORR]]
+// CHECK: arith.addf %[[RESCALED]], %[[BLOCKSUM]]
 // CHECK: nvgpu.ldmatrix %[[VS]]{{.*}} {numTiles = 4 : i32, transpose = true}
 // CHECK: nvvm.mma.sync
 // CHECK: gpu.barrier
 // CHECK: scf.yield
-// CHECK: gpu.shuffle  xor
+// CHECK-NOT: gpu.shuffle
 // CHECK: math.log2
 // CHECK: memref.store %{{.*}}, %[[LSE]]
 // CHECK: vector.store %{{.*}}, %[[O]]{{.*}} : memref<?x?x?x?xbf16, strided<[?, ?, ?, 1], offset: ?>>, vector<2xbf16>

@@ -1,43 +1,28 @@
 // RUN: attn-opt %s --split-input-file --attn-legalize --attn-tile --verify-diagnostics --canonicalize --cse | FileCheck %s --enable-var-scope
 
-// Softmax: the flash loop. Per K/V block and row: scores and their max, then the rescale
-// factor exp2(old - new), then p = exp2(s - max) summed and accumulated; the finalize divides
-// by the sum and writes the base-2 log-sum-exp. log2(e) is folded into the q multiplier.
+// The forward kernel is tile IR, written once for every target: Q is loaded once with the
+// scale and softmax's log2(e) folded in (1/8 * 1.4427 = 0.1803), then per K/V block
+// S = Q K^T, the mask only on boundary blocks, the normalizer with its row state (giving
+// each row's correction), and O = O * correction + P V; after the loop the normalizer's
+// finalize gives each row's factor and LSE. Nothing in the kernel names softmax's formulas.
 // CHECK-LABEL: func.func @softmax_fwd
 // CHECK-SAME: (%[[Q:.*]]: memref<?x?x?x?xf32, strided<[?, ?, ?, 1], offset: ?>>, %[[K:.*]]: memref{{.*}}, %[[V:.*]]: memref{{.*}}, %[[O:.*]]: memref{{.*}}, %[[LSE:.*]]: memref<?x?x?xf32, strided<[?, ?, ?], offset: ?>>, %[[B:.*]]: index, %[[H:.*]]: index, %[[Q0:.*]]: index)
 // CHECK-SAME: attributes {llvm.emit_c_interface}
-// CHECK-DAG: %[[QMUL:.*]] = arith.constant dense<0.180336878> : vector<64xf32>
-// CHECK-DAG: %[[MAXES:.*]] = memref.alloca() : memref<32xf32>
-// CHECK-DAG: %[[SUMS:.*]] = memref.alloca() : memref<32xf32>
-// CHECK: scf.for
-// CHECK: %[[QROW:.*]] = vector.load %[[Q]]
-// CHECK: arith.mulf %[[QROW]], %[[QMUL]]
-// CHECK: scf.for %[[JB:.*]] = %{{.*}} to %[[HI:.*]] step %c64
-// CHECK: scf.for %[[R:.*]] =
+// CHECK: attn.tile_load %[[Q]][%[[B]], %[[H]], %[[Q0]]] rows %{{.*}} into %[[QT:.*]] {multiplier = 0.180336878 : f32} : {{.*}}, memref<32x64xf32>
+// CHECK: attn.tile_fill %[[ACC:.*]] with 0.000000e+00
+// CHECK: attn.tile_row_init normalizer(#attn.softmax) state %[[MAX:.*]], %[[SUM:.*]] : memref<32xf32>, memref<32xf32>
+// CHECK: scf.for %[[J:.*]] = %{{.*}} to %{{.*}} step %c64
+// CHECK: attn.tile_load %[[K]]{{.*}} into %[[KT:.*]] {transpose} : {{.*}}, memref<64x64xf32>
+// CHECK: attn.tile_load %[[V]]{{.*}} into %[[VT:.*]] : {{.*}}, memref<64x64xf32>
+// CHECK: attn.tile_matmul %[[QT]], %[[KT]] into %[[S:.*]] : memref<32x64xf32>, memref<64x64xf32>, memref<32x64xf32>
 // CHECK: scf.if
-// CHECK: %[[BMAX:.*]] = scf.for {{.*}} -> (f32)
-// CHECK: vector.load %[[K]]
-// CHECK: vector.reduction <add>
-// CHECK: arith.maximumf
-// CHECK: %[[NEWMAX:.*]] = arith.maximumf %{{.*}}, %[[BMAX]]
-// The shift is the new max, or 0 while the row has seen only -inf (no NaN from -inf - -inf).
-// CHECK: %[[EMPTY:.*]] = arith.cmpf oeq, %[[NEWMAX]], %{{.*}}
-// CHECK: %[[SHIFT:.*]] = arith.select %[[EMPTY]], %{{.*}}, %[[NEWMAX]]
-// CHECK: %[[OLDMINUS:.*]] = arith.subf %{{.*}}, %[[SHIFT]]
-// CHECK: %[[CORR:.*]] = math.exp2 %[[OLDMINUS]]
-// CHECK: arith.mulf %{{.*}}, %{{.*}} : vector<64xf32>
-// CHECK: scf.for {{.*}} -> (f32, vector<64xf32>)
-// CHECK: %[[SH:.*]] = arith.subf %{{.*}}, %[[SHIFT]]
-// CHECK: %[[P:.*]] = math.exp2 %[[SH]]
-// CHECK: arith.addf %{{.*}}, %[[P]]
-// CHECK: vector.load %[[V]]
-// CHECK: vector.fma
-// CHECK: arith.mulf %{{.*}}, %[[CORR]] : f32
-// Finalize.
-// CHECK: arith.divf
-// CHECK: math.log2
-// CHECK: memref.store %{{.*}}, %[[LSE]]
-// CHECK: vector.store %{{.*}}, %[[O]]
+// CHECK-NEXT: attn.tile_mask %[[S]] rows %[[Q0]] cols %[[J]]
+// CHECK: attn.tile_normalize %[[S]] keys %{{.*}} normalizer(#attn.softmax) state %[[MAX]], %[[SUM]] : {{.*}} correction %[[CORR:.*]] : memref<32xf32>
+// CHECK: attn.tile_matmul %[[S]], %[[VT]] into %[[ACC]] row_scale %[[CORR]] : memref<32xf32> {accumulate}
+// CHECK: }
+// CHECK: attn.tile_row_finalize normalizer(#attn.softmax) state %[[MAX]], %[[SUM]] : {{.*}} into %[[FACTOR:.*]], %[[ROWLSE:.*]] :
+// CHECK: attn.tile_store %[[ROWLSE]] rows %{{.*}} into %[[LSE]]
+// CHECK: attn.tile_store %[[ACC]] rows %{{.*}} into %[[O]][%[[B]], %[[H]], %[[Q0]]] row_scale %[[FACTOR]]
 // CHECK-NOT: func.func @softmax(
 func.func @softmax(%q: tensor<?x?x?x64xf32>, %k: tensor<?x?x?x64xf32>, %v: tensor<?x?x?x64xf32>) -> tensor<?x?x?x64xf32> {
   %o = attn.attention %q, %k, %v normalizer(#attn.softmax) : tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32>, tensor<?x?x?x64xf32> -> tensor<?x?x?x64xf32>
@@ -46,25 +31,20 @@ func.func @softmax(%q: tensor<?x?x?x64xf32>, %k: tensor<?x?x?x64xf32>, %v: tenso
 
 // -----
 
-// Sigmoid: elementwise, so one pass per block with no max, no exp2 rescale and no row sum;
-// the default bias -ln(Sk) is computed from the run-time key length.
+// Sigmoid: elementwise, so no row state, no correction and no finalize; the run-time key
+// length reaches the normalizer (its default bias is -ln Sk).
 // CHECK-LABEL: func.func @sigmoid_fwd
 // CHECK: %[[SK:.*]] = memref.dim %{{.*}}, %c2
 // CHECK: %[[SKI:.*]] = arith.index_cast %[[SK]]
 // CHECK: %[[SKF:.*]] = arith.sitofp %[[SKI]]
+// CHECK-NOT: attn.tile_row_init
 // CHECK: scf.for %{{.*}} step %c64
-// CHECK: scf.for {{.*}} -> (vector<32xf32>)
-// CHECK-NOT: arith.maximumf
-// CHECK-NOT: math.exp2
-// CHECK: vector.reduction <add>
-// CHECK: %[[LN:.*]] = math.log %[[SKF]]
-// CHECK: %[[NB:.*]] = arith.negf %[[LN]]
-// CHECK: arith.addf %{{.*}}, %[[NB]]
-// CHECK: math.exp
-// CHECK: arith.divf
-// CHECK: vector.fma
-// CHECK-NOT: math.log2
-// CHECK: vector.store
+// CHECK: attn.tile_matmul
+// CHECK: attn.tile_normalize %[[S:.*]] keys %[[SKF]] normalizer(#attn.sigmoid) : memref<32x64xf32>
+// CHECK: attn.tile_matmul %[[S]], %{{.*}} into %{{.*}} {accumulate}
+// CHECK-NOT: attn.tile_row_finalize
+// CHECK: attn.tile_store
+// CHECK-NOT: row_scale
 func.func @sigmoid(%q: tensor<?x?x?x32xf32>, %k: tensor<?x?x?x32xf32>, %v: tensor<?x?x?x32xf32>) -> tensor<?x?x?x32xf32> {
   %o = attn.attention %q, %k, %v normalizer(#attn.sigmoid) : tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32> -> tensor<?x?x?x32xf32>
   return %o : tensor<?x?x?x32xf32>
@@ -72,8 +52,8 @@ func.func @sigmoid(%q: tensor<?x?x?x32xf32>, %k: tensor<?x?x?x32xf32>, %v: tenso
 
 // -----
 
-// Causal: each row's key range ends at row + 1, and the block loop ends at the tile's last
-// row + 1 (blocks above the diagonal are skipped). GQA: kv head = h / (Hq / Hkv).
+// Causal: the block loop ends at the tile's last row + 1 (blocks above the diagonal are
+// never visited) and only blocks that cross the diagonal are masked. GQA: kv head = h / (Hq / Hkv).
 // CHECK-LABEL: func.func @causal_gqa_fwd
 // CHECK-SAME: (%[[Q:arg0]]: {{.*}}, %[[K:arg1]]: {{.*}}, %[[HEAD:arg6]]: index, %[[Q0:arg7]]: index)
 // CHECK-DAG: %[[HKV:.*]] = memref.dim %[[K]], %c1
@@ -84,6 +64,9 @@ func.func @sigmoid(%q: tensor<?x?x?x32xf32>, %k: tensor<?x?x?x32xf32>, %v: tenso
 // CHECK: %[[END:.*]] = arith.addi %[[Q0]], %[[ROWS]]
 // CHECK: %[[TILEHI:.*]] = arith.minsi %{{.*}}, %[[END]]
 // CHECK: scf.for %{{.*}} = %c0 to %[[TILEHI]] step %c64
+// CHECK: %[[CROSSES:.*]] = arith.cmpi sgt
+// CHECK: scf.if %{{.*}} {
+// CHECK-NEXT: attn.tile_mask {{.*}} {causal}
 func.func @causal_gqa(%q: tensor<?x8x?x64xf32>, %k: tensor<?x2x?x64xf32>, %v: tensor<?x2x?x64xf32>) -> tensor<?x8x?x64xf32> {
   %o = attn.attention %q, %k, %v normalizer(#attn.relu<scale = 0.5>) {causal} : tensor<?x8x?x64xf32>, tensor<?x2x?x64xf32>, tensor<?x2x?x64xf32> -> tensor<?x8x?x64xf32>
   return %o : tensor<?x8x?x64xf32>
@@ -112,20 +95,19 @@ func.func @with_bias(%q: tensor<1x1x8x16xf32>, %bias: tensor<1x1x8x8xf32>) -> te
 
 // -----
 
-// A score_mod may mask with -inf: p is 0 there whatever the normalizer gives at -inf, and the
-// row-wise shift never subtracts -inf from -inf (a block whose scores are all masked leaves the
-// row state unchanged).
+// A score_mod is a tile op holding the region; softmax's log2(e) comes after it (the mod sees
+// natural units), then the mask of boundary blocks, then the normalizer (which gives p = 0
+// wherever a score is -inf).
 // CHECK-LABEL: func.func @masked_fwd
-// CHECK: %[[NEGINF:.*]] = arith.constant 0xFF800000 : f32
-// CHECK: %[[BLOCKMAX:.*]] = scf.for {{.*}} -> (f32)
-// CHECK: %[[NEWMAX:.*]] = arith.maximumf %{{.*}}, %[[BLOCKMAX]] : f32
-// CHECK-NEXT: %[[EMPTY:.*]] = arith.cmpf oeq, %[[NEWMAX]], %[[NEGINF]]
-// CHECK: arith.select %[[EMPTY]]
-// CHECK: scf.for {{.*}} -> (f32, vector<32xf32>)
-// CHECK: %[[S:.*]] = memref.load
-// CHECK: %[[P:.*]] = math.exp2
-// CHECK: %[[MASKED:.*]] = arith.cmpf oeq, %[[S]], %[[NEGINF]]
-// CHECK: arith.select %[[MASKED]], %{{.*}}, %[[P]]
+// CHECK: attn.tile_load %{{.*}} {multiplier = 0.176776692 : f32}
+// CHECK: scf.for
+// CHECK: attn.tile_matmul
+// CHECK: attn.tile_score_mod %[[S:.*]] batch %{{.*}} head %{{.*}} rows %{{.*}} cols %{{.*}} {multiplier = 1.4426950408889634 : f64} : memref<32x64xf32> {
+// CHECK: arith.select
+// CHECK: attn.yield
+// CHECK: scf.if
+// CHECK: attn.tile_mask %[[S]]
+// CHECK: attn.tile_normalize %[[S]]
 func.func @masked(%q: tensor<?x?x?x32xf32>, %k: tensor<?x?x?x32xf32>, %v: tensor<?x?x?x32xf32>) -> tensor<?x?x?x32xf32> {
   %o = attn.attention %q, %k, %v normalizer(#attn.softmax) : tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32> -> tensor<?x?x?x32xf32>
   score_mod {
@@ -145,7 +127,7 @@ func.func @masked(%q: tensor<?x?x?x32xf32>, %k: tensor<?x?x?x32xf32>, %v: tensor
 // clamped to 2^30 keys, which covers every length the kernels run.
 // CHECK-LABEL: func.func @huge_window_fwd
 // CHECK-DAG: arith.constant 1073741824 : index
-// CHECK-DAG: arith.constant 1073741825 : index
+// CHECK-DAG: attn.tile_mask {{.*}}window = 1073741824
 func.func @huge_window(%q: tensor<1x1x?x16xf32>) -> tensor<1x1x?x16xf32> {
   %o = attn.attention %q, %q, %q normalizer(#attn.softmax) {window = 9223372036854775807}
       : tensor<1x1x?x16xf32>, tensor<1x1x?x16xf32>, tensor<1x1x?x16xf32> -> tensor<1x1x?x16xf32>

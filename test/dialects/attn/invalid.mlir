@@ -348,7 +348,7 @@ func.func @f(%q: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
 // -----
 
 func.func @f(%x: f32) -> f32 {
-  // expected-error @+1 {{'attn.yield' op expects parent op 'attn.attention'}}
+  // expected-error @+1 {{'attn.yield' op expects parent op to be one of 'attn.attention, attn.tile_score_mod}}
   attn.yield %x : f32
 }
 

@@ -1,0 +1,177 @@
+// Verifiers of the tile-level ops (AttnTileOps.td): tiles are static f32 memrefs whose shapes
+// agree with each other; every diagnostic names the operand and the shapes.
+#include "dialects/attn/AttnDialect.h"
+
+using namespace mlir;
+using namespace mlir::attn;
+
+namespace {
+/// A static f32 memref of `rank` (any rank when rank < 0).
+LogicalResult checkTile(Operation *op, StringRef name, Value tile, int64_t rank) {
+  auto type = dyn_cast<MemRefType>(tile.getType());
+  if (!type || !type.hasStaticShape() || !type.getElementType().isF32())
+    return op->emitOpError() << name << " must be a static f32 memref, got " << tile.getType();
+  if (rank >= 0 && type.getRank() != rank)
+    return op->emitOpError() << name << " must have rank " << rank << ", got " << type;
+  return success();
+}
+
+ArrayRef<int64_t> shapeOf(Value tile) { return cast<MemRefType>(tile.getType()).getShape(); }
+
+/// An optional per-row tile: rank 1 with `rows` elements.
+LogicalResult checkRowTile(Operation *op, StringRef name, Value tile, int64_t rows) {
+  if (!tile)
+    return success();
+  if (failed(checkTile(op, name, tile, 1)))
+    return failure();
+  if (shapeOf(tile)[0] != rows)
+    return op->emitOpError() << name << " must have " << rows << " rows, got "
+                             << tile.getType();
+  return success();
+}
+
+/// Row-wise state tiles: as many as the normalizer carries, one value per score row.
+LogicalResult checkState(Operation *op, NormalizerAttrInterface normalizer, ValueRange state,
+                         int64_t rows) {
+  if (state.size() != normalizer.getRowStateSize())
+    return op->emitOpError() << "normalizer " << Attribute(normalizer) << " carries "
+                             << normalizer.getRowStateSize() << " row state values, got "
+                             << state.size() << " state tiles";
+  for (Value tile : state)
+    if (failed(checkRowTile(op, "state", tile, rows)))
+      return failure();
+  return success();
+}
+
+LogicalResult checkBody(Operation *op, NormalizerAttrInterface normalizer, Region &body) {
+  if (normalizer.usesBodyRegion() != !body.empty())
+    return op->emitOpError() << "normalizer " << Attribute(normalizer)
+                             << (body.empty() ? " needs" : " takes no")
+                             << " normalizer_body region";
+  if (!body.empty())
+    return verifyScalarRegion(op, body, "normalizer_body",
+                              {Float32Type::get(op->getContext())});
+  return success();
+}
+} // namespace
+
+LogicalResult TileFillOp::verify() { return checkTile(*this, "tile", getTile(), -1); }
+
+LogicalResult TileLoadOp::verify() {
+  auto source = cast<MemRefType>(getSource().getType());
+  if (source.getRank() != 3 && source.getRank() != 4)
+    return emitOpError() << "source must be [B, H, S] or [B, H, S, C], got " << source;
+  int64_t tileRank = source.getRank() - 2;
+  if (failed(checkTile(*this, "tile", getTile(), tileRank)))
+    return failure();
+  if (getTranspose() && tileRank != 2)
+    return emitOpError("transpose needs a rank 2 tile");
+  return success();
+}
+
+LogicalResult TileStoreOp::verify() {
+  auto dest = cast<MemRefType>(getDest().getType());
+  if (dest.getRank() != 3 && dest.getRank() != 4)
+    return emitOpError() << "destination must be [B, H, S] or [B, H, S, C], got " << dest;
+  if (failed(checkTile(*this, "tile", getTile(), dest.getRank() - 2)))
+    return failure();
+  return checkRowTile(*this, "row_scale", getRowScale(), shapeOf(getTile())[0]);
+}
+
+LogicalResult TileMatmulOp::verify() {
+  if (failed(checkTile(*this, "lhs", getLhs(), 2)) ||
+      failed(checkTile(*this, "rhs", getRhs(), 2)) ||
+      failed(checkTile(*this, "acc", getAcc(), 2)))
+    return failure();
+  ArrayRef<int64_t> lhs = shapeOf(getLhs()), rhs = shapeOf(getRhs()), acc = shapeOf(getAcc());
+  int64_t m = getTransposeLhs() ? lhs[1] : lhs[0], k = getTransposeLhs() ? lhs[0] : lhs[1];
+  if (k != rhs[0] || m != acc[0] || rhs[1] != acc[1])
+    return emitOpError() << "shapes do not contract: lhs " << getLhs().getType()
+                         << (getTransposeLhs() ? " (transposed)" : "") << ", rhs "
+                         << getRhs().getType() << ", acc " << getAcc().getType();
+  if (getRowScale() && !getAccumulate())
+    return emitOpError("row_scale rescales the accumulator: it needs accumulate");
+  return checkRowTile(*this, "row_scale", getRowScale(), m);
+}
+
+LogicalResult TileMaskOp::verify() {
+  if (getWindow() && *getWindow() < 0)
+    return emitOpError() << "window must be non-negative, got " << *getWindow();
+  return checkTile(*this, "scores", getScores(), 2);
+}
+
+LogicalResult TileScoreModOp::verify() {
+  if (failed(checkTile(*this, "scores", getScores(), 2)))
+    return failure();
+  if (getDerivative()) {
+    if (failed(checkTile(*this, "derivative", getDerivative(), 2)))
+      return failure();
+    if (shapeOf(getDerivative()) != shapeOf(getScores()))
+      return emitOpError() << "derivative " << getDerivative().getType()
+                           << " must have the scores' shape " << getScores().getType();
+  }
+  Builder b(getContext());
+  Type index = b.getIndexType();
+  return verifyScalarRegion(*this, getScoreMod(), "score_mod",
+                            {b.getF32Type(), index, index, index, index});
+}
+
+LogicalResult TileRowInitOp::verify() {
+  if (getState().empty())
+    return checkState(*this, getNormalizer(), getState(), 0);
+  if (failed(checkTile(*this, "state", getState().front(), 1)))
+    return failure();
+  return checkState(*this, getNormalizer(), getState(), shapeOf(getState().front())[0]);
+}
+
+LogicalResult TileNormalizeOp::verify() {
+  if (failed(checkTile(*this, "scores", getScores(), 2)) ||
+      failed(checkBody(*this, getNormalizer(), getNormalizerBody())))
+    return failure();
+  int64_t rows = shapeOf(getScores())[0];
+  if (failed(checkState(*this, getNormalizer(), getState(), rows)))
+    return failure();
+  if (getNormalizer().isRowWise() != bool(getCorrection()))
+    return emitOpError() << "a correction tile goes with a row-wise normalizer, and only with one";
+  return checkRowTile(*this, "correction", getCorrection(), rows);
+}
+
+LogicalResult TileRowFinalizeOp::verify() {
+  if (failed(checkTile(*this, "factor", getFactor(), 1)))
+    return failure();
+  int64_t rows = shapeOf(getFactor())[0];
+  if (failed(checkRowTile(*this, "lse", getLse(), rows)))
+    return failure();
+  return checkState(*this, getNormalizer(), getState(), rows);
+}
+
+LogicalResult TileProbabilitiesOp::verify() {
+  if (failed(checkTile(*this, "scores", getScores(), 2)) ||
+      failed(checkTile(*this, "probs", getProbs(), 2)) ||
+      failed(checkBody(*this, getNormalizer(), getNormalizerBody())))
+    return failure();
+  if (shapeOf(getScores()) != shapeOf(getProbs()))
+    return emitOpError() << "probs " << getProbs().getType() << " must have the scores' shape "
+                         << getScores().getType();
+  if (getNormalizer().isRowWise() != bool(getLse()))
+    return emitOpError("an lse tile goes with a row-wise normalizer, and only with one");
+  return checkRowTile(*this, "lse", getLse(), shapeOf(getScores())[0]);
+}
+
+LogicalResult TileScoreGradientOp::verify() {
+  if (failed(checkTile(*this, "scores", getScores(), 2)) ||
+      failed(checkBody(*this, getNormalizer(), getNormalizerBody())))
+    return failure();
+  for (Value tile : {getProbs(), getGrads(), getDerivative()}) {
+    if (!tile)
+      continue;
+    if (failed(checkTile(*this, "tile", tile, 2)))
+      return failure();
+    if (shapeOf(tile) != shapeOf(getScores()))
+      return emitOpError() << tile.getType() << " must have the scores' shape "
+                           << getScores().getType();
+  }
+  if (getNormalizer().isRowWise() != bool(getRowTerm()))
+    return emitOpError("a row_term tile goes with a row-wise normalizer, and only with one");
+  return checkRowTile(*this, "row_term", getRowTerm(), shapeOf(getScores())[0]);
+}

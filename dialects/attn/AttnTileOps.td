@@ -1,0 +1,181 @@
+#ifndef ATTN_TILE_OPS_TD
+#define ATTN_TILE_OPS_TD
+
+// The tile-level flash algorithm. `attn-tile` and `attn-derive-backward` express each kernel
+// once, target independent, as a loop over key (or query) blocks whose body is these ops on
+// small static tiles (memrefs the kernel allocates); a target lowers each op
+// (`attn-lower-tiles-cpu`: register-blocked vector FMAs).
+//
+// Tiles are f32 and static. A block at the end of a sequence is zero-padded by tile_load
+// and its padding keys are masked by tile_mask, so every compute op works on the full tile.
+
+class Attn_TileOp<string mnemonic, list<Trait> traits = []> : Attn_Op<mnemonic, traits>;
+
+def Attn_TileFillOp : Attn_TileOp<"tile_fill"> {
+  let summary = "sets every element of a tile to a constant";
+  let arguments = (ins Arg<AnyMemRef, "", [MemWrite]>:$tile, F32Attr:$value);
+  let assemblyFormat = "$tile `with` $value attr-dict `:` type($tile)";
+  let hasVerifier = 1;
+}
+
+def Attn_TileLoadOp : Attn_TileOp<"tile_load"> {
+  let summary = "copies rows [start, start + count) of a (batch, head) slice into a tile";
+  let description = [{
+    Rank 4 source `[B, H, S, C]` into a `TxC` tile (`CxT` with `transpose`), rank 3 source
+    `[B, H, S]` into a `T` tile. Rows at and past `count` are zero. `multiplier` scales every
+    value on the way in.
+  }];
+  let arguments = (ins Arg<AnyMemRef, "", [MemRead]>:$source, Index:$batch, Index:$head,
+                       Index:$start, Index:$count, Arg<AnyMemRef, "", [MemWrite]>:$tile,
+                       UnitAttr:$transpose, OptionalAttr<F32Attr>:$multiplier);
+  let assemblyFormat = [{
+    $source `[` $batch `,` $head `,` $start `]` `rows` $count `into` $tile attr-dict
+    `:` type($source) `,` type($tile)
+  }];
+  let hasVerifier = 1;
+}
+
+def Attn_TileStoreOp : Attn_TileOp<"tile_store"> {
+  let summary = "stores the first `count` rows of a tile into a (batch, head) slice";
+  let description = [{
+    dest[b, h, start + r, c] = tile[r, c] * row_scale[r] * multiplier for r < count (rank 2
+    tile into a rank 4 destination, rank 1 into rank 3).
+  }];
+  let arguments = (ins Arg<AnyMemRef, "", [MemRead]>:$tile, Index:$count,
+                       Arg<AnyMemRef, "", [MemWrite]>:$dest, Index:$batch, Index:$head,
+                       Index:$start, Optional<AnyMemRef>:$row_scale,
+                       OptionalAttr<F32Attr>:$multiplier);
+  let assemblyFormat = [{
+    $tile `rows` $count `into` $dest `[` $batch `,` $head `,` $start `]`
+    (`row_scale` $row_scale^ `:` type($row_scale))? attr-dict `:` type($tile) `,` type($dest)
+  }];
+  let hasVerifier = 1;
+}
+
+def Attn_TileMatmulOp : Attn_TileOp<"tile_matmul"> {
+  let summary = "acc = acc * row_scale (or 0) + alpha * op(lhs) * rhs on whole tiles";
+  let description = [{
+    lhs `MxK` (`KxM` with `transpose_lhs`), rhs `KxN`, acc `MxN`. Without `accumulate` the
+    accumulator's old value is ignored; with it, each row i of it is first multiplied by
+    `row_scale[i]` when given (the online normalizer's correction).
+  }];
+  let arguments = (ins Arg<AnyMemRef, "", [MemRead]>:$lhs, Arg<AnyMemRef, "", [MemRead]>:$rhs,
+                       Arg<AnyMemRef, "", [MemRead, MemWrite]>:$acc,
+                       Optional<AnyMemRef>:$row_scale, UnitAttr:$transpose_lhs,
+                       UnitAttr:$accumulate, OptionalAttr<F32Attr>:$alpha);
+  let assemblyFormat = [{
+    $lhs `,` $rhs `into` $acc (`row_scale` $row_scale^ `:` type($row_scale))? attr-dict
+    `:` type($lhs) `,` type($rhs) `,` type($acc)
+  }];
+  let hasVerifier = 1;
+}
+
+def Attn_TileMaskOp : Attn_TileOp<"tile_mask"> {
+  let summary = "sets the scores of keys a row may not see to -inf (boundary blocks only)";
+  let description = [{
+    scores[i, j] = -inf where query row_start + i >= query_length (padding rows), key
+    col_start + j >= key_length (padding keys), or the causal / window mask forbids the key to
+    the row.
+  }];
+  let arguments = (ins Arg<AnyMemRef, "", [MemRead, MemWrite]>:$scores, Index:$row_start,
+                       Index:$col_start, Index:$query_length, Index:$key_length,
+                       UnitAttr:$causal, OptionalAttr<I64Attr>:$window);
+  let assemblyFormat = [{
+    $scores `rows` $row_start `cols` $col_start `lengths` $query_length `,` $key_length
+    attr-dict `:` type($scores)
+  }];
+  let hasVerifier = 1;
+}
+
+def Attn_TileScoreModOp : Attn_TileOp<"tile_score_mod"> {
+  let summary = "applies the score_mod region to every score of a tile";
+  let description = [{
+    scores[i, j] = multiplier * mod(scores[i, j], batch, head, row_start + i, col_start + j);
+    with `derivative`, also derivative[i, j] = d mod / d s there (in natural units).
+  }];
+  let arguments = (ins Arg<AnyMemRef, "", [MemRead, MemWrite]>:$scores, Index:$batch,
+                       Index:$head, Index:$row_start, Index:$col_start,
+                       Optional<AnyMemRef>:$derivative, F64Attr:$multiplier);
+  let regions = (region SizedRegion<1>:$score_mod);
+  let assemblyFormat = [{
+    $scores `batch` $batch `head` $head `rows` $row_start `cols` $col_start
+    (`derivative` $derivative^ `:` type($derivative))? attr-dict `:` type($scores) $score_mod
+  }];
+  let hasVerifier = 1;
+}
+
+def Attn_TileRowInitOp : Attn_TileOp<"tile_row_init"> {
+  let summary = "fills a row-wise normalizer's state tiles with its initial state";
+  let arguments = (ins Variadic<AnyMemRef>:$state, Attn_NormalizerAttrInterface:$normalizer);
+  let assemblyFormat = "`normalizer` `(` $normalizer `)` (`state` $state^ `:` type($state))? attr-dict";
+  let hasVerifier = 1;
+}
+
+def Attn_TileNormalizeOp : Attn_TileOp<"tile_normalize", [AttrSizedOperandSegments]> {
+  let summary = "scores to probabilities over a tile, updating the row state";
+  let description = [{
+    In place. Elementwise normalizers: p = f(s). Row-wise ones run steps 1-4 of
+    NormalizerAttrInterface per row (block max, shift, p, block sum) and write each row's
+    accumulator correction to `correction`. p = 0 wherever s = -inf (masked). `key_length` is the run-time key length (f32).
+  }];
+  let arguments = (ins Arg<AnyMemRef, "", [MemRead, MemWrite]>:$scores,
+                       Variadic<AnyMemRef>:$state, Optional<AnyMemRef>:$correction,
+                       F32:$key_length, Attn_NormalizerAttrInterface:$normalizer);
+  let regions = (region MaxSizedRegion<1>:$normalizer_body);
+  let assemblyFormat = [{
+    $scores `keys` $key_length `normalizer` `(` $normalizer `)`
+    (`state` $state^ `:` type($state))? (`correction` $correction^ `:` type($correction))?
+    attr-dict `:` type($scores) (`normalizer_body` $normalizer_body^)?
+  }];
+  let hasVerifier = 1;
+}
+
+def Attn_TileRowFinalizeOp : Attn_TileOp<"tile_row_finalize"> {
+  let summary = "a row-wise normalizer's output factor and log-sum-exp per row";
+  let arguments = (ins Variadic<AnyMemRef>:$state, Arg<AnyMemRef, "", [MemWrite]>:$factor,
+                       Arg<AnyMemRef, "", [MemWrite]>:$lse,
+                       Attn_NormalizerAttrInterface:$normalizer);
+  let assemblyFormat = [{
+    `normalizer` `(` $normalizer `)` `state` $state `:` type($state) `into` $factor `,` $lse
+    attr-dict `:` type($factor) `,` type($lse)
+  }];
+  let hasVerifier = 1;
+}
+
+def Attn_TileProbabilitiesOp : Attn_TileOp<"tile_probabilities"> {
+  let summary = "the backward's normalized probabilities from scores (and each row's lse)";
+  let description = [{ probs = NormalizerAttrInterface::emitBackwardProbability; 0 where s = -inf. }];
+  let arguments = (ins Arg<AnyMemRef, "", [MemRead]>:$scores, Optional<AnyMemRef>:$lse,
+                       F32:$key_length, Arg<AnyMemRef, "", [MemWrite]>:$probs,
+                       Attn_NormalizerAttrInterface:$normalizer);
+  let regions = (region MaxSizedRegion<1>:$normalizer_body);
+  let assemblyFormat = [{
+    $scores (`lse` $lse^ `:` type($lse))? `keys` $key_length `into` $probs
+    `normalizer` `(` $normalizer `)` attr-dict `:` type($scores) `,` type($probs)
+    (`normalizer_body` $normalizer_body^)?
+  }];
+  let hasVerifier = 1;
+}
+
+def Attn_TileScoreGradientOp : Attn_TileOp<"tile_score_gradient",
+    [AttrSizedOperandSegments, AllTypesMatch<["scores", "probs", "grads"]>]> {
+  let summary = "dS from s, p and dP over a tile, in place of dP";
+  let description = [{
+    grads[i, j] = normalizer dS(s, p, dP = grads[i, j], row_term[i]) * derivative[i, j]
+    (the score_mod's derivative, when given); 0 where s = -inf (masked).
+  }];
+  let arguments = (ins Arg<AnyMemRef, "", [MemRead]>:$scores, Arg<AnyMemRef, "", [MemRead]>:$probs,
+                       Arg<AnyMemRef, "", [MemRead, MemWrite]>:$grads,
+                       Optional<AnyMemRef>:$row_term, Optional<AnyMemRef>:$derivative,
+                       F32:$key_length, Attn_NormalizerAttrInterface:$normalizer);
+  let regions = (region MaxSizedRegion<1>:$normalizer_body);
+  let assemblyFormat = [{
+    $scores `,` $probs `,` $grads (`row_term` $row_term^ `:` type($row_term))?
+    (`derivative` $derivative^ `:` type($derivative))? `keys` $key_length
+    `normalizer` `(` $normalizer `)` attr-dict `:` type($scores)
+    (`normalizer_body` $normalizer_body^)?
+  }];
+  let hasVerifier = 1;
+}
+
+#endif // ATTN_TILE_OPS_TD

@@ -1,0 +1,578 @@
+// attn-lower-tiles-cpu: lowers the tile ops to loops of host-width vector code.
+//   tile_matmul: register-blocked micro-kernels (rows x vectors of accumulators in registers,
+//                one broadcast FMA per element of the reduction), sized from the host's vector
+//                width and register count;
+//   normalizer / score_mod / gradient ops: the interface's scalar formulas replayed over a
+//                whole score row (ElementwiseReplay), row reductions with vector.reduction;
+//   loads, stores and masks: row vectors.
+// math.exp2/exp/tanh are left for attn-cpu-fast-math to turn into polynomials.
+#include "dialects/attn/AttnDialect.h"
+#include "passes/ElementwiseReplay.h"
+#include "passes/Passes.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/IR/IRMapping.h"
+#include "mlir/IR/PatternMatch.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
+
+#include <cmath>
+
+namespace mlir::attn {
+#define GEN_PASS_DEF_ATTNLOWERTILESCPU
+#include "passes/Passes.h.inc"
+
+namespace {
+/// Vector width (f32 lanes) and vector register count of the host.
+struct VectorTarget {
+  int64_t lanes = 16;
+  int64_t registers = 32;
+};
+
+/// Small builders shared by the patterns.
+struct Emit {
+  OpBuilder &b;
+  Location loc;
+
+  Value index(int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); }
+  Value f32(double v) { return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v)); }
+  Value add(Value x, Value y) { return arith::AddIOp::create(b, loc, x, y); }
+  Value splat(Value scalar, int64_t width) {
+    return vector::BroadcastOp::create(b, loc, VectorType::get({width}, scalar.getType()),
+                                       scalar);
+  }
+  /// `value` as a vector of `width` (a replayed formula may come back uniform).
+  Value asVector(Value value, int64_t width) {
+    return isa<VectorType>(value.getType()) ? value : splat(value, width);
+  }
+  Value loadVector(Value memref, ValueRange indices, int64_t width) {
+    return vector::LoadOp::create(b, loc, VectorType::get({width}, b.getF32Type()), memref,
+                                  indices);
+  }
+  void storeVector(Value vector, Value memref, ValueRange indices) {
+    vector::StoreOp::create(b, loc, vector, memref, indices);
+  }
+  Value load(Value memref, ValueRange indices) {
+    return memref::LoadOp::create(b, loc, memref, indices);
+  }
+  void store(Value value, Value memref, ValueRange indices) {
+    memref::StoreOp::create(b, loc, value, memref, indices);
+  }
+  /// for (i = lo; i < hi; i += step) body(i)
+  void loop(Value lo, Value hi, int64_t step, function_ref<void(Value)> body) {
+    scf::ForOp::create(b, loc, lo, hi, index(step), ValueRange{},
+                       [&](OpBuilder &, Location, Value i, ValueRange) {
+                         body(i);
+                         scf::YieldOp::create(b, loc);
+                       });
+  }
+  void loop(int64_t hi, function_ref<void(Value)> body) { loop(index(0), index(hi), 1, body); }
+  /// p where s is a score, 0 where it is masked (-inf).
+  Value zeroWhereMasked(Value value, Value scores) {
+    int64_t width = cast<VectorType>(scores.getType()).getNumElements();
+    Value masked = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, scores,
+                                         splat(f32(-INFINITY), width));
+    return arith::SelectOp::create(b, loc, masked, splat(f32(0.0), width), value);
+  }
+};
+
+ArrayRef<int64_t> shapeOf(Value tile) { return cast<MemRefType>(tile.getType()).getShape(); }
+
+//===----------------------------------------------------------------------===//
+// Data movement
+//===----------------------------------------------------------------------===//
+
+struct LowerFill : OpRewritePattern<TileFillOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(TileFillOp op, PatternRewriter &rewriter) const override {
+    Emit e{rewriter, op.getLoc()};
+    ArrayRef<int64_t> shape = shapeOf(op.getTile());
+    Value value = e.f32(op.getValue().convertToDouble());
+    Value row = e.splat(value, shape.back());
+    if (shape.size() == 1)
+      e.storeVector(row, op.getTile(), {e.index(0)});
+    else
+      e.loop(shape[0], [&](Value r) { e.storeVector(row, op.getTile(), {r, e.index(0)}); });
+    rewriter.eraseOp(op);
+    return success();
+  }
+};
+
+struct LowerLoad : OpRewritePattern<TileLoadOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(TileLoadOp op, PatternRewriter &rewriter) const override {
+    Emit e{rewriter, op.getLoc()};
+    Value tile = op.getTile(), source = op.getSource();
+    ArrayRef<int64_t> shape = shapeOf(tile);
+    int64_t rows = op.getTranspose() ? shape[1] : shape[0];
+    Value count = arith::MinSIOp::create(rewriter, e.loc, op.getCount(), e.index(rows));
+    count = arith::MaxSIOp::create(rewriter, e.loc, count, e.index(0));
+    auto scaled = [&](Value v) {
+      if (auto multiplier = op.getMultiplierAttr()) {
+        Value m = e.f32(multiplier.getValueAsDouble());
+        if (auto type = dyn_cast<VectorType>(v.getType()))
+          m = e.splat(m, type.getNumElements());
+        return Value(arith::MulFOp::create(rewriter, e.loc, v, m));
+      }
+      return v;
+    };
+    auto sourceRow = [&](Value r) {
+      return e.add(op.getStart(), r);
+    };
+    if (shape.size() == 1) {
+      e.loop(e.index(0), count, 1, [&](Value r) {
+        Value v = e.load(source, {op.getBatch(), op.getHead(), sourceRow(r)});
+        e.store(scaled(v), tile, {r});
+      });
+      e.loop(count, e.index(rows), 1, [&](Value r) { e.store(e.f32(0.0), tile, {r}); });
+    } else if (!op.getTranspose()) {
+      int64_t cols = shape[1];
+      e.loop(e.index(0), count, 1, [&](Value r) {
+        Value v = e.loadVector(source, {op.getBatch(), op.getHead(), sourceRow(r), e.index(0)},
+                               cols);
+        e.storeVector(scaled(v), tile, {r, e.index(0)});
+      });
+      Value zeros = e.splat(e.f32(0.0), cols);
+      e.loop(count, e.index(rows), 1,
+             [&](Value r) { e.storeVector(zeros, tile, {r, e.index(0)}); });
+    } else {
+      // tile[c][r] = source row r: one row vector in, its lanes out to a column.
+      int64_t cols = shape[0];
+      e.loop(e.index(0), count, 1, [&](Value r) {
+        Value v = scaled(e.loadVector(
+            source, {op.getBatch(), op.getHead(), sourceRow(r), e.index(0)}, cols));
+        for (int64_t c = 0; c < cols; ++c)
+          e.store(vector::ExtractOp::create(rewriter, e.loc, v, c), tile, {e.index(c), r});
+      });
+      e.loop(count, e.index(rows), 1, [&](Value r) {
+        for (int64_t c = 0; c < cols; ++c)
+          e.store(e.f32(0.0), tile, {e.index(c), r});
+      });
+    }
+    rewriter.eraseOp(op);
+    return success();
+  }
+};
+
+struct LowerStore : OpRewritePattern<TileStoreOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(TileStoreOp op, PatternRewriter &rewriter) const override {
+    Emit e{rewriter, op.getLoc()};
+    Value tile = op.getTile(), dest = op.getDest();
+    ArrayRef<int64_t> shape = shapeOf(tile);
+    Value count = arith::MinSIOp::create(rewriter, e.loc, op.getCount(), e.index(shape[0]));
+    e.loop(e.index(0), count, 1, [&](Value r) {
+      Value row = e.add(op.getStart(), r);
+      if (shape.size() == 1) {
+        Value v = e.load(tile, {r});
+        if (op.getRowScale())
+          v = arith::MulFOp::create(rewriter, e.loc, v, e.load(op.getRowScale(), {r}));
+        if (auto multiplier = op.getMultiplierAttr())
+          v = arith::MulFOp::create(rewriter, e.loc, v, e.f32(multiplier.getValueAsDouble()));
+        e.store(v, dest, {op.getBatch(), op.getHead(), row});
+        return;
+      }
+      int64_t cols = shape[1];
+      Value v = e.loadVector(tile, {r, e.index(0)}, cols);
+      Value factor;
+      if (op.getRowScale())
+        factor = e.load(op.getRowScale(), {r});
+      if (auto multiplier = op.getMultiplierAttr()) {
+        Value m = e.f32(multiplier.getValueAsDouble());
+        factor = factor ? Value(arith::MulFOp::create(rewriter, e.loc, factor, m)) : m;
+      }
+      if (factor)
+        v = arith::MulFOp::create(rewriter, e.loc, v, e.splat(factor, cols));
+      e.storeVector(v, dest, {op.getBatch(), op.getHead(), row, e.index(0)});
+    });
+    rewriter.eraseOp(op);
+    return success();
+  }
+};
+
+struct LowerMask : OpRewritePattern<TileMaskOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(TileMaskOp op, PatternRewriter &rewriter) const override {
+    Emit e{rewriter, op.getLoc()};
+    ArrayRef<int64_t> shape = shapeOf(op.getScores());
+    int64_t cols = shape[1];
+    auto i64 = rewriter.getI64Type();
+    auto toI64 = [&](Value v) { return arith::IndexCastOp::create(rewriter, e.loc, i64, v); };
+    SmallVector<int64_t> lanes;
+    for (int64_t j = 0; j < cols; ++j)
+      lanes.push_back(j);
+    auto laneType = VectorType::get({cols}, i64);
+    Value iota = arith::ConstantOp::create(rewriter, e.loc, laneType,
+                                           DenseElementsAttr::get(laneType, ArrayRef(lanes)));
+    e.loop(shape[0], [&](Value i) {
+      // Row i may see keys [lo, hi); a padding row sees none.
+      Value row = e.add(op.getRowStart(), i);
+      Value lo = e.index(0), hi = op.getKeyLength();
+      std::optional<int64_t> window = op.getWindow();
+      if (window)
+        lo = arith::SubIOp::create(rewriter, e.loc, row, e.index(*window));
+      if (op.getCausal())
+        hi = arith::MinSIOp::create(rewriter, e.loc, hi, e.add(row, e.index(1)));
+      else if (window)
+        hi = arith::MinSIOp::create(rewriter, e.loc, hi, e.add(row, e.index(*window + 1)));
+      Value rowValid = arith::CmpIOp::create(rewriter, e.loc, arith::CmpIPredicate::slt, row,
+                                             op.getQueryLength());
+      hi = arith::SelectOp::create(rewriter, e.loc, rowValid, hi, lo);
+      Value keys = arith::AddIOp::create(rewriter, e.loc, iota,
+                                         e.splat(toI64(op.getColStart()), cols));
+      Value allowed = arith::AndIOp::create(
+          rewriter, e.loc,
+          arith::CmpIOp::create(rewriter, e.loc, arith::CmpIPredicate::sge, keys,
+                                e.splat(toI64(lo), cols)),
+          arith::CmpIOp::create(rewriter, e.loc, arith::CmpIPredicate::slt, keys,
+                                e.splat(toI64(hi), cols)));
+      Value scores = e.loadVector(op.getScores(), {i, e.index(0)}, cols);
+      Value masked = arith::SelectOp::create(rewriter, e.loc, allowed, scores,
+                                             e.splat(e.f32(-INFINITY), cols));
+      e.storeVector(masked, op.getScores(), {i, e.index(0)});
+    });
+    rewriter.eraseOp(op);
+    return success();
+  }
+};
+
+//===----------------------------------------------------------------------===//
+// Elementwise tile work: scalar formulas replayed over score rows
+//===----------------------------------------------------------------------===//
+
+/// Runs `body(row, rowScores)` for each row of a score tile.
+void forEachScoreRow(Emit &e, Value scores, function_ref<void(Value, Value)> body) {
+  ArrayRef<int64_t> shape = shapeOf(scores);
+  e.loop(shape[0], [&](Value i) { body(i, e.loadVector(scores, {i, e.index(0)}, shape[1])); });
+}
+
+struct LowerScoreMod : OpRewritePattern<TileScoreModOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(TileScoreModOp op, PatternRewriter &rewriter) const override {
+    Emit e{rewriter, op.getLoc()};
+    int64_t cols = shapeOf(op.getScores())[1];
+    SmallVector<int64_t> lanes;
+    for (int64_t j = 0; j < cols; ++j)
+      lanes.push_back(j);
+    auto laneType = VectorType::get({cols}, rewriter.getIndexType());
+    Value iota = arith::ConstantOp::create(
+        rewriter, e.loc, laneType, DenseElementsAttr::get(laneType, ArrayRef(lanes)));
+    Value keys = arith::AddIOp::create(rewriter, e.loc, iota, e.splat(op.getColStart(), cols));
+    bool withDerivative = bool(op.getDerivative());
+    double multiplier = op.getMultiplier().convertToDouble();
+    LogicalResult status = success();
+    forEachScoreRow(e, op.getScores(), [&](Value i, Value s) {
+      Value row = e.add(op.getRowStart(), i);
+      auto replayed = replayElementwise(
+          rewriter, e.loc, {s, e.splat(op.getBatch(), cols), e.splat(op.getHead(), cols),
+                            e.splat(row, cols), keys},
+          [&](OpBuilder &b, ValueRange args) -> FailureOr<SmallVector<Value>> {
+            if (!withDerivative)
+              return SmallVector<Value>{inlineScalarRegion(b, op.getScoreMod(), args)};
+            auto both = emitRegionWithDerivative(b, op.getLoc(), op.getScoreMod(), args);
+            if (failed(both))
+              return failure();
+            return SmallVector<Value>{both->first, both->second};
+          });
+      if (failed(replayed)) {
+        status = failure();
+        return;
+      }
+      Value value = e.asVector((*replayed)[0], cols);
+      if (multiplier != 1.0)
+        value = arith::MulFOp::create(rewriter, e.loc, value, e.splat(e.f32(multiplier), cols));
+      e.storeVector(value, op.getScores(), {i, e.index(0)});
+      if (withDerivative)
+        e.storeVector(e.asVector((*replayed)[1], cols), op.getDerivative(), {i, e.index(0)});
+    });
+    if (failed(status))
+      return failure();
+    rewriter.eraseOp(op);
+    return success();
+  }
+};
+
+struct LowerRowInit : OpRewritePattern<TileRowInitOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(TileRowInitOp op, PatternRewriter &rewriter) const override {
+    Emit e{rewriter, op.getLoc()};
+    SmallVector<Value> init = op.getNormalizer().emitRowStateInit(rewriter, e.loc);
+    for (auto [value, tile] : llvm::zip(init, op.getState()))
+      e.storeVector(e.splat(value, shapeOf(tile)[0]), tile, {e.index(0)});
+    rewriter.eraseOp(op);
+    return success();
+  }
+};
+
+struct LowerNormalize : OpRewritePattern<TileNormalizeOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(TileNormalizeOp op, PatternRewriter &rewriter) const override {
+    Emit e{rewriter, op.getLoc()};
+    NormalizerAttrInterface normalizer = op.getNormalizer();
+    int64_t cols = shapeOf(op.getScores())[1];
+    Region &body = op.getNormalizerBody();
+    Value keyLength = op.getKeyLength();
+    LogicalResult status = success();
+    auto probability = [&](Value shifted) -> Value {
+      auto p = replayElementwise(rewriter, e.loc, {shifted},
+                                 [&](OpBuilder &b, ValueRange args) -> FailureOr<SmallVector<Value>> {
+                                   return SmallVector<Value>{normalizer.emitProbability(
+                                       b, op.getLoc(), args[0], keyLength, body)};
+                                 });
+      if (failed(p)) {
+        status = failure();
+        return shifted;
+      }
+      return e.asVector((*p)[0], cols);
+    };
+    forEachScoreRow(e, op.getScores(), [&](Value i, Value s) {
+      if (!normalizer.isRowWise()) {
+        e.storeVector(e.zeroWhereMasked(probability(s), s), op.getScores(), {i, e.index(0)});
+        return;
+      }
+      SmallVector<Value> state;
+      for (Value tile : op.getState())
+        state.push_back(e.load(tile, {i}));
+      Value blockMax =
+          vector::ReductionOp::create(rewriter, e.loc, vector::CombiningKind::MAXIMUMF, s);
+      SmallVector<Value> shifted = normalizer.emitRowShift(rewriter, e.loc, state, blockMax);
+      Value correction = shifted.pop_back_val(), shift = shifted.pop_back_val();
+      Value p = probability(arith::SubFOp::create(rewriter, e.loc, s, e.splat(shift, cols)));
+      p = e.zeroWhereMasked(p, s);
+      Value blockSum = vector::ReductionOp::create(rewriter, e.loc, vector::CombiningKind::ADD, p);
+      SmallVector<Value> next =
+          normalizer.emitRowAccumulate(rewriter, e.loc, shifted, correction, blockSum);
+      for (auto [value, tile] : llvm::zip(next, op.getState()))
+        e.store(value, tile, {i});
+      e.store(correction, op.getCorrection(), {i});
+      e.storeVector(p, op.getScores(), {i, e.index(0)});
+    });
+    if (failed(status))
+      return failure();
+    rewriter.eraseOp(op);
+    return success();
+  }
+};
+
+struct LowerRowFinalize : OpRewritePattern<TileRowFinalizeOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(TileRowFinalizeOp op, PatternRewriter &rewriter) const override {
+    Emit e{rewriter, op.getLoc()};
+    e.loop(shapeOf(op.getFactor())[0], [&](Value i) {
+      SmallVector<Value> state;
+      for (Value tile : op.getState())
+        state.push_back(e.load(tile, {i}));
+      auto [factor, lse] = op.getNormalizer().emitRowFinalize(rewriter, e.loc, state);
+      e.store(factor, op.getFactor(), {i});
+      e.store(lse, op.getLse(), {i});
+    });
+    rewriter.eraseOp(op);
+    return success();
+  }
+};
+
+struct LowerProbabilities : OpRewritePattern<TileProbabilitiesOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(TileProbabilitiesOp op, PatternRewriter &rewriter) const override {
+    Emit e{rewriter, op.getLoc()};
+    NormalizerAttrInterface normalizer = op.getNormalizer();
+    int64_t cols = shapeOf(op.getScores())[1];
+    LogicalResult status = success();
+    forEachScoreRow(e, op.getScores(), [&](Value i, Value s) {
+      Value lse = op.getLse() ? e.load(op.getLse(), {i}) : Value();
+      auto p = replayElementwise(rewriter, e.loc, {s},
+                                 [&](OpBuilder &b, ValueRange args) -> FailureOr<SmallVector<Value>> {
+                                   return SmallVector<Value>{normalizer.emitBackwardProbability(
+                                       b, op.getLoc(), args[0], lse, op.getKeyLength(),
+                                       op.getNormalizerBody(), /*fast=*/false)};
+                                 });
+      if (failed(p)) {
+        status = failure();
+        return;
+      }
+      e.storeVector(e.zeroWhereMasked(e.asVector((*p)[0], cols), s), op.getProbs(),
+                    {i, e.index(0)});
+    });
+    if (failed(status))
+      return failure();
+    rewriter.eraseOp(op);
+    return success();
+  }
+};
+
+struct LowerScoreGradient : OpRewritePattern<TileScoreGradientOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(TileScoreGradientOp op, PatternRewriter &rewriter) const override {
+    Emit e{rewriter, op.getLoc()};
+    NormalizerAttrInterface normalizer = op.getNormalizer();
+    int64_t cols = shapeOf(op.getScores())[1];
+    LogicalResult status = success();
+    forEachScoreRow(e, op.getScores(), [&](Value i, Value s) {
+      Value p = e.loadVector(op.getProbs(), {i, e.index(0)}, cols);
+      Value dp = e.loadVector(op.getGrads(), {i, e.index(0)}, cols);
+      Value rowTerm = op.getRowTerm() ? e.load(op.getRowTerm(), {i}) : Value();
+      auto ds = replayElementwise(
+          rewriter, e.loc, {s, p, dp},
+          [&](OpBuilder &b, ValueRange args) -> FailureOr<SmallVector<Value>> {
+            auto gradient = normalizer.emitScoreGradient(b, op.getLoc(), args[0], args[1],
+                                                         args[2], rowTerm, op.getKeyLength(),
+                                                         op.getNormalizerBody());
+            if (failed(gradient))
+              return failure();
+            return SmallVector<Value>{*gradient};
+          });
+      if (failed(ds)) {
+        status = failure();
+        return;
+      }
+      Value gradient = e.asVector((*ds)[0], cols);
+      if (op.getDerivative())
+        gradient = arith::MulFOp::create(
+            rewriter, e.loc, gradient, e.loadVector(op.getDerivative(), {i, e.index(0)}, cols));
+      e.storeVector(e.zeroWhereMasked(gradient, s), op.getGrads(), {i, e.index(0)});
+    });
+    if (failed(status))
+      return failure();
+    rewriter.eraseOp(op);
+    return success();
+  }
+};
+
+//===----------------------------------------------------------------------===//
+// Contractions
+//===----------------------------------------------------------------------===//
+
+/// acc (+)= alpha op(lhs) rhs as register-blocked micro-kernels: `rowsPerBlock` rows times
+/// `vectorsPerBlock` host vectors of accumulators stay in registers across the whole
+/// reduction; per reduction step it loads that many rhs vectors and broadcasts one lhs
+/// element per row (FMA-bound, not load-bound).
+struct LowerMatmul : OpRewritePattern<TileMatmulOp> {
+  LowerMatmul(MLIRContext *context, VectorTarget target)
+      : OpRewritePattern(context), target(target) {}
+
+  LogicalResult matchAndRewrite(TileMatmulOp op, PatternRewriter &rewriter) const override {
+    Emit e{rewriter, op.getLoc()};
+    ArrayRef<int64_t> acc = shapeOf(op.getAcc());
+    int64_t m = acc[0], n = acc[1], k = shapeOf(op.getRhs())[0];
+    // Column chunks of the host width (a narrower last one when n is not a multiple).
+    SmallVector<int64_t> chunkWidths;
+    for (int64_t c = 0; c < n; c += target.lanes)
+      chunkWidths.push_back(std::min(target.lanes, n - c));
+    int64_t vectorsPerBlock = std::min<int64_t>(4, chunkWidths.size());
+    if (target.registers < 32)
+      vectorsPerBlock = std::min<int64_t>(2, vectorsPerBlock);
+    // Accumulators + one rhs vector each + a broadcast + slack, within the register file.
+    int64_t rowsPerBlock =
+        std::max<int64_t>(1, (target.registers - 2 - vectorsPerBlock) / vectorsPerBlock);
+    rowsPerBlock = std::min<int64_t>({rowsPerBlock, 8, m});
+    while (m % rowsPerBlock != 0 && rowsPerBlock > 4)
+      --rowsPerBlock;
+
+    auto emitBlock = [&](Value row0, int64_t rows, int64_t chunk0, int64_t chunks) {
+      SmallVector<int64_t> widths(chunkWidths.begin() + chunk0,
+                                  chunkWidths.begin() + chunk0 + chunks);
+      SmallVector<Value> colStart;
+      for (int64_t j = 0; j < chunks; ++j)
+        colStart.push_back(e.index((chunk0 + j) * target.lanes));
+      SmallVector<Value> rowIndex, rowScale;
+      for (int64_t i = 0; i < rows; ++i) {
+        rowIndex.push_back(e.add(row0, e.index(i)));
+        if (op.getRowScale())
+          rowScale.push_back(e.load(op.getRowScale(), {rowIndex.back()}));
+      }
+      bool alpha = op.getAlpha() && op.getAlpha()->convertToFloat() != 1.0f;
+      auto old = [&](int64_t i, int64_t j) {
+        Value v = e.loadVector(op.getAcc(), {rowIndex[i], colStart[j]}, widths[j]);
+        if (op.getRowScale())
+          v = arith::MulFOp::create(rewriter, e.loc, v, e.splat(rowScale[i], widths[j]));
+        return v;
+      };
+      SmallVector<Value> init;
+      for (int64_t i = 0; i < rows; ++i)
+        for (int64_t j = 0; j < chunks; ++j)
+          init.push_back(op.getAccumulate() && !alpha ? old(i, j)
+                                                      : e.splat(e.f32(0.0), widths[j]));
+      auto reduction = scf::ForOp::create(
+          rewriter, e.loc, e.index(0), e.index(k), e.index(1), init,
+          [&](OpBuilder &, Location, Value kk, ValueRange accs) {
+            SmallVector<Value> rhs;
+            for (int64_t j = 0; j < chunks; ++j)
+              rhs.push_back(e.loadVector(op.getRhs(), {kk, colStart[j]}, widths[j]));
+            SmallVector<Value> next;
+            for (int64_t i = 0; i < rows; ++i) {
+              Value a = op.getTransposeLhs() ? e.load(op.getLhs(), {kk, rowIndex[i]})
+                                             : e.load(op.getLhs(), {rowIndex[i], kk});
+              for (int64_t j = 0; j < chunks; ++j)
+                next.push_back(vector::FMAOp::create(rewriter, e.loc, e.splat(a, widths[j]),
+                                                     rhs[j], accs[i * chunks + j]));
+            }
+            scf::YieldOp::create(rewriter, e.loc, next);
+          });
+      for (int64_t i = 0; i < rows; ++i)
+        for (int64_t j = 0; j < chunks; ++j) {
+          Value v = reduction.getResult(i * chunks + j);
+          if (alpha) {
+            Value scaled = e.splat(e.f32(op.getAlpha()->convertToFloat()), widths[j]);
+            v = op.getAccumulate() ? Value(vector::FMAOp::create(rewriter, e.loc, scaled, v, old(i, j)))
+                                   : Value(arith::MulFOp::create(rewriter, e.loc, scaled, v));
+          }
+          e.storeVector(v, op.getAcc(), {rowIndex[i], colStart[j]});
+        }
+    };
+
+    int64_t fullRows = m - m % rowsPerBlock;
+    int64_t chunkCount = chunkWidths.size();
+    for (int64_t chunk0 = 0; chunk0 < chunkCount; chunk0 += vectorsPerBlock) {
+      int64_t chunks = std::min(vectorsPerBlock, chunkCount - chunk0);
+      if (fullRows > 0)
+        e.loop(e.index(0), e.index(fullRows), rowsPerBlock,
+               [&](Value row0) { emitBlock(row0, rowsPerBlock, chunk0, chunks); });
+      if (fullRows < m)
+        emitBlock(e.index(fullRows), m - fullRows, chunk0, chunks);
+    }
+    rewriter.eraseOp(op);
+    return success();
+  }
+
+  VectorTarget target;
+};
+
+struct AttnLowerTilesCpuPass : impl::AttnLowerTilesCpuBase<AttnLowerTilesCpuPass> {
+  using AttnLowerTilesCpuBase::AttnLowerTilesCpuBase;
+  void runOnOperation() override {
+    if (vectorWidth != 4 && vectorWidth != 8 && vectorWidth != 16) {
+      getOperation()->emitError() << "vector-width must be 4, 8 or 16 f32 lanes, got "
+                                  << vectorWidth;
+      return signalPassFailure();
+    }
+    VectorTarget target{vectorWidth, vectorRegisters};
+    MLIRContext *context = &getContext();
+    RewritePatternSet patterns(context);
+    patterns.add<LowerFill, LowerLoad, LowerStore, LowerMask, LowerScoreMod, LowerRowInit,
+                 LowerNormalize, LowerRowFinalize, LowerProbabilities, LowerScoreGradient>(
+        context);
+    patterns.add<LowerMatmul>(context, target);
+    // Each pattern erases its op. No folding, and no constant hoisting: that would pull the
+    // constants of the tile ops' scalar regions out of them while they are being lowered.
+    GreedyRewriteConfig config;
+    config.enableFolding(false);
+    config.enableConstantCSE(false);
+    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns), config)))
+      return signalPassFailure();
+    WalkResult left = getOperation()->walk([](Operation *op) {
+      if (isa<TileFillOp, TileLoadOp, TileStoreOp, TileMatmulOp, TileMaskOp, TileScoreModOp,
+              TileRowInitOp, TileNormalizeOp, TileRowFinalizeOp, TileProbabilitiesOp,
+              TileScoreGradientOp>(op)) {
+        op->emitOpError("was not lowered to the CPU");
+        return WalkResult::interrupt();
+      }
+      return WalkResult::advance();
+    });
+    if (left.wasInterrupted())
+      signalPassFailure();
+  }
+};
+} // namespace
+} // namespace mlir::attn
