@@ -43,14 +43,16 @@ void buildCpuLoweringPipeline(OpPassManager &pm) {
   pm.addPass(createCanonicalizerPass());
 }
 
-void buildCpuPipeline(OpPassManager &pm, CpuVectorTarget target) {
+void buildCpuPipeline(OpPassManager &pm, CpuKernelOptions options) {
   pm.addPass(createCanonicalizerPass());
   pm.addPass(mlir::attn::createAttnLegalize());
-  pm.addPass(mlir::attn::createAttnDeriveBackward());
-  pm.addPass(mlir::attn::createAttnTile());
+  pm.addPass(mlir::attn::createAttnDeriveBackward(
+      mlir::attn::AttnDeriveBackwardOptions{options.queryTile, options.keyTile}));
+  pm.addPass(mlir::attn::createAttnTile(
+      mlir::attn::AttnTileOptions{options.queryTile, options.keyTile}));
   mlir::attn::AttnLowerTilesCpuOptions tileOptions;
-  tileOptions.vectorWidth = target.lanes;
-  tileOptions.vectorRegisters = target.registers;
+  tileOptions.vectorWidth = options.lanes;
+  tileOptions.vectorRegisters = options.registers;
   pm.addPass(mlir::attn::createAttnLowerTilesCpu(tileOptions));
   pm.addPass(mlir::attn::createAttnCpuFastMath());
   buildCpuLoweringPipeline(pm);

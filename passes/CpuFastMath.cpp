@@ -1,8 +1,8 @@
-// attn-cpu-fast-math: vector math.exp2, math.exp and math.tanh as polynomials the CPU
-// evaluates in its vector units, instead of one libm call per lane. exp2 is range-reduced to
-// 2^n * 2^f with f in [-0.5, 0.5] and a degree-6 polynomial (relative error ~1e-7, 1-2 ulp);
-// exp and tanh use MLIR's polynomial approximations. Scalar exp2 (per-row corrections)
-// stays a libm call.
+// attn-cpu-fast-math: math.exp2, math.exp and math.tanh as polynomials the CPU evaluates in
+// its vector units, instead of a libm call per lane (or per row, for the online softmax's
+// correction). exp2 is range-reduced to 2^n * 2^f with f in [-0.5, 0.5] and a degree-6
+// polynomial (relative error ~1e-7, 1-2 ulp); exp and tanh use MLIR's polynomial
+// approximations.
 #include "passes/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -10,6 +10,7 @@
 #include "mlir/Dialect/Math/Transforms/Passes.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/PatternMatch.h"
+#include "mlir/IR/TypeUtilities.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 
 #include <cmath>
@@ -22,23 +23,35 @@ namespace {
 struct Exp2Polynomial : OpRewritePattern<math::Exp2Op> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(math::Exp2Op op, PatternRewriter &rewriter) const override {
-    auto type = dyn_cast<VectorType>(op.getType());
-    if (!type || !type.getElementType().isF32())
+    Type type = op.getType();
+    auto vectorType = dyn_cast<VectorType>(type);
+    if (!getElementTypeOrSelf(type).isF32())
       return failure();
     Location loc = op.getLoc();
+    Type i32Type = rewriter.getI32Type();
+    if (vectorType)
+      i32Type = VectorType::get(vectorType.getShape(), i32Type);
     auto constant = [&](double value) -> Value {
-      return arith::ConstantOp::create(rewriter, loc, DenseElementsAttr::get(type, float(value)));
+      TypedAttr attr = vectorType ? TypedAttr(DenseElementsAttr::get(vectorType, float(value)))
+                                  : TypedAttr(rewriter.getF32FloatAttr(value));
+      return arith::ConstantOp::create(rewriter, loc, attr);
     };
-    auto i32Type = VectorType::get(type.getShape(), rewriter.getI32Type());
+    auto intConstant = [&](int32_t value) -> Value {
+      TypedAttr attr = vectorType
+                           ? TypedAttr(DenseElementsAttr::get(cast<ShapedType>(i32Type), value))
+                           : TypedAttr(rewriter.getI32IntegerAttr(value));
+      return arith::ConstantOp::create(rewriter, loc, attr);
+    };
+    // The clamps ignore NaN (one vmaxps/vminps each); NaN is restored at the end.
+    auto noNaN = arith::FastMathFlagsAttr::get(rewriter.getContext(),
+                                               arith::FastMathFlags::nnan);
     Value x = op.getOperand();
-    // Below 2^-126 the result flushes to 0 (and exp2(-inf) is exactly 0); above 2^127 it
-    // saturates at +inf.
-    Value clamped = arith::MaximumFOp::create(
-        rewriter, loc, arith::MinimumFOp::create(rewriter, loc, x, constant(127.0)),
-        constant(-126.0));
+    Value clamped = arith::MaxNumFOp::create(
+        rewriter, loc, arith::MinNumFOp::create(rewriter, loc, x, constant(127.0), noNaN),
+        constant(-126.0), noNaN);
     Value n = math::RoundEvenOp::create(rewriter, loc, clamped);
     Value f = arith::SubFOp::create(rewriter, loc, clamped, n);
-    // 2^f = e^(f ln 2): Taylor coefficients ln2^i / i!.
+    // 2^f = e^(f ln 2) for f in [-0.5, 0.5]: Taylor coefficients ln2^i / i!.
     double coefficients[] = {1.0, M_LN2, M_LN2 * M_LN2 / 2, std::pow(M_LN2, 3) / 6,
                              std::pow(M_LN2, 4) / 24, std::pow(M_LN2, 5) / 120,
                              std::pow(M_LN2, 6) / 720};
@@ -47,20 +60,20 @@ struct Exp2Polynomial : OpRewritePattern<math::Exp2Op> {
       poly = math::FmaOp::create(rewriter, loc, poly, f, constant(coefficients[i]));
     // 2^n from the exponent bits.
     Value exponent = arith::FPToSIOp::create(rewriter, loc, i32Type, n);
-    Value biased = arith::AddIOp::create(
-        rewriter, loc, exponent,
-        arith::ConstantOp::create(rewriter, loc, DenseElementsAttr::get(i32Type, int32_t(127))));
-    Value bits = arith::ShLIOp::create(
-        rewriter, loc, biased,
-        arith::ConstantOp::create(rewriter, loc, DenseElementsAttr::get(i32Type, int32_t(23))));
+    Value biased = arith::AddIOp::create(rewriter, loc, exponent, intConstant(127));
+    Value bits = arith::ShLIOp::create(rewriter, loc, biased, intConstant(23));
     Value scale = arith::BitcastOp::create(rewriter, loc, type, bits);
     Value result = arith::MulFOp::create(rewriter, loc, poly, scale);
+    // Below 2^-126 the result flushes to 0 (exp2(-inf) is exactly 0), above 2^127 it is +inf,
+    // and NaN stays NaN.
     Value underflow = arith::CmpFOp::create(rewriter, loc, arith::CmpFPredicate::OLT, x,
                                             constant(-126.0));
     Value overflow = arith::CmpFOp::create(rewriter, loc, arith::CmpFPredicate::OGT, x,
                                            constant(127.0));
+    Value isNaN = arith::CmpFOp::create(rewriter, loc, arith::CmpFPredicate::UNO, x, x);
     result = arith::SelectOp::create(rewriter, loc, underflow, constant(0.0), result);
     result = arith::SelectOp::create(rewriter, loc, overflow, constant(INFINITY), result);
+    result = arith::SelectOp::create(rewriter, loc, isNaN, x, result);
     rewriter.replaceOp(op, result);
     return success();
   }
@@ -71,7 +84,8 @@ struct AttnCpuFastMathPass : impl::AttnCpuFastMathBase<AttnCpuFastMathPass> {
     RewritePatternSet patterns(&getContext());
     patterns.add<Exp2Polynomial>(&getContext(), /*benefit=*/2);
     populateMathPolynomialApproximationPatterns(patterns, [](StringRef name) {
-      return name == "exp" || name == "tanh";
+      return name == "exp" || name == "tanh" || name == math::ExpOp::getOperationName() ||
+             name == math::TanhOp::getOperationName();
     });
     if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
       signalPassFailure();

@@ -14,6 +14,7 @@
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/Dialect/Vector/Transforms/LoweringPatterns.h"
 #include "mlir/IR/IRMapping.h"
 #include "mlir/IR/PatternMatch.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
@@ -101,7 +102,9 @@ struct LowerFill : OpRewritePattern<TileFillOp> {
 };
 
 struct LowerLoad : OpRewritePattern<TileLoadOp> {
-  using OpRewritePattern::OpRewritePattern;
+  LowerLoad(MLIRContext *context, VectorTarget target)
+      : OpRewritePattern(context), target(target) {}
+  VectorTarget target;
   LogicalResult matchAndRewrite(TileLoadOp op, PatternRewriter &rewriter) const override {
     Emit e{rewriter, op.getLoc()};
     Value tile = op.getTile(), source = op.getSource();
@@ -138,18 +141,57 @@ struct LowerLoad : OpRewritePattern<TileLoadOp> {
       e.loop(count, e.index(rows), 1,
              [&](Value r) { e.storeVector(zeros, tile, {r, e.index(0)}); });
     } else {
-      // tile[c][r] = source row r: one row vector in, its lanes out to a column.
       int64_t cols = shape[0];
-      e.loop(e.index(0), count, 1, [&](Value r) {
-        Value v = scaled(e.loadVector(
-            source, {op.getBatch(), op.getHead(), sourceRow(r), e.index(0)}, cols));
-        for (int64_t c = 0; c < cols; ++c)
-          e.store(vector::ExtractOp::create(rewriter, e.loc, v, c), tile, {e.index(c), r});
-      });
-      e.loop(count, e.index(rows), 1, [&](Value r) {
-        for (int64_t c = 0; c < cols; ++c)
-          e.store(e.f32(0.0), tile, {e.index(c), r});
-      });
+      // tile[c][r] = source row r, lane by lane: any shape, any count.
+      auto laneByLane = [&] {
+        e.loop(e.index(0), count, 1, [&](Value r) {
+          Value v = scaled(e.loadVector(
+              source, {op.getBatch(), op.getHead(), sourceRow(r), e.index(0)}, cols));
+          for (int64_t c = 0; c < cols; ++c)
+            e.store(vector::ExtractOp::create(rewriter, e.loc, v, c), tile, {e.index(c), r});
+        });
+        e.loop(count, e.index(rows), 1, [&](Value r) {
+          for (int64_t c = 0; c < cols; ++c)
+            e.store(e.f32(0.0), tile, {e.index(c), r});
+        });
+      };
+      int64_t lanes = target.lanes;
+      if (rows % lanes != 0 || cols % lanes != 0) {
+        laneByLane();
+      } else {
+        // A full block (the common case) moves as lanes x lanes squares transposed in
+        // registers (vector.transpose, lowered to shuffles): no per-element stores.
+        Value full = arith::CmpIOp::create(rewriter, e.loc, arith::CmpIPredicate::eq, count,
+                                           e.index(rows));
+        auto square = VectorType::get({lanes, lanes}, rewriter.getF32Type());
+        scf::IfOp::create(
+            rewriter, e.loc, full,
+            [&](OpBuilder &, Location) {
+              e.loop(e.index(0), e.index(rows), lanes, [&](Value r0) {
+                e.loop(e.index(0), e.index(cols), lanes, [&](Value c0) {
+                  Value block = arith::ConstantOp::create(
+                      rewriter, e.loc, square, DenseElementsAttr::get(square, 0.0f));
+                  for (int64_t i = 0; i < lanes; ++i) {
+                    Value row = scaled(e.loadVector(
+                        source,
+                        {op.getBatch(), op.getHead(), sourceRow(e.add(r0, e.index(i))), c0},
+                        lanes));
+                    block = vector::InsertOp::create(rewriter, e.loc, row, block, i);
+                  }
+                  Value transposed = vector::TransposeOp::create(rewriter, e.loc, block,
+                                                                 ArrayRef<int64_t>{1, 0});
+                  for (int64_t i = 0; i < lanes; ++i)
+                    e.storeVector(vector::ExtractOp::create(rewriter, e.loc, transposed, i),
+                                  tile, {e.add(c0, e.index(i)), r0});
+                });
+              });
+              scf::YieldOp::create(rewriter, e.loc);
+            },
+            [&](OpBuilder &, Location) {
+              laneByLane();
+              scf::YieldOp::create(rewriter, e.loc);
+            });
+      }
     }
     rewriter.eraseOp(op);
     return success();
@@ -335,8 +377,11 @@ struct LowerNormalize : OpRewritePattern<TileNormalizeOp> {
       SmallVector<Value> state;
       for (Value tile : op.getState())
         state.push_back(e.load(tile, {i}));
-      Value blockMax =
-          vector::ReductionOp::create(rewriter, e.loc, vector::CombiningKind::MAXIMUMF, s);
+      // maxnum (no NaN fix-ups in the reduction): a NaN score still makes p and the row NaN.
+      auto maxReduction =
+          vector::ReductionOp::create(rewriter, e.loc, vector::CombiningKind::MAXNUMF, s);
+      maxReduction.setFastmath(arith::FastMathFlags::nnan);
+      Value blockMax = maxReduction;
       SmallVector<Value> shifted = normalizer.emitRowShift(rewriter, e.loc, state, blockMax);
       Value correction = shifted.pop_back_val(), shift = shifted.pop_back_val();
       Value p = probability(arith::SubFOp::create(rewriter, e.loc, s, e.splat(shift, cols)));
@@ -550,10 +595,10 @@ struct AttnLowerTilesCpuPass : impl::AttnLowerTilesCpuBase<AttnLowerTilesCpuPass
     VectorTarget target{vectorWidth, vectorRegisters};
     MLIRContext *context = &getContext();
     RewritePatternSet patterns(context);
-    patterns.add<LowerFill, LowerLoad, LowerStore, LowerMask, LowerScoreMod, LowerRowInit,
+    patterns.add<LowerFill, LowerStore, LowerMask, LowerScoreMod, LowerRowInit,
                  LowerNormalize, LowerRowFinalize, LowerProbabilities, LowerScoreGradient>(
         context);
-    patterns.add<LowerMatmul>(context, target);
+    patterns.add<LowerMatmul, LowerLoad>(context, target);
     // Each pattern erases its op. No folding, and no constant hoisting: that would pull the
     // constants of the tile ops' scalar regions out of them while they are being lowered.
     GreedyRewriteConfig config;
@@ -571,6 +616,13 @@ struct AttnLowerTilesCpuPass : impl::AttnLowerTilesCpuBase<AttnLowerTilesCpuPass
       return WalkResult::advance();
     });
     if (left.wasInterrupted())
+      return signalPassFailure();
+    // The packing transposes become register shuffles (16x16 ones tuned for AVX-512).
+    RewritePatternSet transposes(context);
+    vector::populateVectorTransposeLoweringPatterns(
+        transposes, target.lanes == 16 ? vector::VectorTransposeLowering::Shuffle16x16
+                                       : vector::VectorTransposeLowering::Shuffle1D);
+    if (failed(applyPatternsGreedily(getOperation(), std::move(transposes))))
       signalPassFailure();
   }
 };

@@ -53,7 +53,7 @@ using QueryGradFn = void (*)(D4 *, D4 *, D4 *, D4 *, D3 *, D3 *, D4 *, int64_t, 
 using KeyGradFn = void (*)(D4 *, D4 *, D4 *, D4 *, D3 *, D3 *, D4 *, D4 *, int64_t, int64_t,
                            int64_t);
 
-constexpr int64_t kQueryTile = 32;
+constexpr int64_t kQueryTile = 64;
 constexpr int64_t kKeyTile = 64;
 
 class JitCpuKernels final : public CpuKernels {
@@ -129,14 +129,20 @@ std::unique_ptr<llvm::TargetMachine> hostTargetMachine() {
   return std::move(*machine);
 }
 
-/// The host's vector unit, from the CPU features the JIT compiles for.
-codegen::CpuVectorTarget hostVectorTarget() {
+/// The host's vector unit, from the CPU features the JIT compiles for, and the tile sizes the
+/// launches use.
+codegen::CpuKernelOptions hostKernelOptions() {
+  codegen::CpuKernelOptions options;
   llvm::StringMap<bool> features = llvm::sys::getHostCPUFeatures();
   if (features.lookup("avx512f"))
-    return {16, 32};
-  if (features.lookup("avx2") || features.lookup("avx"))
-    return {8, 16};
-  return {4, 16};
+    options.lanes = 16, options.registers = 32;
+  else if (features.lookup("avx2") || features.lookup("avx"))
+    options.lanes = 8, options.registers = 16;
+  else
+    options.lanes = 4, options.registers = 16;
+  options.queryTile = kQueryTile;
+  options.keyTile = kKeyTile;
+  return options;
 }
 
 /// attn IR (canonical) -> tiled kernels -> LLVM dialect -> optimized LLVM IR -> ELF object.
@@ -151,8 +157,8 @@ std::string compileObject(mlir::ModuleOp module, const std::string &label,
                                   /*printModuleScope=*/true,
                                   /*printAfterOnlyOnChange=*/true,
                                   /*printAfterOnlyOnFailure=*/false, dumpFolder + "/cpu-stages");
-  const codegen::CpuVectorTarget vectorTarget = hostVectorTarget();
-  codegen::buildCpuPipeline(pm, vectorTarget);
+  const codegen::CpuKernelOptions kernelOptions = hostKernelOptions();
+  codegen::buildCpuPipeline(pm, kernelOptions);
   if (mlir::failed(pm.run(module)))
     throw CompileError("compiling attention " + label + " failed:\n" + diagnostics.text());
 
@@ -164,7 +170,7 @@ std::string compileObject(mlir::ModuleOp module, const std::string &label,
   std::unique_ptr<llvm::TargetMachine> machine = hostTargetMachine();
   // The kernels' vectors are sized to the host's registers: keep LLVM from splitting 512-bit
   // vectors on CPUs it tunes for 256-bit ones.
-  const std::string vectorBits = std::to_string(vectorTarget.lanes * 32);
+  const std::string vectorBits = std::to_string(kernelOptions.lanes * 32);
   for (llvm::Function &function : *llvmModule)
     if (!function.isDeclaration()) {
       function.addFnAttr("min-legal-vector-width", vectorBits);
@@ -214,7 +220,7 @@ std::shared_ptr<const CpuKernels> build(const VariantSpec &spec) {
   request.target = hostTargetDescription();
   std::ostringstream options;
   options << "cpu-object O3 pic tile-ir query-tile=" << kQueryTile << " key-tile=" << kKeyTile
-          << " lanes=" << hostVectorTarget().lanes;
+          << " lanes=" << hostKernelOptions().lanes;
   request.options = options.str();
   request.label = describe(spec);
 
