@@ -4,27 +4,29 @@
 include "mlir/Pass/PassBase.td"
 
 def AttnLegalize : Pass<"attn-legalize"> {
-  let summary = "Make every default of attn.attention explicit";
+  let summary = "Make the scale of attn.attention explicit";
   let description = [{
-    Fills `scale` with 1/sqrt(D) when absent and resolves normalizer parameters that default
-    to a function of the key length (sigmoid bias = -ln(Sk), relu scale = 1/Sk) when Sk is
-    static. When Sk is dynamic the parameter stays unset and the normalizer emits the default
-    from the run-time key length (NormalizerAttrInterface::emitProbability).
+    Fills `scale` with 1/sqrt(D) when absent. Normalizer parameters that default to a function
+    of the key length (sigmoid bias = -ln(Sk), relu scale = 1/Sk) stay unset: the normalizer
+    computes them from the run-time key length, never from a size written in the types.
   }];
   let dependentDialects = ["::mlir::attn::AttnDialect"];
 }
 
 def AttnTile : Pass<"attn-tile", "::mlir::ModuleOp"> {
-  let summary = "Rewrite attn.attention into the tiled flash forward kernel";
+  let summary = "Rewrite attn.attention into the tile-level flash forward kernel";
   let description = [{
     Replaces each function holding attn.attention by `@<function>_fwd(q, k, v, o, lse,
-    batch, head, query_start)`, a kernel over memref views that computes one query tile:
-    an scf.for over key/value blocks (bounded by the causal and window masks, so masked
-    blocks are skipped and tails are exact for any lengths), an scf.for over the tile's rows,
-    and per row either the online softmax (running max and sum, exp2 with log2(e) folded
-    into the scale, accumulator rescale) or, for elementwise normalizers, p = f(s) straight
-    into the accumulator. GQA maps query head h to key/value head h / (Hq / Hkv). Run
-    attn-legalize first.
+    batch, head, query_start)`, a kernel over memref views that computes one query tile as
+    target-independent tile ops: Q loaded once (scale, and the normalizer's score multiplier
+    when no score_mod sits in between, folded in), then an scf.for over key/value blocks
+    (bounded by the causal and window masks, so fully masked blocks are never visited) whose
+    body is S = Q K^T (tile_matmul), score_mod (tile_score_mod), the mask on boundary blocks
+    only (scf.if + tile_mask), the normalizer with its row state (tile_normalize) and
+    O = O * correction + P V (tile_matmul with row_scale); after the loop the normalizer's
+    finalize (tile_row_finalize) gives each row's output factor and LSE. GQA maps query head h
+    to key/value head h / (Hq / Hkv). Run attn-legalize first; lower the tile ops with a
+    target pass (attn-lower-tiles-cpu).
   }];
   let options = [
     Option<"queryTile", "query-tile", "int64_t", "32", "rows per query tile">,
@@ -40,10 +42,12 @@ def AttnDeriveBackward : Pass<"attn-derive-backward", "::mlir::ModuleOp"> {
   let description = [{
     For each attn.attention, adds `@<function>_bwd_dq(q, k, v, dO, lse, delta, dQ, batch,
     head, query_start)` and `@<function>_bwd_dkdv(q, k, v, dO, lse, delta, dK, dV, batch,
-    kv_head, key_start)`. Probabilities are recomputed per tile (no S x S buffer). dS comes
-    from the normalizer interface (softmax reads lse and delta = rowsum(dO * O); sigmoid,
-    relu and custom normalizers need neither), score_mod is differentiated symbolically; a
-    region op without a derivative rule is a diagnostic naming it. The attention op stays,
+    kv_head, key_start)`, built from the forward's tile ops plus tile_probabilities and
+    tile_score_gradient. Probabilities are recomputed per tile from the LSE (no S x S
+    buffer). dS comes from the normalizer interface (row-wise normalizers read lse and
+    delta = rowsum(dO * O); elementwise ones neither), score_mod is differentiated
+    symbolically; a region op without a derivative rule is a diagnostic naming it, from this
+    pass. The attention op stays,
     for attn-tile to emit the forward kernel. Run attn-legalize first.
   }];
   let options = [
