@@ -159,6 +159,48 @@ FailureOr<Value> SoftmaxAttr::emitScoreGradient(OpBuilder &builder, Location loc
   return softmaxScoreGradient(builder, loc, prob, gradProb, rowTerm);
 }
 
+// softmax1: the online softmax started from a virtual score 0 (max 0, sum exp(0 - 0) = 1),
+// which adds exp(-max) to every row's denominator; everything after the start is softmax's.
+unsigned Softmax1Attr::getRowStateSize() const { return 2; }
+double Softmax1Attr::getScoreMultiplier() const { return M_LOG2E; }
+
+SmallVector<Value> Softmax1Attr::emitRowStateInit(OpBuilder &builder, Location loc) const {
+  return {f32Constant(builder, loc, 0.0), f32Constant(builder, loc, 1.0)};
+}
+
+SmallVector<Value> Softmax1Attr::emitRowShift(OpBuilder &builder, Location loc,
+                                              ValueRange state, Value blockMax) const {
+  return onlineSoftmaxShift(builder, loc, state, blockMax);
+}
+
+SmallVector<Value> Softmax1Attr::emitRowAccumulate(OpBuilder &builder, Location loc,
+                                                   ValueRange state, Value correction,
+                                                   Value blockSum) const {
+  return onlineSoftmaxAccumulate(builder, loc, state, correction, blockSum);
+}
+
+std::pair<Value, Value> Softmax1Attr::emitRowFinalize(OpBuilder &builder, Location loc,
+                                                      ValueRange state) const {
+  return onlineSoftmaxFinalize(builder, loc, state);
+}
+
+Value Softmax1Attr::emitProbability(OpBuilder &builder, Location loc, Value score, Value,
+                                    Region &) const {
+  return math::Exp2Op::create(builder, loc, score);
+}
+
+Value Softmax1Attr::emitBackwardProbability(OpBuilder &builder, Location loc, Value score,
+                                            Value lse, Value, Region &, bool) const {
+  return math::Exp2Op::create(builder, loc, arith::SubFOp::create(builder, loc, score, lse));
+}
+
+// The constant 1 in the denominator has no gradient: dS = p (dP - rowsum(dO * O)) as softmax.
+FailureOr<Value> Softmax1Attr::emitScoreGradient(OpBuilder &builder, Location loc, Value,
+                                                 Value prob, Value gradProb, Value rowTerm,
+                                                 Value, Region &) const {
+  return softmaxScoreGradient(builder, loc, prob, gradProb, rowTerm);
+}
+
 //===----------------------------------------------------------------------===//
 // sigmoid
 //===----------------------------------------------------------------------===//

@@ -19,6 +19,16 @@ def Attn_SoftmaxAttr : Attn_NormalizerAttr<"Softmax", "softmax", RowWiseMethods>
   let summary = "row-wise softmax: p = exp(s - max) / sum(exp(s - max))";
 }
 
+def Attn_Softmax1Attr : Attn_NormalizerAttr<"Softmax1", "softmax1", RowWiseMethods> {
+  let summary = "off-by-one softmax: p = exp(s - max) / (exp(-max) + sum(exp(s - max)))";
+  let description = [{
+    Softmax with a virtual extra score of 0, so a row may sum to less than 1 (a head can
+    attend to nothing). The same online algorithm as softmax, started from the state of
+    that virtual score (max 0, sum 1); its LSE is log(1 + sum exp(s)) and its gradient
+    softmax's.
+  }];
+}
+
 def Attn_SigmoidAttr : Attn_NormalizerAttr<"Sigmoid", "sigmoid",
     ["emitFastProbability"]> {
   let summary = "elementwise sigmoid(s + bias); the bias defaults to -ln(Sk), Sk the run-time key length";

@@ -133,3 +133,16 @@ func.func @huge_window(%q: tensor<1x1x?x16xf32>) -> tensor<1x1x?x16xf32> {
       : tensor<1x1x?x16xf32>, tensor<1x1x?x16xf32>, tensor<1x1x?x16xf32> -> tensor<1x1x?x16xf32>
   return %o : tensor<1x1x?x16xf32>
 }
+
+// -----
+
+// A row-wise normalizer added in the dialect alone (softmax1) gets the same tile algorithm:
+// its row state, its correction and its finalize, with no tiler change.
+// CHECK-LABEL: func.func @softmax1_fwd
+// CHECK: attn.tile_row_init normalizer(#attn.softmax1) state
+// CHECK: attn.tile_normalize {{.*}} normalizer(#attn.softmax1) state {{.*}} correction
+// CHECK: attn.tile_row_finalize normalizer(#attn.softmax1)
+func.func @softmax1(%q: tensor<?x?x?x32xf32>) -> tensor<?x?x?x32xf32> {
+  %o = attn.attention %q, %q, %q normalizer(#attn.softmax1) : tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32> -> tensor<?x?x?x32xf32>
+  return %o : tensor<?x?x?x32xf32>
+}

@@ -191,3 +191,35 @@ def test_example_runs_at_other_sizes(file, name, text):
     torch.manual_seed(len(name))
     q, k, v = torch.randn(2, hq, sq, d), torch.randn(2, hkv, sk, d), torch.randn(2, hkv, sk, dv)
     check_forward_and_gradients(variant, q, k, v, probabilities)
+
+
+def softmax1_rows(scores, allowed):
+    """exp(s) / (1 + sum exp(s)) over the allowed keys, shifted by max(0, row max) in float64."""
+    masked = scores.masked_fill(~allowed, -math.inf)
+    shift = masked.amax(-1, keepdim=True).clamp(min=0.0)
+    numerators = torch.exp(masked - shift)
+    return numerators / (torch.exp(-shift) + numerators.sum(-1, keepdim=True))
+
+
+@pytest.mark.parametrize("causal_window", [(False, None), (True, None), (True, 5)])
+@pytest.mark.parametrize("shape", [(2, 4, 2, 37, 53, 32), (1, 2, 1, 1, 1, 16), (1, 1, 1, 130, 70, 64)])
+def test_softmax1_is_the_off_by_one_softmax(shape, causal_window):
+    """#attn.softmax1 (added in the dialect only) against float64, forward and gradients: rows
+    may sum to less than 1, a row whose every key is masked gives 0 (Sq > Sk with causal)."""
+    b, hq, hkv, sq, sk, d = shape
+    causal, window = causal_window
+    torch.manual_seed(sq * sk + d)
+    q = torch.randn(b, hq, sq, d) * 2
+    k = torch.randn(b, hkv, sk, d) * 2
+    v = torch.randn(b, hkv, sk, d)
+    extra = "{causal" + (f", window = {window}" if window is not None else "") + "}" if causal else ""
+    variant = static_variant("#attn.softmax1", ["?", "?", "?", d], extra=extra)
+    allowed = mask_of(sq, sk, causal, window)
+    check_forward_and_gradients(variant, q, k, v,
+                                lambda q64, k64: softmax1_rows(scores_of(q64, k64), allowed))
+    # Every score -sqrt(D): with an all-ones V each row gives its mass Sk e^s / (1 + Sk e^s),
+    # less than the 1 softmax gives.
+    mass = sk * math.exp(-math.sqrt(d)) / (1 + sk * math.exp(-math.sqrt(d)))
+    out = torch.ops.attn.attention(torch.ones(b, hq, sq, d), -torch.ones(b, hkv, sk, d),
+                                   torch.ones(b, hkv, sk, d), "softmax1", None, False)
+    assert torch.allclose(out, torch.full_like(out, mass), rtol=1e-5), (out.flatten()[0], mass)

@@ -65,6 +65,9 @@ protected:
 
 TEST_F(NormalizerInterfaceTest, ClassifiesRowWiseAndElementwise) {
   EXPECT_TRUE(parse("#attn.softmax").isRowWise());
+  EXPECT_TRUE(parse("#attn.softmax1").isRowWise());
+  EXPECT_EQ(parse("#attn.softmax1").getRowStateSize(), 2u);
+  EXPECT_EQ(parse("#attn.sigmoid").getRowStateSize(), 0u);
   EXPECT_FALSE(parse("#attn.sigmoid").isRowWise());
   EXPECT_FALSE(parse("#attn.relu<scale = 0.5>").isRowWise());
   EXPECT_FALSE(parse("#attn.custom").isRowWise());

@@ -68,7 +68,7 @@ TEST_F(NormalizerShorthandTest, ShorthandSplitsKeepOrderAndText) {
 TEST_F(NormalizerShorthandTest, ErrorsNameWhatIsKnown) {
   std::string typo = errorOf("sigmiod");
   EXPECT_THAT(typo, HasSubstr("unknown normalizer 'sigmiod' (did you mean 'sigmoid'?)"));
-  EXPECT_THAT(typo, HasSubstr("softmax, sigmoid, relu"));
+  EXPECT_THAT(typo, HasSubstr("softmax, softmax1, sigmoid, relu"));
   EXPECT_THAT(errorOf("relu(bias=1)"), HasSubstr("no parameter 'bias'; the parameter is 'scale'"));
   EXPECT_THAT(errorOf("relu(scale=-1)"), HasSubstr("relu scale must be positive"));
   EXPECT_THAT(errorOf("sigmoid(bias=low)"), HasSubstr("not a valid normalizer"));

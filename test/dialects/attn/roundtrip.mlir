@@ -10,6 +10,13 @@ func.func @softmax_minimal(%q: tensor<1x2x16x32xf32>, %k: tensor<1x2x16x32xf32>,
   return %o : tensor<1x2x16x32xf32>
 }
 
+// CHECK-LABEL: func.func @softmax1
+// CHECK: normalizer(#attn.softmax1)
+func.func @softmax1(%q: tensor<1x2x16x32xf32>) -> tensor<1x2x16x32xf32> {
+  %o = attn.attention %q, %q, %q normalizer(#attn.softmax1) : tensor<1x2x16x32xf32>, tensor<1x2x16x32xf32>, tensor<1x2x16x32xf32> -> tensor<1x2x16x32xf32>
+  return %o : tensor<1x2x16x32xf32>
+}
+
 // Dynamic batch, heads and lengths; GQA; Dv != D; every attribute and optional operand.
 // CHECK-LABEL: func.func @everything
 // CHECK: attn.attention %{{.*}}, %{{.*}}, %{{.*}} bias(%{{.*}} : tensor<?x1x?x?xbf16>) kv_lengths(%{{.*}} : tensor<?xi64>)
