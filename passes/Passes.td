@@ -72,6 +72,10 @@ def AttnLowerTilesCpu : Pass<"attn-lower-tiles-cpu", "::mlir::ModuleOp"> {
   let options = [
     Option<"vectorWidth", "vector-width", "int64_t", "16", "f32 lanes per vector register">,
     Option<"vectorRegisters", "vector-registers", "int64_t", "32", "vector registers">,
+    Option<"microKernelRows", "micro-kernel-rows", "int64_t", "0",
+           "rows of a tile_matmul register block (0: chosen from the register file)">,
+    Option<"microKernelVectors", "micro-kernel-vectors", "int64_t", "0",
+           "host vectors of a tile_matmul register block (0: chosen from the register file)">,
   ];
   let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::math::MathDialect",
                            "::mlir::memref::MemRefDialect", "::mlir::scf::SCFDialect",
