@@ -128,6 +128,7 @@ void emitQueryGradientKernel(KernelEmitter &e, Operation *anchor) {
   });
   TileStoreOp::create(b, loc, gradQueryTile, rows, gradQuery, batch, head, queryStart, Value(), FloatAttr())
       .setMultiplierAttr(b.getF32FloatAttr(e.scale));
+  e.releaseTiles();
   func::ReturnOp::create(b, loc);
 }
 
@@ -191,6 +192,7 @@ void emitKeyValueGradientKernel(KernelEmitter &e, Operation *anchor) {
   TileStoreOp::create(b, loc, gradKeyTile, keys, gradKey, batch, kvHead, keyStart, Value(), FloatAttr())
       .setMultiplierAttr(b.getF32FloatAttr(e.scale));
   TileStoreOp::create(b, loc, gradValueTile, keys, gradValue, batch, kvHead, keyStart, Value(), FloatAttr());
+  e.releaseTiles();
   func::ReturnOp::create(b, loc);
 }
 

@@ -144,7 +144,20 @@ void KernelEmitter::maskTile(Value scores, Value rowStart, Value keyStart, Value
 }
 
 Value KernelEmitter::allocTile(ArrayRef<int64_t> shape) {
-  return memref::AllocaOp::create(b, loc, MemRefType::get(shape, b.getF32Type()));
+  auto type = MemRefType::get(shape, b.getF32Type());
+  // Small tiles live on the stack; large ones (big head dims, 128 x 128 score tiles) on the
+  // heap, so a kernel called on a thread with a small stack cannot overflow it.
+  if (type.getNumElements() * 4 <= kMaxStackTileBytes)
+    return memref::AllocaOp::create(b, loc, type);
+  Value tile = memref::AllocOp::create(b, loc, type, b.getI64IntegerAttr(64));
+  heapTiles.push_back(tile);
+  return tile;
+}
+
+void KernelEmitter::releaseTiles() {
+  for (Value tile : heapTiles)
+    memref::DeallocOp::create(b, loc, tile);
+  heapTiles.clear();
 }
 
 void KernelEmitter::scoreModTile(Value scores, Value batch, Value head, Value rowStart,

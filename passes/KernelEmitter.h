@@ -57,8 +57,11 @@ public:
   /// `attn.tile_mask` of the op's causal and window attributes over a score tile.
   void maskTile(Value scores, Value rowStart, Value keyStart, Value queryLength,
                 Value keyLength);
-  /// A static f32 tile on the kernel's stack.
+  /// A static f32 tile: on the kernel's stack up to kMaxStackTileBytes, else on the heap
+  /// (freed by releaseTiles, which every kernel calls before it returns).
   Value allocTile(ArrayRef<int64_t> shape);
+  void releaseTiles();
+  static constexpr int64_t kMaxStackTileBytes = 16 * 1024;
   /// `attn.tile_score_mod` applying the op's score_mod (and the normalizer's multiplier)
   /// over a score tile; no-op without a score_mod.
   void scoreModTile(Value scores, Value batch, Value head, Value rowStart, Value keyStart,
@@ -103,6 +106,7 @@ public:
   bool causal;
   std::optional<int64_t> window;
   bool hasScoreMod;
+  SmallVector<Value> heapTiles;
 };
 
 /// Name of the kernels generated for `op`: the enclosing function's name, suffixed with the

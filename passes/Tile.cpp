@@ -92,6 +92,7 @@ void emitForwardKernel(KernelEmitter &e, Operation *anchor) {
     TileStoreOp::create(b, loc, rowLse, rows, lse, batch, head, queryStart, Value(), FloatAttr());
   }
   TileStoreOp::create(b, loc, acc, rows, o, batch, head, queryStart, factor, FloatAttr());
+  e.releaseTiles();
   func::ReturnOp::create(b, loc);
 }
 
