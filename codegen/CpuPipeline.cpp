@@ -13,6 +13,7 @@
 #include "mlir/Dialect/MemRef/Transforms/Passes.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/Dialect/UB/IR/UBOps.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassRegistry.h"
@@ -39,6 +40,8 @@ void buildCpuLoweringPipeline(OpPassManager &pm) {
   pm.addPass(createConvertVectorToLLVMPass(vectorOptions));
   pm.addPass(createFinalizeMemRefToLLVMConversionPass());
   pm.addPass(createArithToLLVMConversionPass());
+  // The shuffles of the packing transposes start from ub.poison vectors.
+  pm.addPass(createUBToLLVMConversionPass());
   pm.addPass(createConvertControlFlowToLLVMPass());
   pm.addPass(createConvertFuncToLLVMPass());
   pm.addPass(createReconcileUnrealizedCastsPass());
@@ -63,7 +66,7 @@ void buildCpuPipeline(OpPassManager &pm, CpuKernelOptions options) {
 void registerCpuDialects(DialectRegistry &registry) {
   registry.insert<mlir::attn::AttnDialect, arith::ArithDialect, math::MathDialect,
                   func::FuncDialect, memref::MemRefDialect, scf::SCFDialect,
-                  vector::VectorDialect, cf::ControlFlowDialect, LLVM::LLVMDialect,
+                  vector::VectorDialect, cf::ControlFlowDialect, ub::UBDialect, LLVM::LLVMDialect,
                   tensor::TensorDialect>();
   registerBuiltinDialectTranslation(registry);
   registerLLVMDialectTranslation(registry);
