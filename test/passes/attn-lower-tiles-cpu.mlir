@@ -1,0 +1,95 @@
+// RUN: attn-opt %s --split-input-file --attn-lower-tiles-cpu --canonicalize --cse | FileCheck %s --enable-var-scope
+// RUN: attn-opt %s --split-input-file --attn-lower-tiles-cpu="vector-width=8 vector-registers=16" --canonicalize --cse | FileCheck %s --check-prefix=AVX2 --enable-var-scope
+
+// The tile IR is written by hand here: the CPU lowering of each tile op, one by one.
+
+// tile_matmul with the online correction: register blocks of 6 rows x 4 host vectors (24
+// accumulators) on AVX-512, 6 x 2 on AVX2; the accumulator rows are rescaled once when loaded,
+// then the whole reduction runs in registers (one broadcast of an lhs element per row, one
+// rhs vector per column vector, FMAs); the 4 rows left over get their own block.
+// CHECK-LABEL: func.func @matmul
+// CHECK: scf.for %[[R0:.*]] = %c0 to %c60 step %c6 {
+// CHECK: %[[CORR:.*]] = memref.load %{{.*}}[%[[R0]]]
+// CHECK: %[[OLD:.*]] = vector.load %{{.*}}[%[[R0]], %c0] : memref<64x64xf32>, vector<16xf32>
+// CHECK: arith.mulf %[[OLD]], %{{.*}} : vector<16xf32>
+// CHECK: scf.for %[[K:.*]] = %c0 to %c32 step %c1 iter_args({{.*}}) -> (vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>) {
+// CHECK-COUNT-4: vector.load %{{.*}}[%[[K]], %{{.*}}] : memref<32x64xf32>, vector<16xf32>
+// CHECK: memref.load %{{.*}}[%[[R0]], %[[K]]] : memref<64x32xf32>
+// CHECK: vector.broadcast
+// CHECK-COUNT-4: vector.fma
+// CHECK: scf.yield
+// CHECK-COUNT-24: vector.store
+// CHECK: }
+// The remainder rows 60..63.
+// CHECK: scf.for {{.*}} iter_args({{.*}}) -> (vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>) {
+// AVX2-LABEL: func.func @matmul
+// AVX2: scf.for %{{.*}} = %c0 to %c60 step %c6 {
+// AVX2: scf.for {{.*}} iter_args({{.*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>) {
+// AVX2-COUNT-2: vector.load {{.*}} vector<8xf32>
+func.func @matmul(%a: memref<64x32xf32>, %b: memref<32x64xf32>, %c: memref<64x64xf32>, %corr: memref<64xf32>) {
+  attn.tile_matmul %a, %b into %c row_scale %corr : memref<64xf32> {accumulate} : memref<64x32xf32>, memref<32x64xf32>, memref<64x64xf32>
+  return
+}
+
+// -----
+
+// tile_normalize of softmax, per score row as one vector: the block max (a vector
+// reduction), the interface's shift (0 while the row has seen only -inf) and correction
+// exp2(old - shift), p = exp2(s - shift) over the row, 0 where s is -inf, the block sum, then
+// the state and the correction stored for the P V product.
+// CHECK-LABEL: func.func @softmax_rows
+// CHECK: scf.for %[[I:.*]] = %c0 to %c32 step %c1 {
+// CHECK: %[[S:.*]] = vector.load %[[SCORES:.*]][%[[I]], %c0] : memref<32x64xf32>, vector<64xf32>
+// CHECK: %[[OLDMAX:.*]] = memref.load %[[MAX:.*]][%[[I]]]
+// CHECK: %[[BMAX:.*]] = vector.reduction <maxnumf>, %[[S]] fastmath<nnan>
+// CHECK: %[[NEWMAX:.*]] = arith.maximumf %[[OLDMAX]], %[[BMAX]]
+// CHECK: %[[NONE:.*]] = arith.cmpf oeq, %[[NEWMAX]], %{{.*}}
+// CHECK: %[[SHIFT:.*]] = arith.select %[[NONE]], %{{.*}}, %[[NEWMAX]]
+// CHECK: %[[CORR:.*]] = math.exp2 %{{.*}} : f32
+// CHECK: %[[SHIFTED:.*]] = arith.subf %[[S]], %{{.*}} : vector<64xf32>
+// CHECK: %[[P:.*]] = math.exp2 %[[SHIFTED]] : vector<64xf32>
+// CHECK: %[[MASKED:.*]] = arith.cmpf oeq, %[[S]], %{{.*}} : vector<64xf32>
+// CHECK: %[[PM:.*]] = arith.select %[[MASKED]], %{{.*}}, %[[P]]
+// CHECK: %[[BSUM:.*]] = vector.reduction <add>, %[[PM]]
+// CHECK: memref.store %[[NEWMAX]], %[[MAX]][%[[I]]]
+// CHECK: memref.store %[[CORR]], %{{.*}}[%[[I]]]
+// CHECK: vector.store %[[PM]], %[[SCORES]][%[[I]], %c0]
+func.func @softmax_rows(%s: memref<32x64xf32>, %max: memref<32xf32>, %sum: memref<32xf32>, %corr: memref<32xf32>, %keys: f32) {
+  attn.tile_normalize %s keys %keys normalizer(#attn.softmax) state %max, %sum : memref<32xf32>, memref<32xf32> correction %corr : memref<32xf32> : memref<32x64xf32>
+  return
+}
+
+// -----
+
+// A custom normalizer's scalar body is replayed over the whole score row.
+// CHECK-LABEL: func.func @custom_rows
+// CHECK: %[[S:.*]] = vector.load {{.*}} vector<64xf32>
+// CHECK: %[[T:.*]] = math.tanh %[[S]] : vector<64xf32>
+// CHECK: arith.mulf %[[T]], %{{.*}} : vector<64xf32>
+func.func @custom_rows(%s: memref<8x64xf32>, %keys: f32) {
+  attn.tile_normalize %s keys %keys normalizer(#attn.custom) : memref<8x64xf32> normalizer_body {
+  ^bb0(%x: f32):
+    %half = arith.constant 0.5 : f32
+    %t = math.tanh %x : f32
+    %h = arith.mulf %t, %half : f32
+    attn.yield %h : f32
+  }
+  return
+}
+
+// -----
+
+// Packing a key block transposed: a full block moves in 16 x 16 squares transposed in
+// registers (shuffles, no per-element stores); a partial block lane by lane, zero-filled.
+// CHECK-LABEL: func.func @pack_keys
+// CHECK: %[[FULL:.*]] = arith.cmpi eq
+// CHECK: scf.if %[[FULL]] {
+// CHECK: vector.shuffle
+// CHECK: } else {
+// CHECK: vector.extract
+// CHECK: memref.store
+func.func @pack_keys(%k: memref<?x?x?x?xf32, strided<[?, ?, ?, 1], offset: ?>>, %b: index, %h: index, %start: index, %count: index) {
+  %t = memref.alloca() : memref<64x128xf32>
+  attn.tile_load %k[%b, %h, %start] rows %count into %t {transpose} : memref<?x?x?x?xf32, strided<[?, ?, ?, 1], offset: ?>>, memref<64x128xf32>
+  return
+}
