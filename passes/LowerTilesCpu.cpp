@@ -144,17 +144,17 @@ struct LowerLoad : OpRewritePattern<TileLoadOp> {
              [&](Value r) { e.storeVector(zeros, tile, {r, e.index(0)}); });
     } else {
       int64_t cols = shape[0];
-      // tile[c][r] = source row r, lane by lane: any shape, any count.
+      // tile[c][r] = source[r][c] element by element: any shape, any count (partial blocks;
+      // loops, not unrolled lanes, to keep the kernels small for the JIT).
       auto laneByLane = [&] {
         e.loop(e.index(0), count, 1, [&](Value r) {
-          Value v = scaled(e.loadVector(
-              source, {op.getBatch(), op.getHead(), sourceRow(r), e.index(0)}, cols));
-          for (int64_t c = 0; c < cols; ++c)
-            e.store(vector::ExtractOp::create(rewriter, e.loc, v, c), tile, {e.index(c), r});
+          e.loop(cols, [&](Value c) {
+            Value v = e.load(source, {op.getBatch(), op.getHead(), sourceRow(r), c});
+            e.store(scaled(v), tile, {c, r});
+          });
         });
         e.loop(count, e.index(rows), 1, [&](Value r) {
-          for (int64_t c = 0; c < cols; ++c)
-            e.store(e.f32(0.0), tile, {e.index(c), r});
+          e.loop(cols, [&](Value c) { e.store(e.f32(0.0), tile, {c, r}); });
         });
       };
       int64_t lanes = target.lanes;

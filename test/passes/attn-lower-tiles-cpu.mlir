@@ -80,13 +80,15 @@ func.func @custom_rows(%s: memref<8x64xf32>, %keys: f32) {
 // -----
 
 // Packing a key block transposed: a full block moves in 16 x 16 squares transposed in
-// registers (shuffles, no per-element stores); a partial block lane by lane, zero-filled.
+// registers (shuffles, no per-element stores); a partial block element by element in loops,
+// zero-filled.
 // CHECK-LABEL: func.func @pack_keys
 // CHECK: %[[FULL:.*]] = arith.cmpi eq
 // CHECK: scf.if %[[FULL]] {
 // CHECK: vector.shuffle
 // CHECK: } else {
-// CHECK: vector.extract
+// CHECK: scf.for
+// CHECK: memref.load
 // CHECK: memref.store
 func.func @pack_keys(%k: memref<?x?x?x?xf32, strided<[?, ?, ?, 1], offset: ?>>, %b: index, %h: index, %start: index, %count: index) {
   %t = memref.alloca() : memref<64x128xf32>
