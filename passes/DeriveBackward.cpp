@@ -57,15 +57,17 @@ struct BackwardTiles {
   }
 
   /// S, P, dP and dS of one (query block, key block) pair; `alpha` multiplies Q K^T.
+  /// `rows` query rows and `keys` keys of the blocks are valid.
   void scoresAndGradients(KernelEmitter &e, Value batch, Value head, Value rowStart,
-                          Value keyStart, Value queryLength, Value keyLength,
-                          Value keyLengthF32, float alpha) {
+                          Value keyStart, Value rows, Value keys, Value queryLength,
+                          Value keyLength, Value keyLengthF32, float alpha) {
     OpBuilder &b = e.b;
     Location loc = e.loc;
-    auto product = TileMatmulOp::create(b, loc, queries, keysT, scores, Value(), UnitAttr(), UnitAttr(), FloatAttr());
+    auto product = TileMatmulOp::create(b, loc, queries, keysT, scores, rows, e.index(e.headDim),
+                                        keys, Value(), UnitAttr(), UnitAttr(), FloatAttr());
     if (alpha != 1.0f)
       product.setAlphaAttr(b.getF32FloatAttr(alpha));
-    e.scoreModTile(scores, batch, head, rowStart, keyStart, modDerivative);
+    e.scoreModTile(scores, rows, batch, head, rowStart, keyStart, modDerivative);
     Value needsMask = e.blockNeedsMask(rowStart, e.tiles.query, keyStart, e.tiles.key,
                                        queryLength, keyLength);
     scf::IfOp::create(b, loc, needsMask, [&](OpBuilder &, Location) {
@@ -73,10 +75,12 @@ struct BackwardTiles {
       scf::YieldOp::create(b, loc);
     });
     auto probabilities =
-        TileProbabilitiesOp::create(b, loc, scores, lse, keyLengthF32, probs, e.normalizer);
+        TileProbabilitiesOp::create(b, loc, scores, rows, lse, keyLengthF32, probs,
+                                    e.normalizer);
     e.copyNormalizerBody(probabilities.getNormalizerBody());
-    TileMatmulOp::create(b, loc, gradOut, valuesT, grads, Value(), UnitAttr(), UnitAttr(), FloatAttr());
-    auto gradient = TileScoreGradientOp::create(b, loc, scores, probs, grads, delta,
+    TileMatmulOp::create(b, loc, gradOut, valuesT, grads, rows, e.index(e.valueHeadDim), keys,
+                         Value(), UnitAttr(), UnitAttr(), FloatAttr());
+    auto gradient = TileScoreGradientOp::create(b, loc, scores, probs, grads, rows, delta,
                                                 modDerivative, keyLengthF32, e.normalizer);
     e.copyNormalizerBody(gradient.getNormalizerBody());
   }
@@ -121,9 +125,12 @@ void emitQueryGradientKernel(KernelEmitter &e, Operation *anchor) {
     TileLoadOp::create(b, loc, k, batch, kvHead, keyStart, count, keys, UnitAttr(), FloatAttr());
     TileLoadOp::create(b, loc, v, batch, kvHead, keyStart, count, tiles.valuesT, UnitAttr(), FloatAttr())
         .setTranspose(true);
-    tiles.scoresAndGradients(e, batch, head, queryStart, keyStart, queryLength, keyLength,
+    tiles.scoresAndGradients(e, batch, head, queryStart, keyStart, rows, count, queryLength,
+                             keyLength,
                              keyLengthF32, 1.0f);
-    TileMatmulOp::create(b, loc, tiles.grads, keys, gradQueryTile, Value(), UnitAttr(), UnitAttr(), FloatAttr()).setAccumulate(true);
+    TileMatmulOp::create(b, loc, tiles.grads, keys, gradQueryTile, rows, count,
+                         e.index(e.headDim), Value(), UnitAttr(), UnitAttr(), FloatAttr())
+        .setAccumulate(true);
     scf::YieldOp::create(b, loc);
   });
   TileStoreOp::create(b, loc, gradQueryTile, rows, gradQuery, batch, head, queryStart, Value(), FloatAttr())
@@ -175,14 +182,18 @@ void emitKeyValueGradientKernel(KernelEmitter &e, Operation *anchor) {
       // Raw q: dK needs it unscaled; the scores get the multiplier as the product's alpha.
       TileLoadOp::create(b, loc, q, batch, head, rowStart, rows, tiles.queries, UnitAttr(), FloatAttr());
       tiles.loadRowInputs(e, gradOut, lse, delta, batch, head, rowStart, rows);
-      tiles.scoresAndGradients(e, batch, head, rowStart, keyStart, queryLength, keyLength,
+      tiles.scoresAndGradients(e, batch, head, rowStart, keyStart, rows, keys, queryLength,
+                               keyLength,
                                keyLengthF32, e.queryMultiplier());
       auto valueUpdate =
-          TileMatmulOp::create(b, loc, tiles.probs, tiles.gradOut, gradValueTile, Value(), UnitAttr(), UnitAttr(), FloatAttr());
+          TileMatmulOp::create(b, loc, tiles.probs, tiles.gradOut, gradValueTile, keys, rows,
+                               e.index(e.valueHeadDim), Value(), UnitAttr(), UnitAttr(),
+                               FloatAttr());
       valueUpdate.setTransposeLhs(true);
       valueUpdate.setAccumulate(true);
       auto keyUpdate =
-          TileMatmulOp::create(b, loc, tiles.grads, tiles.queries, gradKeyTile, Value(), UnitAttr(), UnitAttr(), FloatAttr());
+          TileMatmulOp::create(b, loc, tiles.grads, tiles.queries, gradKeyTile, keys, rows,
+                               e.index(e.headDim), Value(), UnitAttr(), UnitAttr(), FloatAttr());
       keyUpdate.setTransposeLhs(true);
       keyUpdate.setAccumulate(true);
       scf::YieldOp::create(b, loc);

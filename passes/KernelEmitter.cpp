@@ -160,12 +160,12 @@ void KernelEmitter::releaseTiles() {
   heapTiles.clear();
 }
 
-void KernelEmitter::scoreModTile(Value scores, Value batch, Value head, Value rowStart,
-                                 Value keyStart, Value derivative) {
+void KernelEmitter::scoreModTile(Value scores, Value rows, Value batch, Value head,
+                                 Value rowStart, Value keyStart, Value derivative) {
   if (!hasScoreMod)
     return;
   // The multiplier that could not be folded into q (softmax's log2 e) comes after the mod.
-  auto modOp = TileScoreModOp::create(b, loc, scores, batch, head, rowStart, keyStart,
+  auto modOp = TileScoreModOp::create(b, loc, scores, rows, batch, head, rowStart, keyStart,
                                       derivative,
                                       b.getF64FloatAttr(normalizer.getScoreMultiplier()));
   IRMapping mapping;

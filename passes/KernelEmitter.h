@@ -64,7 +64,8 @@ public:
   static constexpr int64_t kMaxStackTileBytes = 16 * 1024;
   /// `attn.tile_score_mod` applying the op's score_mod (and the normalizer's multiplier)
   /// over a score tile; no-op without a score_mod.
-  void scoreModTile(Value scores, Value batch, Value head, Value rowStart, Value keyStart,
+  void scoreModTile(Value scores, Value rows, Value batch, Value head, Value rowStart,
+                    Value keyStart,
                     Value derivative);
   /// Copies the op's normalizer_body region (if any) into `region`.
   void copyNormalizerBody(Region &region);

@@ -286,10 +286,12 @@ struct LowerMask : OpRewritePattern<TileMaskOp> {
 // Elementwise tile work: scalar formulas replayed over score rows
 //===----------------------------------------------------------------------===//
 
-/// Runs `body(row, rowScores)` for each row of a score tile.
-void forEachScoreRow(Emit &e, Value scores, function_ref<void(Value, Value)> body) {
+/// Runs `body(row, rowScores)` for each valid row (< rows) of a score tile.
+void forEachScoreRow(Emit &e, Value scores, Value rows, function_ref<void(Value, Value)> body) {
   ArrayRef<int64_t> shape = shapeOf(scores);
-  e.loop(shape[0], [&](Value i) { body(i, e.loadVector(scores, {i, e.index(0)}, shape[1])); });
+  Value end = arith::MinSIOp::create(e.b, e.loc, rows, e.index(shape[0]));
+  e.loop(e.index(0), end, 1,
+         [&](Value i) { body(i, e.loadVector(scores, {i, e.index(0)}, shape[1])); });
 }
 
 struct LowerScoreMod : OpRewritePattern<TileScoreModOp> {
@@ -307,7 +309,7 @@ struct LowerScoreMod : OpRewritePattern<TileScoreModOp> {
     bool withDerivative = bool(op.getDerivative());
     double multiplier = op.getMultiplier().convertToDouble();
     LogicalResult status = success();
-    forEachScoreRow(e, op.getScores(), [&](Value i, Value s) {
+    forEachScoreRow(e, op.getScores(), op.getRows(), [&](Value i, Value s) {
       Value row = e.add(op.getRowStart(), i);
       auto replayed = replayElementwise(
           rewriter, e.loc, {s, e.splat(op.getBatch(), cols), e.splat(op.getHead(), cols),
@@ -371,7 +373,7 @@ struct LowerNormalize : OpRewritePattern<TileNormalizeOp> {
       }
       return e.asVector((*p)[0], cols);
     };
-    forEachScoreRow(e, op.getScores(), [&](Value i, Value s) {
+    forEachScoreRow(e, op.getScores(), op.getRows(), [&](Value i, Value s) {
       if (!normalizer.isRowWise()) {
         e.storeVector(e.zeroWhereMasked(probability(s), s), op.getScores(), {i, e.index(0)});
         return;
@@ -427,7 +429,7 @@ struct LowerProbabilities : OpRewritePattern<TileProbabilitiesOp> {
     NormalizerAttrInterface normalizer = op.getNormalizer();
     int64_t cols = shapeOf(op.getScores())[1];
     LogicalResult status = success();
-    forEachScoreRow(e, op.getScores(), [&](Value i, Value s) {
+    forEachScoreRow(e, op.getScores(), op.getRows(), [&](Value i, Value s) {
       Value lse = op.getLse() ? e.load(op.getLse(), {i}) : Value();
       auto p = replayElementwise(rewriter, e.loc, {s},
                                  [&](OpBuilder &b, ValueRange args) -> FailureOr<SmallVector<Value>> {
@@ -456,7 +458,7 @@ struct LowerScoreGradient : OpRewritePattern<TileScoreGradientOp> {
     NormalizerAttrInterface normalizer = op.getNormalizer();
     int64_t cols = shapeOf(op.getScores())[1];
     LogicalResult status = success();
-    forEachScoreRow(e, op.getScores(), [&](Value i, Value s) {
+    forEachScoreRow(e, op.getScores(), op.getRows(), [&](Value i, Value s) {
       Value p = e.loadVector(op.getProbs(), {i, e.index(0)}, cols);
       Value dp = e.loadVector(op.getGrads(), {i, e.index(0)}, cols);
       Value rowTerm = op.getRowTerm() ? e.load(op.getRowTerm(), {i}) : Value();
@@ -536,7 +538,8 @@ struct LowerMatmul : OpRewritePattern<TileMatmulOp> {
       vectorsPerBlock = std::min<int64_t>(target.microKernelVectors, chunkCount);
     }
 
-    auto emitBlock = [&](Value row0, int64_t rows, int64_t chunk0, int64_t chunks) {
+    auto emitBlock = [&](Value row0, int64_t rows, int64_t chunk0, int64_t chunks,
+                         Value depth) {
       SmallVector<int64_t> widths(chunkWidths.begin() + chunk0,
                                   chunkWidths.begin() + chunk0 + chunks);
       SmallVector<Value> colStart;
@@ -561,7 +564,7 @@ struct LowerMatmul : OpRewritePattern<TileMatmulOp> {
           init.push_back(op.getAccumulate() && !alpha ? old(i, j)
                                                       : e.splat(e.f32(0.0), widths[j]));
       auto reduction = scf::ForOp::create(
-          rewriter, e.loc, e.index(0), e.index(k), e.index(1), init,
+          rewriter, e.loc, e.index(0), depth, e.index(1), init,
           [&](OpBuilder &, Location, Value kk, ValueRange accs) {
             SmallVector<Value> rhs;
             for (int64_t j = 0; j < chunks; ++j)
@@ -588,14 +591,39 @@ struct LowerMatmul : OpRewritePattern<TileMatmulOp> {
         }
     };
 
+    // Only the valid extents are computed: row blocks up to `rows`, the reduction up to
+    // `depth` (past it the packed tiles are zero), column blocks that start before `cols`.
     int64_t fullRows = m - m % rowsPerBlock;
+    Value rows = arith::MinSIOp::create(rewriter, e.loc, op.getRows(), e.index(m));
+    Value depth = arith::MinSIOp::create(rewriter, e.loc, op.getDepth(), e.index(k));
+    auto greater = [&](Value x, int64_t y) {
+      return arith::CmpIOp::create(rewriter, e.loc, arith::CmpIPredicate::sgt, x, e.index(y));
+    };
+    auto when = [&](Value condition, function_ref<void()> body) {
+      scf::IfOp::create(rewriter, e.loc, condition, [&](OpBuilder &, Location) {
+        body();
+        scf::YieldOp::create(rewriter, e.loc);
+      });
+    };
+    // Row blocks covering [0, rows), rounded up to whole blocks, within the full blocks.
+    Value blocksEnd = arith::MulIOp::create(
+        rewriter, e.loc,
+        arith::DivUIOp::create(
+            rewriter, e.loc,
+            arith::AddIOp::create(rewriter, e.loc, rows, e.index(rowsPerBlock - 1)),
+            e.index(rowsPerBlock)),
+        e.index(rowsPerBlock));
+    blocksEnd = arith::MinSIOp::create(rewriter, e.loc, blocksEnd, e.index(fullRows));
     for (int64_t chunk0 = 0; chunk0 < chunkCount; chunk0 += vectorsPerBlock) {
       int64_t chunks = std::min(vectorsPerBlock, chunkCount - chunk0);
-      if (fullRows > 0)
-        e.loop(e.index(0), e.index(fullRows), rowsPerBlock,
-               [&](Value row0) { emitBlock(row0, rowsPerBlock, chunk0, chunks); });
-      if (fullRows < m)
-        emitBlock(e.index(fullRows), m - fullRows, chunk0, chunks);
+      when(greater(op.getCols(), chunk0 * target.lanes), [&] {
+        if (fullRows > 0)
+          e.loop(e.index(0), blocksEnd, rowsPerBlock,
+                 [&](Value row0) { emitBlock(row0, rowsPerBlock, chunk0, chunks, depth); });
+        if (fullRows < m)
+          when(greater(rows, fullRows),
+               [&] { emitBlock(e.index(fullRows), m - fullRows, chunk0, chunks, depth); });
+      });
     }
     rewriter.eraseOp(op);
     return success();

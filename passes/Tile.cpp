@@ -68,17 +68,19 @@ void emitForwardKernel(KernelEmitter &e, Operation *anchor) {
     Value count = e.minIndex(e.index(tk), arith::SubIOp::create(b, loc, keyLength, blockStart));
     TileLoadOp::create(b, loc, k, batch, kvHead, blockStart, count, keysT, UnitAttr(), FloatAttr()).setTranspose(true);
     TileLoadOp::create(b, loc, v, batch, kvHead, blockStart, count, values, UnitAttr(), FloatAttr());
-    TileMatmulOp::create(b, loc, queries, keysT, scores, Value(), UnitAttr(), UnitAttr(), FloatAttr());
-    e.scoreModTile(scores, batch, head, queryStart, blockStart, Value());
+    TileMatmulOp::create(b, loc, queries, keysT, scores, rows, e.index(d), count, Value(),
+                         UnitAttr(), UnitAttr(), FloatAttr());
+    e.scoreModTile(scores, rows, batch, head, queryStart, blockStart, Value());
     Value needsMask = e.blockNeedsMask(queryStart, tq, blockStart, tk, queryLength, keyLength);
     scf::IfOp::create(b, loc, needsMask, [&](OpBuilder &, Location) {
       e.maskTile(scores, queryStart, blockStart, queryLength, keyLength);
       scf::YieldOp::create(b, loc);
     });
-    auto normalize = TileNormalizeOp::create(b, loc, scores, state, correction, keyLengthF32,
+    auto normalize = TileNormalizeOp::create(b, loc, scores, rows, state, correction, keyLengthF32,
                                              normalizer);
     e.copyNormalizerBody(normalize.getNormalizerBody());
-    auto update = TileMatmulOp::create(b, loc, scores, values, acc, correction, UnitAttr(), UnitAttr(), FloatAttr());
+    auto update = TileMatmulOp::create(b, loc, scores, values, acc, rows, count, e.index(dv),
+                                       correction, UnitAttr(), UnitAttr(), FloatAttr());
     update.setAccumulate(true);
     scf::YieldOp::create(b, loc);
   });

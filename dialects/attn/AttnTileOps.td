@@ -58,13 +58,19 @@ def Attn_TileMatmulOp : Attn_TileOp<"tile_matmul"> {
     lhs `MxK` (`KxM` with `transpose_lhs`), rhs `KxN`, acc `MxN`. Without `accumulate` the
     accumulator's old value is ignored; with it, each row i of it is first multiplied by
     `row_scale[i]` when given (the online normalizer's correction).
+    `extents (rows, depth, cols)` are the valid sizes (a partial tile at the end of a
+    sequence): only acc rows < rows are computed, the reduction stops at depth (what lies past
+    it is zero padding), and column blocks starting at or past cols may be skipped (their acc
+    values are then unspecified). A short sequence does not pay for a full tile.
   }];
   let arguments = (ins Arg<AnyMemRef, "", [MemRead]>:$lhs, Arg<AnyMemRef, "", [MemRead]>:$rhs,
-                       Arg<AnyMemRef, "", [MemRead, MemWrite]>:$acc,
+                       Arg<AnyMemRef, "", [MemRead, MemWrite]>:$acc, Index:$rows,
+                       Index:$depth, Index:$cols,
                        Optional<AnyMemRef>:$row_scale, UnitAttr:$transpose_lhs,
                        UnitAttr:$accumulate, OptionalAttr<F32Attr>:$alpha);
   let assemblyFormat = [{
-    $lhs `,` $rhs `into` $acc (`row_scale` $row_scale^ `:` type($row_scale))? attr-dict
+    $lhs `,` $rhs `into` $acc `extents` `(` $rows `,` $depth `,` $cols `)`
+    (`row_scale` $row_scale^ `:` type($row_scale))? attr-dict
     `:` type($lhs) `,` type($rhs) `,` type($acc)
   }];
   let hasVerifier = 1;
@@ -93,12 +99,12 @@ def Attn_TileScoreModOp : Attn_TileOp<"tile_score_mod"> {
     scores[i, j] = multiplier * mod(scores[i, j], batch, head, row_start + i, col_start + j);
     with `derivative`, also derivative[i, j] = d mod / d s there (in natural units).
   }];
-  let arguments = (ins Arg<AnyMemRef, "", [MemRead, MemWrite]>:$scores, Index:$batch,
-                       Index:$head, Index:$row_start, Index:$col_start,
+  let arguments = (ins Arg<AnyMemRef, "", [MemRead, MemWrite]>:$scores, Index:$rows,
+                       Index:$batch, Index:$head, Index:$row_start, Index:$col_start,
                        Optional<AnyMemRef>:$derivative, F64Attr:$multiplier);
   let regions = (region SizedRegion<1>:$score_mod);
   let assemblyFormat = [{
-    $scores `batch` $batch `head` $head `rows` $row_start `cols` $col_start
+    $scores `rows` $rows `batch` $batch `head` $head `at` $row_start `,` $col_start
     (`derivative` $derivative^ `:` type($derivative))? attr-dict `:` type($scores) $score_mod
   }];
   let hasVerifier = 1;
@@ -114,16 +120,16 @@ def Attn_TileRowInitOp : Attn_TileOp<"tile_row_init"> {
 def Attn_TileNormalizeOp : Attn_TileOp<"tile_normalize", [AttrSizedOperandSegments]> {
   let summary = "scores to probabilities over a tile, updating the row state";
   let description = [{
-    In place. Elementwise normalizers: p = f(s). Row-wise ones run steps 1-4 of
+    In place, on rows < rows (the valid ones). Elementwise normalizers: p = f(s). Row-wise ones run steps 1-4 of
     NormalizerAttrInterface per row (block max, shift, p, block sum) and write each row's
     accumulator correction to `correction`. p = 0 wherever s = -inf (masked). `key_length` is the run-time key length (f32).
   }];
-  let arguments = (ins Arg<AnyMemRef, "", [MemRead, MemWrite]>:$scores,
+  let arguments = (ins Arg<AnyMemRef, "", [MemRead, MemWrite]>:$scores, Index:$rows,
                        Variadic<AnyMemRef>:$state, Optional<AnyMemRef>:$correction,
                        F32:$key_length, Attn_NormalizerAttrInterface:$normalizer);
   let regions = (region MaxSizedRegion<1>:$normalizer_body);
   let assemblyFormat = [{
-    $scores `keys` $key_length `normalizer` `(` $normalizer `)`
+    $scores `rows` $rows `keys` $key_length `normalizer` `(` $normalizer `)`
     (`state` $state^ `:` type($state))? (`correction` $correction^ `:` type($correction))?
     attr-dict `:` type($scores) (`normalizer_body` $normalizer_body^)?
   }];
@@ -145,12 +151,13 @@ def Attn_TileRowFinalizeOp : Attn_TileOp<"tile_row_finalize"> {
 def Attn_TileProbabilitiesOp : Attn_TileOp<"tile_probabilities"> {
   let summary = "the backward's normalized probabilities from scores (and each row's lse)";
   let description = [{ probs = NormalizerAttrInterface::emitBackwardProbability; 0 where s = -inf. }];
-  let arguments = (ins Arg<AnyMemRef, "", [MemRead]>:$scores, Optional<AnyMemRef>:$lse,
+  let arguments = (ins Arg<AnyMemRef, "", [MemRead]>:$scores, Index:$rows,
+                       Optional<AnyMemRef>:$lse,
                        F32:$key_length, Arg<AnyMemRef, "", [MemWrite]>:$probs,
                        Attn_NormalizerAttrInterface:$normalizer);
   let regions = (region MaxSizedRegion<1>:$normalizer_body);
   let assemblyFormat = [{
-    $scores (`lse` $lse^ `:` type($lse))? `keys` $key_length `into` $probs
+    $scores `rows` $rows (`lse` $lse^ `:` type($lse))? `keys` $key_length `into` $probs
     `normalizer` `(` $normalizer `)` attr-dict `:` type($scores) `,` type($probs)
     (`normalizer_body` $normalizer_body^)?
   }];
@@ -165,12 +172,12 @@ def Attn_TileScoreGradientOp : Attn_TileOp<"tile_score_gradient",
     (the score_mod's derivative, when given); 0 where s = -inf (masked).
   }];
   let arguments = (ins Arg<AnyMemRef, "", [MemRead]>:$scores, Arg<AnyMemRef, "", [MemRead]>:$probs,
-                       Arg<AnyMemRef, "", [MemRead, MemWrite]>:$grads,
+                       Arg<AnyMemRef, "", [MemRead, MemWrite]>:$grads, Index:$rows,
                        Optional<AnyMemRef>:$row_term, Optional<AnyMemRef>:$derivative,
                        F32:$key_length, Attn_NormalizerAttrInterface:$normalizer);
   let regions = (region MaxSizedRegion<1>:$normalizer_body);
   let assemblyFormat = [{
-    $scores `,` $probs `,` $grads (`row_term` $row_term^ `:` type($row_term))?
+    $scores `,` $probs `,` $grads `rows` $rows (`row_term` $row_term^ `:` type($row_term))?
     (`derivative` $derivative^ `:` type($derivative))? `keys` $key_length
     `normalizer` `(` $normalizer `)` attr-dict `:` type($scores)
     (`normalizer_body` $normalizer_body^)?

@@ -14,11 +14,11 @@
 // CHECK: attn.tile_load %[[K]]{{.*}} into %[[KT:.*]] {transpose}
 // CHECK: attn.tile_load %[[K]]{{.*}} into %[[KROWS:[^ ]*]] :
 // CHECK: attn.tile_load %[[V]]{{.*}} into %[[VT:.*]] {transpose}
-// CHECK: attn.tile_matmul %[[QT]], %[[KT]] into %[[S:[^ ]*]] :
+// CHECK: attn.tile_matmul %[[QT]], %[[KT]] into %[[S:[^ ]*]] extents
 // CHECK: attn.tile_mask %[[S]]
-// CHECK: attn.tile_probabilities %[[S]] lse %[[ROWLSE]] : {{.*}} into %[[P:[^ ]*]] normalizer(#attn.softmax)
-// CHECK: attn.tile_matmul %[[DOT]], %[[VT]] into %[[DS:[^ ]*]] :
-// CHECK: attn.tile_score_gradient %[[S]], %[[P]], %[[DS]] row_term %[[ROWDELTA]]
+// CHECK: attn.tile_probabilities %[[S]] rows %{{.*}} lse %[[ROWLSE]] : {{.*}} into %[[P:[^ ]*]] normalizer(#attn.softmax)
+// CHECK: attn.tile_matmul %[[DOT]], %[[VT]] into %[[DS:[^ ]*]] extents
+// CHECK: attn.tile_score_gradient %[[S]], %[[P]], %[[DS]] rows %{{.*}} row_term %[[ROWDELTA]]
 // CHECK: attn.tile_matmul %[[DS]], %[[KROWS]] into %[[DQT:[^ ]*]] {{.*}}{accumulate}
 // CHECK: }
 // CHECK: attn.tile_store %[[DQT]] {{.*}} into %[[DQ]]{{.*}} {multiplier = 1.250000e-01 : f32}
@@ -49,8 +49,8 @@ func.func @softmax(%q: tensor<?x?x?x64xf32>, %k: tensor<?x?x?x64xf32>, %v: tenso
 // Sigmoid: dS = p (1 - p) dP, with no lse and no delta read.
 // CHECK-LABEL: func.func @sigmoid_bwd_dq
 // CHECK-NOT: lse
-// CHECK: attn.tile_probabilities %{{.*}} keys %{{.*}} into %[[P:[^ ]*]] normalizer(#attn.sigmoid<bias = -2.000000e+00>)
-// CHECK: attn.tile_score_gradient %{{.*}}, %[[P]], %{{.*}} keys
+// CHECK: attn.tile_probabilities %{{.*}} rows %{{.*}} keys %{{.*}} into %[[P:[^ ]*]] normalizer(#attn.sigmoid<bias = -2.000000e+00>)
+// CHECK: attn.tile_score_gradient %{{.*}}, %[[P]], %{{.*}} rows %{{.*}} keys
 func.func @sigmoid(%q: tensor<?x?x?x32xf32>, %k: tensor<?x?x?x32xf32>, %v: tensor<?x?x?x32xf32>) -> tensor<?x?x?x32xf32> {
   %o = attn.attention %q, %k, %v normalizer(#attn.sigmoid<bias = -2.0>) : tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32> -> tensor<?x?x?x32xf32>
   return %o : tensor<?x?x?x32xf32>

@@ -6,13 +6,20 @@
 // tile_matmul with the online correction: register blocks of 6 rows x 4 host vectors (24
 // accumulators) on AVX-512, 6 x 2 on AVX2; the accumulator rows are rescaled once when loaded,
 // then the whole reduction runs in registers (one broadcast of an lhs element per row, one
-// rhs vector per column vector, FMAs); the 4 rows left over get their own block.
+// rhs vector per column vector, FMAs); the 4 rows left over get their own block. Only the
+// valid extents run: row blocks up to `rows` (rounded up to a block), the reduction up to
+// `depth`, column blocks that start before `cols`.
 // CHECK-LABEL: func.func @matmul
-// CHECK: scf.for %[[R0:.*]] = %c0 to %c60 step %c6 {
+// CHECK-SAME: %[[ROWS:[a-z0-9]+]]: index, %[[DEPTH:[a-z0-9]+]]: index, %[[COLS:[a-z0-9]+]]: index)
+// CHECK-DAG: %[[VROWS:.*]] = arith.minsi %[[ROWS]], %c64
+// CHECK-DAG: %[[VDEPTH:.*]] = arith.minsi %[[DEPTH]], %c32
+// CHECK: %[[ANYCOLS:.*]] = arith.cmpi sgt, %[[COLS]], %c0
+// CHECK: scf.if %[[ANYCOLS]] {
+// CHECK: scf.for %[[R0:.*]] = %c0 to %{{.*}} step %c6 {
 // CHECK: %[[CORR:.*]] = memref.load %{{.*}}[%[[R0]]]
 // CHECK: %[[OLD:.*]] = vector.load %{{.*}}[%[[R0]], %c0] : memref<64x64xf32>, vector<16xf32>
 // CHECK: arith.mulf %[[OLD]], %{{.*}} : vector<16xf32>
-// CHECK: scf.for %[[K:.*]] = %c0 to %c32 step %c1 iter_args({{.*}}) -> (vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>) {
+// CHECK: scf.for %[[K:.*]] = %c0 to %[[VDEPTH]] step %c1 iter_args({{.*}}) -> (vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>) {
 // CHECK-COUNT-4: vector.load %{{.*}}[%[[K]], %{{.*}}] : memref<32x64xf32>, vector<16xf32>
 // CHECK: memref.load %{{.*}}[%[[R0]], %[[K]]] : memref<64x32xf32>
 // CHECK: vector.broadcast
@@ -20,14 +27,15 @@
 // CHECK: scf.yield
 // CHECK-COUNT-24: vector.store
 // CHECK: }
-// The remainder rows 60..63.
+// The remainder rows 60..63, when valid.
+// CHECK: arith.cmpi sgt, %[[VROWS]], %c60
 // CHECK: scf.for {{.*}} iter_args({{.*}}) -> (vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>) {
 // AVX2-LABEL: func.func @matmul
-// AVX2: scf.for %{{.*}} = %c0 to %c60 step %c6 {
+// AVX2: scf.for %{{.*}} = %c0 to %{{.*}} step %c6 {
 // AVX2: scf.for {{.*}} iter_args({{.*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>) {
 // AVX2-COUNT-2: vector.load {{.*}} vector<8xf32>
-func.func @matmul(%a: memref<64x32xf32>, %b: memref<32x64xf32>, %c: memref<64x64xf32>, %corr: memref<64xf32>) {
-  attn.tile_matmul %a, %b into %c row_scale %corr : memref<64xf32> {accumulate} : memref<64x32xf32>, memref<32x64xf32>, memref<64x64xf32>
+func.func @matmul(%a: memref<64x32xf32>, %b: memref<32x64xf32>, %c: memref<64x64xf32>, %corr: memref<64xf32>, %rows: index, %depth: index, %cols: index) {
+  attn.tile_matmul %a, %b into %c extents(%rows, %depth, %cols) row_scale %corr : memref<64xf32> {accumulate} : memref<64x32xf32>, memref<32x64xf32>, memref<64x64xf32>
   return
 }
 
@@ -55,7 +63,8 @@ func.func @matmul(%a: memref<64x32xf32>, %b: memref<32x64xf32>, %c: memref<64x64
 // CHECK: memref.store %[[CORR]], %{{.*}}[%[[I]]]
 // CHECK: vector.store %[[PM]], %[[SCORES]][%[[I]], %c0]
 func.func @softmax_rows(%s: memref<32x64xf32>, %max: memref<32xf32>, %sum: memref<32xf32>, %corr: memref<32xf32>, %keys: f32) {
-  attn.tile_normalize %s keys %keys normalizer(#attn.softmax) state %max, %sum : memref<32xf32>, memref<32xf32> correction %corr : memref<32xf32> : memref<32x64xf32>
+  %rows = arith.constant 32 : index
+  attn.tile_normalize %s rows %rows keys %keys normalizer(#attn.softmax) state %max, %sum : memref<32xf32>, memref<32xf32> correction %corr : memref<32xf32> : memref<32x64xf32>
   return
 }
 
@@ -66,8 +75,8 @@ func.func @softmax_rows(%s: memref<32x64xf32>, %max: memref<32xf32>, %sum: memre
 // CHECK: %[[S:.*]] = vector.load {{.*}} vector<64xf32>
 // CHECK: %[[T:.*]] = math.tanh %[[S]] : vector<64xf32>
 // CHECK: arith.mulf %[[T]], %{{.*}} : vector<64xf32>
-func.func @custom_rows(%s: memref<8x64xf32>, %keys: f32) {
-  attn.tile_normalize %s keys %keys normalizer(#attn.custom) : memref<8x64xf32> normalizer_body {
+func.func @custom_rows(%s: memref<8x64xf32>, %keys: f32, %rows: index) {
+  attn.tile_normalize %s rows %rows keys %keys normalizer(#attn.custom) : memref<8x64xf32> normalizer_body {
   ^bb0(%x: f32):
     %half = arith.constant 0.5 : f32
     %t = math.tanh %x : f32

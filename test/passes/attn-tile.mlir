@@ -14,11 +14,11 @@
 // CHECK: scf.for %[[J:.*]] = %{{.*}} to %{{.*}} step %c64
 // CHECK: attn.tile_load %[[K]]{{.*}} into %[[KT:.*]] {transpose} : {{.*}}, memref<64x64xf32>
 // CHECK: attn.tile_load %[[V]]{{.*}} into %[[VT:.*]] : {{.*}}, memref<64x64xf32>
-// CHECK: attn.tile_matmul %[[QT]], %[[KT]] into %[[S:.*]] : memref<32x64xf32>, memref<64x64xf32>, memref<32x64xf32>
+// CHECK: attn.tile_matmul %[[QT]], %[[KT]] into %[[S:[^ ]*]] extents(%[[ROWS:.*]], %c64, %[[COUNT:.*]]) : memref<32x64xf32>, memref<64x64xf32>, memref<32x64xf32>
 // CHECK: scf.if
 // CHECK-NEXT: attn.tile_mask %[[S]] rows %[[Q0]] cols %[[J]]
-// CHECK: attn.tile_normalize %[[S]] keys %{{.*}} normalizer(#attn.softmax) state %[[MAX]], %[[SUM]] : {{.*}} correction %[[CORR:.*]] : memref<32xf32>
-// CHECK: attn.tile_matmul %[[S]], %[[VT]] into %[[ACC]] row_scale %[[CORR]] : memref<32xf32> {accumulate}
+// CHECK: attn.tile_normalize %[[S]] rows %[[ROWS]] keys %{{.*}} normalizer(#attn.softmax) state %[[MAX]], %[[SUM]] : {{.*}} correction %[[CORR:.*]] : memref<32xf32>
+// CHECK: attn.tile_matmul %[[S]], %[[VT]] into %[[ACC]] extents(%[[ROWS]], %[[COUNT]], %c64) row_scale %[[CORR]] : memref<32xf32> {accumulate}
 // CHECK: }
 // CHECK: attn.tile_row_finalize normalizer(#attn.softmax) state %[[MAX]], %[[SUM]] : {{.*}} into %[[FACTOR:.*]], %[[ROWLSE:.*]] :
 // CHECK: attn.tile_store %[[ROWLSE]] rows %{{.*}} into %[[LSE]]
@@ -40,8 +40,8 @@ func.func @softmax(%q: tensor<?x?x?x64xf32>, %k: tensor<?x?x?x64xf32>, %v: tenso
 // CHECK-NOT: attn.tile_row_init
 // CHECK: scf.for %{{.*}} step %c64
 // CHECK: attn.tile_matmul
-// CHECK: attn.tile_normalize %[[S:.*]] keys %[[SKF]] normalizer(#attn.sigmoid) : memref<32x64xf32>
-// CHECK: attn.tile_matmul %[[S]], %{{.*}} into %{{.*}} {accumulate}
+// CHECK: attn.tile_normalize %[[S:[^ ]*]] rows %{{.*}} keys %[[SKF]] normalizer(#attn.sigmoid) : memref<32x64xf32>
+// CHECK: attn.tile_matmul %[[S]], %{{.*}} into %{{.*}} extents({{.*}}) {accumulate}
 // CHECK-NOT: attn.tile_row_finalize
 // CHECK: attn.tile_store
 // CHECK-NOT: row_scale
@@ -102,7 +102,7 @@ func.func @with_bias(%q: tensor<1x1x8x16xf32>, %bias: tensor<1x1x8x8xf32>) -> te
 // CHECK: attn.tile_load %{{.*}} {multiplier = 0.176776692 : f32}
 // CHECK: scf.for
 // CHECK: attn.tile_matmul
-// CHECK: attn.tile_score_mod %[[S:.*]] batch %{{.*}} head %{{.*}} rows %{{.*}} cols %{{.*}} {multiplier = 1.4426950408889634 : f64} : memref<32x64xf32> {
+// CHECK: attn.tile_score_mod %[[S:[^ ]*]] rows %{{.*}} batch %{{.*}} head %{{.*}} at %{{.*}}, %{{.*}} {multiplier = 1.4426950408889634 : f64} : memref<32x64xf32> {
 // CHECK: arith.select
 // CHECK: attn.yield
 // CHECK: scf.if
