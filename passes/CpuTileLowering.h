@@ -1,0 +1,79 @@
+// What the CPU lowering of the tile ops shares: the host's vector unit and small IR builders.
+#ifndef PASSES_CPUTILELOWERING_H
+#define PASSES_CPUTILELOWERING_H
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/IR/PatternMatch.h"
+
+#include <cmath>
+
+namespace mlir::attn {
+
+/// Vector width (f32 lanes) and vector register count of the host.
+struct VectorTarget {
+  int64_t lanes = 16;
+  int64_t registers = 32;
+  int64_t microKernelRows = 0;    // 0: chosen from the register file
+  int64_t microKernelVectors = 0;
+};
+
+/// Small builders shared by the patterns.
+struct Emit {
+  OpBuilder &b;
+  Location loc;
+
+  Value index(int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); }
+  Value f32(double v) { return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v)); }
+  Value add(Value x, Value y) { return arith::AddIOp::create(b, loc, x, y); }
+  Value splat(Value scalar, int64_t width) {
+    return vector::BroadcastOp::create(b, loc, VectorType::get({width}, scalar.getType()),
+                                       scalar);
+  }
+  /// `value` as a vector of `width` (a replayed formula may come back uniform).
+  Value asVector(Value value, int64_t width) {
+    return isa<VectorType>(value.getType()) ? value : splat(value, width);
+  }
+  Value loadVector(Value memref, ValueRange indices, int64_t width) {
+    return vector::LoadOp::create(b, loc, VectorType::get({width}, b.getF32Type()), memref,
+                                  indices);
+  }
+  void storeVector(Value vector, Value memref, ValueRange indices) {
+    vector::StoreOp::create(b, loc, vector, memref, indices);
+  }
+  Value load(Value memref, ValueRange indices) {
+    return memref::LoadOp::create(b, loc, memref, indices);
+  }
+  void store(Value value, Value memref, ValueRange indices) {
+    memref::StoreOp::create(b, loc, value, memref, indices);
+  }
+  /// for (i = lo; i < hi; i += step) body(i)
+  void loop(Value lo, Value hi, int64_t step, function_ref<void(Value)> body) {
+    scf::ForOp::create(b, loc, lo, hi, index(step), ValueRange{},
+                       [&](OpBuilder &, Location, Value i, ValueRange) {
+                         body(i);
+                         scf::YieldOp::create(b, loc);
+                       });
+  }
+  void loop(int64_t hi, function_ref<void(Value)> body) { loop(index(0), index(hi), 1, body); }
+  /// p where s is a score, 0 where it is masked (-inf).
+  Value zeroWhereMasked(Value value, Value scores) {
+    int64_t width = cast<VectorType>(scores.getType()).getNumElements();
+    Value masked = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, scores,
+                                         splat(f32(-INFINITY), width));
+    return arith::SelectOp::create(b, loc, masked, splat(f32(0.0), width), value);
+  }
+};
+
+inline ArrayRef<int64_t> shapeOf(Value tile) {
+  return cast<MemRefType>(tile.getType()).getShape();
+}
+
+/// tile_matmul as register-blocked micro-kernels (TileMatmulCpu.cpp).
+void populateTileMatmulCpuPatterns(RewritePatternSet &patterns, VectorTarget target);
+
+} // namespace mlir::attn
+
+#endif // PASSES_CPUTILELOWERING_H
