@@ -25,6 +25,13 @@ KernelEmitter::KernelEmitter(AttentionOp op, OpBuilder &builder, TileSizes tiles
 }
 
 LogicalResult KernelEmitter::checkLowerable(AttentionOp op) {
+  // The tiles hold whole rows of D and Dv; beyond this a kernel's tiles would not fit any
+  // cache (and the lowering unrolls per vector of a row).
+  for (auto [name, dim] : {std::pair<StringRef, int64_t>{"D", op.getHeadDim()},
+                           std::pair<StringRef, int64_t>{"Dv", op.getValueHeadDim()}})
+    if (dim > kMaxHeadDim)
+      return op.emitOpError() << "head dim " << name << " = " << dim
+                              << " is above the tiled kernels' limit of " << kMaxHeadDim;
   if (op.getBias())
     return op.emitOpError("bias operand is not lowered by the tiled kernels yet; fold it "
                           "into a score_mod");

@@ -25,6 +25,8 @@ class KernelEmitter {
 public:
   KernelEmitter(AttentionOp op, OpBuilder &builder, TileSizes tiles);
 
+  /// The largest head dim (D, Dv) the tiled kernels take.
+  static constexpr int64_t kMaxHeadDim = 1024;
   /// Rejects what the tiled kernels do not lower yet, with a diagnostic on the op.
   static LogicalResult checkLowerable(AttentionOp op);
 

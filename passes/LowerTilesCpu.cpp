@@ -441,6 +441,25 @@ struct AttnLowerTilesCpuPass : impl::AttnLowerTilesCpuBase<AttnLowerTilesCpuPass
       return signalPassFailure();
     }
     VectorTarget target{vectorWidth, vectorRegisters, microKernelRows, microKernelVectors};
+    // Rows of a tile become vectors and loops unrolled per vector: a tile past this size is
+    // a diagnostic, not an out-of-memory compile.
+    constexpr int64_t kMaxTileDim = 4096;
+    WalkResult tooBig = getOperation()->walk([&](Operation *op) {
+      if (!isa<TileFillOp, TileLoadOp, TileStoreOp, TileMatmulOp, TileMaskOp, TileScoreModOp,
+               TileRowInitOp, TileNormalizeOp, TileRowFinalizeOp, TileProbabilitiesOp,
+               TileScoreGradientOp>(op))
+        return WalkResult::advance();
+      for (Value operand : op->getOperands())
+        if (auto type = dyn_cast<MemRefType>(operand.getType()); type && type.hasStaticShape())
+          for (int64_t dim : type.getShape())
+            if (dim > kMaxTileDim) {
+              op->emitOpError() << "tile " << type << " has a dimension above " << kMaxTileDim;
+              return WalkResult::interrupt();
+            }
+      return WalkResult::advance();
+    });
+    if (tooBig.wasInterrupted())
+      return signalPassFailure();
     MLIRContext *context = &getContext();
     RewritePatternSet patterns(context);
     patterns.add<LowerFill, LowerStore, LowerMask, LowerScoreMod, LowerRowInit,

@@ -154,9 +154,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   mlir::OwningOpRef<mlir::ModuleOp> backward(module->clone());
   mlir::OwningOpRef<mlir::ModuleOp> gpu(module->clone());
   run(ctx, *module, kTiled, {[] { return mlir::attn::createAttnTile(); }});
+  // The training pipeline goes on through the CPU lowering of the tile IR (AVX-512 or AVX2
+  // register blocks, chosen by the input's length) and the polynomial math.
+  mlir::attn::AttnLowerTilesCpuOptions cpuOptions;
+  cpuOptions.vectorWidth = size % 3 == 0 ? 8 : 16;
+  cpuOptions.vectorRegisters = cpuOptions.vectorWidth == 8 ? 16 : 32;
   run(ctx, *backward, kBackward,
       {[] { return mlir::attn::createAttnDeriveBackward(); },
-       [] { return mlir::attn::createAttnTile(); }});
+       [] { return mlir::attn::createAttnTile(); },
+       [&] { return mlir::attn::createAttnLowerTilesCpu(cpuOptions); },
+       [] { return mlir::attn::createAttnCpuFastMath(); }});
   mlir::attn::AttnTileGpuOptions gpuOptions;
   gpuOptions.backward = true;
   gpuOptions.wgmma = size % 2;

@@ -146,3 +146,13 @@ func.func @softmax1(%q: tensor<?x?x?x32xf32>) -> tensor<?x?x?x32xf32> {
   %o = attn.attention %q, %q, %q normalizer(#attn.softmax1) : tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32> -> tensor<?x?x?x32xf32>
   return %o : tensor<?x?x?x32xf32>
 }
+
+// -----
+
+// A head dim past the tiled kernels' limit is a diagnostic (the fuzzer found D = 2^31 running
+// the CPU lowering out of memory).
+func.func @huge_head_dim(%q: tensor<?x?x?x2048xf32>) -> tensor<?x?x?x2048xf32> {
+  // expected-error @+1 {{head dim D = 2048 is above the tiled kernels' limit of 1024}}
+  %o = attn.attention %q, %q, %q normalizer(#attn.softmax) : tensor<?x?x?x2048xf32>, tensor<?x?x?x2048xf32>, tensor<?x?x?x2048xf32> -> tensor<?x?x?x2048xf32>
+  return %o : tensor<?x?x?x2048xf32>
+}
