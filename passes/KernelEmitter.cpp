@@ -214,12 +214,6 @@ Value KernelEmitter::dot(Value x, Value y) {
   return vector::ReductionOp::create(b, loc, vector::CombiningKind::ADD, product);
 }
 
-Value KernelEmitter::safeShift(Value runningMax) {
-  Value none = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, runningMax,
-                                     f32(-INFINITY));
-  return arith::SelectOp::create(b, loc, none, f32(0.0), runningMax);
-}
-
 Value KernelEmitter::zeroWhereMasked(Value value, Value score) {
   // Only a score_mod can produce -inf; without one the select would be dead weight.
   if (!hasScoreMod)

@@ -1,7 +1,6 @@
-// Shared IR emission for the tiled attention kernels (attn-tile and attn-derive-backward):
-// kernel signatures, mask-aware loop bounds, score computation and the score_mod region.
-// Both passes emit the same flash loop structure, so one place defines what a score is and
-// which keys a query row may see.
+// Shared IR emission for the attention kernels (attn-tile, attn-derive-backward and
+// attn-tile-gpu): kernel signatures, mask-aware loop bounds and block classification, tiles,
+// and the score_mod. One place defines what a score is and which keys a query row may see.
 #ifndef PASSES_KERNELEMITTER_H
 #define PASSES_KERNELEMITTER_H
 
@@ -91,9 +90,6 @@ public:
   FailureOr<std::pair<Value, Value>> score(Value raw, Value batch, Value head, Value row,
                                            Value key, bool wantDerivative);
 
-  /// The max a row-wise normalizer shifts its scores by: `runningMax`, or 0 while every score
-  /// seen is -inf, so that exp2(s - shift) and the correction exp2(old - shift) are 0, not NaN.
-  Value safeShift(Value runningMax);
   /// `value` where `score` is allowed, 0 where a score_mod masked it (-inf): a masked score has
   /// p = 0 and no gradient whatever the normalizer or the score_mod's derivative gives there.
   Value zeroWhereMasked(Value value, Value score);
