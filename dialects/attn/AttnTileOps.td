@@ -7,7 +7,8 @@
 // (`attn-lower-tiles-cpu`: register-blocked vector FMAs).
 //
 // Tiles are f32 and static. A block at the end of a sequence is zero-padded by tile_load
-// and its padding keys are masked by tile_mask, so every compute op works on the full tile.
+// and its padding keys are masked by tile_mask; compute ops work on whole tiles, up to the valid
+// extents they are given (a short sequence computes only its rows).
 
 class Attn_TileOp<string mnemonic, list<Trait> traits = []> : Attn_Op<mnemonic, traits>;
 
@@ -87,7 +88,7 @@ def Attn_TileMaskOp : Attn_TileOp<"tile_mask"> {
                        Index:$col_start, Index:$query_length, Index:$key_length,
                        UnitAttr:$causal, OptionalAttr<I64Attr>:$window);
   let assemblyFormat = [{
-    $scores `rows` $row_start `cols` $col_start `lengths` $query_length `,` $key_length
+    $scores `at` $row_start `,` $col_start `lengths` $query_length `,` $key_length
     attr-dict `:` type($scores)
   }];
   let hasVerifier = 1;
@@ -122,7 +123,8 @@ def Attn_TileNormalizeOp : Attn_TileOp<"tile_normalize", [AttrSizedOperandSegmen
   let description = [{
     In place, on rows < rows (the valid ones). Elementwise normalizers: p = f(s). Row-wise ones run steps 1-4 of
     NormalizerAttrInterface per row (block max, shift, p, block sum) and write each row's
-    accumulator correction to `correction`. p = 0 wherever s = -inf (masked). `key_length` is the run-time key length (f32).
+    accumulator correction to `correction`. p = 0 wherever s = -inf (masked). `key_length`
+    is the run-time key length (f32).
   }];
   let arguments = (ins Arg<AnyMemRef, "", [MemRead, MemWrite]>:$scores, Index:$rows,
                        Variadic<AnyMemRef>:$state, Optional<AnyMemRef>:$correction,

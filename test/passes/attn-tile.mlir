@@ -16,7 +16,7 @@
 // CHECK: attn.tile_load %[[V]]{{.*}} into %[[VT:.*]] : {{.*}}, memref<64x64xf32>
 // CHECK: attn.tile_matmul %[[QT]], %[[KT]] into %[[S:[^ ]*]] extents(%[[ROWS:.*]], %c64, %[[COUNT:.*]]) : memref<32x64xf32>, memref<64x64xf32>, memref<32x64xf32>
 // CHECK: scf.if
-// CHECK-NEXT: attn.tile_mask %[[S]] rows %[[Q0]] cols %[[J]]
+// CHECK-NEXT: attn.tile_mask %[[S]] at %[[Q0]], %[[J]] lengths
 // CHECK: attn.tile_normalize %[[S]] rows %[[ROWS]] keys %{{.*}} normalizer(#attn.softmax) state %[[MAX]], %[[SUM]] : {{.*}} correction %[[CORR:.*]] : memref<32xf32>
 // CHECK: attn.tile_matmul %[[S]], %[[VT]] into %[[ACC]] extents(%[[ROWS]], %[[COUNT]], %c64) row_scale %[[CORR]] : memref<32xf32> {accumulate}
 // CHECK: }
