@@ -101,10 +101,7 @@ void emitQueryGradientKernel(KernelEmitter &e, Operation *anchor) {
   Value queryLength = e.dim(q, 2), keyLength = e.dim(k, 2);
   Value kvHead = e.kvHeadOf(head, e.dim(q, 1), e.dim(k, 1));
   Value keyLengthF32 = e.toF32(keyLength);
-  Value zero = e.index(0), one = e.index(1);
-  Value rows = e.maxIndex(zero, e.minIndex(e.index(tq),
-                                           arith::SubIOp::create(b, loc, queryLength,
-                                                                 queryStart)));
+  Value rows = e.validCount(queryStart, queryLength, tq);
   BackwardTiles tiles(e);
   Value keys = e.allocTile({tk, e.headDim});
   Value gradQueryTile = e.allocTile({tq, e.headDim});
@@ -113,13 +110,10 @@ void emitQueryGradientKernel(KernelEmitter &e, Operation *anchor) {
   tiles.loadRowInputs(e, gradOut, lse, delta, batch, head, queryStart, rows);
   TileFillOp::create(b, loc, gradQueryTile, b.getF32FloatAttr(0.0));
 
-  Value lastRow = arith::SubIOp::create(
-      b, loc, arith::AddIOp::create(b, loc, queryStart, rows), one);
-  Value tileLo = e.keyRangeForRow(queryStart, zero, keyLength).first;
-  Value tileHi = e.keyRangeForRow(lastRow, zero, keyLength).second;
+  auto [tileLo, tileHi] = e.keyRangeForTile(queryStart, rows, keyLength);
   scf::ForOp::create(b, loc, tileLo, tileHi, e.index(tk), ValueRange{},
                      [&](OpBuilder &, Location, Value keyStart, ValueRange) {
-    Value count = e.minIndex(e.index(tk), arith::SubIOp::create(b, loc, keyLength, keyStart));
+    Value count = e.validCount(keyStart, keyLength, tk);
     TileLoadOp::create(b, loc, k, batch, kvHead, keyStart, count, tiles.keysT, UnitAttr(), FloatAttr())
         .setTranspose(true);
     TileLoadOp::create(b, loc, k, batch, kvHead, keyStart, count, keys, UnitAttr(), FloatAttr());
@@ -157,8 +151,7 @@ void emitKeyValueGradientKernel(KernelEmitter &e, Operation *anchor) {
   Value group = arith::DivSIOp::create(b, loc, e.dim(q, 1), e.dim(k, 1));
   Value keyLengthF32 = e.toF32(keyLength);
   Value zero = e.index(0), one = e.index(1);
-  Value keys = e.maxIndex(zero, e.minIndex(e.index(tk),
-                                           arith::SubIOp::create(b, loc, keyLength, keyStart)));
+  Value keys = e.validCount(keyStart, keyLength, tk);
   Value keyEnd = arith::AddIOp::create(b, loc, keyStart, keys);
 
   BackwardTiles tiles(e);
@@ -177,8 +170,7 @@ void emitKeyValueGradientKernel(KernelEmitter &e, Operation *anchor) {
                                        member);
     scf::ForOp::create(b, loc, rowLo, rowHi, e.index(tq), ValueRange{},
                        [&](OpBuilder &, Location, Value rowStart, ValueRange) {
-      Value rows =
-          e.minIndex(e.index(tq), arith::SubIOp::create(b, loc, queryLength, rowStart));
+      Value rows = e.validCount(rowStart, queryLength, tq);
       // Raw q: dK needs it unscaled; the scores get the multiplier as the product's alpha.
       TileLoadOp::create(b, loc, q, batch, head, rowStart, rows, tiles.queries, UnitAttr(), FloatAttr());
       tiles.loadRowInputs(e, gradOut, lse, delta, batch, head, rowStart, rows);

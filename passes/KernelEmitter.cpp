@@ -104,6 +104,19 @@ std::pair<Value, Value> KernelEmitter::keyRangeForRow(Value row, Value lo, Value
   return {lo, hi};
 }
 
+std::pair<Value, Value> KernelEmitter::keyRangeForTile(Value queryStart, Value rows,
+                                                       Value keyLength) {
+  Value lastRow = arith::SubIOp::create(b, loc, arith::AddIOp::create(b, loc, queryStart, rows),
+                                        index(1));
+  return {keyRangeForRow(queryStart, index(0), keyLength).first,
+          keyRangeForRow(lastRow, index(0), keyLength).second};
+}
+
+Value KernelEmitter::validCount(Value start, Value length, int64_t tile) {
+  return maxIndex(index(0),
+                  minIndex(index(tile), arith::SubIOp::create(b, loc, length, start)));
+}
+
 std::pair<Value, Value> KernelEmitter::queryRangeForKeys(Value lo, Value hi,
                                                          Value queryLength) {
   Value first = index(0), end = queryLength;

@@ -48,6 +48,13 @@ public:
 
   /// The keys of [lo, hi) that query row `row` may attend to (causal and window masks).
   std::pair<Value, Value> keyRangeForRow(Value row, Value lo, Value hi);
+  /// The keys any row of the query tile [queryStart, queryStart + rows) may see: both mask
+  /// bounds grow with the row, so the first row gives the low end and the last row the high
+  /// end. Key blocks outside are never visited.
+  std::pair<Value, Value> keyRangeForTile(Value queryStart, Value rows, Value keyLength);
+  /// How many of the `tile` rows starting at `start` exist in a sequence of `length`:
+  /// max(0, min(tile, length - start)).
+  Value validCount(Value start, Value length, int64_t tile);
   /// The query rows in [0, queryLength) that may attend to some key of [lo, hi).
   std::pair<Value, Value> queryRangeForKeys(Value lo, Value hi, Value queryLength);
   /// True when the tile of rows [rowStart, rowStart + tileRows) and keys [keyStart, keyStart +

@@ -432,6 +432,12 @@ struct LowerScoreGradient : OpRewritePattern<TileScoreGradientOp> {
   }
 };
 
+bool isTileOp(Operation *op) {
+  return isa<TileFillOp, TileLoadOp, TileStoreOp, TileMatmulOp, TileMaskOp, TileScoreModOp,
+             TileRowInitOp, TileNormalizeOp, TileRowFinalizeOp, TileProbabilitiesOp,
+             TileScoreGradientOp>(op);
+}
+
 struct AttnLowerTilesCpuPass : impl::AttnLowerTilesCpuBase<AttnLowerTilesCpuPass> {
   using AttnLowerTilesCpuBase::AttnLowerTilesCpuBase;
   void runOnOperation() override {
@@ -445,9 +451,7 @@ struct AttnLowerTilesCpuPass : impl::AttnLowerTilesCpuBase<AttnLowerTilesCpuPass
     // a diagnostic, not an out-of-memory compile.
     constexpr int64_t kMaxTileDim = 4096;
     WalkResult tooBig = getOperation()->walk([&](Operation *op) {
-      if (!isa<TileFillOp, TileLoadOp, TileStoreOp, TileMatmulOp, TileMaskOp, TileScoreModOp,
-               TileRowInitOp, TileNormalizeOp, TileRowFinalizeOp, TileProbabilitiesOp,
-               TileScoreGradientOp>(op))
+      if (!isTileOp(op))
         return WalkResult::advance();
       for (Value operand : op->getOperands())
         if (auto type = dyn_cast<MemRefType>(operand.getType()); type && type.hasStaticShape())
@@ -475,9 +479,7 @@ struct AttnLowerTilesCpuPass : impl::AttnLowerTilesCpuBase<AttnLowerTilesCpuPass
     if (failed(applyPatternsGreedily(getOperation(), std::move(patterns), config)))
       return signalPassFailure();
     WalkResult left = getOperation()->walk([](Operation *op) {
-      if (isa<TileFillOp, TileLoadOp, TileStoreOp, TileMatmulOp, TileMaskOp, TileScoreModOp,
-              TileRowInitOp, TileNormalizeOp, TileRowFinalizeOp, TileProbabilitiesOp,
-              TileScoreGradientOp>(op)) {
+      if (isTileOp(op)) {
         op->emitOpError("was not lowered to the CPU");
         return WalkResult::interrupt();
       }

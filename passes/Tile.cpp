@@ -35,10 +35,7 @@ void emitForwardKernel(KernelEmitter &e, Operation *anchor) {
   Value queryLength = e.dim(q, 2), keyLength = e.dim(k, 2);
   Value kvHead = e.kvHeadOf(head, e.dim(q, 1), e.dim(k, 1));
   Value keyLengthF32 = e.toF32(keyLength);
-  Value zero = e.index(0), one = e.index(1);
-  Value rows = e.maxIndex(zero, e.minIndex(e.index(tq),
-                                           arith::SubIOp::create(b, loc, queryLength,
-                                                                 queryStart)));
+  Value rows = e.validCount(queryStart, queryLength, tq);
   // Every buffer is a tile: O(tile * D) memory, never S x S.
   Value queries = e.allocTile({tq, d});
   Value keysT = e.allocTile({d, tk});
@@ -56,16 +53,11 @@ void emitForwardKernel(KernelEmitter &e, Operation *anchor) {
   if (e.rowWise)
     TileRowInitOp::create(b, loc, state, normalizer);
 
-  // Keys any row of the tile may see: both mask bounds grow with the row, so the first row
-  // gives the low end and the last row the high end. Blocks outside are never visited.
-  Value lastRow = arith::SubIOp::create(
-      b, loc, arith::AddIOp::create(b, loc, queryStart, rows), one);
-  Value tileLo = e.keyRangeForRow(queryStart, zero, keyLength).first;
-  Value tileHi = e.keyRangeForRow(lastRow, zero, keyLength).second;
+  auto [tileLo, tileHi] = e.keyRangeForTile(queryStart, rows, keyLength);
 
   scf::ForOp::create(b, loc, tileLo, tileHi, e.index(tk), ValueRange{},
                      [&](OpBuilder &, Location, Value blockStart, ValueRange) {
-    Value count = e.minIndex(e.index(tk), arith::SubIOp::create(b, loc, keyLength, blockStart));
+    Value count = e.validCount(blockStart, keyLength, tk);
     TileLoadOp::create(b, loc, k, batch, kvHead, blockStart, count, keysT, UnitAttr(), FloatAttr()).setTranspose(true);
     TileLoadOp::create(b, loc, v, batch, kvHead, blockStart, count, values, UnitAttr(), FloatAttr());
     TileMatmulOp::create(b, loc, queries, keysT, scores, rows, e.index(d), count, Value(),
