@@ -415,3 +415,45 @@ func.func @f(%x: tensor<4x64xf32>, %w: tensor<32x64xf32>, %g: tensor<f32>, %u: t
   %y, %u2 = attn.reparam_linear %x, %w gamma(%g : tensor<f32>) u(%u : tensor<64xf32>) : tensor<4x64xf32>, tensor<32x64xf32> -> tensor<5x32xf32>, tensor<64xf32>
   return %y : tensor<5x32xf32>
 }
+
+// -----
+
+// The tile ops' verifiers (AttnTileOps.cpp): shapes must contract, rescaling needs accumulate,
+// the state tiles must match the normalizer's row state.
+func.func @tile_matmul_shapes(%a: memref<32x64xf32>, %b: memref<32x64xf32>, %c: memref<32x64xf32>, %n: index) {
+  // expected-error @+1 {{shapes do not contract}}
+  attn.tile_matmul %a, %b into %c extents(%n, %n, %n) : memref<32x64xf32>, memref<32x64xf32>, memref<32x64xf32>
+  return
+}
+
+// -----
+
+func.func @tile_matmul_row_scale(%a: memref<32x64xf32>, %b: memref<64x64xf32>, %c: memref<32x64xf32>, %s: memref<32xf32>, %n: index) {
+  // expected-error @+1 {{row_scale rescales the accumulator: it needs accumulate}}
+  attn.tile_matmul %a, %b into %c extents(%n, %n, %n) row_scale %s : memref<32xf32> : memref<32x64xf32>, memref<64x64xf32>, memref<32x64xf32>
+  return
+}
+
+// -----
+
+func.func @tile_normalize_state(%s: memref<32x64xf32>, %m: memref<32xf32>, %c: memref<32xf32>, %n: index, %k: f32) {
+  // expected-error @+1 {{normalizer #attn.softmax carries 2 row state values, got 1 state tiles}}
+  attn.tile_normalize %s rows %n keys %k normalizer(#attn.softmax) state %m : memref<32xf32> correction %c : memref<32xf32> : memref<32x64xf32>
+  return
+}
+
+// -----
+
+func.func @tile_normalize_correction(%s: memref<32x64xf32>, %c: memref<32xf32>, %n: index, %k: f32) {
+  // expected-error @+1 {{a correction tile goes with a row-wise normalizer, and only with one}}
+  attn.tile_normalize %s rows %n keys %k normalizer(#attn.sigmoid) correction %c : memref<32xf32> : memref<32x64xf32>
+  return
+}
+
+// -----
+
+func.func @tile_load_rank(%v: memref<?x?xf32>, %t: memref<8x8xf32>, %i: index) {
+  // expected-error @+1 {{source must be [B, H, S] or [B, H, S, C]}}
+  attn.tile_load %v[%i, %i, %i] rows %i into %t : memref<?x?xf32>, memref<8x8xf32>
+  return
+}
