@@ -24,7 +24,46 @@
 namespace attn::codegen {
 using namespace mlir;
 
-void buildCpuLoweringPipeline(OpPassManager &pm) {
+namespace {
+/// Erases the functions of the kernels not asked for, after attn-derive-backward has written
+/// the backward ones beside the forward (`NAME` -> NAME_fwd once tiled, NAME_bwd_dq,
+/// NAME_bwd_dkdv): the others then cost no compile time.
+struct KeepCpuKernelPass : public PassWrapper<KeepCpuKernelPass, OperationPass<ModuleOp>> {
+  MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(KeepCpuKernelPass)
+  explicit KeepCpuKernelPass(CpuKernelSet kept) : kept(kept) {}
+  StringRef getArgument() const final { return "attn-keep-cpu-kernel"; }
+  void runOnOperation() override {
+    auto kernelOf = [](StringRef name) {
+      if (name.ends_with("_bwd_dq"))
+        return CpuKernelSet::QueryGrad;
+      if (name.ends_with("_bwd_dkdv"))
+        return CpuKernelSet::KeyGrad;
+      return CpuKernelSet::Forward;
+    };
+    for (func::FuncOp function :
+         llvm::make_early_inc_range(getOperation().getOps<func::FuncOp>()))
+      if (!function.isDeclaration() && kernelOf(function.getSymName()) != kept)
+        function.erase();
+  }
+  CpuKernelSet kept;
+};
+} // namespace
+
+const char *cpuKernelSuffix(CpuKernelSet kernel) {
+  switch (kernel) {
+  case CpuKernelSet::Forward:
+    return "_fwd";
+  case CpuKernelSet::QueryGrad:
+    return "_bwd_dq";
+  case CpuKernelSet::KeyGrad:
+    return "_bwd_dkdv";
+  case CpuKernelSet::All:
+    break;
+  }
+  return "";
+}
+
+void buildCpuLoweringPipeline(OpPassManager &pm, bool canonicalizeLlvm) {
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
   pm.addPass(createSCFToControlFlowPass());
@@ -45,7 +84,8 @@ void buildCpuLoweringPipeline(OpPassManager &pm) {
   pm.addPass(createConvertControlFlowToLLVMPass());
   pm.addPass(createConvertFuncToLLVMPass());
   pm.addPass(createReconcileUnrealizedCastsPass());
-  pm.addPass(createCanonicalizerPass());
+  if (canonicalizeLlvm)
+    pm.addPass(createCanonicalizerPass());
 }
 
 void buildCpuPipeline(OpPassManager &pm, CpuKernelOptions options) {
@@ -53,6 +93,8 @@ void buildCpuPipeline(OpPassManager &pm, CpuKernelOptions options) {
   pm.addPass(mlir::attn::createAttnLegalize());
   pm.addPass(mlir::attn::createAttnDeriveBackward(
       mlir::attn::AttnDeriveBackwardOptions{options.queryTile, options.keyTile}));
+  if (options.kernels != CpuKernelSet::All)
+    pm.addPass(std::make_unique<KeepCpuKernelPass>(options.kernels));
   pm.addPass(mlir::attn::createAttnTile(
       mlir::attn::AttnTileOptions{options.queryTile, options.keyTile}));
   mlir::attn::AttnLowerTilesCpuOptions tileOptions;
@@ -60,7 +102,7 @@ void buildCpuPipeline(OpPassManager &pm, CpuKernelOptions options) {
   tileOptions.vectorRegisters = options.registers;
   pm.addPass(mlir::attn::createAttnLowerTilesCpu(tileOptions));
   pm.addPass(mlir::attn::createAttnCpuFastMath());
-  buildCpuLoweringPipeline(pm);
+  buildCpuLoweringPipeline(pm, options.canonicalizeLlvm);
 }
 
 void registerCpuDialects(DialectRegistry &registry) {
@@ -78,6 +120,6 @@ void registerCpuPipelines() {
                              "tile, lower",
                              [](OpPassManager &pm) { buildCpuPipeline(pm); });
   PassPipelineRegistration<>("attn-cpu-lower", "tiled kernels to LLVM dialect",
-                             buildCpuLoweringPipeline);
+                             [](OpPassManager &pm) { buildCpuLoweringPipeline(pm); });
 }
 } // namespace attn::codegen

@@ -8,6 +8,10 @@ class DialectRegistry;
 } // namespace mlir
 
 namespace attn::codegen {
+/// Which of a variant's kernels a pipeline keeps: all three, or one (the JIT compiles each
+/// kernel as a module of its own, the forward first and the backward on first use).
+enum class CpuKernelSet { All, Forward, QueryGrad, KeyGrad };
+
 /// What the CPU kernels are built for: the host's vector unit (the tile lowering sizes its
 /// register blocks by it) and the tile sizes (the runtime launches one call per tile).
 struct CpuKernelOptions {
@@ -15,13 +19,20 @@ struct CpuKernelOptions {
   long registers = 32; // vector registers (AVX-512: 32, AVX2: 16)
   long queryTile = 32; // rows per query tile
   long keyTile = 64;   // keys per key/value block
+  CpuKernelSet kernels = CpuKernelSet::All;
+  /// A last canonicalization of the LLVM dialect. The JIT skips it: LLVM's own passes do the
+  /// same folding, and it cost ~7 ms per variant.
+  bool canonicalizeLlvm = true;
 };
 
-/// attn-legalize, attn-derive-backward, attn-tile, attn-lower-tiles-cpu, attn-cpu-fast-math,
-/// then the lowering to LLVM dialect.
+/// The suffix of a kernel's function name (`attention_fwd`, `attention_bwd_dq`, ...).
+const char *cpuKernelSuffix(CpuKernelSet kernel);
+
+/// attn-legalize, attn-derive-backward, (the kernels not asked for dropped), attn-tile,
+/// attn-lower-tiles-cpu, attn-cpu-fast-math, then the lowering to LLVM dialect.
 void buildCpuPipeline(mlir::OpPassManager &pm, CpuKernelOptions options = {});
 /// The lowering part alone (vector/scf/memref/math/arith/func -> LLVM dialect).
-void buildCpuLoweringPipeline(mlir::OpPassManager &pm);
+void buildCpuLoweringPipeline(mlir::OpPassManager &pm, bool canonicalizeLlvm = true);
 /// Dialects and translation interfaces the pipeline and the JIT need.
 void registerCpuDialects(mlir::DialectRegistry &registry);
 /// Registers `attn-cpu-pipeline` and `attn-cpu-lower` as named pipelines for attn-opt.

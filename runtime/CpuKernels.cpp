@@ -1,5 +1,7 @@
 // The CPU JIT: variant -> canonical attn IR -> (runtime::Jit: disk cache or compile) ->
-// tiled kernels -> LLVM -> relocatable object -> loaded through ORC, once per process.
+// tiled kernels -> LLVM -> relocatable object -> loaded through ORC, once per process. Each
+// of the three kernels is an artifact of its own: the forward is compiled when the variant is
+// asked for, dQ and dK/dV (in parallel) when the backward is first used.
 #include "runtime/CpuKernels.h"
 
 #include "codegen/CpuPipeline.h"
@@ -12,6 +14,8 @@
 #include "mlir/ExecutionEngine/OptUtils.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
+#include "mlir/IR/Verifier.h"
+#include "mlir/Parser/Parser.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Target/LLVMIR/Export.h"
 #include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
@@ -23,9 +27,12 @@
 #include "llvm/Support/raw_ostream.h"
 #include "llvm/Target/TargetMachine.h"
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <cstdio>
+#include <future>
+#include <mutex>
 #include <sstream>
 
 namespace attn::runtime {
@@ -80,61 +87,6 @@ std::pair<int64_t, int64_t> cpuTileSizes() {
   return tiles;
 }
 
-class JitCpuKernels final : public CpuKernels {
-public:
-  JitCpuKernels(std::shared_ptr<const LoadedCpuObject> object, bool rowWise, double millis)
-      : object_(std::move(object)), rowWise_(rowWise), compileMillis_(millis),
-        tiles_(cpuTileSizes()) {
-    forward_ = reinterpret_cast<ForwardFn>(lookup("attention_fwd"));
-    queryGrad_ = reinterpret_cast<QueryGradFn>(lookup("attention_bwd_dq"));
-    keyGrad_ = reinterpret_cast<KeyGradFn>(lookup("attention_bwd_dkdv"));
-  }
-
-  int64_t queryTile() const override { return tiles_.first; }
-  int64_t keyTile() const override { return tiles_.second; }
-  bool rowWise() const override { return rowWise_; }
-  double compileMillis() const override { return compileMillis_; }
-
-  void forwardTile(const View4 &q, const View4 &k, const View4 &v, const View4 &o, const View3 &lse,
-                   int64_t batch, int64_t head, int64_t queryStart) const override {
-    D4 dq = describe(q), dk = describe(k), dv = describe(v), dout = describe(o);
-    D3 dlse = describe(lse);
-    forward_(&dq, &dk, &dv, &dout, &dlse, batch, head, queryStart);
-  }
-
-  void backwardQueryTile(const View4 &q, const View4 &k, const View4 &v, const View4 &gradOut,
-                         const View3 &lse, const View3 &delta, const View4 &gradQuery,
-                         int64_t batch, int64_t head, int64_t queryStart) const override {
-    D4 dq = describe(q), dk = describe(k), dv = describe(v), ddo = describe(gradOut),
-       dgq = describe(gradQuery);
-    D3 dlse = describe(lse), ddelta = describe(delta);
-    queryGrad_(&dq, &dk, &dv, &ddo, &dlse, &ddelta, &dgq, batch, head, queryStart);
-  }
-
-  void backwardKeyTile(const View4 &q, const View4 &k, const View4 &v, const View4 &gradOut,
-                       const View3 &lse, const View3 &delta, const View4 &gradKey,
-                       const View4 &gradValue, int64_t batch, int64_t kvHead,
-                       int64_t keyStart) const override {
-    D4 dq = describe(q), dk = describe(k), dv = describe(v), ddo = describe(gradOut),
-       dgk = describe(gradKey), dgv = describe(gradValue);
-    D3 dlse = describe(lse), ddelta = describe(delta);
-    keyGrad_(&dq, &dk, &dv, &ddo, &dlse, &ddelta, &dgk, &dgv, batch, kvHead, keyStart);
-  }
-
-private:
-  void *lookup(const std::string &kernel) const {
-    return object_->lookup("_mlir_ciface_" + kernel);
-  }
-
-  std::shared_ptr<const LoadedCpuObject> object_;
-  bool rowWise_;
-  double compileMillis_;
-  std::pair<int64_t, int64_t> tiles_;
-  ForwardFn forward_ = nullptr;
-  QueryGradFn queryGrad_ = nullptr;
-  KeyGradFn keyGrad_ = nullptr;
-};
-
 void writeFile(const std::string &path, llvm::function_ref<void(llvm::raw_ostream &)> write) {
   std::error_code error;
   llvm::raw_fd_ostream file(path, error, llvm::sys::fs::OF_Text);
@@ -172,36 +124,41 @@ codegen::CpuKernelOptions hostKernelOptions() {
   options.registers = lanes == 16 ? 32 : 16;
   options.queryTile = cpuTileSizes().first;
   options.keyTile = cpuTileSizes().second;
+  options.canonicalizeLlvm = false;
   return options;
 }
 
-/// LLVM's O2 function pipeline without its loop and SLP vectorizers and without loop
-/// unrolling: the kernels arrive vectorized and register-blocked, and unrolling their
-/// constant-trip loops (packing squares, row loops of 128-row tiles) multiplied the code, and
-/// the JIT's compile time, for no measured speed.
+/// The LLVM function passes the JIT runs. The kernels arrive from MLIR vectorized,
+/// register-blocked and canonicalized, so what is left to do is promoting the descriptors'
+/// and row states' stack slots, folding the address arithmetic of the unrolled blocks, and
+/// hoisting loop invariants; O2's remaining ~80 passes (loop rotation, induction-variable
+/// rewriting, inlining, IPSCCP, unrolling, the vectorizers, ...) cost 190 ms per variant and
+/// measured no faster code (attn-bench-compile --speed). Part of the cache key.
+constexpr const char *kLlvmPipeline =
+    "function(sroa,early-cse<memssa>,instcombine,simplifycfg,loop-mssa(licm),gvn,simplifycfg)";
+
 void optimizeKernels(llvm::Module &module, llvm::TargetMachine &machine) {
-  llvm::PipelineTuningOptions tuning;
-  tuning.LoopUnrolling = false;
-  tuning.LoopVectorization = false;
-  tuning.SLPVectorization = false;
-  tuning.LoopInterleaving = false;
   llvm::LoopAnalysisManager loops;
   llvm::FunctionAnalysisManager functions;
   llvm::CGSCCAnalysisManager cgscc;
   llvm::ModuleAnalysisManager modules;
-  llvm::PassBuilder builder(&machine, tuning);
+  llvm::PassBuilder builder(&machine);
   builder.registerModuleAnalyses(modules);
   builder.registerCGSCCAnalyses(cgscc);
   builder.registerFunctionAnalyses(functions);
   builder.registerLoopAnalyses(loops);
   builder.crossRegisterProxies(loops, functions, cgscc, modules);
-  llvm::ModulePassManager pipeline =
-      builder.buildPerModuleDefaultPipeline(llvm::OptimizationLevel::O2);
+  llvm::ModulePassManager pipeline;
+  if (llvm::Error error = builder.parsePassPipeline(pipeline, kLlvmPipeline))
+    throw CompileError("the JIT's LLVM pipeline does not parse: " +
+                       llvm::toString(std::move(error)));
   pipeline.run(module, modules);
 }
 
-/// attn IR (canonical) -> tiled kernels -> LLVM dialect -> optimized LLVM IR -> ELF object.
-std::string compileObject(mlir::ModuleOp module, const std::string &label,
+using codegen::CpuKernelSet;
+
+/// attn IR (canonical) -> one tiled kernel -> LLVM dialect -> optimized LLVM IR -> ELF object.
+std::string compileObject(mlir::ModuleOp module, CpuKernelSet kernel, const std::string &label,
                           const std::string &dumpFolder) {
   mlir::MLIRContext &context = *module.getContext();
   DiagnosticCollector diagnostics(context);
@@ -212,15 +169,23 @@ std::string compileObject(mlir::ModuleOp module, const std::string &label,
                                   /*printModuleScope=*/true,
                                   /*printAfterOnlyOnChange=*/true,
                                   /*printAfterOnlyOnFailure=*/false, dumpFolder + "/cpu-stages");
-  const codegen::CpuKernelOptions kernelOptions = hostKernelOptions();
+  else
+    // Verifying the whole module after each of the ~20 passes was a third of the MLIR time;
+    // it is verified once at the end instead (and after every pass when dumping).
+    pm.enableVerifier(false);
+  codegen::CpuKernelOptions kernelOptions = hostKernelOptions();
+  kernelOptions.kernels = kernel;
   codegen::buildCpuPipeline(pm, kernelOptions);
   using Clock = std::chrono::steady_clock;
   auto millisSince = [](Clock::time_point from) {
-    return std::to_string(std::chrono::duration<double, std::milli>(Clock::now() - from).count());
+    char text[32];
+    std::snprintf(text, sizeof text, "%.1f",
+                  std::chrono::duration<double, std::milli>(Clock::now() - from).count());
+    return std::string(text);
   };
   Clock::time_point phase = Clock::now();
   std::string phases;
-  if (mlir::failed(pm.run(module)))
+  if (mlir::failed(pm.run(module)) || mlir::failed(mlir::verify(module)))
     throw CompileError("compiling attention " + label + " failed:\n" + diagnostics.text());
 
   llvm::LLVMContext llvmContext;
@@ -269,6 +234,149 @@ std::string describe(const VariantSpec &spec) {
   return label.str();
 }
 
+/// Everything one variant's kernels are compiled from; kept by the loaded kernels so that the
+/// backward can be compiled when it is first asked for.
+struct KernelSource {
+  std::string canonicalIr; ///< generic print of the canonical attn IR (the key text)
+  std::string target;
+  std::string options; ///< pipeline options, without the kernel
+  std::string label;
+};
+
+/// The artifact of one kernel: from the disk cache, or compiled from `module` (parsed from
+/// the canonical IR when null, in a context of this call's own: backward kernels compile on
+/// two threads at once).
+std::shared_ptr<const LoadedCpuObject> obtainKernel(const KernelSource &source,
+                                                     CpuKernelSet kernel,
+                                                     mlir::ModuleOp module = nullptr) {
+  const std::string suffix = codegen::cpuKernelSuffix(kernel);
+  ArtifactRequest request;
+  request.canonicalIr = source.canonicalIr;
+  request.target = source.target;
+  request.options = source.options + " kernel=" + suffix.substr(1);
+  request.label = source.label + " " + suffix.substr(1);
+  std::string object = Jit::instance().artifact(request, [&](const std::string &dumpFolder) {
+    if (module) {
+      if (!dumpFolder.empty())
+        writeFile(dumpFolder + "/attn-canonical.mlir",
+                  [&](llvm::raw_ostream &os) { module.print(os); });
+      return compileObject(module, kernel, request.label, dumpFolder);
+    }
+    mlir::DialectRegistry registry;
+    codegen::registerCpuDialects(registry);
+    mlir::MLIRContext context(registry, mlir::MLIRContext::Threading::DISABLED);
+    DiagnosticCollector diagnostics(context);
+    mlir::OwningOpRef<mlir::ModuleOp> parsed =
+        mlir::parseSourceString<mlir::ModuleOp>(source.canonicalIr, &context);
+    if (!parsed)
+      throw CompileError("re-reading the canonical IR of " + source.label + " failed:\n" +
+                         diagnostics.text());
+    if (!dumpFolder.empty())
+      writeFile(dumpFolder + "/attn-canonical.mlir",
+                [&](llvm::raw_ostream &os) { parsed->print(os); });
+    return compileObject(*parsed, kernel, request.label, dumpFolder);
+  });
+  return loadCpuObject(object, request.label);
+}
+
+double millisBetween(std::chrono::steady_clock::time_point from,
+                     std::chrono::steady_clock::time_point to) {
+  return std::chrono::duration<double, std::milli>(to - from).count();
+}
+
+class JitCpuKernels final : public CpuKernels {
+public:
+  JitCpuKernels(std::shared_ptr<const LoadedCpuObject> forward, KernelSource source,
+                bool rowWise, double millis)
+      : forwardObject_(std::move(forward)), source_(std::move(source)), rowWise_(rowWise),
+        compileMillis_(millis), tiles_(cpuTileSizes()) {
+    forward_ = reinterpret_cast<ForwardFn>(forwardObject_->lookup("_mlir_ciface_attention_fwd"));
+  }
+
+  int64_t queryTile() const override { return tiles_.first; }
+  int64_t keyTile() const override { return tiles_.second; }
+  bool rowWise() const override { return rowWise_; }
+  double compileMillis() const override { return compileMillis_; }
+  void prepareBackward() const override { backward(); }
+
+  void forwardTile(const View4 &q, const View4 &k, const View4 &v, const View4 &o, const View3 &lse,
+                   int64_t batch, int64_t head, int64_t queryStart) const override {
+    D4 dq = describe(q), dk = describe(k), dv = describe(v), dout = describe(o);
+    D3 dlse = describe(lse);
+    forward_(&dq, &dk, &dv, &dout, &dlse, batch, head, queryStart);
+  }
+
+  void backwardQueryTile(const View4 &q, const View4 &k, const View4 &v, const View4 &gradOut,
+                         const View3 &lse, const View3 &delta, const View4 &gradQuery,
+                         int64_t batch, int64_t head, int64_t queryStart) const override {
+    D4 dq = describe(q), dk = describe(k), dv = describe(v), ddo = describe(gradOut),
+       dgq = describe(gradQuery);
+    D3 dlse = describe(lse), ddelta = describe(delta);
+    backward().queryGrad(&dq, &dk, &dv, &ddo, &dlse, &ddelta, &dgq, batch, head, queryStart);
+  }
+
+  void backwardKeyTile(const View4 &q, const View4 &k, const View4 &v, const View4 &gradOut,
+                       const View3 &lse, const View3 &delta, const View4 &gradKey,
+                       const View4 &gradValue, int64_t batch, int64_t kvHead,
+                       int64_t keyStart) const override {
+    D4 dq = describe(q), dk = describe(k), dv = describe(v), ddo = describe(gradOut),
+       dgk = describe(gradKey), dgv = describe(gradValue);
+    D3 dlse = describe(lse), ddelta = describe(delta);
+    backward().keyGrad(&dq, &dk, &dv, &ddo, &dlse, &ddelta, &dgk, &dgv, batch, kvHead,
+                       keyStart);
+  }
+
+private:
+  struct Backward {
+    std::shared_ptr<const LoadedCpuObject> queryObject, keyObject;
+    QueryGradFn queryGrad = nullptr;
+    KeyGradFn keyGrad = nullptr;
+  };
+
+  /// The backward kernels, obtained on first use: dQ on this thread and dK/dV on another
+  /// (each from the disk cache or the compiler), so that the two compile in parallel.
+  const Backward &backward() const {
+    if (const Backward *ready = backward_.load(std::memory_order_acquire))
+      return *ready;
+    std::lock_guard<std::mutex> lock(backwardMutex_);
+    if (const Backward *ready = backward_.load(std::memory_order_relaxed))
+      return *ready;
+    auto start = std::chrono::steady_clock::now();
+    auto made = std::make_unique<Backward>();
+    std::future<std::shared_ptr<const LoadedCpuObject>> keyObject =
+        std::async(std::launch::async, [this] {
+          return obtainKernel(source_, CpuKernelSet::KeyGrad);
+        });
+    try {
+      made->queryObject = obtainKernel(source_, CpuKernelSet::QueryGrad);
+    } catch (...) {
+      keyObject.wait();
+      throw;
+    }
+    made->keyObject = keyObject.get();
+    made->queryGrad = reinterpret_cast<QueryGradFn>(
+        made->queryObject->lookup("_mlir_ciface_attention_bwd_dq"));
+    made->keyGrad = reinterpret_cast<KeyGradFn>(
+        made->keyObject->lookup("_mlir_ciface_attention_bwd_dkdv"));
+    log(LogLevel::Debug, source_.label + ": backward kernels in " +
+                             std::to_string(millisBetween(start, std::chrono::steady_clock::now())) +
+                             " ms");
+    backwardStorage_ = std::move(made);
+    backward_.store(backwardStorage_.get(), std::memory_order_release);
+    return *backwardStorage_;
+  }
+
+  std::shared_ptr<const LoadedCpuObject> forwardObject_;
+  KernelSource source_;
+  bool rowWise_;
+  double compileMillis_;
+  std::pair<int64_t, int64_t> tiles_;
+  ForwardFn forward_ = nullptr;
+  mutable std::mutex backwardMutex_;
+  mutable std::unique_ptr<Backward> backwardStorage_;
+  mutable std::atomic<const Backward *> backward_{nullptr};
+};
+
 std::shared_ptr<const CpuKernels> build(const VariantSpec &spec) {
   auto start = std::chrono::steady_clock::now();
   mlir::DialectRegistry registry;
@@ -277,37 +385,27 @@ std::shared_ptr<const CpuKernels> build(const VariantSpec &spec) {
 
   // The disk key hashes the canonical IR, so spellings of one variant share an entry.
   CanonicalVariant variant = buildCanonicalVariant(spec, context);
-  mlir::OwningOpRef<mlir::ModuleOp> &module = variant.module;
-  const bool rowWise = variant.rowWise;
-
-  ArtifactRequest request;
-  request.canonicalIr = std::move(variant.keyText);
-  request.target = hostTargetDescription();
+  KernelSource source;
+  source.canonicalIr = std::move(variant.keyText);
+  source.target = hostTargetDescription();
   std::ostringstream options;
   const codegen::CpuKernelOptions kernelOptions = hostKernelOptions();
   options << "cpu-object O3 pic tile-ir query-tile=" << kernelOptions.queryTile
-          << " key-tile=" << kernelOptions.keyTile << " lanes=" << kernelOptions.lanes;
-  request.options = options.str();
-  request.label = describe(spec);
+          << " key-tile=" << kernelOptions.keyTile << " lanes=" << kernelOptions.lanes
+          << " llvm=" << kLlvmPipeline;
+  source.options = options.str();
+  source.label = describe(spec);
 
   auto prepared = std::chrono::steady_clock::now();
-  std::string object = Jit::instance().artifact(request, [&](const std::string &dumpFolder) {
-    if (!dumpFolder.empty())
-      writeFile(dumpFolder + "/attn-canonical.mlir",
-                [&](llvm::raw_ostream &os) { module->print(os); });
-    return compileObject(*module, request.label, dumpFolder);
-  });
-  auto obtained = std::chrono::steady_clock::now();
-  std::shared_ptr<const LoadedCpuObject> loaded = loadCpuObject(object, request.label);
-  auto millisBetween = [](auto from, auto to) {
-    return std::to_string(std::chrono::duration<double, std::milli>(to - from).count());
-  };
-  log(LogLevel::Debug, request.label + ": canonical IR and key " + millisBetween(start, prepared) +
-                           " ms, object " + millisBetween(prepared, obtained) + " ms, load " +
-                           millisBetween(obtained, std::chrono::steady_clock::now()) + " ms");
-  double millis =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-  return std::make_shared<JitCpuKernels>(std::move(loaded), rowWise, millis);
+  std::shared_ptr<const LoadedCpuObject> forward =
+      obtainKernel(source, CpuKernelSet::Forward, *variant.module);
+  auto done = std::chrono::steady_clock::now();
+  log(LogLevel::Debug, source.label + ": canonical IR and key " +
+                           std::to_string(millisBetween(start, prepared)) +
+                           " ms, forward kernel " + std::to_string(millisBetween(prepared, done)) +
+                           " ms");
+  return std::make_shared<JitCpuKernels>(std::move(forward), std::move(source), variant.rowWise,
+                                         millisBetween(start, done));
 }
 } // namespace
 

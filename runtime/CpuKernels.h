@@ -56,9 +56,14 @@ public:
   virtual int64_t keyTile() const = 0;
   /// Row-wise normalizers (softmax) need `lse` from the forward and `delta` in the backward.
   virtual bool rowWise() const = 0;
-  /// Milliseconds this variant took to become callable: IR, then the disk cache or the
-  /// compiler, then loading. 0-ish on later calls is not reported: those hit memory.
+  /// Milliseconds this variant's forward took to become callable: IR, then the disk cache or
+  /// the compiler, then loading. 0-ish on later calls is not reported: those hit memory.
   virtual double compileMillis() const = 0;
+  /// The backward kernels (dQ, dK/dV) are compiled, or read from the disk cache, on first
+  /// use, not with the forward: an inference process never pays for them. This does it now
+  /// if not yet done; thread-safe, once however many threads ask; throws CompileError (a
+  /// failed attempt is retried by the next call). The backward tiles call it themselves.
+  virtual void prepareBackward() const = 0;
 
   virtual void forwardTile(const View4 &q, const View4 &k, const View4 &v, const View4 &o,
                            const View3 &lse, int64_t batch, int64_t head,

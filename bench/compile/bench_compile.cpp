@@ -1,6 +1,7 @@
 // Compile-time benchmark (not a test): for each variant, how long until its kernels are
-// callable — cold (compile into an empty disk cache), warm (a new process reading the disk
-// cache), and a memory hit (the same process asking again). Each measurement of the first two
+// callable — cold (compile into an empty disk cache; the forward alone, then with the
+// backward), warm (a new process reading the disk cache), and a memory hit (the same process
+// asking again). `--speed` instead times the generated code (one thread, S=4096, D=64). Each measurement of the first two
 // runs in a fresh child process of this binary, so nothing is shared but the cache directory.
 #include "codegen/CpuPipeline.h"
 #include "codegen/GpuCompiler.h"
@@ -31,9 +32,14 @@ std::string readFile(const std::string &path) {
   return text.str();
 }
 
-/// In the child: time to callable kernels, then the median memory-hit latency.
+/// In the child: time to a callable forward, then to callable backward kernels (compiled on
+/// first use), then the median memory-hit latency.
 int measureInChild(const VariantSpec &spec) {
   auto kernels = attn::runtime::getCpuKernels(spec);
+  auto start = std::chrono::steady_clock::now();
+  kernels->prepareBackward();
+  const double backwardMillis =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   constexpr int kCalls = 200000;
   std::vector<double> perCallNs;
   for (int batch = 0; batch < 7; ++batch) {
@@ -45,7 +51,8 @@ int measureInChild(const VariantSpec &spec) {
         kCalls);
   }
   std::sort(perCallNs.begin(), perCallNs.end());
-  std::printf("%.3f %.1f\n", kernels->compileMillis(), perCallNs[perCallNs.size() / 2]);
+  std::printf("%.3f %.3f %.1f\n", kernels->compileMillis(),
+              kernels->compileMillis() + backwardMillis, perCallNs[perCallNs.size() / 2]);
   return 0;
 }
 
@@ -71,7 +78,7 @@ double ptxCompileMillis(const VariantSpec &spec) {
 }
 
 struct ChildResult {
-  double millis = -1, hitNs = -1;
+  double forwardMillis = -1, millis = -1, hitNs = -1;
 };
 
 ChildResult runChild(const char *self, const std::string &cacheDirectory, int index) {
@@ -97,7 +104,7 @@ ChildResult runChild(const char *self, const std::string &cacheDirectory, int in
   waitpid(pid, &status, 0);
   ChildResult result;
   if (got > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0)
-    std::sscanf(buffer, "%lf %lf", &result.millis, &result.hitNs);
+    std::sscanf(buffer, "%lf %lf %lf", &result.forwardMillis, &result.millis, &result.hitNs);
   return result;
 }
 
@@ -134,22 +141,99 @@ double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   return values[values.size() / 2];
 }
+
+/// --speed: the generated code's speed on one thread (B=1, H=2, S=4096, D=64), fastest of
+/// several runs, so that a cheaper compile pipeline can be checked against a slower code.
+int measureSpeed() {
+  const int64_t heads = 2, length = 4096, dim = 64;
+  std::vector<float> q(heads * length * dim), k(q.size()), v(q.size()), o(q.size()), dout(q.size()),
+      dq(q.size()), dk(q.size()), dv(q.size()), lse(heads * length), delta(heads * length, 0.5f);
+  uint32_t state = 12345;
+  auto next = [&] {
+    state = state * 1664525u + 1013904223u;
+    return static_cast<float>(state >> 8) / 16777216.0f - 0.5f;
+  };
+  for (std::vector<float> *tensor : {&q, &k, &v, &dout})
+    for (float &value : *tensor)
+      value = next();
+  auto view4 = [&](std::vector<float> &data) {
+    attn::runtime::View4 view;
+    view.data = data.data();
+    const int64_t sizes[4] = {1, heads, length, dim}, strides[4] = {heads * length * dim,
+                                                                    length * dim, dim, 1};
+    std::copy(sizes, sizes + 4, view.sizes);
+    std::copy(strides, strides + 4, view.strides);
+    return view;
+  };
+  auto view3 = [&](std::vector<float> &data) {
+    attn::runtime::View3 view;
+    view.data = data.data();
+    const int64_t sizes[3] = {1, heads, length}, strides[3] = {heads * length, length, 1};
+    std::copy(sizes, sizes + 3, view.sizes);
+    std::copy(strides, strides + 3, view.strides);
+    return view;
+  };
+  for (const char *variant : {"softmax", "sigmoid"}) {
+    VariantSpec spec;
+    spec.variant = variant;
+    spec.headDim = spec.valueHeadDim = dim;
+    auto kernels = attn::runtime::getCpuKernels(spec);
+    auto time = [](auto &&body) {
+      auto start = std::chrono::steady_clock::now();
+      body();
+      return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+          .count();
+    };
+    std::vector<double> forward, backward;
+    for (int rep = 0; rep < 9; ++rep) {
+      forward.push_back(time([&] {
+        for (int64_t head = 0; head < heads; ++head)
+          for (int64_t start = 0; start < length; start += kernels->queryTile())
+            kernels->forwardTile(view4(q), view4(k), view4(v), view4(o), view3(lse), 0, head,
+                                 start);
+      }));
+      if (rep % 3 == 0)
+        backward.push_back(time([&] {
+          for (int64_t head = 0; head < heads; ++head) {
+            for (int64_t start = 0; start < length; start += kernels->queryTile())
+              kernels->backwardQueryTile(view4(q), view4(k), view4(v), view4(dout), view3(lse),
+                                         view3(delta), view4(dq), 0, head, start);
+            for (int64_t start = 0; start < length; start += kernels->keyTile())
+              kernels->backwardKeyTile(view4(q), view4(k), view4(v), view4(dout), view3(lse),
+                                       view3(delta), view4(dk), view4(dv), 0, head, start);
+          }
+        }));
+    }
+    const double flops = 4.0 * heads * length * length * dim;
+    double fwd = *std::min_element(forward.begin(), forward.end());
+    double bwd = *std::min_element(backward.begin(), backward.end());
+    std::printf("%s D=%lld S=%lld 1 thread: forward %.2f ms (%.1f GFLOP/s), backward %.2f ms "
+                "(%.1f GFLOP/s)\n",
+                variant, static_cast<long long>(dim), static_cast<long long>(length), fwd,
+                flops / fwd / 1e6, bwd, 2.5 * flops / bwd / 1e6);
+  }
+  return 0;
+}
 } // namespace
 
 int main(int argc, char **argv) {
   std::vector<Case> all = cases();
   if (argc == 2 && std::string(argv[1]).rfind("--child=", 0) == 0)
     return measureInChild(all.at(std::stoul(std::string(argv[1]).substr(8))).spec);
+  if (argc == 2 && std::string(argv[1]) == "--speed")
+    return measureSpeed();
 
   char directoryTemplate[] = "/tmp/attn-bench-compile-XXXXXX";
   if (!mkdtemp(directoryTemplate))
     return 1;
-  std::printf("CPU kernels (forward + dQ + dK/dV), time until callable; medians of 3 fresh "
-              "processes each\n\n");
-  std::printf("| variant | CPU cold compile ms | CPU disk hit ms | memory hit µs | IR -> PTX ms "
-              "(sm_90a, bf16, fwd+bwd) |\n|---|---:|---:|---:|---:|\n");
+  std::printf("CPU kernels, time until callable: the forward (compiled when the variant is asked "
+              "for), and forward + dQ + dK/dV (the backward compiled on first use, dQ and dK/dV "
+              "in parallel); medians of 3 fresh processes each\n\n");
+  std::printf("| variant | CPU cold forward ms | CPU cold fwd + dQ + dK/dV ms | CPU disk hit "
+              "(all three) ms | memory hit µs | IR -> PTX ms (sm_90a, bf16, fwd+bwd) |\n"
+              "|---|---:|---:|---:|---:|---:|\n");
   for (size_t index = 0; index < all.size(); ++index) {
-    std::vector<double> cold, warm, hit, ptx;
+    std::vector<double> coldForward, cold, warm, hit, ptx;
     for (int rep = 0; rep < 3; ++rep) {
       std::string directory =
           std::string(directoryTemplate) + "/" + std::to_string(index) + "-" + std::to_string(rep);
@@ -159,6 +243,7 @@ int main(int argc, char **argv) {
         std::fprintf(stderr, "%s: a child failed\n", all[index].label.c_str());
         return 1;
       }
+      coldForward.push_back(first.forwardMillis);
       cold.push_back(first.millis);
       warm.push_back(second.millis);
       hit.push_back(second.hitNs);
@@ -169,8 +254,9 @@ int main(int argc, char **argv) {
         ptx.push_back(-1);
       }
     }
-    std::printf("| %s | %.1f | %.2f | %.3f | %.1f |\n", all[index].label.c_str(), median(cold),
-                median(warm), median(hit) / 1000.0, median(ptx));
+    std::printf("| %s | %.1f | %.1f | %.2f | %.3f | %.1f |\n", all[index].label.c_str(),
+                median(coldForward), median(cold), median(warm), median(hit) / 1000.0,
+                median(ptx));
     if (median(ptx) < 0)
       std::printf("  (the GPU backend rejects this variant; see stderr)\n");
     std::fflush(stdout);

@@ -7,9 +7,15 @@
 namespace attn::torchop {
 namespace {
 
-std::shared_ptr<const runtime::CpuKernels> loadKernels(const runtime::VariantSpec &spec) {
+std::shared_ptr<const runtime::CpuKernels> loadKernels(const runtime::VariantSpec &spec,
+                                                       bool backward = false) {
   try {
-    return runtime::getCpuKernels(spec);
+    std::shared_ptr<const runtime::CpuKernels> kernels = runtime::getCpuKernels(spec);
+    // The backward kernels compile on first use: here, so that a failure is a TORCH_CHECK
+    // rather than an exception inside the parallel tiles.
+    if (backward)
+      kernels->prepareBackward();
+    return kernels;
   } catch (const runtime::CompileError &error) {
     TORCH_CHECK(false, error.what());
   }
@@ -85,7 +91,7 @@ AttentionGradients cpuAttentionBackward(const runtime::VariantSpec &spec, const 
                                         const at::Tensor &k, const at::Tensor &v,
                                         const at::Tensor &out, const at::Tensor &lse,
                                         const at::Tensor &gradOut) {
-  std::shared_ptr<const runtime::CpuKernels> kernels = loadKernels(spec);
+  std::shared_ptr<const runtime::CpuKernels> kernels = loadKernels(spec, /*backward=*/true);
   const at::TensorOptions floatOptions = q.options().dtype(at::kFloat);
   if (hasNoKeysOrQueries(q, k)) {
     return {at::zeros(q.sizes(), floatOptions), at::zeros(k.sizes(), floatOptions),

@@ -85,6 +85,43 @@ TEST_F(JitInProcess, SixteenThreadsAskingForOneKeyCompileOnce) {
   EXPECT_GE(Jit::instance().statistics().memoryHits - after.memoryHits, 1u);
 }
 
+TEST_F(JitInProcess, BackwardCompilesOnFirstUseOnceAcrossThreads) {
+  // The forward is an artifact of its own; dQ and dK/dV follow on the first backward use,
+  // once however many threads ask at the same moment.
+  VariantSpec spec;
+  spec.variant = "relu(scale=0.0417)";
+  spec.headDim = spec.valueHeadDim = 16;
+  JitStatistics before = Jit::instance().statistics();
+  std::shared_ptr<const CpuKernels> kernels = getCpuKernels(spec);
+  EXPECT_EQ(Jit::instance().statistics().compiles - before.compiles, 1u) << "forward only";
+  EXPECT_EQ(entries(directory, ".kernel").size(), 1u);
+
+  std::atomic<int> ready{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i)
+    threads.emplace_back([&] {
+      ready.fetch_add(1);
+      while (ready.load() < 8) {
+      }
+      kernels->prepareBackward();
+    });
+  for (std::thread &thread : threads)
+    thread.join();
+  EXPECT_EQ(Jit::instance().statistics().compiles - before.compiles, 3u)
+      << "the backward is two artifacts, compiled once";
+  EXPECT_EQ(entries(directory, ".kernel").size(), 3u);
+  kernels->prepareBackward();
+  EXPECT_EQ(Jit::instance().statistics().compiles - before.compiles, 3u);
+
+  // A new process: all three from the disk, the backward still only when asked for.
+  test::ProcessResult second =
+      test::run(probe(directory.path(), {"--variant=relu(scale=0.0417)", "--head-dim=16"}));
+  ASSERT_EQ(second.exitCode, 0) << second.err;
+  test::ProbeCounts warm = test::parseProbe(second);
+  EXPECT_EQ(warm.compiles, 0);
+  EXPECT_EQ(warm.diskHits, 1);
+}
+
 TEST_F(JitInProcess, SpellingsOfOneVariantShareTheDiskEntry) {
   // The custom body canonicalizes to #attn.sigmoid<bias = -2.5>: same canonical IR, same key.
   VariantSpec builtin;
