@@ -38,6 +38,7 @@ void buildGpuKernelPipeline(OpPassManager &pm, const GpuCompileOptions &options,
   tileOptions.stages = tiles.stages;
   tileOptions.backwardWarps = tiles.backwardWarps;
   tileOptions.backwardKeyTile = tiles.backwardKeyTile;
+  tileOptions.keyValueQueryTile = tiles.keyValueQueryTile;
   tileOptions.wgmma = tiles.wgmma && options.target == GpuTarget::Sm90a;
   tileOptions.elementType = options.dtype;
   tileOptions.backward = options.backward;

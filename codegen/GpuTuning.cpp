@@ -32,16 +32,16 @@ struct TuningEntry {
   GpuTileConfig tiles;
 };
 
-// warps, keyTile, stages, backwardWarps, backwardKeyTile
+// warps, keyTile, stages, backwardWarps, backwardKeyTile, wgmma, keyValueQueryTile
 constexpr TuningEntry kTable[] = {
     // sm_80 (A100, 164 KB smem): 64-row query blocks; small heads afford a 3-stage pipeline.
     {GpuTarget::Sm80, 64, {4, 64, 3, 4, 32}},
-    {GpuTarget::Sm80, 128, {4, 64, 2, 4, 32}},
+    {GpuTarget::Sm80, 128, {4, 64, 2, 4, 32, false, 16}},
     // sm_90a (H100, 228 KB smem): 128-row query blocks halve the K/V traffic per query
     // (tiny heads keep 4 warps: their tiles do not split into 16-byte copies over 256 threads).
     {GpuTarget::Sm90a, 32, {4, 64, 3, 4, 32}},
     {GpuTarget::Sm90a, 64, {8, 64, 3, 4, 32}},
-    {GpuTarget::Sm90a, 128, {8, 64, 3, 4, 32}},
+    {GpuTarget::Sm90a, 128, {8, 64, 3, 4, 32, false, 16}},
 };
 
 /// Whether every tile (rows x head dim) splits into whole 16-byte copies per thread.

@@ -33,6 +33,9 @@ struct GpuTileConfig {
   /// sm_90a: the forward's S = Q K^T on warpgroup MMAs (wgmma) instead of mma.sync. Off in
   /// the table until it is validated on an H100 (test/gpu/ptx-numerics.py).
   bool wgmma = false;
+  /// Queries per streamed block of the dK/dV kernel; 0: backwardKeyTile. At D = 128 its 128
+  /// accumulator registers per thread leave no room for 32-query score tiles (ptxas spills).
+  int64_t keyValueQueryTile = 0;
 };
 
 /// The tuned tiles for a target and head dims; nullopt when the head dims are not supported

@@ -1,7 +1,7 @@
 // attn-derive-backward: emits the tiled backward kernels of each attn.attention from the same
 // tile ops as the forward. P is recomputed per tile from the LSE; nothing S x S is stored.
 //   dQ kernel, per (batch, query head, query tile), over key blocks:
-//     S = Q K^T -> score_mod (and its derivative) -> mask -> P -> dP = dO V^T -> dS
+//     S = Q K^T, dP = dO V^T -> score_mod (and its derivative) -> mask -> P -> dS
 //     dQ += dS K
 //   dK/dV kernel, per (batch, kv head, key tile), over the group's query heads and blocks:
 //     the same S, P, dP, dS, then dV += P^T dO, dK += dS^T Q (GQA summed without atomics)
@@ -48,25 +48,34 @@ struct BackwardTiles {
   /// pre-multiplies it, the dK/dV kernel needs it raw).
   void loadRowInputs(KernelEmitter &e, Value gradOutView, Value lseView, Value deltaView,
                      Value batch, Value head, Value rowStart, Value rows) {
+    TileLoadOp::create(e.b, e.loc, gradOutView, batch, head, rowStart, rows, gradOut, UnitAttr(), FloatAttr());
+    loadRowStatistics(e, lseView, deltaView, batch, head, rowStart, rows);
+  }
+  void loadRowStatistics(KernelEmitter &e, Value lseView, Value deltaView, Value batch,
+                         Value head, Value rowStart, Value rows) {
     OpBuilder &b = e.b;
-    TileLoadOp::create(b, e.loc, gradOutView, batch, head, rowStart, rows, gradOut, UnitAttr(), FloatAttr());
     if (e.rowWise) {
       TileLoadOp::create(b, e.loc, lseView, batch, head, rowStart, rows, lse, UnitAttr(), FloatAttr());
       TileLoadOp::create(b, e.loc, deltaView, batch, head, rowStart, rows, delta, UnitAttr(), FloatAttr());
     }
   }
 
-  /// S, P, dP and dS of one (query block, key block) pair; `alpha` multiplies Q K^T.
+  /// S, dP, P and dS of one (query block, key block) pair; `alpha` multiplies Q K^T.
   /// `rows` query rows and `keys` keys of the blocks are valid.
   void scoresAndGradients(KernelEmitter &e, Value batch, Value head, Value rowStart,
                           Value keyStart, Value rows, Value keys, Value queryLength,
-                          Value keyLength, Value keyLengthF32, float alpha) {
+                          Value keyLength, Value keyLengthF32, float alpha,
+                          function_ref<void()> loadStatistics = {}) {
     OpBuilder &b = e.b;
     Location loc = e.loc;
     auto product = TileMatmulOp::create(b, loc, queries, keysT, scores, rows, e.index(e.headDim),
                                         keys, Value(), UnitAttr(), UnitAttr(), FloatAttr());
     if (alpha != 1.0f)
       product.setAlphaAttr(b.getF32FloatAttr(alpha));
+    // dP = dO V^T before P: then each score's p and dS can be formed together from s and dp
+    // (a GPU keeps the three score tiles in registers; this order keeps two alive, not three).
+    TileMatmulOp::create(b, loc, gradOut, valuesT, grads, rows, e.index(e.valueHeadDim), keys,
+                         Value(), UnitAttr(), UnitAttr(), FloatAttr());
     e.scoreModTile(scores, rows, batch, head, rowStart, keyStart, modDerivative);
     Value needsMask = e.blockNeedsMask(rowStart, e.tiles.query, keyStart, e.tiles.key,
                                        queryLength, keyLength);
@@ -74,12 +83,12 @@ struct BackwardTiles {
       e.maskTile(scores, rowStart, keyStart, queryLength, keyLength);
       scf::YieldOp::create(b, loc);
     });
+    if (loadStatistics)
+      loadStatistics();
     auto probabilities =
         TileProbabilitiesOp::create(b, loc, scores, rows, lse, keyLengthF32, probs,
                                     e.normalizer);
     e.copyNormalizerBody(probabilities.getNormalizerBody());
-    TileMatmulOp::create(b, loc, gradOut, valuesT, grads, rows, e.index(e.valueHeadDim), keys,
-                         Value(), UnitAttr(), UnitAttr(), FloatAttr());
     auto gradient = TileScoreGradientOp::create(b, loc, scores, probs, grads, rows, delta,
                                                 modDerivative, keyLengthF32, e.normalizer);
     e.copyNormalizerBody(gradient.getNormalizerBody());
@@ -164,19 +173,33 @@ void emitKeyValueGradientKernel(KernelEmitter &e, Operation *anchor) {
   TileFillOp::create(b, loc, gradValueTile, b.getF32FloatAttr(0.0));
   auto [rowLo, rowHi] = e.queryRangeForKeys(keyStart, keyEnd, queryLength);
 
-  scf::ForOp::create(b, loc, zero, group, one, ValueRange{},
-                     [&](OpBuilder &, Location, Value member, ValueRange) {
-    Value head = arith::AddIOp::create(b, loc, arith::MulIOp::create(b, loc, kvHead, group),
-                                       member);
-    scf::ForOp::create(b, loc, rowLo, rowHi, e.index(tq), ValueRange{},
-                       [&](OpBuilder &, Location, Value rowStart, ValueRange) {
+  // One flat loop over (group member, query block) pairs: a target that streams the query
+  // blocks (the GPU's copy pipeline) runs one uniform pipeline for the whole group.
+  Value span = arith::MaxSIOp::create(b, loc, arith::SubIOp::create(b, loc, rowHi, rowLo), zero);
+  Value blocksPerHead = arith::DivSIOp::create(
+      b, loc, arith::AddIOp::create(b, loc, span, e.index(tq - 1)), e.index(tq));
+  Value blocks = arith::MulIOp::create(b, loc, blocksPerHead, group);
+  Value safeBlocksPerHead = arith::MaxSIOp::create(b, loc, blocksPerHead, one);
+  scf::ForOp::create(b, loc, zero, blocks, one, ValueRange{},
+                     [&](OpBuilder &, Location, Value n, ValueRange) {
+      Value member = arith::DivSIOp::create(b, loc, n, safeBlocksPerHead);
+      Value inHead = arith::RemSIOp::create(b, loc, n, safeBlocksPerHead);
+      Value head = arith::AddIOp::create(b, loc, arith::MulIOp::create(b, loc, kvHead, group),
+                                         member);
+      Value rowStart = arith::AddIOp::create(
+          b, loc, rowLo, arith::MulIOp::create(b, loc, inHead, e.index(tq)));
       Value rows = e.validCount(rowStart, queryLength, tq);
       // Raw q: dK needs it unscaled; the scores get the multiplier as the product's alpha.
       TileLoadOp::create(b, loc, q, batch, head, rowStart, rows, tiles.queries, UnitAttr(), FloatAttr());
-      tiles.loadRowInputs(e, gradOut, lse, delta, batch, head, rowStart, rows);
+      TileLoadOp::create(b, loc, gradOut, batch, head, rowStart, rows, tiles.gradOut,
+                         UnitAttr(), FloatAttr());
+      // The block's row statistics are read where they are used, after both products: a
+      // GPU holds them in registers and would carry them through the tensor-core work.
       tiles.scoresAndGradients(e, batch, head, rowStart, keyStart, rows, keys, queryLength,
-                               keyLength,
-                               keyLengthF32, e.queryMultiplier());
+                               keyLength, keyLengthF32, e.queryMultiplier(), [&] {
+                                 tiles.loadRowStatistics(e, lse, delta, batch, head, rowStart,
+                                                         rows);
+                               });
       auto valueUpdate =
           TileMatmulOp::create(b, loc, tiles.probs, tiles.gradOut, gradValueTile, keys, rows,
                                e.index(e.valueHeadDim), Value(), UnitAttr(), UnitAttr(),
@@ -189,8 +212,6 @@ void emitKeyValueGradientKernel(KernelEmitter &e, Operation *anchor) {
       keyUpdate.setTransposeLhs(true);
       keyUpdate.setAccumulate(true);
       scf::YieldOp::create(b, loc);
-    });
-    scf::YieldOp::create(b, loc);
   });
   TileStoreOp::create(b, loc, gradKeyTile, keys, gradKey, batch, kvHead, keyStart, Value(), FloatAttr())
       .setMultiplierAttr(b.getF32FloatAttr(e.scale));
@@ -239,7 +260,11 @@ struct AttnDeriveBackwardPass : impl::AttnDeriveBackwardBase<AttnDeriveBackwardP
       OpBuilder builder(op.getContext());
       KernelEmitter emitter(op, builder, TileSizes{queryTile, keyTile});
       emitQueryGradientKernel(emitter, anchor);
-      emitKeyValueGradientKernel(emitter, anchor);
+      // The dK/dV kernel may tile differently (a GPU puts keys on the warps there).
+      TileSizes keyValueTiles{keyValueQueryTile ? keyValueQueryTile : queryTile,
+                              keyValueKeyTile ? keyValueKeyTile : keyTile};
+      KernelEmitter keyValueEmitter(op, builder, keyValueTiles);
+      emitKeyValueGradientKernel(keyValueEmitter, anchor);
     }
   }
 };

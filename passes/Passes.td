@@ -53,6 +53,10 @@ def AttnDeriveBackward : Pass<"attn-derive-backward", "::mlir::ModuleOp"> {
   let options = [
     Option<"queryTile", "query-tile", "int64_t", "32", "rows per query tile">,
     Option<"keyTile", "key-tile", "int64_t", "64", "keys per key/value tile">,
+    Option<"keyValueQueryTile", "key-value-query-tile", "int64_t", "0",
+           "queries per block of the dK/dV kernel (0: query-tile)">,
+    Option<"keyValueKeyTile", "key-value-key-tile", "int64_t", "0",
+           "keys per tile of the dK/dV kernel (0: key-tile)">,
   ];
   let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::math::MathDialect",
                            "::mlir::memref::MemRefDialect", "::mlir::scf::SCFDialect",
@@ -89,24 +93,18 @@ def AttnCpuFastMath : Pass<"attn-cpu-fast-math", "::mlir::ModuleOp"> {
 }
 
 def AttnTileGpu : Pass<"attn-tile-gpu", "::mlir::ModuleOp"> {
-  let summary = "Lower attn.attention to tensor-core gpu.func kernels (mma.sync, cp.async)";
+  let summary = "attn.attention to tensor-core gpu.func kernels through the shared tile IR";
   let description = [{
+    The GPU kernel pipeline as one pass: attn-derive-backward (with `backward`; dQ tiles of
+    16 * backward-warps queries x backward-key-tile keys, dK/dV tiles of backward-key-tile
+    queries x 16 * backward-warps keys), attn-tile (16 * warps queries x key-tile keys),
+    attn-lower-tiles-gpu and, with `fast-math`, attn-gpu-fast-math. So the GPU runs the same
+    tile-level flash algorithm as the CPU; only the lowering of the tile ops differs.
     Replaces each function holding attn.attention by a `gpu.module @<function>_kernels` with
     `gpu.func @<function>_fwd(q, k, v, o, lse)` (and, with `backward`, `_bwd_dq(q, k, v, dO,
     lse, delta, dQ)`, `_bwd_dkdv(q, k, v, dO, lse, delta, dK, dV)` and, for row-wise
-    normalizers, `_bwd_delta(o, dO, delta)`). Grid of the forward: (ceil(Sq / (16 * warps)),
-    Hq, B), one CTA per query block; B, H and S are read from the memref sizes at run time.
-    Each warp owns 16 query rows.
-    The query tile is loaded once; K/V blocks stream through `stages` shared-memory buffers
-    with cp.async (nvgpu.device_async_copy, zero-filled past the sequence end), fragments
-    come from nvgpu.ldmatrix (XOR-swizzled shared layout) and both matmuls are
-    m16n8k16 nvvm.mma.sync with f32 accumulators. The normalizer is applied in registers
-    through NormalizerAttrInterface::emitFastProbability: row-wise normalizers keep a running
-    max and sum per row (quad shuffles) and rescale; elementwise ones keep nothing. Blocks
-    outside the causal/window band are skipped, boundary blocks are masked. With fast-math,
-    f32 math.exp2/exp/tanh/log/log2 become ex2/tanh/lg2.approx. Kernels carry their launch
-    contract as attributes (attn.block_rows, attn.threads, attn.dynamic_shared_memory,
-    attn.grid). Run attn-legalize first.
+    normalizers, `_bwd_delta(o, dO, delta)`). Head dims must be multiples of 16 in [16, 256].
+    Run attn-legalize first.
   }];
   let options = [
     Option<"warps", "warps", "int64_t", "4", "warps per CTA; each owns 16 query rows">,
@@ -120,6 +118,8 @@ def AttnTileGpu : Pass<"attn-tile-gpu", "::mlir::ModuleOp"> {
            "warps per CTA of the dQ and dK/dV kernels">,
     Option<"backwardKeyTile", "backward-key-tile", "int64_t", "32",
            "keys per block of the dQ kernel, queries per block of the dK/dV kernel">,
+    Option<"keyValueQueryTile", "key-value-query-tile", "int64_t", "0",
+           "queries per block of the dK/dV kernel (0: backward-key-tile)">,
     Option<"wgmma", "wgmma", "bool", "false",
            "sm_90a only: S = Q K^T of the forward with warpgroup MMAs (wgmma.mma_async) on "
            "128-byte-swizzled shared operands; needs warps % 4 == 0 and D % 64 == 0">,
@@ -130,7 +130,54 @@ def AttnTileGpu : Pass<"attn-tile-gpu", "::mlir::ModuleOp"> {
                            "::mlir::memref::MemRefDialect", "::mlir::scf::SCFDialect",
                            "::mlir::vector::VectorDialect", "::mlir::gpu::GPUDialect",
                            "::mlir::nvgpu::NVGPUDialect", "::mlir::NVVM::NVVMDialect",
+                           "::mlir::LLVM::LLVMDialect",
+                           "::mlir::func::FuncDialect"];
+}
+
+def AttnLowerTilesGpu : Pass<"attn-lower-tiles-gpu", "::mlir::ModuleOp"> {
+  let summary = "Lower the tile kernels of attn-tile / attn-derive-backward to tensor-core gpu.func kernels";
+  let description = [{
+    Each tile kernel `@<name>_fwd|_bwd_dq|_bwd_dkdv(views..., batch, head, start)` becomes
+    `gpu.func` in `gpu.module @<name>_kernels`, one CTA of 16 rows per warp per tile (grid:
+    start / rows, head, batch; the launch contract as attn.block_rows, attn.threads,
+    attn.dynamic_shared_memory, attn.grid). Tiles only written by tile_load live in shared
+    memory (cp.async, zero-filled past the sequence end, XOR-swizzled; loads inside a loop
+    stream through `stages` buffers, the next blocks prefetched while one computes; a
+    transposed load reads the same rows, so K and K^T share a buffer). Other tiles are
+    register fragments in the mma.sync m16n8k16 accumulator layout; a tile used as the
+    transposed lhs of a product is held transposed together with every tile related to it
+    elementwise (dK/dV: S^T = K Q^T keeps keys on the warps). tile_matmul becomes ldmatrix +
+    nvvm.mma.sync (wgmma.mma_async for the forward's S = Q K^T with `wgmma`, sm_90a);
+    elementwise tile ops run per register at its fragment position through
+    NormalizerAttrInterface; row reductions are quad shuffles. For row-wise normalizers a
+    `_bwd_delta(o, dO, delta)` kernel joins the dQ kernel.
+  }];
+  let options = [
+    Option<"elementType", "element-type", "std::string", "\"bf16\"",
+           "storage type of q, k, v, o: bf16 or f16">,
+    Option<"stages", "stages", "int64_t", "2",
+           "shared-memory buffers of the forward's K/V pipeline (backward kernels: 2)">,
+    Option<"wgmma", "wgmma", "bool", "false",
+           "sm_90a only: the forward's S = Q K^T with warpgroup MMAs on 128-byte-swizzled "
+           "shared operands; needs warps % 4 == 0 and D % 64 == 0">,
+    Option<"fragmentRegisters", "fragment-registers", "int64_t", "128",
+           "registers per thread that loop-carried accumulators and operand fragments read "
+           "once before a loop may take; operands past it are re-read every block">,
+  ];
+  let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::math::MathDialect",
+                           "::mlir::memref::MemRefDialect", "::mlir::scf::SCFDialect",
+                           "::mlir::vector::VectorDialect", "::mlir::gpu::GPUDialect",
+                           "::mlir::nvgpu::NVGPUDialect", "::mlir::NVVM::NVVMDialect",
                            "::mlir::LLVM::LLVMDialect"];
+}
+
+def AttnGpuFastMath : Pass<"attn-gpu-fast-math", "::mlir::ModuleOp"> {
+  let summary = "f32 exp2/exp/tanh/log/log2 in gpu.module kernels to approximate PTX instructions";
+  let description = [{
+    ex2.approx.ftz, tanh.approx, lg2.approx as inline asm (no libdevice), math.fma as
+    llvm.fma, and `contract` fast-math flags on arith ops (nvcc's -fmad=true).
+  }];
+  let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::LLVM::LLVMDialect"];
 }
 
 #endif // ATTN_PASSES_TD

@@ -15,18 +15,21 @@
 // CHECK: attn.tile_load %[[K]]{{.*}} into %[[KROWS:[^ ]*]] :
 // CHECK: attn.tile_load %[[V]]{{.*}} into %[[VT:.*]] {transpose}
 // CHECK: attn.tile_matmul %[[QT]], %[[KT]] into %[[S:[^ ]*]] extents
+// CHECK: attn.tile_matmul %[[DOT]], %[[VT]] into %[[DS:[^ ]*]] extents
 // CHECK: attn.tile_mask %[[S]]
 // CHECK: attn.tile_probabilities %[[S]] rows %{{.*}} lse %[[ROWLSE]] : {{.*}} into %[[P:[^ ]*]] normalizer(#attn.softmax)
-// CHECK: attn.tile_matmul %[[DOT]], %[[VT]] into %[[DS:[^ ]*]] extents
 // CHECK: attn.tile_score_gradient %[[S]], %[[P]], %[[DS]] rows %{{.*}} row_term %[[ROWDELTA]]
 // CHECK: attn.tile_matmul %[[DS]], %[[KROWS]] into %[[DQT:[^ ]*]] {{.*}}{accumulate}
 // CHECK: }
 // CHECK: attn.tile_store %[[DQT]] {{.*}} into %[[DQ]]{{.*}} {multiplier = 1.250000e-01 : f32}
-// dK/dV, per key tile: the group's query heads, then query blocks; dV += P^T dO and
-// dK += dS^T Q, so GQA is summed without atomics.
+// dK/dV, per key tile: one flat loop over (query head of the group, query block) pairs;
+// dV += P^T dO and dK += dS^T Q, so GQA is summed without atomics.
 // CHECK-LABEL: func.func @softmax_bwd_dkdv
-// CHECK: scf.for %{{.*}} = %c0 to %{{.*}} step %c1
-// CHECK: scf.for %{{.*}} step %c32
+// CHECK: %[[PAIRS:.*]] = arith.muli %{{.*}}, %{{.*}} : index
+// CHECK: scf.for %[[N:.*]] = %c0 to %[[PAIRS]] step %c1
+// CHECK: %[[MEMBER:.*]] = arith.divsi %[[N]], %[[PER_HEAD:.*]] : index
+// CHECK: arith.remsi %[[N]], %[[PER_HEAD]] : index
+// CHECK-NOT: scf.for
 // CHECK: attn.tile_matmul {{.*}} {alpha = 0.180336878 : f32}
 // CHECK: attn.tile_probabilities
 // CHECK: attn.tile_score_gradient

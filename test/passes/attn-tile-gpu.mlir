@@ -119,15 +119,17 @@ func.func @softmax(%q: tensor<?x?x?x64xf32>, %k: tensor<?x?x?x64xf32>, %v: tenso
 
 // Sigmoid: elementwise, so no row statistics (no shuffles), no rescale and no LSE; p comes from
 // the interface's fast form 0.5 tanh(0.5 (s + bias)) + 0.5, which fast-math turns into
-// tanh.approx. f16 storage selects the f16 MMA.
+// tanh.approx. Boundary blocks mask s to -inf first; sigmoid(-inf) folds to 0, so p needs no
+// select after it. f16 storage selects the f16 MMA.
 // CHECK-LABEL: gpu.module @sigmoid_kernels
 // CHECK: gpu.func @sigmoid_fwd
 // CHECK-NOT: gpu.shuffle
 // CHECK: scf.for
 // CHECK: nvvm.mma.sync {{.*}} : (vector<2xf16>, vector<2xf16>, f32) -> !llvm.struct<(f32, f32, f32, f32)>
-// CHECK: math.tanh
-// CHECK: arith.addf
 // CHECK: scf.if
+// CHECK: arith.select
+// CHECK: math.tanh
+// CHECK-NOT: arith.cmpf oeq
 // CHECK: nvgpu.ldmatrix {{.*}}transpose = true
 // CHECK-NOT: gpu.shuffle
 // CHECK-NOT: memref.store
@@ -162,12 +164,12 @@ func.func @odd_head_dim(%q: tensor<?x?x?x40xf32>, %k: tensor<?x?x?x40xf32>, %v: 
 // -----
 
 // A score_mod that masks with -inf: in the forward, p is selected to 0 where s = -inf before
-// P V (a custom normalizer at -inf may be NaN); in the backward, p and dS are selected to 0
-// there too (exp2(s - lse) is NaN in a row with no allowed key).
+// P V (this custom normalizer, s e^s, is NaN at -inf: the probe does not fold it to 0); in the
+// backward, p and dS are selected to 0 there too.
 // CHECK-LABEL: gpu.module @masked_custom_kernels
 // CHECK: gpu.func @masked_custom_fwd
-// CHECK: %[[S:.*]] = arith.select %{{.*}}, %[[NEGINF:.*]], %{{.*}} : f32
-// CHECK: %[[MASKED:.*]] = arith.cmpf oeq, %[[S]], %[[NEGINF]] : f32
+// CHECK: arith.select %{{.*}}, %[[NEGINF:.*]], %{{.*}} : f32
+// CHECK: %[[MASKED:.*]] = arith.cmpf oeq, %{{.*}}, %[[NEGINF]] : f32
 // CHECK: arith.select %[[MASKED]], %{{.*}}, %{{.*}} : f32
 // CHECK: nvvm.mma.sync
 // FAST-LABEL: gpu.func @masked_custom_bwd_dq
