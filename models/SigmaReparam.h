@@ -1,5 +1,5 @@
 // σReparam layers (arXiv:2303.06296), faithful to apple/ml-sigma-reparam's SNLinear / SNConv2d:
-// Ŵ = γ/σ(W)·W with σ(W) from one power-iteration step per training forward (none in eval),
+// Ŵ = γ/σ(W)·W with σ(W) from one power-iteration step per forward (eval takes it without storing u),
 // computed by the torch op attn::reparam_linear.
 #ifndef MODELS_SIGMAREPARAM_H
 #define MODELS_SIGMAREPARAM_H

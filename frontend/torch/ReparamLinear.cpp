@@ -60,19 +60,19 @@ struct PowerIteration {
   at::Tensor v, u, sigma; ///< v [out], u [in] (the u that σ uses), σ = vᵀ·W·u (0-dim)
 };
 
-/// One step (training: u is updated in place) or none (eval). Never recorded by autograd.
+/// One power step, v = normalize(W·u), u' = normalize(Wᵀ·v), σ = vᵀ·W·u', in training and in
+/// eval alike (as apple/ml-sigma-reparam's SpectralNormedWeight.get_sigma); only training stores
+/// u' into u. Never recorded by autograd.
 PowerIteration powerIteration(const at::Tensor &weight, at::Tensor &u, bool training) {
   at::NoGradGuard noGrad;
   const at::Tensor w = weight.detach();
   PowerIteration result;
   result.v = normalized(w.mv(u));
-  if (training) {
-    result.u = normalized(w.t().mv(result.v));
+  // A new tensor in both modes: a later training call may update u before this call's
+  // backward runs.
+  result.u = normalized(w.t().mv(result.v));
+  if (training)
     u.copy_(result.u);
-  } else {
-    // A copy: a later training call may update u before this call's backward runs.
-    result.u = u.detach().clone();
-  }
   result.sigma = at::dot(result.v, w.mv(result.u));
   return result;
 }

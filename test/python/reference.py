@@ -35,17 +35,19 @@ def relative_error(actual, expected):
 
 
 def reparam_linear(x, weight, bias, gamma, u, training):
-    """σReparam in float64; returns (y, u after the call)."""
+    """σReparam in float64 as apple/ml-sigma-reparam's SpectralNormedWeight: one power step in
+    training and eval alike, σ = vᵀ W u'; returns (y, u after the call: u' in training, u in
+    eval)."""
     normalize = torch.nn.functional.normalize
     x, weight, gamma, u = x.double(), weight.double(), gamma.double(), u.double()
-    v = normalize(weight @ u, dim=0)
-    if training:
-        u = normalize(weight.t() @ v, dim=0)
-    sigma = torch.dot(v, weight @ u)
+    with torch.no_grad():  # the power step is not differentiated (as the reference code)
+        v = normalize(weight @ u, dim=0)
+        stepped = normalize(weight.t() @ v, dim=0)
+    sigma = torch.dot(v, weight @ stepped)
     y = x @ (gamma / sigma * weight).t()
     if bias is not None:
         y = y + bias.double()
-    return y, u
+    return y, (stepped if training else u)
 
 
 def _allowed_by_attributes(queries, keys, causal, window):

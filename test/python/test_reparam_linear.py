@@ -34,6 +34,24 @@ def test_forward_updates_u_only_in_training(training, bias):
         assert not torch.allclose(u, u_before, atol=1e-6), "a random u moves in one step"
 
 
+def test_eval_takes_the_power_step_without_storing_u():
+    # Far from converged, sigma from the stored u (||W u||) and from one power step differ: eval
+    # must give the stepped one, as ml-sigma-reparam's get_sigma, and leave u as it was.
+    x, weight, b, gamma, u = random_reparam_inputs((4, 6))
+    u_before = u.clone()
+    y = attn.reparam_linear(x, weight, b, gamma, u, False)
+    v = weight @ u_before
+    v = v / v.norm()
+    stepped = weight.t() @ v
+    stepped = stepped / stepped.norm()
+    sigma_step = torch.dot(v, weight @ stepped)
+    sigma_stored = (weight @ u_before).norm()
+    assert abs(sigma_step - sigma_stored) > 1e-3 * sigma_step, "the test needs an unconverged u"
+    expected = x @ (gamma / sigma_step * weight).t() + b
+    assert torch.allclose(y, expected, atol=1e-10)
+    assert torch.equal(u, u_before)
+
+
 def test_gradients_match_float64_with_u_fixed():
     x, weight, b, gamma, u = random_reparam_inputs(grad=True)
     y = attn.reparam_linear(x, weight, b, gamma, u.clone(), False)
