@@ -1,5 +1,6 @@
 #include "models/recipes/Losses.h"
 
+#include <limits>
 #include <sstream>
 
 namespace attn::recipes {
@@ -24,24 +25,22 @@ torch::Tensor polyViewLoss(const torch::Tensor &views, double temperature,
                            PolyViewAggregation aggregation) {
   TORCH_CHECK(views.dim() == 3 && views.size(0) >= 2, "polyViewLoss: views must be [M >= 2, N, D]");
   int64_t m = views.size(0), n = views.size(1);
-  auto z = unit(views);
-  // scores[α, β, i, j] = cos(z_i^α, z_j^β) / τ
-  auto scores = torch::einsum("aid,bjd->abij", {z, z}) / temperature;
-  auto targets = torch::arange(n, torch::TensorOptions().dtype(torch::kInt64).device(z.device()));
-  std::vector<torch::Tensor> losses;
-  for (int64_t alpha = 0; alpha < m; ++alpha) {
-    std::vector<int64_t> rest;
-    for (int64_t beta = 0; beta < m; ++beta)
-      if (beta != alpha)
-        rest.push_back(beta);
-    auto restIndex = torch::tensor(rest, torch::kInt64).to(z.device());
-    auto others = scores[alpha].index_select(0, restIndex); // [M−1, N, N]
-    auto aggregated = aggregation == PolyViewAggregation::Geometric
-                          ? others.mean(0)
-                          : torch::logsumexp(others, 0) - std::log(double(m - 1));
-    losses.push_back(F::cross_entropy(aggregated, targets));
-  }
-  return torch::stack(losses).mean();
+  // Row α·N + i is view α of sample i.
+  auto z = unit(views).reshape({m * n, views.size(2)});
+  auto logits = z.matmul(z.t()) / temperature;
+  auto self = torch::eye(m * n, torch::TensorOptions().dtype(torch::kBool).device(z.device()));
+  logits = logits.masked_fill(self, -std::numeric_limits<double>::infinity());
+  auto logLikelihood = F::log_softmax(logits, F::LogSoftmaxFuncOptions(1)); // [M·N, M·N]
+  // positives[α·N + i] = the columns β·N + i for β ≠ α, in increasing β.
+  auto anchor = torch::arange(m * n, torch::TensorOptions().dtype(torch::kInt64).device(z.device()));
+  auto viewOf = anchor.div(n, "floor").unsqueeze(1), sampleOf = anchor.remainder(n).unsqueeze(1);
+  auto shift = torch::arange(1, m, anchor.options()).unsqueeze(0);       // [1, M−1]
+  auto positives = (viewOf + shift).remainder(m) * n + sampleOf;           // [M·N, M−1]
+  auto positive = logLikelihood.gather(1, positives);
+  auto perAnchor = aggregation == PolyViewAggregation::Geometric
+                       ? positive.mean(1)
+                       : torch::logsumexp(positive, 1) - std::log(double(m - 1));
+  return -perAnchor.mean();
 }
 
 torch::Tensor multiCropLoss(const torch::Tensor &views, double temperature) {

@@ -15,11 +15,13 @@ torch::Tensor ntXentLoss(const torch::Tensor &z1, const torch::Tensor &z2, doubl
 
 /// Poly-view contrastive objectives (Shidani et al., "Poly-View Contrastive Learning", ICLR 2024)
 /// over views [M, N, D] (M ≥ 2 views of N samples). With s(α, i; β, j) = cos(z_i^α, z_j^β)/τ,
-/// anchor (α, i) scores each candidate sample j by aggregating over the other views β ≠ α:
-///   geometric:  g_j = 1/(M−1) · Σ_β s(α, i; β, j)                 (log of a geometric mean)
-///   arithmetic: g_j = log(1/(M−1) · Σ_β exp s(α, i; β, j))        (log of an arithmetic mean)
-/// and the loss is the mean over anchors of −log softmax_j(g)_i (one-vs-rest: the positive is the
-/// sample's other views together; negatives are the other samples' views).
+/// anchor (α, i) has a softmax over all M·N − 1 other embeddings (every view of every sample,
+/// same-view negatives included, the anchor itself excluded):
+///   ℓ_i^{α,β} = exp s(α, i; β, i) / Σ_{(γ, j) ≠ (α, i)} exp s(α, i; γ, j),
+/// and the loss is the mean over the M·N anchors of
+///   geometric:  −1/(M−1) · Σ_{β≠α} log ℓ_i^{α,β}        (mean log-likelihood of the positives)
+///   arithmetic: −log(1/(M−1) · Σ_{β≠α} ℓ_i^{α,β})        (log of the mean likelihood)
+/// For M = 2 both are exactly ntXentLoss(views[0], views[1], τ).
 enum class PolyViewAggregation { Geometric, Arithmetic };
 torch::Tensor polyViewLoss(const torch::Tensor &views, double temperature,
                            PolyViewAggregation aggregation);

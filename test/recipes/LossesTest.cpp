@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <random>
 #include <vector>
 
 namespace {
@@ -38,49 +39,138 @@ torch::Tensor viewsTensor() {
   return torch::tensor(flat, torch::kFloat64).view({3, 2, 2});
 }
 
-double handPolyView(bool geometric) {
-  const size_t m = kViews.size(), n = kViews[0].size();
-  double total = 0;
+// --- Poly-view: an independent, direct float64 computation (plain loops, no torch ops) -------
+
+using Views = std::vector<std::vector<Vec>>; // [M][N][D]
+
+Views randomViews(size_t m, size_t n, size_t d, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  Views views(m, std::vector<Vec>(n, Vec(d)));
+  for (auto &view : views)
+    for (auto &z : view)
+      for (double &x : z)
+        x = normal(rng);
+  return views;
+}
+
+torch::Tensor toTensor(const Views &views) {
+  std::vector<double> flat;
+  for (const auto &view : views)
+    for (const auto &z : view)
+      flat.insert(flat.end(), z.begin(), z.end());
+  return torch::tensor(flat, torch::kFloat64)
+      .view({int64_t(views.size()), int64_t(views[0].size()), int64_t(views[0][0].size())});
+}
+
+// SimCLR's NT-Xent as its paper states it: 2N embeddings u_k (view 1 then view 2); each anchor's
+// loss is −log(exp(sim(u_k, u_partner)/τ) / Σ_{l≠k} exp(sim(u_k, u_l)/τ)), averaged over the 2N.
+double referenceNtXent(const std::vector<Vec> &view1, const std::vector<Vec> &view2, double tau) {
+  std::vector<Vec> u(view1);
+  u.insert(u.end(), view2.begin(), view2.end());
+  const size_t n = view1.size(), total = u.size();
+  double loss = 0;
+  for (size_t k = 0; k < total; ++k) {
+    size_t partner = k < n ? k + n : k - n;
+    double denominator = 0;
+    for (size_t l = 0; l < total; ++l)
+      if (l != k)
+        denominator += std::exp(cosine(u[k], u[l]) / tau);
+    loss += -std::log(std::exp(cosine(u[k], u[partner]) / tau) / denominator);
+  }
+  return loss / double(total);
+}
+
+// Shidani et al.: anchor (α, i), candidates every (γ, j) ≠ (α, i); ℓ^{α,β} = exp s(α,i;β,i) / Σ
+// over the candidates; geometric −mean_β log ℓ, arithmetic −log mean_β ℓ; mean over anchors.
+double referencePolyView(const Views &views, double tau, bool geometric) {
+  const size_t m = views.size(), n = views[0].size();
+  double loss = 0;
   for (size_t a = 0; a < m; ++a)
     for (size_t i = 0; i < n; ++i) {
-      std::vector<double> g(n);
-      for (size_t j = 0; j < n; ++j) {
-        double sum = 0;
-        for (size_t b = 0; b < m; ++b) {
-          if (b == a)
-            continue;
-          double s = cosine(kViews[a][i], kViews[b][j]) / kTau;
-          sum += geometric ? s : std::exp(s);
-        }
-        g[j] = geometric ? sum / double(m - 1) : std::log(sum / double(m - 1));
+      double denominator = 0;
+      for (size_t g = 0; g < m; ++g)
+        for (size_t j = 0; j < n; ++j)
+          if (g != a || j != i)
+            denominator += std::exp(cosine(views[a][i], views[g][j]) / tau);
+      double sumLog = 0, sumLikelihood = 0;
+      for (size_t b = 0; b < m; ++b) {
+        if (b == a)
+          continue;
+        double likelihood = std::exp(cosine(views[a][i], views[b][i]) / tau) / denominator;
+        sumLog += std::log(likelihood);
+        sumLikelihood += likelihood;
       }
-      double normaliser = 0;
-      for (double x : g)
-        normaliser += std::exp(x);
-      total += -(g[i] - std::log(normaliser));
+      loss += geometric ? -sumLog / double(m - 1) : -std::log(sumLikelihood / double(m - 1));
     }
-  return total / double(m * n);
+  return loss / double(m * n);
 }
 
-TEST(PolyViewLoss, GeometricMatchesHandComputedCase) {
-  double got = attn::recipes::polyViewLoss(viewsTensor(), kTau, PolyViewAggregation::Geometric).item<double>();
-  EXPECT_NEAR(got, handPolyView(true), 1e-9);
+double projectPolyView(const Views &views, double tau, bool geometric) {
+  return attn::recipes::polyViewLoss(toTensor(views), tau,
+                                     geometric ? PolyViewAggregation::Geometric
+                                               : PolyViewAggregation::Arithmetic)
+      .item<double>();
 }
 
-TEST(PolyViewLoss, ArithmeticMatchesHandComputedCase) {
-  double got = attn::recipes::polyViewLoss(viewsTensor(), kTau, PolyViewAggregation::Arithmetic).item<double>();
-  EXPECT_NEAR(got, handPolyView(false), 1e-9);
+TEST(PolyViewLoss, TwoViewsEqualSimclrNtXent) {
+  for (size_t n : {1u, 3u, 7u}) {
+    auto views = randomViews(2, n, 5, 100 + unsigned(n));
+    double expected = referenceNtXent(views[0], views[1], 0.3);
+    auto tensor = toTensor(views);
+    double ntXent = attn::recipes::ntXentLoss(tensor[0], tensor[1], 0.3).item<double>();
+    EXPECT_NEAR(ntXent, expected, 1e-12) << "N = " << n;
+    for (bool geometric : {true, false}) {
+      double got = projectPolyView(views, 0.3, geometric);
+      EXPECT_NEAR(got, expected, 1e-12) << "N = " << n << (geometric ? " geometric" : " arithmetic");
+      EXPECT_NEAR(got, ntXent, 1e-13) << "N = " << n;
+    }
+  }
 }
 
-TEST(PolyViewLoss, AggregationsDifferAndAgreeForTwoViews) {
-  auto views = viewsTensor();
-  double geometric = attn::recipes::polyViewLoss(views, kTau, PolyViewAggregation::Geometric).item<double>();
-  double arithmetic = attn::recipes::polyViewLoss(views, kTau, PolyViewAggregation::Arithmetic).item<double>();
-  EXPECT_GT(std::abs(geometric - arithmetic), 1e-3);
-  // With one other view both means are that view's score.
-  auto two = views.slice(0, 0, 2);
-  EXPECT_NEAR(attn::recipes::polyViewLoss(two, kTau, PolyViewAggregation::Geometric).item<double>(),
-              attn::recipes::polyViewLoss(two, kTau, PolyViewAggregation::Arithmetic).item<double>(), 1e-12);
+TEST(PolyViewLoss, MatchesDirectComputationForThreeAndFourViews) {
+  unsigned seed = 1;
+  for (size_t m : {3u, 4u})
+    for (size_t n : {1u, 5u, 9u})
+      for (double tau : {0.1, 0.5}) {
+        auto views = randomViews(m, n, 6, seed++);
+        for (bool geometric : {true, false})
+          EXPECT_NEAR(projectPolyView(views, tau, geometric), referencePolyView(views, tau, geometric), 1e-11)
+              << "M = " << m << ", N = " << n << ", tau = " << tau
+              << (geometric ? " geometric" : " arithmetic");
+      }
+}
+
+TEST(PolyViewLoss, AggregationsDifferForMoreThanTwoViews) {
+  auto views = randomViews(3, 5, 4, 7);
+  double geometric = projectPolyView(views, 0.5, true), arithmetic = projectPolyView(views, 0.5, false);
+  // Jensen: −log(mean ℓ) ≤ −mean(log ℓ), strictly unless the positives' likelihoods are equal.
+  EXPECT_LT(arithmetic, geometric - 1e-6);
+}
+
+TEST(PolyViewLoss, GradientMatchesFiniteDifferencesOfDirectComputation) {
+  for (size_t m : {2u, 3u, 4u})
+    for (bool geometric : {true, false}) {
+      auto views = randomViews(m, 3, 4, 50 + unsigned(m));
+      auto input = toTensor(views).requires_grad_(true);
+      attn::recipes::polyViewLoss(input, 0.4, geometric ? PolyViewAggregation::Geometric
+                                                        : PolyViewAggregation::Arithmetic)
+          .backward();
+      auto grad = input.grad().contiguous();
+      const double *g = grad.data_ptr<double>();
+      const double h = 1e-6;
+      size_t flat = 0;
+      for (size_t a = 0; a < m; ++a)
+        for (size_t i = 0; i < views[a].size(); ++i)
+          for (size_t k = 0; k < views[a][i].size(); ++k, ++flat) {
+            auto plus = views, minus = views;
+            plus[a][i][k] += h;
+            minus[a][i][k] -= h;
+            double numeric = (referencePolyView(plus, 0.4, geometric) - referencePolyView(minus, 0.4, geometric)) / (2 * h);
+            EXPECT_NEAR(g[flat], numeric, 1e-7 * (1 + std::abs(numeric)))
+                << "M = " << m << (geometric ? " geometric" : " arithmetic") << " at [" << a << "][" << i << "][" << k << "]";
+          }
+    }
 }
 
 TEST(MultiCropLoss, MatchesHandComputedCase) {
