@@ -1,11 +1,13 @@
 // mp3: position prediction as pretraining (Zhai et al., "Position Prediction as an Effective
-// Pretraining Strategy", 2022). Phase 1: a ViT without position embeddings sees a random subset
-// of each image's patches (the rest are masked out of the context) and classifies every visible
-// patch's position. Phase 2: a ViT with position embeddings starts from those weights and is
+// Pretraining Strategy", ICML 2022). Phase 1: a ViT without position embeddings classifies the
+// position of every patch; every patch is a query, but only a random subset of each image's
+// patches (the context) serves as keys and values, so the masked patches are seen only through
+// their own content. Phase 2: a ViT with position embeddings starts from those weights and is
 // fine-tuned for classification. Each phase writes OUT/pretrain or OUT/finetune.
 #include "models/Checkpoint.h"
 #include "models/data/Augment.h"
 #include "models/data/Sampler.h"
+#include "models/recipes/Mp3.h"
 #include "models/recipes/Recipes.h"
 #include "models/recipes/Vision.h"
 
@@ -36,6 +38,27 @@ int64_t copyMatching(torch::nn::Module &to, const torch::nn::Module &from) {
 
 } // namespace
 
+torch::Tensor mp3PatchOrder(int64_t batch, int64_t numPatches, const torch::Device &device) {
+  return torch::rand({batch, numPatches}).argsort(int64_t(1), false).to(device);
+}
+
+torch::Tensor mp3PositionLogits(models::VisionTransformer &model, models::Projection &head,
+                                const torch::Tensor &images, const torch::Tensor &order,
+                                int64_t visible) {
+  TORCH_CHECK(!model->position_embedding.defined() && !model->class_token.defined(),
+              "mp3PositionLogits: the model must have no position embeddings and no class token");
+  auto tokens = model->patch_embedding->forward(images); // [B, P, E], row-major patches
+  int64_t b = tokens.size(0), p = tokens.size(1), e = tokens.size(2);
+  TORCH_CHECK(order.dim() == 2 && order.size(0) == b && order.size(1) == p,
+              "mp3PositionLogits: order must be [", b, ", ", p, "], got ", order.sizes());
+  TORCH_CHECK(visible >= 1 && visible <= p, "mp3PositionLogits: visible must be in [1, ", p,
+              "], got ", visible);
+  // Visible patches first: key length `visible` makes them the only keys/values of every layer.
+  auto ordered = tokens.gather(1, order.unsqueeze(-1).expand({b, p, e}));
+  auto keyLengths = torch::full({b}, visible, torch::TensorOptions().dtype(torch::kInt64));
+  return head->forward(model->encoder->forward(ordered, keyLengths)); // [B, P, P]
+}
+
 int runMp3(train::Config &config) {
   const std::string name = "mp3";
   train::RecipeDefaults defaults = selfSupervisedDefaults();
@@ -44,7 +67,7 @@ int runMp3(train::Config &config) {
   auto vitOptions = parseVitOptions(config, common);
   int64_t pretrainSteps = config.getInt("pretrain-steps", 300, "position-prediction steps (--steps: fine-tuning steps)");
   double pretrainLr = config.getDouble("pretrain-lr", 1e-3, "peak learning rate of the pretraining phase");
-  double maskRatio = config.getDouble("mask-ratio", 0.5, "fraction of patches removed from the context");
+  double maskRatio = config.getDouble("mask-ratio", 0.5, "fraction of patches removed from the keys/values (the context)");
   int64_t evalSamples = config.getInt("eval-samples", 2000, "test images in periodic evaluations (the final one uses all)");
   if (pretrainSteps <= 0)
     throw train::UsageError("--pretrain-steps must be positive");
@@ -89,14 +112,10 @@ int runMp3(train::Config &config) {
   data::StepSampler sampler(train.size(), common.batchSize, uint64_t(common.seed),
                             distributed.rank(), distributed.worldSize());
 
-  // Visible patches per sample (random subset), their features and position logits.
+  // Every patch's position logits [B, P, P]; `positions` [B, P] receives their targets.
   auto positionLogits = [&](const torch::Tensor &images, torch::Tensor &positions) {
-    int64_t b = images.size(0);
-    auto tokens = pretrainModel->patch_embedding->forward(images); // [B, P, E]
-    positions = torch::rand({b, numPatches}).argsort(int64_t(1), false).slice(1, 0, visible).to(common.device);
-    auto kept = tokens.gather(1, positions.unsqueeze(-1).expand({b, visible, tokens.size(2)}));
-    auto features = pretrainModel->encoder->forward(kept);
-    return positionHead->forward(features).to(torch::kFloat32); // [B, V, P]
+    positions = mp3PatchOrder(images.size(0), numPatches, common.device);
+    return mp3PositionLogits(pretrainModel, positionHead, images, positions, visible).to(torch::kFloat32);
   };
   auto pretrainStep = [&](int64_t s) -> train::Values {
     auto images = imagesOn(train, sampler.indices(s), data, common);
