@@ -49,7 +49,9 @@ int runAsrCtc(train::Config &config) {
   options.attention(attention).sigma_reparam(common.sigmaReparam);
   models::SpeechTransformer model(options);
   model->to(common.device, common.dtype);
-  torch::optim::AdamW optimizer(model->parameters(), torch::optim::AdamWOptions(common.learningRate)
+  torch::optim::AdamW optimizer(
+      train::adamWParameterGroups({model.get()}, common.learningRate, common.weightDecay),
+      torch::optim::AdamWOptions(common.learningRate)
                                                          .weight_decay(common.weightDecay));
   train::Trainer trainer(common, {"loss", "test_loss", "test_cer", "test_wer", "lr"},
                          {{"loss", "test_loss"}, {"test_cer", "test_wer"}});

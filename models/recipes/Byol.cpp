@@ -70,7 +70,9 @@ int runByol(train::Config &config) {
   std::vector<torch::Tensor> parameters = online->parameters();
   for (auto &p : predictor->parameters())
     parameters.push_back(p);
-  torch::optim::AdamW optimizer(parameters, torch::optim::AdamWOptions(common.learningRate)
+  torch::optim::AdamW optimizer(
+      train::adamWParameterGroups({online.get(), predictor.get()}, common.learningRate, common.weightDecay),
+      torch::optim::AdamWOptions(common.learningRate)
                                                 .weight_decay(common.weightDecay));
   train::Trainer trainer(common, {"loss", "momentum", "knn_accuracy", "lr"},
                          {{"loss"}, {"knn_accuracy"}, {"momentum"}});

@@ -48,7 +48,9 @@ int runContrastive(train::Config &config, const std::string &name, bool polyview
   views.size = data.imageSize;
   SslEncoder encoder(vitOptions, projectionHidden, projectionDim);
   encoder->to(common.device, common.dtype);
-  torch::optim::AdamW optimizer(encoder->parameters(), torch::optim::AdamWOptions(common.learningRate)
+  torch::optim::AdamW optimizer(
+      train::adamWParameterGroups({encoder.get()}, common.learningRate, common.weightDecay),
+      torch::optim::AdamWOptions(common.learningRate)
                                                            .weight_decay(common.weightDecay));
   train::Trainer trainer(common, {"loss", "knn_accuracy", "lr"}, {{"loss"}, {"knn_accuracy"}});
   trainer.addModule("encoder", encoder.ptr());

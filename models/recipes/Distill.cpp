@@ -57,7 +57,9 @@ int runDistill(train::Config &config) {
 
   models::VisionTransformer student(studentOptions);
   student->to(common.device, common.dtype);
-  torch::optim::AdamW optimizer(student->parameters(), torch::optim::AdamWOptions(common.learningRate)
+  torch::optim::AdamW optimizer(
+      train::adamWParameterGroups({student.get()}, common.learningRate, common.weightDecay),
+      torch::optim::AdamWOptions(common.learningRate)
                                                            .weight_decay(common.weightDecay));
   train::Trainer trainer(common, {"loss", "accuracy", "test_loss", "test_accuracy", "teacher_test_accuracy", "lr"},
                          {{"loss", "test_loss"}, {"accuracy", "test_accuracy", "teacher_test_accuracy"}});

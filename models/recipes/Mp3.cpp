@@ -101,7 +101,10 @@ int runMp3(train::Config &config) {
   pretrainCommon.learningRate = pretrainLr;
   pretrainCommon.outDir = common.outDir + "/pretrain";
   pretrainCommon.recipe = "mp3-pretrain";
-  torch::optim::AdamW pretrainOptimizer(pretrainParameters, torch::optim::AdamWOptions(pretrainLr)
+  torch::optim::AdamW pretrainOptimizer(
+      train::adamWParameterGroups({pretrainModel.get(), positionHead.get()}, pretrainLr,
+                                  common.weightDecay),
+      torch::optim::AdamWOptions(pretrainLr)
                                                                 .weight_decay(common.weightDecay));
   train::Trainer pretrainer(pretrainCommon, {"loss", "position_accuracy", "test_position_accuracy", "lr"},
                             {{"loss"}, {"position_accuracy", "test_position_accuracy"}});
@@ -155,7 +158,9 @@ int runMp3(train::Config &config) {
   auto finetuneCommon = common;
   finetuneCommon.outDir = common.outDir + "/finetune";
   finetuneCommon.recipe = "mp3-finetune";
-  torch::optim::AdamW optimizer(model->parameters(), torch::optim::AdamWOptions(common.learningRate)
+  torch::optim::AdamW optimizer(
+      train::adamWParameterGroups({model.get()}, common.learningRate, common.weightDecay),
+      torch::optim::AdamWOptions(common.learningRate)
                                                          .weight_decay(common.weightDecay));
   train::Trainer finetuner(finetuneCommon, {"loss", "accuracy", "test_loss", "test_accuracy", "lr"},
                            {{"loss", "test_loss"}, {"accuracy", "test_accuracy"}},

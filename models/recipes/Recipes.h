@@ -5,6 +5,7 @@
 #define MODELS_RECIPES_RECIPES_H
 
 #include "models/train/Config.h"
+#include "models/train/Optimizer.h"
 
 #include <functional>
 #include <map>

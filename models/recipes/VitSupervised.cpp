@@ -32,7 +32,9 @@ int runVitSupervised(train::Config &config) {
   models::VisionTransformer model(vitOptions);
   model->to(common.device, common.dtype);
 
-  torch::optim::AdamW optimizer(model->parameters(), torch::optim::AdamWOptions(common.learningRate)
+  torch::optim::AdamW optimizer(
+      train::adamWParameterGroups({model.get()}, common.learningRate, common.weightDecay),
+      torch::optim::AdamWOptions(common.learningRate)
                                                          .weight_decay(common.weightDecay));
   train::Trainer trainer(common, {"loss", "accuracy", "test_loss", "test_accuracy", "lr"},
                          {{"loss", "test_loss"}, {"accuracy", "test_accuracy"}});
