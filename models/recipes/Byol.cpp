@@ -2,6 +2,7 @@
 // target network's projection of another view; the target is an EMA of the online backbone and
 // projector. --ema-scaling-rule: for a batch κ = batch/reference-batch times the reference,
 // momentum ρ → ρ^κ and learning rate η → κ·η ("How to Scale Your EMA", Busbridge et al. 2023).
+#include "models/Checkpoint.h"
 #include "models/data/Augment.h"
 #include "models/data/Sampler.h"
 #include "models/recipes/Losses.h"
@@ -114,7 +115,15 @@ int runByol(train::Config &config) {
   auto evaluate = [&](bool) -> train::Values {
     return {{"knn_accuracy", knnAccuracy(online->backbone, data, common, knnBank, knnQueries)}};
   };
-  trainer.run(step, evaluate, common.batchSize);
+  auto result = trainer.run(step, evaluate, common.batchSize);
+  // The pretrained backbone, readable by models::load_vision_transformer (fine-tuning, probes).
+  if (distributed.isMain() && trainer.finished())
+  {
+    models::CheckpointMeta meta{{"recipe", name}};
+    if (auto knn = result.find("knn_accuracy"); knn != result.end())
+      meta["knn_accuracy"] = std::to_string(knn->second);
+    models::save_checkpoint(online->backbone, common.outDir + "/model.pt", meta);
+  }
   return 0;
 }
 

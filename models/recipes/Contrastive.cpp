@@ -1,6 +1,7 @@
 // simclr and polyview: contrastive SSL on a ViT. simclr: two views, NT-Xent. polyview: M ≥ 2
 // views with the poly-view geometric or arithmetic one-vs-rest objective, or the multi-crop
 // baseline (all view pairs). Negatives come from the global batch (gathered across ranks).
+#include "models/Checkpoint.h"
 #include "models/data/Augment.h"
 #include "models/data/Sampler.h"
 #include "models/recipes/Losses.h"
@@ -90,7 +91,15 @@ int runContrastive(train::Config &config, const std::string &name, bool polyview
   auto evaluate = [&](bool) -> train::Values {
     return {{"knn_accuracy", knnAccuracy(encoder->backbone, data, common, knnBank, knnQueries)}};
   };
-  trainer.run(step, evaluate, common.batchSize);
+  auto result = trainer.run(step, evaluate, common.batchSize);
+  // The pretrained backbone, readable by models::load_vision_transformer (fine-tuning, probes).
+  if (distributed.isMain() && trainer.finished())
+  {
+    models::CheckpointMeta meta{{"recipe", name}};
+    if (auto knn = result.find("knn_accuracy"); knn != result.end())
+      meta["knn_accuracy"] = std::to_string(knn->second);
+    models::save_checkpoint(encoder->backbone, common.outDir + "/model.pt", meta);
+  }
   return 0;
 }
 

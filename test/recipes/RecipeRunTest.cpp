@@ -91,6 +91,9 @@ TEST(RecipeRun, SimclrLossFalls) {
   auto out = freshDir("simclr");
   expectLossFalls(out, attnTrain("simclr " + kDigits + kSsl + "--temperature=0.5 --steps=40 --out=" + out));
   EXPECT_EQ(column(out, "knn_accuracy").size(), 1u);
+  // The pretrained backbone, as a ViT checkpoint that fine-tuning and probes can load.
+  auto backbone = attn::models::load_vision_transformer(out + "/model.pt");
+  EXPECT_GT(backbone->parameters().size(), 0u);
 }
 
 TEST(RecipeRun, PolyviewLossFalls) {
@@ -102,6 +105,8 @@ TEST(RecipeRun, PolyviewLossFalls) {
 TEST(RecipeRun, ByolLossFalls) {
   auto out = freshDir("byol");
   expectLossFalls(out, attnTrain("byol " + kDigits + kSsl + "--steps=40 --out=" + out));
+  auto backbone = attn::models::load_vision_transformer(out + "/model.pt");
+  EXPECT_GT(backbone->parameters().size(), 0u);
 }
 
 TEST(RecipeRun, Mp3BothPhasesLossFalls) {
