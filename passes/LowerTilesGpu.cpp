@@ -183,7 +183,8 @@ Value KernelLowering::issueStreamed(scf::ForOp loop, ArrayRef<TileLoadOp> loads,
   SmallVector<Value> tokens;
   for (TileLoadOp load : loads) {
     SharedBuffer &buffer = buffers[layout(load.getTile()).buffer];
-    Value start = materialize(load.getStart(), loop, shifted);
+    // Past the end: rows [0, 0), so that the (unread) source address stays inside the tensor.
+    Value start = g->select(inRange, materialize(load.getStart(), loop, shifted), g->idx(0));
     Value count = g->select(inRange, materialize(load.getCount(), loop, shifted), g->idx(0));
     auto more = g->copyTile(mapped(load.getSource()), materialize(load.getBatch(), loop, shifted),
                             materialize(load.getHead(), loop, shifted), start,
