@@ -37,8 +37,11 @@ int runByol(train::Config &config) {
   auto views = parseViewOptions(config);
   double momentum = config.getDouble("momentum", 0.99, "target EMA momentum ρ at the reference batch size");
   bool momentumSchedule = config.getBool("momentum-schedule", true, "raise the momentum to 1 along a cosine (BYOL)");
-  bool scalingRule = config.getBool("ema-scaling-rule", false, "apply ρ̂ = ρ^κ and η̂ = κ·η for κ = batch/reference");
-  int64_t referenceBatch = config.getInt("reference-batch-size", 128, "the batch size ρ and --lr were tuned for");
+  bool scalingRule = config.getBool(
+      "ema-scaling-rule", false,
+      "for κ = batch/reference: ρ̂ = ρ^κ with Adam's square-root rule (η̂ = √κ·η, β̂ = 1 − κ(1 − β), "
+      "ε̂ = ε/√κ, λ̂ = √κ·λ) and --steps, --warmup-steps counted at the reference batch (÷ κ)");
+  int64_t referenceBatch = config.getInt("reference-batch-size", 128, "the batch size ρ, --lr, --steps and --warmup-steps were set for");
   int64_t projectionDim = config.getInt("proj-dim", 64, "projection dimension");
   int64_t projectionHidden = config.getInt("proj-hidden", 256, "projector and predictor hidden width");
   int64_t knnBank = config.getInt("knn-bank", 5000, "training images in the k-NN memory bank");
@@ -51,9 +54,24 @@ int runByol(train::Config &config) {
     return 0;
 
   double kappa = double(common.batchSize) / double(referenceBatch);
+  train::AdamHyperparameters adam;
+  adam.learningRate = common.learningRate;
+  adam.weightDecay = common.weightDecay;
+  adam.steps = common.steps;
+  adam.warmupSteps = common.warmupSteps;
   if (scalingRule) {
+    // The optimizer is AdamW, so its own scaling rule goes with the EMA's (SGD's linear rule
+    // would be the wrong partner), and the run sees as many examples as at the reference batch.
     momentum = train::scaledEmaMomentum(momentum, kappa);
-    common.learningRate = train::scaledLearningRate(common.learningRate, kappa);
+    try {
+      adam = train::scaledAdam(adam, kappa);
+    } catch (const std::invalid_argument &error) {
+      throw train::UsageError(std::string("--ema-scaling-rule: ") + error.what());
+    }
+    common.learningRate = adam.learningRate;
+    common.weightDecay = adam.weightDecay;
+    common.steps = adam.steps;
+    common.warmupSteps = adam.warmupSteps;
   }
   train::applyRuntimeOptions(common);
   auto data = loadImageData(dataOptions, common);
@@ -71,10 +89,12 @@ int runByol(train::Config &config) {
   std::vector<torch::Tensor> parameters = online->parameters();
   for (auto &p : predictor->parameters())
     parameters.push_back(p);
+  const auto adamOptions = torch::optim::AdamWOptions(common.learningRate)
+                               .weight_decay(common.weightDecay)
+                               .betas({adam.beta1, adam.beta2})
+                               .eps(adam.epsilon);
   torch::optim::AdamW optimizer(
-      train::adamWParameterGroups({online.get(), predictor.get()}, common.learningRate, common.weightDecay),
-      torch::optim::AdamWOptions(common.learningRate)
-                                                .weight_decay(common.weightDecay));
+      train::adamWParameterGroups({online.get(), predictor.get()}, adamOptions), adamOptions);
   train::Trainer trainer(common, {"loss", "momentum", "knn_accuracy", "lr"},
                          {{"loss"}, {"knn_accuracy"}, {"momentum"}});
   trainer.addModule("online", online.ptr());
@@ -83,8 +103,11 @@ int runByol(train::Config &config) {
   trainer.addOptimizer("adamw", optimizer, common.learningRate);
   auto &distributed = trainer.distributed();
   if (distributed.isMain() && scalingRule)
-    std::fprintf(stderr, "byol: EMA scaling rule κ = %.4g: momentum %.6g, lr %.4g\n", kappa,
-                 momentum, common.learningRate);
+    std::fprintf(stderr,
+                 "byol: EMA scaling rule κ = %.4g: momentum %.6g, lr %.4g, betas (%.6g, %.6g), "
+                 "eps %.4g, weight decay %.4g, steps %lld, warm-up %lld\n",
+                 kappa, momentum, common.learningRate, adam.beta1, adam.beta2, adam.epsilon,
+                 common.weightDecay, (long long)common.steps, (long long)common.warmupSteps);
   const auto &train = data.splits.train;
   data::StepSampler sampler(train.size(), common.batchSize, uint64_t(common.seed),
                             distributed.rank(), distributed.worldSize());

@@ -18,6 +18,13 @@ bool takesWeightDecay(const std::string &name, const torch::Tensor &parameter) {
 std::vector<torch::optim::OptimizerParamGroup>
 adamWParameterGroups(const std::vector<const torch::nn::Module *> &modules, double learningRate,
                      double weightDecay) {
+  return adamWParameterGroups(modules,
+                              torch::optim::AdamWOptions(learningRate).weight_decay(weightDecay));
+}
+
+std::vector<torch::optim::OptimizerParamGroup>
+adamWParameterGroups(const std::vector<const torch::nn::Module *> &modules,
+                     const torch::optim::AdamWOptions &options) {
   std::vector<torch::Tensor> decayed, plain;
   std::unordered_set<const void *> seen;
   for (const torch::nn::Module *module : modules)
@@ -31,10 +38,11 @@ adamWParameterGroups(const std::vector<const torch::nn::Module *> &modules, doub
   auto add = [&](std::vector<torch::Tensor> &parameters, double decay) {
     if (parameters.empty())
       return;
-    groups.emplace_back(parameters, std::make_unique<torch::optim::AdamWOptions>(
-                                        torch::optim::AdamWOptions(learningRate).weight_decay(decay)));
+    auto groupOptions = std::make_unique<torch::optim::AdamWOptions>(options);
+    groupOptions->weight_decay(decay);
+    groups.emplace_back(parameters, std::move(groupOptions));
   };
-  add(decayed, weightDecay);
+  add(decayed, options.weight_decay());
   add(plain, 0.0);
   return groups;
 }

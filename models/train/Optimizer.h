@@ -20,6 +20,11 @@ bool takesWeightDecay(const std::string &name, const torch::Tensor &parameter);
 std::vector<torch::optim::OptimizerParamGroup>
 adamWParameterGroups(const std::vector<const torch::nn::Module *> &modules, double learningRate,
                      double weightDecay);
+/// The same with every other AdamW option (betas, eps) from `options`; the decayed group takes
+/// its weight decay.
+std::vector<torch::optim::OptimizerParamGroup>
+adamWParameterGroups(const std::vector<const torch::nn::Module *> &modules,
+                     const torch::optim::AdamWOptions &options);
 
 } // namespace attn::train
 

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
+#include <string>
 
 namespace attn::train {
 
@@ -18,6 +20,30 @@ double cosineLearningRate(int64_t step, int64_t totalSteps, int64_t warmupSteps,
 double scaledEmaMomentum(double momentum, double kappa) { return std::pow(momentum, kappa); }
 
 double scaledLearningRate(double learningRate, double kappa) { return learningRate * kappa; }
+
+AdamHyperparameters scaledAdam(const AdamHyperparameters &reference, double kappa) {
+  if (!(kappa > 0))
+    throw std::invalid_argument("the batch scale κ must be positive");
+  if (kappa * (1 - reference.beta1) > 1 || kappa * (1 - reference.beta2) > 1)
+    throw std::invalid_argument("Adam's scaling rule needs κ·(1 − β) ≤ 1 for both betas; κ = " +
+                                std::to_string(kappa) + " is too large for β1 = " +
+                                std::to_string(reference.beta1));
+  const double root = std::sqrt(kappa);
+  AdamHyperparameters scaled = reference;
+  scaled.learningRate = reference.learningRate * root;
+  scaled.beta1 = 1 - kappa * (1 - reference.beta1);
+  scaled.beta2 = 1 - kappa * (1 - reference.beta2);
+  scaled.epsilon = reference.epsilon / root;
+  scaled.weightDecay = reference.weightDecay * root;
+  auto steps = [&](int64_t count) -> int64_t {
+    if (count <= 0)
+      return count;
+    return std::max<int64_t>(1, std::llround(double(count) / kappa));
+  };
+  scaled.steps = steps(reference.steps);
+  scaled.warmupSteps = reference.warmupSteps > 0 ? steps(reference.warmupSteps) : 0;
+  return scaled;
+}
 
 double byolMomentum(int64_t step, int64_t totalSteps, double baseMomentum) {
   double progress = totalSteps > 0 ? std::clamp(double(step) / double(totalSteps), 0.0, 1.0) : 0.0;

@@ -51,6 +51,20 @@ TEST(AdamWParameterGroups, DecayOnlyOnMatricesAndKernels) {
   EXPECT_EQ(tokens, 2);
 }
 
+TEST(AdamWParameterGroups, GroupsKeepTheGivenBetasAndEpsilon) {
+  torch::manual_seed(2);
+  VisionTransformer model = tinySigmaReparamVit();
+  const auto options =
+      torch::optim::AdamWOptions(2e-3).weight_decay(0.1).betas({0.8, 0.998}).eps(7e-9);
+  for (const auto &group : adamWParameterGroups({model.get()}, options)) {
+    const auto &groupOptions = static_cast<const torch::optim::AdamWOptions &>(group.options());
+    EXPECT_DOUBLE_EQ(std::get<0>(groupOptions.betas()), 0.8);
+    EXPECT_DOUBLE_EQ(std::get<1>(groupOptions.betas()), 0.998);
+    EXPECT_DOUBLE_EQ(groupOptions.eps(), 7e-9);
+    EXPECT_DOUBLE_EQ(groupOptions.lr(), 2e-3);
+  }
+}
+
 TEST(AdamWParameterGroups, ZeroGradientStepDecaysOnlyTheMatrices) {
   // With zero gradients an AdamW step only applies the decay, w -= lr * wd * w: a bias, a norm,
   // γ, the class token and the position embedding must not move.

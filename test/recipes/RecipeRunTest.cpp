@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <numeric>
@@ -208,14 +209,22 @@ TEST(RecipeRun, DataParallelByolKeepsTargetsInSync) {
 
 TEST(RecipeRun, ByolAppliesTheEmaScalingRule) {
   auto out = freshDir("byol-ema");
-  auto r = attnTrain("byol " + kDigits + kSsl + "--steps=3 --log-every=1 --momentum=0.99 --momentum-schedule=false "
-                     "--ema-scaling-rule --reference-batch-size=32 --lr=1e-3 --out=" + out);
+  auto r = attnTrain("byol " + kDigits + kSsl + "--steps=6 --warmup-steps=0 --log-every=1 --momentum=0.99 "
+                     "--momentum-schedule=false --ema-scaling-rule --reference-batch-size=32 --lr=1e-3 "
+                     "--weight-decay=0.05 --out=" + out);
   ASSERT_EQ(r.exitCode, 0) << r.output;
-  for (double rho : column(out, "momentum"))
-    EXPECT_NEAR(rho, 0.9801, 1e-12); // κ = 64/32 = 2: ρ̂ = 0.99²
+  // κ = 64/32 = 2: ρ̂ = 0.99², Adam's rule η̂ = √2·η (not SGD's 2·η), and 6 reference steps
+  // become 3.
+  const auto momenta = column(out, "momentum");
+  EXPECT_EQ(momenta.size(), 3u);
+  for (double rho : momenta)
+    EXPECT_NEAR(rho, 0.9801, 1e-12);
   for (double lr : column(out, "lr"))
-    EXPECT_LE(lr, 2e-3 + 1e-15); // η̂ = κ·η
-  EXPECT_NE(r.output.find("momentum 0.9801, lr 0.002"), std::string::npos) << r.output;
+    EXPECT_LE(lr, std::sqrt(2.0) * 1e-3 + 1e-12);
+  EXPECT_NE(r.output.find("momentum 0.9801, lr 0.001414, betas (0.8, 0.998), eps 7.071e-09, "
+                          "weight decay 0.07071, steps 3"),
+            std::string::npos)
+      << r.output;
 }
 
 TEST(RecipeRun, UserMistakesExitWithAMessage) {

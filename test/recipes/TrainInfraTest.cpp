@@ -24,6 +24,32 @@ TEST(EmaScalingRule, MomentumIsRaisedToKappa) {
   EXPECT_DOUBLE_EQ(scaledLearningRate(1e-3, 4.0), 4e-3);
 }
 
+TEST(EmaScalingRule, AdamTakesTheSquareRootRule) {
+  AdamHyperparameters reference;
+  reference.learningRate = 1e-3;
+  reference.weightDecay = 0.05;
+  reference.steps = 1000;
+  reference.warmupSteps = 100;
+  const AdamHyperparameters scaled = scaledAdam(reference, 4.0);
+  EXPECT_DOUBLE_EQ(scaled.learningRate, 2e-3); // √4 · η, not 4 · η (SGD's rule)
+  EXPECT_NEAR(scaled.beta1, 0.6, 1e-15);       // 1 − 4 · 0.1
+  EXPECT_NEAR(scaled.beta2, 0.996, 1e-15);     // 1 − 4 · 0.001
+  EXPECT_DOUBLE_EQ(scaled.epsilon, 5e-9);
+  EXPECT_DOUBLE_EQ(scaled.weightDecay, 0.1);
+  EXPECT_EQ(scaled.steps, 250); // as many examples as 1000 steps at the reference batch
+  EXPECT_EQ(scaled.warmupSteps, 25);
+  // Identity at κ = 1; halving the batch runs twice the steps.
+  const AdamHyperparameters same = scaledAdam(reference, 1.0);
+  EXPECT_DOUBLE_EQ(same.learningRate, 1e-3);
+  EXPECT_DOUBLE_EQ(same.beta1, 0.9);
+  EXPECT_EQ(same.steps, 1000);
+  const AdamHyperparameters half = scaledAdam(reference, 0.5);
+  EXPECT_EQ(half.steps, 2000);
+  EXPECT_NEAR(half.beta1, 0.95, 1e-15);
+  // κ · (1 − β1) > 1 would make β̂1 negative.
+  EXPECT_THROW(scaledAdam(reference, 12.0), std::invalid_argument);
+}
+
 TEST(Schedules, WarmupCosineAndByolMomentum) {
   EXPECT_DOUBLE_EQ(cosineLearningRate(0, 100, 10, 1.0), 0.1);
   EXPECT_DOUBLE_EQ(cosineLearningRate(9, 100, 10, 1.0), 1.0);
