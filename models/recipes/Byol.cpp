@@ -2,7 +2,6 @@
 // target network's projection of another view; the target is an EMA of the online backbone and
 // projector. --ema-scaling-rule: for a batch κ = batch/reference-batch times the reference,
 // momentum ρ → ρ^κ and learning rate η → κ·η ("How to Scale Your EMA", Busbridge et al. 2023).
-#include "models/Checkpoint.h"
 #include "models/data/Augment.h"
 #include "models/data/Sampler.h"
 #include "models/recipes/Losses.h"
@@ -139,14 +138,8 @@ int runByol(train::Config &config) {
     return {{"knn_accuracy", knnAccuracy(online->backbone, data, common, knnBank, knnQueries)}};
   };
   auto result = trainer.run(step, evaluate, common.batchSize);
-  // The pretrained backbone, readable by models::load_vision_transformer (fine-tuning, probes).
   if (distributed.isMain() && trainer.finished())
-  {
-    models::CheckpointMeta meta{{"recipe", name}};
-    if (auto knn = result.find("knn_accuracy"); knn != result.end())
-      meta["knn_accuracy"] = std::to_string(knn->second);
-    models::save_checkpoint(online->backbone, common.outDir + "/model.pt", meta);
-  }
+    saveSslBackbone(online->backbone, common.outDir, name, result);
   return 0;
 }
 

@@ -1,7 +1,6 @@
 // simclr and polyview: contrastive SSL on a ViT. simclr: two views, NT-Xent. polyview: M ≥ 2
 // views with the poly-view geometric or arithmetic one-vs-rest objective, or the multi-crop
 // baseline (all view pairs). Negatives come from the global batch (gathered across ranks).
-#include "models/Checkpoint.h"
 #include "models/data/Augment.h"
 #include "models/data/Sampler.h"
 #include "models/recipes/Losses.h"
@@ -92,14 +91,8 @@ int runContrastive(train::Config &config, const std::string &name, bool polyview
     return {{"knn_accuracy", knnAccuracy(encoder->backbone, data, common, knnBank, knnQueries)}};
   };
   auto result = trainer.run(step, evaluate, common.batchSize);
-  // The pretrained backbone, readable by models::load_vision_transformer (fine-tuning, probes).
   if (distributed.isMain() && trainer.finished())
-  {
-    models::CheckpointMeta meta{{"recipe", name}};
-    if (auto knn = result.find("knn_accuracy"); knn != result.end())
-      meta["knn_accuracy"] = std::to_string(knn->second);
-    models::save_checkpoint(encoder->backbone, common.outDir + "/model.pt", meta);
-  }
+    saveSslBackbone(encoder->backbone, common.outDir, name, result);
   return 0;
 }
 

@@ -1,5 +1,7 @@
 #include "models/recipes/Vision.h"
 
+#include "models/Checkpoint.h"
+
 #include "models/data/Augment.h"
 
 namespace attn::recipes {
@@ -172,6 +174,14 @@ double knnAccuracy(models::VisionTransformer &model, const ImageData &data,
   votes.scatter_add_(1, bankLabels.index({neighbour}), (similarity / 0.07).exp());
   model->train(wasTraining);
   return votes.argmax(1).eq(queryLabels).to(torch::kFloat64).mean().item<double>();
+}
+
+void saveSslBackbone(const models::VisionTransformer &backbone, const std::string &outDir,
+                     const std::string &recipe, const train::Values &finalValues) {
+  models::CheckpointMeta meta{{"recipe", recipe}};
+  if (auto knn = finalValues.find("knn_accuracy"); knn != finalValues.end())
+    meta["knn_accuracy"] = std::to_string(knn->second);
+  models::save_checkpoint(backbone, outDir + "/model.pt", meta);
 }
 
 } // namespace attn::recipes

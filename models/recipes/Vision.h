@@ -68,6 +68,12 @@ torch::Tensor pooledFeatures(models::VisionTransformer &model, const torch::Tens
 double knnAccuracy(models::VisionTransformer &model, const ImageData &data,
                    const train::CommonOptions &common, int64_t bankSize, int64_t queries);
 
+/// Writes a self-supervised run's pretrained backbone to OUT/model.pt (readable by
+/// models::load_vision_transformer), with the recipe and the final k-NN accuracy when the run
+/// reported one.
+void saveSslBackbone(const models::VisionTransformer &backbone, const std::string &outDir,
+                     const std::string &recipe, const train::Values &finalValues);
+
 } // namespace attn::recipes
 
 #endif // MODELS_RECIPES_VISION_H
