@@ -93,7 +93,6 @@ private:
   Value issueStreamed(scf::ForOp loop, ArrayRef<TileLoadOp> loads, Value iv, Value stage);
   void waitForBuffer(SharedBuffer &buffer);
   void hoistFragments(scf::ForOp loop, int64_t carried);
-  SmallVector<SmallVector<Value, 4>> rowMajorA(int64_t bufferIndex, int64_t kSteps);
 
   /// (tile row, tile column) of register `i` of a matrix with layout `l`.
   std::pair<Value, Value> position(const TileLayout &l, int64_t i);

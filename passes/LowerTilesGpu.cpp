@@ -213,21 +213,12 @@ void KernelLowering::hoistFragments(scf::ForOp loop, int64_t carried) {
     if (used + 4 * kSteps > options.fragmentBudget)
       continue;
     used += 4 * kSteps;
-    hoisted[l.buffer] = rowMajorA(l.buffer, kSteps);
+    SharedBuffer &buffer = buffers[l.buffer];
+    auto &fragments = hoisted[l.buffer];
+    for (int64_t kk = 0; kk < kSteps; ++kk)
+      fragments.push_back(
+          g->loadRowMajorA(buffer.view, buffer.stage, warpRow, kk, buffer.width / kChunk));
   }
-}
-
-SmallVector<SmallVector<Value, 4>> KernelLowering::rowMajorA(int64_t bufferIndex,
-                                                             int64_t kSteps) {
-  auto it = hoisted.find(bufferIndex);
-  if (it != hoisted.end())
-    return it->second;
-  SharedBuffer &buffer = buffers[bufferIndex];
-  SmallVector<SmallVector<Value, 4>> fragments;
-  for (int64_t kk = 0; kk < kSteps; ++kk)
-    fragments.push_back(
-        g->loadRowMajorA(buffer.view, buffer.stage, warpRow, kk, buffer.width / kChunk));
-  return fragments;
 }
 
 LogicalResult KernelLowering::lowerFor(scf::ForOp op) {

@@ -3,6 +3,7 @@
 // ops to tensor-core fragments and attn-gpu-fast-math to approximate PTX math. What stays here
 // is what only concerns the GPU's tile sizes: their checks and the storage type.
 #include "dialects/attn/AttnDialect.h"
+#include "passes/GpuFragments.h"
 #include "passes/KernelEmitter.h"
 #include "passes/Passes.h"
 
@@ -23,8 +24,7 @@ namespace mlir::attn {
 #include "passes/Passes.h.inc"
 
 namespace {
-/// 16-byte chunks per cp.async copy row.
-constexpr int64_t kChunk = 8;
+using gpu_fragments::kChunk;
 
 struct AttnTileGpuPass : impl::AttnTileGpuBase<AttnTileGpuPass> {
   using AttnTileGpuBase::AttnTileGpuBase;
