@@ -1,6 +1,8 @@
 // byol: BYOL on a ViT. The online network (backbone + projector + predictor) regresses the
 // target network's projection of another view; the target is an EMA of the online backbone and
-// projector. --ema-scaling-rule: for a batch κ = batch/reference-batch times the reference,
+// projector. Projector and predictor are Linear → BatchNorm → ReLU → Linear as in the paper, the
+// statistics taken per view over the global batch (synchronised across ranks); the target
+// normalises with its own batch statistics too (the paper runs it in training mode). --ema-scaling-rule: for a batch κ = batch/reference-batch times the reference,
 // momentum ρ → ρ^κ and learning rate η → κ·η ("How to Scale Your EMA", Busbridge et al. 2023).
 #include "models/data/Augment.h"
 #include "models/data/Sampler.h"
@@ -43,6 +45,7 @@ int runByol(train::Config &config) {
   int64_t referenceBatch = config.getInt("reference-batch-size", 128, "the batch size ρ, --lr, --steps and --warmup-steps were set for");
   int64_t projectionDim = config.getInt("proj-dim", 64, "projection dimension");
   int64_t projectionHidden = config.getInt("proj-hidden", 256, "projector and predictor hidden width");
+  HeadNorm headNorm = parseHeadNorm(config);
   int64_t knnBank = config.getInt("knn-bank", 5000, "training images in the k-NN memory bank");
   int64_t knnQueries = config.getInt("knn-queries", 1000, "test images the k-NN evaluation classifies");
   if (momentum < 0 || momentum >= 1)
@@ -76,12 +79,13 @@ int runByol(train::Config &config) {
   auto data = loadImageData(dataOptions, common);
   vitOptions = fitVitToData(vitOptions, data);
   views.size = data.imageSize;
-  SslEncoder online(vitOptions, projectionHidden, projectionDim);
-  MlpHead predictor(projectionDim, projectionHidden, projectionDim, common.sigmaReparam);
+  SslEncoder online(vitOptions, projectionHidden, projectionDim, headNorm);
+  MlpHead predictor(projectionDim, projectionHidden, projectionDim, common.sigmaReparam, headNorm);
   online->to(common.device, common.dtype);
   predictor->to(common.device, common.dtype);
   auto target = std::dynamic_pointer_cast<SslEncoderImpl>(online->clone());
   target->eval(); // no σReparam power iteration in the target: it follows the online u
+  useBatchStatistics(*target); // but BatchNorm uses the batch's statistics, as BYOL's target does
   for (auto &p : target->parameters())
     p.set_requires_grad(false);
 
@@ -94,13 +98,17 @@ int runByol(train::Config &config) {
                                .eps(adam.epsilon);
   torch::optim::AdamW optimizer(
       train::adamWParameterGroups({online.get(), predictor.get()}, adamOptions), adamOptions);
-  train::Trainer trainer(common, {"loss", "momentum", "knn_accuracy", "lr"},
-                         {{"loss"}, {"knn_accuracy"}, {"momentum"}});
+  train::Trainer trainer(common, {"loss", "momentum", "knn_accuracy", "knn_accuracy_step0", "lr"},
+                         {{"loss"}, {"knn_accuracy", "knn_accuracy_step0"}, {"momentum"}});
   trainer.addModule("online", online.ptr());
   trainer.addModule("predictor", predictor.ptr());
   trainer.addModule("target", target); // in sync on every rank: same online params, same updates
   trainer.addOptimizer("adamw", optimizer, common.learningRate);
   auto &distributed = trainer.distributed();
+  for (torch::nn::Module *module : {static_cast<torch::nn::Module *>(online.get()),
+                                    static_cast<torch::nn::Module *>(predictor.get()),
+                                    static_cast<torch::nn::Module *>(target.get())})
+    setBatchNormGroup(*module, trainer.sharedDistributed());
   if (distributed.isMain() && scalingRule)
     std::fprintf(stderr,
                  "byol: EMA scaling rule κ = %.4g: momentum %.6g, lr %.4g, betas (%.6g, %.6g), "
@@ -118,11 +126,12 @@ int runByol(train::Config &config) {
     auto view2 = data.normalisation.apply(data::sslView(images, views)).to(common.device, common.dtype);
     optimizer.zero_grad();
     int64_t n = images.size(0);
-    auto predictions = predictor->forward(online->forward(torch::cat({view1, view2}))).to(torch::kFloat32);
+    auto predictions =
+        perView(predictor, online->forward(torch::cat({view1, view2}), 2), 2).to(torch::kFloat32);
     torch::Tensor targets;
     {
       torch::NoGradGuard noGrad;
-      targets = target->forward(torch::cat({view2, view1})).to(torch::kFloat32);
+      targets = target->forward(torch::cat({view2, view1}), 2).to(torch::kFloat32);
     }
     auto loss = byolLoss(predictions.slice(0, 0, n), targets.slice(0, 0, n)) +
                 byolLoss(predictions.slice(0, n), targets.slice(0, n));
@@ -134,8 +143,14 @@ int runByol(train::Config &config) {
     emaUpdate(*target, *online, rho);
     return {{"loss", loss.item<double>()}, {"momentum", rho}};
   };
-  auto evaluate = [&](bool) -> train::Values {
-    return {{"knn_accuracy", knnAccuracy(online->backbone, data, common, knnBank, knnQueries)}};
+  // The untrained encoder's k-NN accuracy, the baseline the final figure is read against (the
+  // initialisation is a function of --seed, so a resumed run measures the same model).
+  const double knnStep0 = knnAccuracy(online->backbone, data, common, knnBank, knnQueries);
+  auto evaluate = [&](bool final) -> train::Values {
+    train::Values values{{"knn_accuracy", knnAccuracy(online->backbone, data, common, knnBank, knnQueries)}};
+    if (final)
+      values["knn_accuracy_step0"] = knnStep0;
+    return values;
   };
   auto result = trainer.run(step, evaluate, common.batchSize);
   if (distributed.isMain() && trainer.finished())

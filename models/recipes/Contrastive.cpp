@@ -23,6 +23,7 @@ int runContrastive(train::Config &config, const std::string &name, bool polyview
   double temperature = config.getDouble("temperature", 0.2, "similarity temperature τ");
   int64_t projectionDim = config.getInt("proj-dim", 64, "projection dimension");
   int64_t projectionHidden = config.getInt("proj-hidden", 256, "projector hidden width");
+  HeadNorm headNorm = parseHeadNorm(config);
   int64_t knnBank = config.getInt("knn-bank", 5000, "training images in the k-NN evaluation's memory bank");
   int64_t knnQueries = config.getInt("knn-queries", 1000, "test images the k-NN evaluation classifies");
   Objective objective = Objective::NtXent;
@@ -46,16 +47,19 @@ int runContrastive(train::Config &config, const std::string &name, bool polyview
   auto data = loadImageData(dataOptions, common);
   vitOptions = fitVitToData(vitOptions, data);
   views.size = data.imageSize;
-  SslEncoder encoder(vitOptions, projectionHidden, projectionDim);
+  SslEncoder encoder(vitOptions, projectionHidden, projectionDim, headNorm);
   encoder->to(common.device, common.dtype);
   torch::optim::AdamW optimizer(
       train::adamWParameterGroups({encoder.get()}, common.learningRate, common.weightDecay),
       torch::optim::AdamWOptions(common.learningRate)
                                                            .weight_decay(common.weightDecay));
-  train::Trainer trainer(common, {"loss", "knn_accuracy", "lr"}, {{"loss"}, {"knn_accuracy"}});
+  train::Trainer trainer(common, {"loss", "knn_accuracy", "knn_accuracy_step0", "lr"},
+                         {{"loss"}, {"knn_accuracy", "knn_accuracy_step0"}});
   trainer.addModule("encoder", encoder.ptr());
   trainer.addOptimizer("adamw", optimizer, common.learningRate);
   auto &distributed = trainer.distributed();
+  // SimCLR's "global BN": the projector's statistics are the global batch's (all views at once).
+  setBatchNormGroup(*encoder, trainer.sharedDistributed());
   const auto &train = data.splits.train;
   data::StepSampler sampler(train.size(), common.batchSize, uint64_t(common.seed),
                             distributed.rank(), distributed.worldSize());
@@ -87,8 +91,14 @@ int runContrastive(train::Config &config, const std::string &name, bool polyview
     // Every rank holds the same global loss, so the mean over ranks the trainer reports is it.
     return {{"loss", loss.item<double>()}};
   };
-  auto evaluate = [&](bool) -> train::Values {
-    return {{"knn_accuracy", knnAccuracy(encoder->backbone, data, common, knnBank, knnQueries)}};
+  // The untrained encoder's k-NN accuracy, the baseline the final figure is read against (the
+  // initialisation is a function of --seed, so a resumed run measures the same model).
+  const double knnStep0 = knnAccuracy(encoder->backbone, data, common, knnBank, knnQueries);
+  auto evaluate = [&](bool final) -> train::Values {
+    train::Values values{{"knn_accuracy", knnAccuracy(encoder->backbone, data, common, knnBank, knnQueries)}};
+    if (final)
+      values["knn_accuracy_step0"] = knnStep0;
+    return values;
   };
   auto result = trainer.run(step, evaluate, common.batchSize);
   if (distributed.isMain() && trainer.finished())

@@ -163,6 +163,34 @@ torch::Tensor Distributed::gatherWithLocalGradient(const torch::Tensor &local) {
   return torch::cat(parts, 0);
 }
 
+namespace {
+
+/// y = Σ_ranks x; ∂L/∂x = Σ_ranks ∂L/∂y (each rank's loss reaches y through its own samples).
+struct AllReduceSum : torch::autograd::Function<AllReduceSum> {
+  static torch::Tensor forward(torch::autograd::AutogradContext *ctx, const torch::Tensor &local,
+                               int64_t distributed) {
+    ctx->saved_data["distributed"] = distributed;
+    auto sum = local.detach().clone(torch::MemoryFormat::Contiguous);
+    reinterpret_cast<Distributed *>(distributed)->allReduce({sum}, 1.0);
+    return sum;
+  }
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext *ctx,
+                                               torch::autograd::tensor_list grads) {
+    auto *distributed = reinterpret_cast<Distributed *>(ctx->saved_data["distributed"].toInt());
+    auto grad = grads[0].clone(torch::MemoryFormat::Contiguous);
+    distributed->allReduce({grad}, 1.0);
+    return {grad, torch::Tensor()};
+  }
+};
+
+} // namespace
+
+torch::Tensor Distributed::allReduceSumWithGradient(const torch::Tensor &local) {
+  if (worldSize_ == 1)
+    return local;
+  return AllReduceSum::apply(local, reinterpret_cast<int64_t>(this));
+}
+
 double Distributed::mean(double value) {
   if (worldSize_ == 1)
     return value;

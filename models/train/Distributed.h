@@ -48,6 +48,11 @@ public:
   /// Concatenates `local` [n, ...] of every rank along dim 0 in rank order; the local slice keeps
   /// its autograd history, the others are constants.
   torch::Tensor gatherWithLocalGradient(const torch::Tensor &local);
+  /// Sums `local` over ranks, differentiably: the backward pass sums the incoming gradients over
+  /// ranks too, so a statistic of the global batch (synchronised BatchNorm's mean and variance)
+  /// sends every rank's share of the gradient back to each rank's own samples. Every rank must
+  /// call it (and run backward through it) in the same order. World size 1: returns `local`.
+  torch::Tensor allReduceSumWithGradient(const torch::Tensor &local);
   double mean(double value);
   void barrier();
 
