@@ -2,7 +2,7 @@
 BUILD ?= build
 CMAKE_FLAGS ?=
 
-.PHONY: demo test fuzz sanitize build configure deps clean
+.PHONY: demo test fuzz sanitize build configure deps clean device-kit device-kit-test
 
 deps:
 	@bash scripts/install-deps.sh
@@ -31,6 +31,16 @@ fuzz: deps
 # scripts/sanitize.sh).
 sanitize: deps
 	@bash scripts/sanitize.sh
+
+# The device kit for the GPU machine (issue 18): build-kit/attn-device-kit.tar.xz holds the torch
+# op library with MLIR/LLVM static and hidden, attn-ptx-check, a pre-filled kernel cache, the GPU
+# tests and bench/gpu/run.sh (see scripts/device-kit.sh and the README's "Device kit").
+# device-kit-test also unpacks it and runs its self-test against the stand-in libcuda.
+device-kit: deps
+	@bash scripts/device-kit.sh
+
+device-kit-test: deps
+	@bash scripts/device-kit-test.sh
 
 clean:
 	rm -rf $(BUILD)

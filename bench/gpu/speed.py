@@ -206,6 +206,11 @@ def run(args, deadline):
     if not args.no_flex:
         try:
             from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+            import torch._dynamo
+            # One compile per shape: keep dynamo from falling back to eager after 8.
+            for limit in ("cache_size_limit", "recompile_limit"):
+                if hasattr(torch._dynamo.config, limit):
+                    setattr(torch._dynamo.config, limit, 256)
             compiled_flex = torch.compile(flex_attention, dynamic=False)
 
             def causal_mask(b, h, q_idx, kv_idx):
@@ -271,64 +276,62 @@ def run(args, deadline):
             return lambda q, k, v: flex_sigmoid(q, k, v, causal)
         return None
 
-    methods = OURS + SDPA + (() if args.no_flex else FLEX)
+    def time_shape(section, dim, causal, seq, batch, heads, methods):
+        backward = section != "fwd"
+        q, k, v = (torch.randn(batch, heads, seq, dim, device=device, dtype=torch.bfloat16,
+                               requires_grad=backward) for _ in range(3))
+        grad = torch.randn_like(q) if backward else None
+        reference_out = None
+        total = report.flops(batch, heads, seq, dim, causal, backward)
+        timed = []
+        for method in methods:
+            fn = method_fn(method, causal)
+            row = dict(section=section, dim=dim, causal=causal, seq=seq, batch=batch,
+                       heads=heads, method=method, ms=None, tflops=None, note="")
+            timed.append(row)
+            if fn is None:
+                row["note"] = "not available (see the skipped list)"
+                continue
+            try:
+                if backward:
+                    def step(fn=fn):
+                        return torch.autograd.grad(fn(q, k, v), (q, k, v), grad)
+                else:
+                    def step(fn=fn):
+                        with torch.no_grad():
+                            return fn(q, k, v)
+                if not backward and method in ("attn-softmax", "sdpa-flash"):
+                    with torch.no_grad():
+                        out = fn(q, k, v)
+                    if reference_out is None:
+                        reference_out = out
+                    else:
+                        error = relative_error(out, reference_out)
+                        if not error < 2e-2:
+                            row["note"] = f"output differs from sdpa-flash: {error:.2e}"
+                ms = median_ms(step)
+                row["ms"], row["tflops"] = ms, total / (ms * 1e-3) / 1e12
+            except Exception as exception:  # noqa: BLE001
+                row["note"] = f"{type(exception).__name__}: {str(exception).splitlines()[0][:120]}"
+                torch.cuda.synchronize()
+        print(f"speed: {section} d={dim} causal={causal} S={seq}: " + ", ".join(
+            f"{r['method']} {report._fmt(r['tflops'])}" for r in timed), flush=True)
+        return timed
+
+    # Pass 1: ours and SDPA's backends at every shape; pass 2: FlexAttention (a torch.compile per
+    # shape), d = 128 first, while the budget lasts.
     before = torch.ops.attn_kit.jit_statistics() if kit else None
     for section in ("fwd", "fwd+bwd"):
-        backward = section != "fwd"
         for dim, causal, seq, batch, heads in shapes(args.dims, args.seqs):
-            if deadline.left() < 0:
+            if deadline.left() < 60:
                 extras["skipped"].append(f"{section} d={dim} causal={causal} S={seq}: time budget")
                 continue
-            q, k, v = (torch.randn(batch, heads, seq, dim, device=device, dtype=torch.bfloat16,
-                                   requires_grad=backward) for _ in range(3))
-            grad = torch.randn_like(q) if backward else None
-            reference_out = None
-            total = report.flops(batch, heads, seq, dim, causal, backward)
-            for method in methods:
-                fn = method_fn(method, causal)
-                row = dict(section=section, dim=dim, causal=causal, seq=seq, batch=batch,
-                           heads=heads, method=method, ms=None, tflops=None, note="")
-                if fn is None:
-                    row["note"] = "not available (see the skipped list)"
-                    rows.append(row)
-                    continue
-                if method.startswith("flex") and deadline.left() < 30:
-                    row["note"] = "skipped: time budget"
-                    rows.append(row)
-                    continue
-                try:
-                    if backward:
-                        def step(fn=fn):
-                            return torch.autograd.grad(fn(q, k, v), (q, k, v), grad)
-                    else:
-                        def step(fn=fn):
-                            with torch.no_grad():
-                                return fn(q, k, v)
-                    if not backward and method in ("attn-softmax", "sdpa-flash"):
-                        with torch.no_grad():
-                            out = fn(q, k, v)
-                        if reference_out is None:
-                            reference_out = out
-                        else:
-                            error = relative_error(out, reference_out)
-                            if not error < 2e-2:
-                                row["note"] = f"output differs from attn-softmax: {error:.2e}"
-                    ms = median_ms(step)
-                    row["ms"], row["tflops"] = ms, total / (ms * 1e-3) / 1e12
-                except Exception as exception:  # noqa: BLE001
-                    row["note"] = f"{type(exception).__name__}: {str(exception).splitlines()[0][:120]}"
-                    torch.cuda.synchronize()
-                rows.append(row)
-            del q, k, v, grad, reference_out
-            print(f"speed: {section} d={dim} causal={causal} S={seq}: " + ", ".join(
-                f"{r['method']} {report._fmt(r['tflops'])}" for r in rows[-len(methods):]),
-                flush=True)
+            rows += time_shape(section, dim, causal, seq, batch, heads, OURS + SDPA)
     if kit:
         after = torch.ops.attn_kit.jit_statistics()
         extras["recompiles"] = {"compiles": after[0] - before[0],
                                 "disk_hits": after[1] - before[1],
                                 "memory_hits": after[2] - before[2]}
-
     # --- one ViT-B/16 training step --------------------------------------------------------------
     if args.no_vit:
         extras["skipped"].append("ViT-B/16 step: --no-vit")
@@ -344,6 +347,16 @@ def run(args, deadline):
                 extras["vit"].append((label, ms))
         except Exception as exception:  # noqa: BLE001
             extras["skipped"].append(f"ViT-B/16 step: {type(exception).__name__}: {exception}")
+    if not args.no_flex and (flex_softmax or flex_sigmoid):
+        flex_methods = tuple(m for m in FLEX if not (m == "flex-sigmoid" and args.quick))
+        for section in ("fwd", "fwd+bwd"):
+            for dim, causal, seq, batch, heads in shapes(sorted(args.dims, reverse=True),
+                                                         args.seqs):
+                if deadline.left() < 45:
+                    extras["skipped"].append(f"FlexAttention {section} d={dim} causal={causal} "
+                                             f"S={seq}: time budget")
+                    continue
+                rows += time_shape(section, dim, causal, seq, batch, heads, flex_methods)
     return rows, extras
 
 
