@@ -191,10 +191,33 @@ void open(OpenedCheckpoint &opened, const std::string &path, CheckpointMeta *met
   }
 }
 
+/// Module::load, but copying each stored tensor into the module's (copy_ converts dtypes)
+/// instead of Module::load's set_, which reinterprets a float64 run's tensors as float32 garbage.
+void loadInto(torch::nn::Module &module, torch::serialize::InputArchive &archive,
+              const std::string &prefix) {
+  auto copyStored = [&](torch::Tensor &into, const std::string &name, bool isBuffer) {
+    torch::Tensor stored;
+    archive.read(name, stored, isBuffer);
+    TORCH_CHECK(stored.sizes() == into.sizes(), "checkpoint: '", prefix, name, "' has shape ",
+                stored.sizes(), ", the model expects ", into.sizes());
+    into.copy_(stored);
+  };
+  for (auto &item : module.named_parameters(/*recurse=*/false))
+    copyStored(item.value(), item.key(), false);
+  for (auto &item : module.named_buffers(/*recurse=*/false))
+    copyStored(item.value(), item.key(), true);
+  for (const auto &child : module.named_children()) {
+    torch::serialize::InputArchive childArchive;
+    archive.read(child.key(), childArchive);
+    loadInto(*child.value(), childArchive, prefix + child.key() + ".");
+  }
+}
+
 void loadState(torch::nn::Module &module, torch::serialize::InputArchive &archive) {
   torch::serialize::InputArchive state;
   archive.read("model", state);
-  module.load(state);
+  torch::NoGradGuard noGrad;
+  loadInto(module, state, "");
 }
 
 } // namespace

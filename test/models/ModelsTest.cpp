@@ -247,6 +247,23 @@ TEST(Checkpoint, VisionTransformerRoundTripFromTheFileAlone) {
   std::remove(path.c_str());
 }
 
+TEST(Checkpoint, Float64ModelLoadsConvertedNotReinterpreted) {
+  // A --dtype=float64 run's model.pt: the loader builds a float32 model and must convert the
+  // stored values (Module::load's set_ used to reinterpret the bytes: 1e38 and NaN).
+  torch::manual_seed(26);
+  VisionTransformer model(tinyVit("softmax"));
+  model->to(torch::kFloat64);
+  const std::string path = temporaryPath("vit64");
+  save_checkpoint(model, path, {});
+  VisionTransformer loaded = load_vision_transformer(path);
+  auto stored = model->named_parameters();
+  for (const auto &item : loaded->named_parameters()) {
+    EXPECT_EQ(item.value().scalar_type(), torch::kFloat32) << item.key();
+    EXPECT_TRUE(torch::equal(item.value(), stored[item.key()].to(torch::kFloat32))) << item.key();
+  }
+  std::remove(path.c_str());
+}
+
 TEST(Checkpoint, ConvertedModelWithIrNormalizerRoundTrips) {
   torch::manual_seed(26);
   VisionTransformer model(tinyVit(kIrNormalizer));
