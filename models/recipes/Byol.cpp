@@ -122,16 +122,20 @@ int runByol(train::Config &config) {
   auto step = [&](int64_t s) -> train::Values {
     auto idx = sampler.indices(s);
     auto images = train.images.index_select(0, idx);
-    auto view1 = data.normalisation.apply(data::sslView(images, views)).to(common.device, common.dtype);
-    auto view2 = data.normalisation.apply(data::sslView(images, views)).to(common.device, common.dtype);
-    optimizer.zero_grad();
     int64_t n = images.size(0);
+    // One draw for the global batch per (seed, step); this rank keeps its samples' rows.
+    auto random = data::SampleRandom::forStep(uint64_t(common.seed), s, common.batchSize,
+                                              distributed.rank() * n);
+    auto view1 = data.normalisation.apply(data::sslView(images, views, random)).to(common.device, common.dtype);
+    auto view2 = data.normalisation.apply(data::sslView(images, views, random)).to(common.device, common.dtype);
+    optimizer.zero_grad();
+    const auto lossType = common.dtype == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
     auto predictions =
-        perView(predictor, online->forward(torch::cat({view1, view2}), 2), 2).to(torch::kFloat32);
+        perView(predictor, online->forward(torch::cat({view1, view2}), 2), 2).to(lossType);
     torch::Tensor targets;
     {
       torch::NoGradGuard noGrad;
-      targets = target->forward(torch::cat({view2, view1}), 2).to(torch::kFloat32);
+      targets = target->forward(torch::cat({view2, view1}), 2).to(lossType);
     }
     auto loss = byolLoss(predictions.slice(0, 0, n), targets.slice(0, 0, n)) +
                 byolLoss(predictions.slice(0, n), targets.slice(0, n));

@@ -68,11 +68,15 @@ int runContrastive(train::Config &config, const std::string &name, bool polyview
     auto idx = sampler.indices(s);
     auto images = train.images.index_select(0, idx);
     int64_t n = images.size(0);
+    // One draw for the global batch per (seed, step); this rank keeps its samples' rows.
+    auto random = data::SampleRandom::forStep(uint64_t(common.seed), s, common.batchSize,
+                                              distributed.rank() * n);
     std::vector<torch::Tensor> batch;
     for (int64_t v = 0; v < numViews; ++v)
-      batch.push_back(data.normalisation.apply(data::sslView(images, views)));
+      batch.push_back(data.normalisation.apply(data::sslView(images, views, random)));
     optimizer.zero_grad();
-    auto z = encoder->forward(torch::cat(batch).to(common.device, common.dtype)).to(torch::kFloat32);
+    const auto lossType = common.dtype == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
+    auto z = encoder->forward(torch::cat(batch).to(common.device, common.dtype)).to(lossType);
     // [M·n, D] → [n, M, D], gathered over ranks along the sample axis → [M, N, D].
     auto local = z.view({numViews, n, -1}).transpose(0, 1);
     auto all = distributed.gatherWithLocalGradient(local.contiguous()).transpose(0, 1);

@@ -21,11 +21,13 @@ void SyncBatchNorm1dImpl::pretty_print(std::ostream &stream) const {
          << ", momentum=" << momentum_ << ")";
 }
 
-torch::Tensor SyncBatchNorm1dImpl::forward(const torch::Tensor &x) {
-  TORCH_CHECK(x.dim() == 2 && x.size(1) == features_, "SyncBatchNorm1d: expected [N, ", features_,
-              "], got ", x.sizes());
+torch::Tensor SyncBatchNorm1dImpl::forward(const torch::Tensor &input) {
+  TORCH_CHECK(input.dim() == 2 && input.size(1) == features_, "SyncBatchNorm1d: expected [N, ",
+              features_, "], got ", input.sizes());
   if (!is_training())
-    return (x - running_mean) * torch::rsqrt(running_var + eps_) * weight + bias;
+    return (input - running_mean) * torch::rsqrt(running_var + eps_) * weight + bias;
+  // Statistics and normalisation in float32 at least (bfloat16/float16 runs).
+  auto x = input.scalar_type() == torch::kFloat64 ? input : input.to(torch::kFloat32);
   bool synced = group && group->worldSize() > 1;
   auto globalSum = [&](const torch::Tensor &t) {
     return synced ? group->allReduceSumWithGradient(t) : t;
@@ -42,10 +44,11 @@ torch::Tensor SyncBatchNorm1dImpl::forward(const torch::Tensor &x) {
   auto variance = globalSum((centred * centred).sum(0)) / n;
   {
     torch::NoGradGuard noGrad;
-    running_mean.mul_(1 - momentum_).add_(mean.detach(), momentum_);
-    running_var.mul_(1 - momentum_).add_(variance.detach() * (total / (total - 1)), momentum_);
+    running_mean.mul_(1 - momentum_).add_(mean.detach().to(running_mean.dtype()), momentum_);
+    running_var.mul_(1 - momentum_).add_((variance.detach() * (total / (total - 1))).to(running_var.dtype()),
+                                         momentum_);
   }
-  return centred * torch::rsqrt(variance + eps_) * weight + bias;
+  return (centred * torch::rsqrt(variance + eps_) * weight + bias).to(input.dtype());
 }
 
 namespace {

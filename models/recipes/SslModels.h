@@ -24,7 +24,7 @@ public:
   explicit SyncBatchNorm1dImpl(int64_t features, double eps = 1e-5, double momentum = 0.1);
   void reset() override;
   void pretty_print(std::ostream &stream) const override;
-  torch::Tensor forward(const torch::Tensor &x);
+  torch::Tensor forward(const torch::Tensor &input);
 
   int64_t features_;
   double eps_, momentum_;
