@@ -69,9 +69,9 @@ def check_case(torch, attn, reference, name, dim, causal, dtype_name, shape, dev
     k = torch.randn(batch, kv_heads, keys, dim, device=device, dtype=dtype)
     v = torch.randn(batch, kv_heads, keys, dim, device=device, dtype=dtype)
     grad = torch.randn(batch, heads, queries, dim, device=device, dtype=dtype)
-    if device.type == "cuda":  # poison: the outputs' blocks come from here
-        poison = torch.full((32 << 20,), float("nan"), device=device)
-        del poison
+    if device.type == "cuda":  # poison: the outputs' blocks (small and large pool) come from here
+        poison = [torch.full((n,), float("nan"), device=device) for n in (1 << 17,) * 6 + (32 << 20,)]
+        poison.clear()
     out, lse = torch.ops.attn._attention_forward(q, k, v, variant, None, causal)
     leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
     dq, dk, dv = torch.autograd.grad(attn.attention(*leaves, variant, None, causal), leaves, grad)

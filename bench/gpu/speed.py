@@ -24,7 +24,6 @@ import platform
 import random
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -345,6 +344,7 @@ def run(args, deadline):
                                      ("attn softmax", "softmax"), ("attn sigmoid", "sigmoid")):
                 ms = vit.step_ms(attention, batch=args.vit_batch, device=device,
                                  median_ms=median_ms)
+                torch.cuda.empty_cache()
                 extras["vit"].append((label, ms))
         except Exception as exception:  # noqa: BLE001
             extras["skipped"].append(f"ViT-B/16 step: {type(exception).__name__}: {exception}")

@@ -64,7 +64,4 @@ def step_ms(attention, batch, device, median_ms):
     loss = step()
     if not torch.isfinite(loss):
         raise RuntimeError(f"ViT-B/16 with {attention}: loss {loss.item()}")
-    ms = median_ms(step, target_ms=600.0, min_reps=5, max_reps=10)
-    del model, optimizer
-    torch.cuda.empty_cache()
-    return ms
+    return median_ms(step, target_ms=600.0, min_reps=5, max_reps=10)

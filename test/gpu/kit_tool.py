@@ -157,7 +157,6 @@ def child_check(kit):
     torch = load(kit)
     import attn  # the package, on the library already loaded (ATTN_TORCH_LIBRARY)
     import reference
-    import variants
 
     with open("/proc/self/maps") as maps:
         mapped = sorted({line.split()[-1] for line in maps if FORBIDDEN.search(line.split()[-1])})
