@@ -154,6 +154,13 @@ class FakeLaunch(ctypes.Structure):
 
 
 def child_check(kit):
+    # Another LLVM in the process first, as on the GPU machine (Triton's, for FlexAttention):
+    # ours is hidden, so neither binds to the other's symbols.
+    try:
+        import triton._C.libtriton  # noqa: F401
+        other_llvm = "with Triton's LLVM loaded first"
+    except ImportError:
+        other_llvm = "(Triton not installed: no second LLVM in the process)"
     torch = load(kit)
     import attn  # the package, on the library already loaded (ATTN_TORCH_LIBRARY)
     import reference
@@ -172,7 +179,10 @@ def child_check(kit):
                                          reference.attention(q, k, v, normalizer, causal=True))
         if not error < 1e-5:
             fail(f"CPU {normalizer}: relative error {error:.2e} against float64")
-    print("kit: CPU kernels (softmax, sigmoid, causal, GQA) match float64")
+    print(f"kit: CPU kernels (softmax, sigmoid, causal, GQA) match float64 {other_llvm}")
+    compile_ms, _ = torch.ops.attn_kit.prepare("relu(scale=0.5)", 64, True, "f16", 0)
+    print(f"kit: GPU compile in process {other_llvm}: relu(scale=0.5) causal d=64 f16 in "
+          f"{compile_ms:.0f} ms")
 
     # The launch path, recorded by the stand-in libcuda.
     fake = ctypes.CDLL(paths(kit)["fake"])
