@@ -34,7 +34,15 @@ int runAsrCtc(train::Config &config) {
   models::LogMelOptions frontEnd;
   frontEnd.n_mels(config.getInt("n-mels", 40, "mel bins"));
   options.front_end(frontEnd);
-  bool qkNorm = config.getBool("qk-norm", false, "LayerNorm on queries and keys");
+  const AttentionDefaults stabilisers = attentionDefaults(common);
+  bool qkNorm = config.getBool("qk-norm", stabilisers.qkNorm,
+                               "LayerNorm on queries and keys (on with --attention=sigmoid)");
+  options.layer_scale_init(config.getDouble("layer-scale", stabilisers.layerScale,
+                                            "LayerScale initial value (0: off; 0.1 with --attention=sigmoid)"));
+  std::string norm = config.getChoice("norm", "pre", {"pre", "hybrid"}, "pre-norm or hybrid-norm blocks");
+  options.norm(norm == "pre" ? models::BlockNorm::PreNorm : models::BlockNorm::HybridNorm);
+  if (options.layer_scale_init() < 0)
+    throw train::UsageError("--layer-scale must not be negative");
   int64_t timeMasks = config.getInt("time-masks", 0, "SpecAugment-style: zeroed waveform spans per utterance");
   if (options.embed_dim() <= 0 || options.depth() <= 0 || options.num_heads() <= 0 ||
       options.embed_dim() % options.num_heads() != 0)

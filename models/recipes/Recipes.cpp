@@ -2,6 +2,20 @@
 
 namespace attn::recipes {
 
+bool isSigmoidAttention(const train::CommonOptions &common) {
+  const std::string &name = common.attentionOption;
+  return name == "sigmoid" || name.rfind("sigmoid(", 0) == 0;
+}
+
+AttentionDefaults attentionDefaults(const train::CommonOptions &common) {
+  AttentionDefaults defaults;
+  if (isSigmoidAttention(common)) {
+    defaults.qkNorm = true;
+    defaults.layerScale = 0.1;
+  }
+  return defaults;
+}
+
 const std::map<std::string, RecipeEntry> &allRecipes() {
   static const std::map<std::string, RecipeEntry> recipes = {
       {"vit-supervised", {runVitSupervised, "ViT classification with cross-entropy"}},

@@ -1,5 +1,7 @@
 #include "models/recipes/Vision.h"
 
+#include "models/recipes/Recipes.h"
+
 #include "models/Checkpoint.h"
 
 #include "models/data/Augment.h"
@@ -63,8 +65,11 @@ models::VisionTransformerOptions parseVitOptions(train::Config &config,
   o.pooling(pool == "cls" ? models::Pooling::ClassToken : models::Pooling::Mean);
   std::string norm = config.getChoice(key("norm"), "pre", {"pre", "hybrid"}, "pre-norm or hybrid-norm blocks");
   o.norm(norm == "pre" ? models::BlockNorm::PreNorm : models::BlockNorm::HybridNorm);
-  o.layer_scale_init(config.getDouble(key("layer-scale"), 0.0, "LayerScale initial value (0: off)"));
-  bool qkNorm = config.getBool(key("qk-norm"), false, "LayerNorm on queries and keys");
+  const AttentionDefaults stabilisers = attentionDefaults(common);
+  o.layer_scale_init(config.getDouble(key("layer-scale"), stabilisers.layerScale,
+                                      "LayerScale initial value (0: off; 0.1 with --attention=sigmoid)"));
+  bool qkNorm = config.getBool(key("qk-norm"), stabilisers.qkNorm,
+                               "LayerNorm on queries and keys (on with --attention=sigmoid)");
   if (o.patch_size() <= 0 || o.embed_dim() <= 0 || o.depth() <= 0 || o.num_heads() <= 0)
     throw UsageError("--" + key("patch-size") + ", --" + key("embed-dim") + ", --" + key("depth") +
                      " and --" + key("heads") + " must be positive");

@@ -161,6 +161,21 @@ TEST(RecipeRun, AsrCtcLossFalls) {
   EXPECT_GE(cer[0], 0.0);
 }
 
+TEST(RecipeRun, SigmoidAsrCtcTrainsWithThePapersStabilisers) {
+  // --attention=sigmoid: QK-norm and LayerScale 0.1 by default; --norm=hybrid on request. The
+  // checkpoint records what the model was built with.
+  auto out = freshDir("asr-sigmoid");
+  auto r = attnTrain("asr-ctc --attention=sigmoid --norm=hybrid --embed-dim=32 --depth=1 --heads=2 "
+                     "--subsampling-channels=8 --n-mels=20 --batch-size=16 --steps=2 --warmup-steps=1 "
+                     "--progress=false --plot=false --threads=1 --out=" + out);
+  ASSERT_EQ(r.exitCode, 0) << r.output;
+  auto model = attn::models::load_speech_transformer(out + "/model.pt");
+  EXPECT_TRUE(model->options.attention().qk_norm());
+  EXPECT_DOUBLE_EQ(model->options.layer_scale_init(), 0.1);
+  EXPECT_EQ(model->options.norm(), attn::models::BlockNorm::HybridNorm);
+  EXPECT_EQ(model->options.attention().normalizer(), "sigmoid");
+}
+
 TEST(RecipeRun, ResumeContinuesWithTheSameLosses) {
   // RandAugment draws from the generator every step, so this also checks its state is restored.
   const std::string args = "vit-supervised " + kDigits +
