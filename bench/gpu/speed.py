@@ -14,6 +14,8 @@ what would not fit and says so in the report.
   speed.py --out bench/results [--budget-s 300] [--quick] [--dry-run]
 
 --dry-run needs no GPU, torch or library: fake timings through the same tables and plot.
+--device cpu runs this script's GPU path on the CPU kernels with host timers, as a smoke test
+(no CUDA-only backends; slow: use e.g. --tokens 512 --seqs 128,256 --dims 64 --vit-batch 2).
 """
 import argparse
 import datetime
@@ -58,6 +60,10 @@ def parse(argv=None):
     parser.add_argument("--dry-run", action="store_true",
                         help="no GPU: fake timings, same report and plot (tests the writers)")
     parser.add_argument("--name", default=None, help="report name instead of <gpu>-<date>")
+    parser.add_argument("--device", default="cuda",
+                        help="cpu: a smoke test of this script's GPU path on the CPU kernels "
+                             "(CPU timers; use with small --tokens and --seqs)")
+    parser.add_argument("--tokens", type=int, default=TOKENS, help="B·S (default 16k)")
     args = parser.parse_args(argv)
     args.dims = tuple(int(d) for d in args.dims.split(","))
     if args.seqs:
@@ -65,19 +71,19 @@ def parse(argv=None):
     else:
         args.seqs = (1024, 4096, 16384) if args.quick else SEQS
     for seq in args.seqs:
-        if TOKENS % seq:
-            parser.error(f"S={seq} does not divide B·S = {TOKENS}")
+        if args.tokens % seq:
+            parser.error(f"S={seq} does not divide B·S = {args.tokens}")
     for dim in args.dims:
         if WIDTH % dim:
             parser.error(f"d={dim} does not divide H·D = {WIDTH}")
     return args
 
 
-def shapes(dims, seqs):
+def shapes(dims, seqs, tokens=TOKENS):
     for dim in dims:
         for causal in (False, True):
             for seq in seqs:
-                yield dim, causal, seq, TOKENS // seq, WIDTH // dim
+                yield dim, causal, seq, tokens // seq, WIDTH // dim
 
 
 class Deadline:
@@ -86,6 +92,12 @@ class Deadline:
 
     def left(self):
         return self.end - time.monotonic()
+
+
+def brief(exception):
+    """One line of an exception (Inductor's run to pages)."""
+    lines = str(exception).strip().splitlines() or [""]
+    return f"{type(exception).__name__}: {lines[0][:200]}"
 
 
 def slug(text):
@@ -101,7 +113,7 @@ def fake_run(args):
     rows = []
     methods = OURS + SDPA + (() if args.no_flex else FLEX)
     for section in ("fwd", "fwd+bwd"):
-        for dim, causal, seq, batch, heads in shapes(args.dims, args.seqs):
+        for dim, causal, seq, batch, heads in shapes(args.dims, args.seqs, args.tokens):
             total = report.flops(batch, heads, seq, dim, causal, section != "fwd")
             for method in methods:
                 note = ""
@@ -138,31 +150,49 @@ def run(args, deadline):
 
     import attn
 
-    device = torch.device("cuda")
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+
+    class CpuEvent:  # --device cpu: torch.cuda.Event's interface on the host clock
+        def __init__(self, enable_timing=True):
+            self.at = None
+
+        def record(self):
+            self.at = time.perf_counter()
+
+        def elapsed_time(self, end):
+            return (end.at - self.at) * 1e3
+
+    Event = torch.cuda.Event if cuda else CpuEvent
+
+    def synchronize():
+        if cuda:
+            synchronize()
+
     kit = hasattr(torch.ops, "attn_kit") and hasattr(torch.ops.attn_kit, "jit_statistics")
     rows = []
-    extras = {"device": torch.cuda.get_device_name(0), "skipped": [], "first_call": [],
-              "vit": [], "recompiles": None, "checks": []}
+    extras = {"device": torch.cuda.get_device_name(0) if cuda else f"{device} (smoke test)",
+              "skipped": [], "first_call": [], "vit": [], "recompiles": None, "checks": []}
 
     def median_ms(fn, target_ms=120.0, min_reps=5, max_reps=40):
         fn()
-        torch.cuda.synchronize()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        synchronize()
+        start, end = Event(enable_timing=True), Event(enable_timing=True)
         start.record()
         fn()
         end.record()
-        torch.cuda.synchronize()
+        synchronize()
         once = max(start.elapsed_time(end), 1e-3)
         reps = int(min(max(target_ms / once, min_reps), max_reps))
         if args.quick:
             reps = min(reps, 10)
-        starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-        ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+        starts = [Event(enable_timing=True) for _ in range(reps)]
+        ends = [Event(enable_timing=True) for _ in range(reps)]
         for s, e in zip(starts, ends):
             s.record()
             fn()
             e.record()
-        torch.cuda.synchronize()
+        synchronize()
         return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
 
     def relative_error(actual, expected):
@@ -171,10 +201,10 @@ def run(args, deadline):
 
     # --- first calls: cold compile (empty cache), disk cache, warm ------------------------------
     def first_call_ms(fn):
-        torch.cuda.synchronize()
+        synchronize()
         begin = time.perf_counter()
         fn()
-        torch.cuda.synchronize()
+        synchronize()
         return (time.perf_counter() - begin) * 1e3
 
     small = [torch.randn(2, 16, 256, 64, device=device, dtype=torch.bfloat16) for _ in range(3)]
@@ -253,16 +283,20 @@ def run(args, deadline):
             ms = first_call_ms(lambda: flex_softmax(q0, k0, v0, False))
             extras["first_call"].append(("FlexAttention softmax d=64 bf16, first call "
                                          "(torch.compile)", ms))
-            error = relative_error(flex_sigmoid(q0, k0, v0, False),
-                                   attn.attention(q0, k0, v0, "sigmoid", None, False))
-            extras["checks"].append(f"flex-sigmoid formulation vs attn sigmoid: relative "
-                                    f"error {error:.2e}")
-            if not error < 2e-2:
-                extras["skipped"].append(f"flex-sigmoid: its output differs from attn sigmoid "
-                                         f"(relative error {error:.2e}); not timed")
+            try:
+                error = relative_error(flex_sigmoid(q0, k0, v0, False),
+                                       attn.attention(q0, k0, v0, "sigmoid", None, False))
+                extras["checks"].append(f"flex-sigmoid formulation vs attn sigmoid: relative "
+                                        f"error {error:.2e}")
+                if not error < 2e-2:
+                    extras["skipped"].append(f"flex-sigmoid: its output differs from attn "
+                                             f"sigmoid (relative error {error:.2e}); not timed")
+                    flex_sigmoid = None
+            except Exception as exception:  # noqa: BLE001
+                extras["skipped"].append(f"flex-sigmoid: {brief(exception)}")
                 flex_sigmoid = None
         except Exception as exception:  # noqa: BLE001  (report, don't stop the run)
-            extras["skipped"].append(f"FlexAttention: {type(exception).__name__}: {exception}")
+            extras["skipped"].append(f"FlexAttention: {brief(exception)}")
             flex_softmax = flex_sigmoid = None
 
     def method_fn(method, causal):
@@ -322,8 +356,8 @@ def run(args, deadline):
                 ms = median_ms(step)
                 row["ms"], row["tflops"] = ms, total / (ms * 1e-3) / 1e12
             except Exception as exception:  # noqa: BLE001
-                row["note"] = f"{type(exception).__name__}: {str(exception).splitlines()[0][:120]}"
-                torch.cuda.synchronize()
+                row["note"] = brief(exception)
+                synchronize()
         print(f"speed: {section} d={dim} causal={causal} S={seq}: " + ", ".join(
             f"{r['method']} {report._fmt(r['tflops'])}" for r in timed), flush=True)
         return timed
@@ -332,7 +366,7 @@ def run(args, deadline):
     # shape), d = 128 first, while the budget lasts.
     before = torch.ops.attn_kit.jit_statistics() if kit else None
     for section in ("fwd", "fwd+bwd"):
-        for dim, causal, seq, batch, heads in shapes(args.dims, args.seqs):
+        for dim, causal, seq, batch, heads in shapes(args.dims, args.seqs, args.tokens):
             if deadline.left() < 60:
                 extras["skipped"].append(f"{section} d={dim} causal={causal} S={seq}: time budget")
                 continue
@@ -354,15 +388,16 @@ def run(args, deadline):
                                      ("attn softmax", "softmax"), ("attn sigmoid", "sigmoid")):
                 ms = vit.step_ms(attention, batch=args.vit_batch, device=device,
                                  median_ms=median_ms)
-                torch.cuda.empty_cache()
+                if cuda:
+                    torch.cuda.empty_cache()
                 extras["vit"].append((label, ms))
         except Exception as exception:  # noqa: BLE001
-            extras["skipped"].append(f"ViT-B/16 step: {type(exception).__name__}: {exception}")
+            extras["skipped"].append(f"ViT-B/16 step: {brief(exception)}")
     if not args.no_flex and (flex_softmax or flex_sigmoid):
         flex_methods = tuple(m for m in FLEX if not (m == "flex-sigmoid" and args.quick))
         for section in ("fwd", "fwd+bwd"):
             for dim, causal, seq, batch, heads in shapes(sorted(args.dims, reverse=True),
-                                                         args.seqs):
+                                                         args.seqs, args.tokens):
                 if deadline.left() < 45:
                     extras["skipped"].append(f"FlexAttention {section} d={dim} causal={causal} "
                                              f"S={seq}: time budget")

@@ -49,12 +49,12 @@ def step_ms(attention, batch, device, median_ms):
     """Median milliseconds of one step (forward, cross-entropy, backward, AdamW)."""
     torch.manual_seed(0)
     model = VisionTransformer(attention).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     images = torch.randn(batch, 3, 224, 224, device=device)
     labels = torch.randint(0, 1000, (batch,), device=device)
 
     def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
             loss = F.cross_entropy(model(images), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
