@@ -15,6 +15,8 @@
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/Dialect/UB/IR/UBOps.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/Dialect/AMX/AMXDialect.h"
+#include "mlir/Dialect/X86Vector/X86VectorDialect.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
@@ -76,6 +78,9 @@ void buildCpuLoweringPipeline(OpPassManager &pm, bool canonicalizeLlvm) {
   // Vector reductions may reassociate: the row sums of the score tiles.
   ConvertVectorToLLVMPassOptions vectorOptions;
   vectorOptions.reassociateFPReductions = true;
+  // The bf16 products are x86vector.avx512.dot or amx ops.
+  vectorOptions.x86Vector = true;
+  vectorOptions.amx = true;
   pm.addPass(createConvertVectorToLLVMPass(vectorOptions));
   pm.addPass(createFinalizeMemRefToLLVMConversionPass());
   pm.addPass(createArithToLLVMConversionPass());
@@ -100,6 +105,7 @@ void buildCpuPipeline(OpPassManager &pm, CpuKernelOptions options) {
   mlir::attn::AttnLowerTilesCpuOptions tileOptions;
   tileOptions.vectorWidth = options.lanes;
   tileOptions.vectorRegisters = options.registers;
+  tileOptions.bf16Products = options.bf16Products;
   pm.addPass(mlir::attn::createAttnLowerTilesCpu(tileOptions));
   pm.addPass(mlir::attn::createAttnCpuFastMath());
   buildCpuLoweringPipeline(pm, options.canonicalizeLlvm);
@@ -109,7 +115,7 @@ void registerCpuDialects(DialectRegistry &registry) {
   registry.insert<mlir::attn::AttnDialect, arith::ArithDialect, math::MathDialect,
                   func::FuncDialect, memref::MemRefDialect, scf::SCFDialect,
                   vector::VectorDialect, cf::ControlFlowDialect, ub::UBDialect, LLVM::LLVMDialect,
-                  tensor::TensorDialect>();
+                  tensor::TensorDialect, x86vector::X86VectorDialect, amx::AMXDialect>();
   registerBuiltinDialectTranslation(registry);
   registerLLVMDialectTranslation(registry);
 }

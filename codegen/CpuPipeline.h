@@ -20,6 +20,9 @@ struct CpuKernelOptions {
   long queryTile = 32; // rows per query tile
   long keyTile = 64;   // keys per key/value block
   CpuKernelSet kernels = CpuKernelSet::All;
+  /// Products with bf16 operands for bfloat16 inputs: "none", "avx512" (AVX512-BF16 dot
+  /// products) or "amx" (AMX tiles); attn-lower-tiles-cpu's bf16-products.
+  const char *bf16Products = "none";
   /// A last canonicalization of the LLVM dialect. The JIT skips it: LLVM's own passes do the
   /// same folding, and it cost ~7 ms per variant.
   bool canonicalizeLlvm = true;

@@ -12,12 +12,19 @@
 
 namespace mlir::attn {
 
+/// How products with bf16 operands run for bfloat16 inputs: not at all (f32 FMAs), as
+/// AVX512-BF16 pair dot products, or on AMX tiles (with f32 FMAs for the shapes AMX does not
+/// take).
+enum class Bf16Products { None, Avx512, Amx };
+
 /// Vector width (f32 lanes) and vector register count of the host.
 struct VectorTarget {
   int64_t lanes = 16;
   int64_t registers = 32;
   int64_t microKernelRows = 0;    // 0: chosen from the register file
   int64_t microKernelVectors = 0;
+  /// Products round their operands to bf16 (16 lanes only).
+  Bf16Products bf16Products = Bf16Products::None;
 };
 
 /// Small builders shared by the patterns.
@@ -73,6 +80,21 @@ inline ArrayRef<int64_t> shapeOf(Value tile) {
 
 /// tile_matmul as register-blocked micro-kernels (TileMatmulCpu.cpp).
 void populateTileMatmulCpuPatterns(RewritePatternSet &patterns, VectorTarget target);
+/// tile_matmul on AMX tiles where the shapes allow (TileMatmulAmx.cpp); tried first.
+void populateTileMatmulAmxPatterns(RewritePatternSet &patterns, VectorTarget target);
+
+//===----------------------------------------------------------------------===//
+// bf16 operands (TileMatmulCpu.cpp)
+//===----------------------------------------------------------------------===//
+
+/// A static bf16 buffer at the kernel's entry: on the stack when small, else on the heap and
+/// freed before the kernel returns (kernels may run on threads with small stacks).
+Value allocBf16Buffer(PatternRewriter &rewriter, Operation *op, ArrayRef<int64_t> shape);
+/// dst[p][2c + t] = bf16(src[2p + t][c]) for p < pairs: rows 2p and 2p + 1 of `src`
+/// interleaved (the pairs AVX512-BF16 and AMX multiply), rows at or past `depth` zero.
+void packRowPairs(Emit &e, Value src, Value dst, Value pairs, Value depth, int64_t lanes);
+/// dst[i][c] = bf16(src[i][c]) for every row; columns at or past `depth` zero when given.
+void packRows(Emit &e, Value src, Value dst, Value depth, int64_t lanes);
 
 } // namespace mlir::attn
 

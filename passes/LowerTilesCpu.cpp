@@ -15,6 +15,9 @@
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/Dialect/Vector/Transforms/LoweringPatterns.h"
+#include "mlir/Dialect/AMX/AMXDialect.h"
+#include "mlir/Dialect/X86Vector/X86VectorDialect.h"
+#include "llvm/ADT/StringSwitch.h"
 #include "mlir/IR/IRMapping.h"
 #include "mlir/IR/PatternMatch.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
@@ -432,6 +435,45 @@ struct LowerScoreGradient : OpRewritePattern<TileScoreGradientOp> {
   }
 };
 
+/// With bf16 products a tile pre-scaled on load (q times scale * log2 e) would be rounded
+/// after the scaling and lose bits a bfloat16 input had. A tile that only loads write and only
+/// products read is therefore loaded unscaled, and its products take the factor as alpha.
+void moveLoadMultipliersIntoProducts(ModuleOp module) {
+  llvm::SetVector<Value> scaledTiles;
+  module.walk([&](TileLoadOp load) {
+    if (load.getMultiplierAttr())
+      scaledTiles.insert(load.getTile());
+  });
+  for (Value tile : scaledTiles) {
+    SmallVector<TileLoadOp> loads;
+    llvm::SetVector<TileMatmulOp> products;
+    bool onlyLoadsAndProducts = llvm::all_of(tile.getUsers(), [&](Operation *user) {
+      if (auto load = dyn_cast<TileLoadOp>(user); load && load.getTile() == tile) {
+        loads.push_back(load);
+        return true;
+      }
+      if (auto product = dyn_cast<TileMatmulOp>(user); product && product.getAcc() != tile) {
+        products.insert(product);
+        return true;
+      }
+      return isa<memref::DeallocOp>(user);
+    });
+    FloatAttr factor = loads.front().getMultiplierAttr();
+    if (!onlyLoadsAndProducts || !factor ||
+        llvm::any_of(loads, [&](TileLoadOp load) { return load.getMultiplierAttr() != factor; }))
+      continue;
+    for (TileLoadOp load : loads)
+      load.removeMultiplierAttr();
+    for (TileMatmulOp product : products) {
+      double alpha = product.getAlpha() ? product.getAlpha()->convertToDouble() : 1.0;
+      for (Value operand : {product.getLhs(), product.getRhs()})
+        if (operand == tile)
+          alpha *= factor.getValueAsDouble();
+      product.setAlphaAttr(FloatAttr::get(Float32Type::get(module.getContext()), alpha));
+    }
+  }
+}
+
 bool isTileOp(Operation *op) {
   return isa<TileFillOp, TileLoadOp, TileStoreOp, TileMatmulOp, TileMaskOp, TileScoreModOp,
              TileRowInitOp, TileNormalizeOp, TileRowFinalizeOp, TileProbabilitiesOp,
@@ -446,7 +488,20 @@ struct AttnLowerTilesCpuPass : impl::AttnLowerTilesCpuBase<AttnLowerTilesCpuPass
                                   << vectorWidth;
       return signalPassFailure();
     }
-    VectorTarget target{vectorWidth, vectorRegisters, microKernelRows, microKernelVectors};
+    auto products = llvm::StringSwitch<std::optional<Bf16Products>>(bf16Products)
+                        .Case("none", Bf16Products::None)
+                        .Case("avx512", Bf16Products::Avx512)
+                        .Case("amx", Bf16Products::Amx)
+                        .Default(std::nullopt);
+    if (!products) {
+      getOperation()->emitError() << "bf16-products must be none, avx512 or amx, got '"
+                                  << bf16Products << "'";
+      return signalPassFailure();
+    }
+    VectorTarget target{vectorWidth, vectorRegisters, microKernelRows, microKernelVectors,
+                        vectorWidth == 16 ? *products : Bf16Products::None};
+    if (target.bf16Products != Bf16Products::None)
+      moveLoadMultipliersIntoProducts(getOperation());
     // Rows of a tile become vectors and loops unrolled per vector: a tile past this size is
     // a diagnostic, not an out-of-memory compile.
     constexpr int64_t kMaxTileDim = 4096;
@@ -471,6 +526,7 @@ struct AttnLowerTilesCpuPass : impl::AttnLowerTilesCpuBase<AttnLowerTilesCpuPass
         context);
     patterns.add<LowerLoad>(context, target);
     populateTileMatmulCpuPatterns(patterns, target);
+    populateTileMatmulAmxPatterns(patterns, target);
     // Each pattern erases its op. No folding, and no constant hoisting: that would pull the
     // constants of the tile ops' scalar regions out of them while they are being lowered.
     GreedyRewriteConfig config;

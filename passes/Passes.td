@@ -80,10 +80,17 @@ def AttnLowerTilesCpu : Pass<"attn-lower-tiles-cpu", "::mlir::ModuleOp"> {
            "rows of a tile_matmul register block (0: chosen from the register file)">,
     Option<"microKernelVectors", "micro-kernel-vectors", "int64_t", "0",
            "host vectors of a tile_matmul register block (0: chosen from the register file)">,
+    Option<"bf16Products", "bf16-products", "std::string", "\"none\"",
+           "products with operands rounded to bf16 (for bfloat16 inputs: exact for them; P and "
+           "dS rounded as on the GPU), vector-width 16 only: none (f32 FMAs), avx512 "
+           "(AVX512-BF16 pair dot products) or amx (AMX tiles; f32 FMAs where the shapes do "
+           "not fit). Tiles pre-scaled on load are then loaded unscaled and the products take "
+           "the factor">,
   ];
   let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::math::MathDialect",
                            "::mlir::memref::MemRefDialect", "::mlir::scf::SCFDialect",
-                           "::mlir::vector::VectorDialect", "::mlir::ub::UBDialect"];
+                           "::mlir::vector::VectorDialect", "::mlir::ub::UBDialect",
+                           "::mlir::x86vector::X86VectorDialect", "::mlir::amx::AMXDialect"];
 }
 
 def AttnCpuFastMath : Pass<"attn-cpu-fast-math", "::mlir::ModuleOp"> {

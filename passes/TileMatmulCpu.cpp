@@ -1,9 +1,29 @@
-// tile_matmul on the CPU: register-blocked micro-kernels over the host's vector width.
+// tile_matmul on the CPU: register-blocked micro-kernels over the host's vector width, as f32
+// FMAs or, with bf16 products on an AVX-512 host, AVX512-BF16 pair dot products.
 #include "dialects/attn/AttnDialect.h"
 #include "passes/CpuTileLowering.h"
 
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/X86Vector/X86VectorDialect.h"
+
 namespace mlir::attn {
 namespace {
+/// The bf16 copies of a product's operands, laid out for vdpbf16ps, which multiplies pairs of
+/// consecutive reduction elements: lane c of a dot gets lhs pair p times rhs pair (p, c).
+struct Bf16Operands {
+  Value lhs; ///< [m][k]: row i's pairs contiguous; with transpose_lhs [k/2][2m], pair p of row i at [p][2i]
+  Value rhs; ///< [k/2][2n]: pair p of column c at [p][2c], [p][2c + 1]
+};
+
+/// The bf16 pair at `indices` of `buffer` in every 32-bit lane of a `width`-lane vector.
+Value broadcastPair(Emit &e, Value buffer, ValueRange indices, int64_t width) {
+  Type bf16 = e.b.getBF16Type(), i32 = e.b.getI32Type();
+  Value pair = vector::LoadOp::create(e.b, e.loc, VectorType::get({2}, bf16), buffer, indices);
+  Value word = vector::BitCastOp::create(e.b, e.loc, VectorType::get({1}, i32), pair);
+  Value scalar = vector::ExtractOp::create(e.b, e.loc, word, 0);
+  return vector::BitCastOp::create(e.b, e.loc, VectorType::get({2 * width}, bf16),
+                                   e.splat(scalar, width));
+}
 /// acc (+)= alpha op(lhs) rhs as register-blocked micro-kernels: `rowsPerBlock` rows times
 /// `vectorsPerBlock` host vectors of accumulators stay in registers across the whole
 /// reduction; per reduction step it loads that many rhs vectors and broadcasts one lhs
@@ -49,6 +69,26 @@ struct LowerMatmul : OpRewritePattern<TileMatmulOp> {
       vectorsPerBlock = std::min<int64_t>(target.microKernelVectors, chunkCount);
     }
 
+    // bf16 products: both operands rounded to bf16 once per call, packed in pairs along the
+    // reduction, one vdpbf16ps per pair (twice the FMA's multiply-adds). vdpbf16ps has 4, 8 and
+    // 16 f32 lanes; an odd reduction length or another column width stays on f32 FMAs.
+    Value depth = arith::MinSIOp::create(rewriter, e.loc, op.getDepth(), e.index(k));
+    bool bf16 = target.bf16Products == Bf16Products::Avx512 && target.lanes == 16 && k % 2 == 0 &&
+                llvm::all_of(chunkWidths, [](int64_t w) { return w == 4 || w == 8 || w == 16; });
+    Bf16Operands packed;
+    if (bf16) {
+      packed.rhs = allocBf16Buffer(rewriter, op, {k / 2, 2 * n});
+      Value pairs = arith::DivUIOp::create(rewriter, e.loc, e.add(depth, e.index(1)), e.index(2));
+      packRowPairs(e, op.getRhs(), packed.rhs, pairs, depth, target.lanes);
+      if (op.getTransposeLhs()) {
+        packed.lhs = allocBf16Buffer(rewriter, op, {k / 2, 2 * m});
+        packRowPairs(e, op.getLhs(), packed.lhs, pairs, depth, target.lanes);
+      } else {
+        packed.lhs = allocBf16Buffer(rewriter, op, {m, k});
+        packRows(e, op.getLhs(), packed.lhs, Value(), target.lanes);
+      }
+    }
+
     auto emitBlock = [&](Value row0, int64_t rows, int64_t chunk0, int64_t chunks,
                          Value depth) {
       SmallVector<int64_t> widths(chunkWidths.begin() + chunk0,
@@ -74,9 +114,39 @@ struct LowerMatmul : OpRewritePattern<TileMatmulOp> {
         for (int64_t j = 0; j < chunks; ++j)
           init.push_back(op.getAccumulate() && !alpha ? old(i, j)
                                                       : e.splat(e.f32(0.0), widths[j]));
+      Value steps = bf16 ? Value(arith::DivUIOp::create(rewriter, e.loc,
+                                                        e.add(depth, e.index(1)), e.index(2)))
+                         : depth;
       auto reduction = scf::ForOp::create(
-          rewriter, e.loc, e.index(0), depth, e.index(1), init,
+          rewriter, e.loc, e.index(0), steps, e.index(1), init,
           [&](OpBuilder &, Location, Value kk, ValueRange accs) {
+            if (bf16) {
+              // kk counts pairs: lhs pair (row, kk) times rhs pairs (kk, columns).
+              SmallVector<Value> rhs;
+              for (int64_t j = 0; j < chunks; ++j)
+                rhs.push_back(vector::LoadOp::create(
+                    rewriter, e.loc, VectorType::get({2 * widths[j]}, rewriter.getBF16Type()),
+                    packed.rhs, ValueRange{kk, e.index(2 * (chunk0 + j) * target.lanes)}));
+              Value pairColumn = arith::MulIOp::create(rewriter, e.loc, kk, e.index(2));
+              SmallVector<Value> next;
+              for (int64_t i = 0; i < rows; ++i) {
+                DenseMap<int64_t, Value> broadcasts; // by lane count
+                for (int64_t j = 0; j < chunks; ++j) {
+                  Value &a = broadcasts[widths[j]];
+                  if (!a)
+                    a = op.getTransposeLhs()
+                            ? broadcastPair(e, packed.lhs,
+                                            {kk, arith::MulIOp::create(rewriter, e.loc,
+                                                                       rowIndex[i], e.index(2))},
+                                            widths[j])
+                            : broadcastPair(e, packed.lhs, {rowIndex[i], pairColumn}, widths[j]);
+                  next.push_back(x86vector::DotBF16Op::create(rewriter, e.loc,
+                                                              accs[i * chunks + j], a, rhs[j]));
+                }
+              }
+              scf::YieldOp::create(rewriter, e.loc, next);
+              return;
+            }
             SmallVector<Value> rhs;
             for (int64_t j = 0; j < chunks; ++j)
               rhs.push_back(e.loadVector(op.getRhs(), {kk, colStart[j]}, widths[j]));
@@ -106,7 +176,6 @@ struct LowerMatmul : OpRewritePattern<TileMatmulOp> {
     // `depth` (past it the packed tiles are zero), column blocks that start before `cols`.
     int64_t fullRows = m - m % rowsPerBlock;
     Value rows = arith::MinSIOp::create(rewriter, e.loc, op.getRows(), e.index(m));
-    Value depth = arith::MinSIOp::create(rewriter, e.loc, op.getDepth(), e.index(k));
     auto greater = [&](Value x, int64_t y) {
       return arith::CmpIOp::create(rewriter, e.loc, arith::CmpIPredicate::sgt, x, e.index(y));
     };
@@ -144,6 +213,70 @@ struct LowerMatmul : OpRewritePattern<TileMatmulOp> {
 };
 
 } // namespace
+
+Value allocBf16Buffer(PatternRewriter &rewriter, Operation *op, ArrayRef<int64_t> shape) {
+  constexpr int64_t kMaxStackBytes = 16 * 1024;
+  auto function = op->getParentOfType<func::FuncOp>();
+  OpBuilder::InsertionGuard guard(rewriter);
+  rewriter.setInsertionPointToStart(&function.front());
+  auto type = MemRefType::get(shape, rewriter.getBF16Type());
+  Location loc = op->getLoc();
+  IntegerAttr alignment = rewriter.getI64IntegerAttr(64);
+  if (type.getNumElements() * 2 <= kMaxStackBytes)
+    return memref::AllocaOp::create(rewriter, loc, type, alignment);
+  Value buffer = memref::AllocOp::create(rewriter, loc, type, alignment);
+  function.walk([&](func::ReturnOp ret) {
+    rewriter.setInsertionPoint(ret);
+    memref::DeallocOp::create(rewriter, loc, buffer);
+  });
+  return buffer;
+}
+
+static Value toBf16(Emit &e, Value vector) {
+  auto type = cast<VectorType>(vector.getType());
+  return arith::TruncFOp::create(e.b, e.loc, type.clone(e.b.getBF16Type()), vector);
+}
+
+void packRowPairs(Emit &e, Value src, Value dst, Value pairs, Value depth, int64_t lanes) {
+  int64_t cols = shapeOf(src)[1];
+  e.loop(e.index(0), pairs, 1, [&](Value p) {
+    Value even = arith::MulIOp::create(e.b, e.loc, p, e.index(2));
+    Value odd = e.add(even, e.index(1));
+    auto row = [&](Value r, int64_t c, int64_t width) {
+      Value valid = arith::CmpIOp::create(e.b, e.loc, arith::CmpIPredicate::slt, r, depth);
+      Value values = toBf16(e, e.loadVector(src, {r, e.index(c)}, width));
+      Value zeros = arith::ConstantOp::create(
+          e.b, e.loc, DenseElementsAttr::get(cast<VectorType>(values.getType()), 0.0f));
+      return arith::SelectOp::create(e.b, e.loc, valid, values, zeros);
+    };
+    for (int64_t c = 0; c < cols; c += lanes) {
+      int64_t width = std::min(lanes, cols - c);
+      e.storeVector(vector::InterleaveOp::create(e.b, e.loc, row(even, c, width),
+                                                 row(odd, c, width)),
+                    dst, {p, e.index(2 * c)});
+    }
+  });
+}
+
+void packRows(Emit &e, Value src, Value dst, Value depth, int64_t lanes) {
+  ArrayRef<int64_t> shape = shapeOf(src);
+  e.loop(shape[0], [&](Value i) {
+    for (int64_t c = 0; c < shape[1]; c += lanes) {
+      int64_t width = std::min(lanes, shape[1] - c);
+      Value values = toBf16(e, e.loadVector(src, {i, e.index(c)}, width));
+      if (depth) {
+        auto type = cast<VectorType>(values.getType());
+        Value valid = vector::CreateMaskOp::create(
+            e.b, e.loc, VectorType::get({width}, e.b.getI1Type()),
+            ValueRange{arith::SubIOp::create(e.b, e.loc, depth, e.index(c))});
+        Value zeros =
+            arith::ConstantOp::create(e.b, e.loc, DenseElementsAttr::get(type, 0.0f));
+        values = arith::SelectOp::create(e.b, e.loc, valid, values, zeros);
+      }
+      e.storeVector(values, dst, {i, e.index(c)});
+    }
+  });
+}
 
 void populateTileMatmulCpuPatterns(RewritePatternSet &patterns, VectorTarget target) {
   patterns.add<LowerMatmul>(patterns.getContext(), target);

@@ -35,6 +35,11 @@
 #include <mutex>
 #include <sstream>
 
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 namespace attn::runtime {
 namespace {
 /// The memref descriptor of MLIR's C interface (`_mlir_ciface_*` functions).
@@ -107,9 +112,50 @@ std::unique_ptr<llvm::TargetMachine> hostTargetMachine() {
   return std::move(*machine);
 }
 
+/// Asks Linux once for the AMX tile state (XTILEDATA), which a process must do before its
+/// first AMX instruction; false where the kernel refuses or is not Linux on x86-64.
+bool amxPermitted() {
+#if defined(__linux__) && defined(__x86_64__)
+  static const bool permitted = [] {
+    constexpr long kRequestXcompPermission = 0x1023, kXfeatureXtiledata = 18;
+    return ::syscall(SYS_arch_prctl, kRequestXcompPermission, kXfeatureXtiledata) == 0;
+  }();
+  return permitted;
+#else
+  return false;
+#endif
+}
+
+/// How the products of bfloat16 inputs run. AMX tiles where the host has AMX-BF16 (measured
+/// 3.2 TFLOP/s bf16 per Sapphire Rapids core against 0.22 for f32 FMAs); otherwise f32 FMAs,
+/// since the AVX512-BF16 dot products measured half the FMA rate on that core
+/// (ATTN_CPU_BF16_PRODUCTS=avx512 selects them on hosts where they pay).
+const char *bf16ProductsFor(const llvm::StringMap<bool> &features) {
+  const bool hasAmx = features.lookup("amx-bf16") && features.lookup("amx-tile");
+  if (const char *text = std::getenv("ATTN_CPU_BF16_PRODUCTS")) {
+    const std::string forced(text);
+    if (forced == "none")
+      return "none";
+    if (forced == "avx512") {
+      if (!features.lookup("avx512bf16"))
+        throw CompileError("ATTN_CPU_BF16_PRODUCTS=avx512 needs a CPU with AVX512-BF16");
+      return "avx512";
+    }
+    if (forced == "amx") {
+      if (!hasAmx || !amxPermitted())
+        throw CompileError("ATTN_CPU_BF16_PRODUCTS=amx needs a CPU with AMX-BF16 and the "
+                           "kernel's permission for its tile state");
+      return "amx";
+    }
+    throw CompileError("ATTN_CPU_BF16_PRODUCTS must be none, avx512 or amx, got '" + forced +
+                       "'");
+  }
+  return hasAmx && amxPermitted() ? "amx" : "none";
+}
+
 /// The host's vector unit, from the CPU features the JIT compiles for, and the tile sizes the
 /// launches use.
-codegen::CpuKernelOptions hostKernelOptions() {
+codegen::CpuKernelOptions hostKernelOptions(bool bfloat16Inputs) {
   codegen::CpuKernelOptions options;
   llvm::StringMap<bool> features = llvm::sys::getHostCPUFeatures();
   long lanes = features.lookup("avx512f") ? 16 : features.lookup("avx") ? 8 : 4;
@@ -122,6 +168,7 @@ codegen::CpuKernelOptions hostKernelOptions() {
   }
   options.lanes = lanes;
   options.registers = lanes == 16 ? 32 : 16;
+  options.bf16Products = bfloat16Inputs && lanes == 16 ? bf16ProductsFor(features) : "none";
   options.queryTile = cpuTileSizes().first;
   options.keyTile = cpuTileSizes().second;
   options.canonicalizeLlvm = false;
@@ -158,8 +205,8 @@ void optimizeKernels(llvm::Module &module, llvm::TargetMachine &machine) {
 using codegen::CpuKernelSet;
 
 /// attn IR (canonical) -> one tiled kernel -> LLVM dialect -> optimized LLVM IR -> ELF object.
-std::string compileObject(mlir::ModuleOp module, CpuKernelSet kernel, const std::string &label,
-                          const std::string &dumpFolder) {
+std::string compileObject(mlir::ModuleOp module, CpuKernelSet kernel, bool bfloat16Inputs,
+                          const std::string &label, const std::string &dumpFolder) {
   mlir::MLIRContext &context = *module.getContext();
   DiagnosticCollector diagnostics(context);
   mlir::PassManager pm(&context);
@@ -173,7 +220,7 @@ std::string compileObject(mlir::ModuleOp module, CpuKernelSet kernel, const std:
     // Verifying the whole module after each of the ~20 passes was a third of the MLIR time;
     // it is verified once at the end instead (and after every pass when dumping).
     pm.enableVerifier(false);
-  codegen::CpuKernelOptions kernelOptions = hostKernelOptions();
+  codegen::CpuKernelOptions kernelOptions = hostKernelOptions(bfloat16Inputs);
   kernelOptions.kernels = kernel;
   codegen::buildCpuPipeline(pm, kernelOptions);
   using Clock = std::chrono::steady_clock;
@@ -241,6 +288,7 @@ struct KernelSource {
   std::string target;
   std::string options; ///< pipeline options, without the kernel
   std::string label;
+  bool bfloat16Inputs = false;
 };
 
 /// The artifact of one kernel: from the disk cache, or compiled from `module` (parsed from
@@ -260,7 +308,7 @@ std::shared_ptr<const LoadedCpuObject> obtainKernel(const KernelSource &source,
       if (!dumpFolder.empty())
         writeFile(dumpFolder + "/attn-canonical.mlir",
                   [&](llvm::raw_ostream &os) { module.print(os); });
-      return compileObject(module, kernel, request.label, dumpFolder);
+      return compileObject(module, kernel, source.bfloat16Inputs, request.label, dumpFolder);
     }
     mlir::DialectRegistry registry;
     codegen::registerCpuDialects(registry);
@@ -274,7 +322,7 @@ std::shared_ptr<const LoadedCpuObject> obtainKernel(const KernelSource &source,
     if (!dumpFolder.empty())
       writeFile(dumpFolder + "/attn-canonical.mlir",
                 [&](llvm::raw_ostream &os) { parsed->print(os); });
-    return compileObject(*parsed, kernel, request.label, dumpFolder);
+    return compileObject(*parsed, kernel, source.bfloat16Inputs, request.label, dumpFolder);
   });
   return loadCpuObject(object, request.label);
 }
@@ -389,10 +437,11 @@ std::shared_ptr<const CpuKernels> build(const VariantSpec &spec) {
   source.canonicalIr = std::move(variant.keyText);
   source.target = hostTargetDescription();
   std::ostringstream options;
-  const codegen::CpuKernelOptions kernelOptions = hostKernelOptions();
+  source.bfloat16Inputs = spec.bfloat16;
+  const codegen::CpuKernelOptions kernelOptions = hostKernelOptions(spec.bfloat16);
   options << "cpu-object O3 pic tile-ir query-tile=" << kernelOptions.queryTile
           << " key-tile=" << kernelOptions.keyTile << " lanes=" << kernelOptions.lanes
-          << " llvm=" << kLlvmPipeline;
+          << " bf16-products=" << kernelOptions.bf16Products << " llvm=" << kLlvmPipeline;
   source.options = options.str();
   source.label = describe(spec);
 
@@ -417,6 +466,7 @@ std::string VariantSpec::cacheKey() const {
   key += '|';
   key += std::to_string(valueHeadDim);
   key += causal ? "|causal|" : "|full|";
+  key += bfloat16 ? "bf16|" : "";
   if (scale) {
     char text[32];
     std::snprintf(text, sizeof text, "%.17g", *scale);

@@ -32,6 +32,10 @@ struct VariantSpec {
   bool causal = false;
   /// Overrides the variant's scale; absent means the variant's own, else 1/sqrt(headDim).
   std::optional<double> scale;
+  /// The inputs are bfloat16 values (in the f32 views): the products may round their operands
+  /// to bf16, exact for q, k, v and dO, with P and dS rounded as the GPU kernels do, and use
+  /// the host's AVX512-BF16 dot products.
+  bool bfloat16 = false;
 
   std::string cacheKey() const;
 };

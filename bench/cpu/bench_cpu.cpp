@@ -1,5 +1,5 @@
 // CPU benchmark (not a test): attn::attention vs LibTorch's unfused attention (matmul ->
-// normalizer -> matmul), float32, forward and forward+backward, at 1 thread and at torch's
+// normalizer -> matmul), float32 or bfloat16 inputs, forward and forward+backward, at 1 thread and at torch's
 // default count. Reports GFLOP/s and their share of the float32 FMA peak that this run measures
 // itself (FmaPeak.h) for the same thread count. Each measurement runs in a forked child so that
 // its peak RSS is its own; the parent never runs a torch op (OpenMP is not fork-safe).
@@ -29,7 +29,8 @@
 namespace {
 constexpr int64_t kBatch = 1;
 constexpr int64_t kCheckLength = 300;
-constexpr double kTolerance = 2e-4; // max abs error over max |ref|
+constexpr double kTolerance = 2e-4;     // max abs error over max |ref|, float32 inputs
+constexpr double kBf16Tolerance = 2e-2; // the same for bfloat16 inputs
 
 struct Options {
   std::vector<std::string> variants = {"softmax", "sigmoid", "relu"};
@@ -37,6 +38,7 @@ struct Options {
   std::vector<int64_t> dims = {64, 128};
   std::vector<int64_t> threads; // empty: 1 and torch's default
   std::vector<std::string> passes = {"fwd", "fwd+bwd"};
+  std::vector<std::string> dtypes = {"float32"};
   int64_t heads = 2;
   int64_t reps = 0; // 0: 5, or 3 at S >= 8192
   std::string out;
@@ -45,7 +47,7 @@ struct Options {
 const char *kUsage =
     "usage: attn-bench-cpu [--variants softmax,sigmoid,relu] [--lengths 1024,2048,4096]\n"
     "                      [--dims 64,128] [--threads 1,N] [--pass fwd,fwd+bwd] [--heads 2]\n"
-    "                      [--reps N] [--out file.md]\n";
+    "                      [--dtype float32,bfloat16] [--reps N] [--out file.md]\n";
 
 [[noreturn]] void usageError(const std::string &message) {
   std::fprintf(stderr, "attn-bench-cpu: %s\n%s", message.c_str(), kUsage);
@@ -102,8 +104,9 @@ Options parseOptions(int argc, char **argv) {
       value = flag.substr(equals + 1);
       flag.resize(equals);
     }
-    static const char *const kFlags[] = {"--variants", "--lengths", "--dims", "--threads",
-                                         "--pass",     "--heads",   "--reps", "--out"};
+    static const char *const kFlags[] = {"--variants", "--lengths", "--dims",
+                                         "--threads",  "--pass",    "--heads",
+                                         "--reps",     "--out",     "--dtype"};
     if (std::find(std::begin(kFlags), std::end(kFlags), flag) == std::end(kFlags))
       usageError("unknown option '" + flag + "'");
     if (equals == std::string::npos) {
@@ -123,6 +126,8 @@ Options parseOptions(int argc, char **argv) {
       options.passes = parseNames(flag, value, {"fwd", "fwd+bwd"});
     else if (flag == "--heads")
       options.heads = parsePositive(flag, value);
+    else if (flag == "--dtype")
+      options.dtypes = parseNames(flag, value, {"float32", "bfloat16"});
     else if (flag == "--reps")
       options.reps = parsePositive(flag, value);
     else
@@ -204,31 +209,42 @@ template <class Result, class Work> Result inChild(Work work) {
   return result;
 }
 
-/// Forward and gradients of ours (float32) against unfused in float64, at S=300.
-bool checkAgainstFloat64(const std::string &variant, int64_t headDim, int64_t heads) {
+torch::ScalarType scalarType(const std::string &dtype) {
+  return dtype == "bfloat16" ? torch::kBFloat16 : torch::kFloat32;
+}
+
+/// Forward and gradients of ours against unfused in float64 (of the same inputs), at S=300.
+bool checkAgainstFloat64(const std::string &variant, int64_t headDim, int64_t heads,
+                         const std::string &dtype) {
   torch::manual_seed(300 + headDim);
-  auto make = [&] { return torch::randn({kBatch, heads, kCheckLength, headDim}).requires_grad_(); };
+  const double tolerance = dtype == "bfloat16" ? kBf16Tolerance : kTolerance;
+  auto make = [&] {
+    return torch::randn({kBatch, heads, kCheckLength, headDim})
+        .to(scalarType(dtype))
+        .requires_grad_();
+  };
   torch::Tensor q = make(), k = make(), v = make();
   torch::Tensor out = ours(q, k, v, variant);
   torch::Tensor dOut = torch::randn_like(out);
   out.backward(dOut);
+  dOut = dOut.to(torch::kFloat64);
   auto wide = [](const torch::Tensor &t) {
     return t.detach().to(torch::kFloat64).requires_grad_();
   };
   torch::Tensor qd = wide(q), kd = wide(k), vd = wide(v);
   torch::Tensor ref = unfused(qd, kd, vd, variant);
-  ref.backward(dOut.to(torch::kFloat64));
+  ref.backward(dOut);
   bool ok = true;
   auto compare = [&](const char *what, const torch::Tensor &got, const torch::Tensor &want) {
-    double bound = kTolerance * want.abs().max().item<double>();
+    double bound = tolerance * want.abs().max().item<double>();
     double error =
         got.defined() ? (got.to(torch::kFloat64) - want).abs().max().item<double>() : INFINITY;
     if (!(error <= bound)) {
       std::fprintf(stderr,
-                   "check FAILED: %s D=%lld S=%lld %s: max abs error %.3g > %.0e x max|ref| "
-                   "= %.3g\n",
-                   variant.c_str(), (long long)headDim, (long long)kCheckLength, what, error,
-                   kTolerance, bound);
+                   "check FAILED: %s %s D=%lld S=%lld %s: max abs error %.3g > %.0e x "
+                   "max|ref| = %.3g\n",
+                   variant.c_str(), dtype.c_str(), (long long)headDim, (long long)kCheckLength,
+                   what, error, tolerance, bound);
       ok = false;
     }
   };
@@ -247,14 +263,17 @@ struct Measurement {
 /// Times `reps` runs (forward, or forward then out.backward(dO) as one) after a warm-up; one
 /// more untimed run measures the peak RSS above the inputs, the output and the gradients.
 Measurement measure(bool isOurs, const std::string &variant, bool backward, int64_t length,
-                    int64_t headDim, int64_t heads, int threads, int reps) {
+                    int64_t headDim, int64_t heads, int threads, int reps,
+                    const std::string &dtype) {
   at::set_num_threads(threads);
   torch::manual_seed(length);
   auto make = [&] {
-    return torch::randn({kBatch, heads, length, headDim}).requires_grad_(backward);
+    return torch::randn({kBatch, heads, length, headDim})
+        .to(scalarType(dtype))
+        .requires_grad_(backward);
   };
   torch::Tensor q = make(), k = make(), v = make();
-  torch::Tensor dOut = torch::randn({kBatch, heads, length, headDim});
+  torch::Tensor dOut = torch::randn({kBatch, heads, length, headDim}).to(scalarType(dtype));
   torch::Tensor out;
   auto clear = [&] {
     out.reset();
@@ -275,7 +294,7 @@ Measurement measure(bool isOurs, const std::string &variant, bool backward, int6
   const long baseline = statusKiB("VmRSS");
   resetPeak();
   run();
-  const long outputsKiB = out.numel() * 4 * (backward ? 4 : 1) / 1024; // out, and q,k,v grads
+  const long outputsKiB = out.numel() * out.element_size() * (backward ? 4 : 1) / 1024; // out, and q,k,v grads
   Measurement m;
   m.extraPeakMiB = (statusKiB("VmHWM") - baseline - outputsKiB) / 1024.0;
   std::vector<double> times;
@@ -348,13 +367,16 @@ int main(int argc, char **argv) {
     peakText += text;
   }
 
-  for (const std::string &variant : options.variants)
-    for (int64_t headDim : options.dims) {
-      std::fprintf(stderr, "checking %s D=%lld against float64 at S=%lld ...\n", variant.c_str(),
-                   (long long)headDim, (long long)kCheckLength);
-      if (!inChild<bool>([&] { return checkAgainstFloat64(variant, headDim, options.heads); }))
-        return 1;
-    }
+  for (const std::string &dtype : options.dtypes)
+    for (const std::string &variant : options.variants)
+      for (int64_t headDim : options.dims) {
+        std::fprintf(stderr, "checking %s %s D=%lld against float64 at S=%lld ...\n",
+                     variant.c_str(), dtype.c_str(), (long long)headDim,
+                     (long long)kCheckLength);
+        if (!inChild<bool>(
+                [&] { return checkAgainstFloat64(variant, headDim, options.heads, dtype); }))
+          return 1;
+      }
 
   std::string command = "attn-bench-cpu";
   for (int i = 1; i < argc; ++i)
@@ -368,21 +390,25 @@ int main(int argc, char **argv) {
          << ", threads: " << threadsText << " (torch default " << defaultThreads
          << "), measured float32 FMA peak: " << peakText << ". B=" << kBatch
          << ", H=" << options.heads
-         << ", float32, no mask. Median of the runs after a warm-up. GFLOP/s counts "
+         << ", no mask. Median of the runs after a warm-up. GFLOP/s counts "
             "4·B·H·S²·D for fwd and 3.5× that for fwd+bwd; % FMA peak is against the peak "
-            "measured at the same thread count. \"vs unfused\" is unfused ms over ours (> 1: "
+            "measured at the same thread count (bfloat16 inputs run their products on AMX or "
+            "AVX512-BF16 where the host has them, so they may pass it); the unfused baseline "
+            "runs in the inputs' dtype. \"vs unfused\" is unfused ms over ours (> 1: "
             "ours faster). Extra peak MiB: peak RSS above inputs, output and gradients. Every "
             "(variant, D) passed a float64 check at S="
          << kCheckLength << " first (forward and gradients, max abs error ≤ " << kTolerance
-         << " × max |ref|).\n\n"
-         << "| variant | pass | D | threads | S | ours ms | GFLOP/s | % FMA peak | unfused ms | "
-            "vs unfused | ours extra peak MiB | unfused extra peak MiB |\n"
-         << "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+         << " × max |ref| for float32, " << kBf16Tolerance << " for bfloat16).\n\n"
+         << "| variant | dtype | pass | D | threads | S | ours ms | GFLOP/s | % FMA peak | "
+            "unfused ms | vs unfused | ours extra peak MiB | unfused extra peak MiB |\n"
+         << "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   emit(header.str());
 
-  const size_t total = options.variants.size() * options.passes.size() * options.dims.size() *
-                       options.threads.size() * options.lengths.size();
+  const size_t total = options.dtypes.size() * options.variants.size() *
+                       options.passes.size() * options.dims.size() * options.threads.size() *
+                       options.lengths.size();
   size_t index = 0, notTiled = 0;
+  for (const std::string &dtype : options.dtypes)
   for (const std::string &variant : options.variants)
     for (const std::string &pass : options.passes)
       for (int64_t headDim : options.dims)
@@ -390,13 +416,13 @@ int main(int argc, char **argv) {
           for (int64_t length : options.lengths) {
             const bool backward = pass == "fwd+bwd";
             const int reps = int(options.reps ? options.reps : length >= 8192 ? 3 : 5);
-            std::fprintf(stderr, "[%zu/%zu] %s %s D=%lld t=%lld S=%lld ...", ++index, total,
-                         variant.c_str(), pass.c_str(), (long long)headDim, (long long)threads,
-                         (long long)length);
+            std::fprintf(stderr, "[%zu/%zu] %s %s %s D=%lld t=%lld S=%lld ...", ++index,
+                         total, variant.c_str(), dtype.c_str(), pass.c_str(),
+                         (long long)headDim, (long long)threads, (long long)length);
             auto timed = [&](bool isOurs) {
               return inChild<Measurement>([&] {
                 return measure(isOurs, variant, backward, length, headDim, options.heads,
-                               int(threads), reps);
+                               int(threads), reps, dtype);
               });
             };
             Measurement mine = timed(true), base = timed(false);
@@ -415,9 +441,9 @@ int main(int argc, char **argv) {
               std::snprintf(peakShare, sizeof peakShare, "%.1f %%", 100 * gflops / peak);
             char row[320];
             std::snprintf(row, sizeof row,
-                          "| %s | %s | %lld | %lld | %lld | %.2f | %.1f | %s | %.2f | %.2fx | "
-                          "%.1f%s | %.1f |\n",
-                          variant.c_str(), pass.c_str(), (long long)headDim, (long long)threads,
+                          "| %s | %s | %s | %lld | %lld | %lld | %.2f | %.1f | %s | %.2f | "
+                          "%.2fx | %.1f%s | %.1f |\n",
+                          variant.c_str(), dtype.c_str(), pass.c_str(), (long long)headDim, (long long)threads,
                           (long long)length, mine.medianMs, gflops, peakShare, base.medianMs,
                           base.medianMs / mine.medianMs, mine.extraPeakMiB, tiled ? "" : " (!)",
                           base.extraPeakMiB);

@@ -28,6 +28,7 @@ runtime::VariantSpec makeVariantSpec(const at::Tensor &q, const at::Tensor &v, s
   spec.headDim = q.size(3);
   spec.valueHeadDim = v.size(3);
   spec.causal = causal;
+  spec.bfloat16 = q.scalar_type() == at::kBFloat16;
   if (scale)
     spec.scale = *scale;
   return spec;
