@@ -319,19 +319,22 @@ def write_csv(rows, path):
 
 
 def plot(csv_path, png_path, rows):
-    """Time against S per implementation, one panel per (normalizer, pass), D=64 float32."""
-    script = ["set terminal pngcairo size 1400,900", f"set output '{png_path}'",
-              "set datafile separator ','", "set logscale xy", "set key top left",
-              "set xlabel 'S'", "set ylabel 'ms'", "set multiplot layout 2,2"]
-    for normalizer in ("softmax", "sigmoid"):
-        for pass_name in ("fwd", "fwd+bwd"):
-            script.append(f"set title '{normalizer} {pass_name}, D=64, float32'")
-            filter_ = (f"(strcol(1) eq '{normalizer}' && strcol(2) eq '{pass_name}' && "
-                       f"strcol(3) eq '64' && strcol(4) eq 'float32')")
-            plots = [f"'{csv_path}' using ({filter_} ? $5 : NaN):(column('{name}') > 0 ? "
-                     f"column('{name}') : NaN) with linespoints title '{name}'"
-                     for name in IMPLEMENTATIONS]
-            script.append("plot " + ", ".join(plots))
+    """Time against S per implementation, one panel per (dtype, normalizer, pass), D=64."""
+    dtypes = sorted({row["dtype"] for row in rows}, key=lambda name: name != "float32")
+    script = ["set terminal pngcairo size 2000,%d" % (450 * len(dtypes)),
+              f"set output '{png_path}'", "set datafile separator ','", "set logscale xy",
+              "set key top left", "set xlabel 'S'", "set ylabel 'ms'",
+              f"set multiplot layout {len(dtypes)},4"]
+    for dtype in dtypes:
+        for normalizer in ("softmax", "sigmoid"):
+            for pass_name in ("fwd", "fwd+bwd"):
+                script.append(f"set title '{normalizer} {pass_name}, D=64, {dtype}'")
+                filter_ = (f"(strcol(1) eq '{normalizer}' && strcol(2) eq '{pass_name}' && "
+                           f"strcol(3) eq '64' && strcol(4) eq '{dtype}')")
+                plots = [f"'{csv_path}' using ({filter_} ? $5 : NaN):(column('{name}') > 0 ? "
+                         f"column('{name}') : NaN) with linespoints title '{name}'"
+                         for name in IMPLEMENTATIONS]
+                script.append("plot " + ", ".join(plots))
     script.append("unset multiplot")
     try:
         subprocess.run(["gnuplot"], input="\n".join(script), text=True, check=True)
