@@ -200,4 +200,22 @@ torch::Tensor sslView(const torch::Tensor &images, const ViewOptions &options, S
   return view;
 }
 
+torch::Tensor randomTimeMasks(const torch::Tensor &waveforms, const torch::Tensor &lengths,
+                              int64_t count, int64_t maxWidth, SampleRandom random) {
+  TORCH_CHECK(waveforms.dim() == 2 && lengths.dim() == 1 && lengths.size(0) == waveforms.size(0),
+              "randomTimeMasks: waveforms [B, T] and lengths [B] expected, got ", waveforms.sizes(),
+              " and ", lengths.sizes());
+  int64_t b = waveforms.size(0);
+  auto out = waveforms;
+  auto t = torch::arange(waveforms.size(1), lengths.options().dtype(torch::kInt64)).unsqueeze(0);
+  auto valid = lengths.to(torch::kFloat32);
+  auto like = torch::zeros({1}, waveforms.options().dtype(torch::kFloat32));
+  for (int64_t m = 0; m < count; ++m) {
+    auto start = (random.rand(b, like).to(valid.device()) * valid).to(torch::kInt64);
+    auto width = random.randint(std::max<int64_t>(1, maxWidth), b, like).to(valid.device());
+    out = out.masked_fill((t >= start.unsqueeze(1)) & (t < (start + width).unsqueeze(1)), 0.0);
+  }
+  return out;
+}
+
 } // namespace attn::data

@@ -69,6 +69,12 @@ struct ViewOptions {
 torch::Tensor sslView(const torch::Tensor &images, const ViewOptions &options,
                       SampleRandom random = {});
 
+/// SpecAugment-style time masks on waveforms [B, T] with valid lengths [B]: `count` rounds, each
+/// zeroing per utterance a span starting uniformly inside its valid length, of width uniform in
+/// [0, maxWidth) samples.
+torch::Tensor randomTimeMasks(const torch::Tensor &waveforms, const torch::Tensor &lengths,
+                              int64_t count, int64_t maxWidth, SampleRandom random = {});
+
 } // namespace attn::data
 
 #endif // MODELS_DATA_AUGMENT_H

@@ -2,6 +2,7 @@
 // characters; evaluated by greedy (best-path) decoding as character and word error rates.
 #include "models/CharacterVocabulary.h"
 #include "models/Checkpoint.h"
+#include "models/data/Augment.h"
 #include "models/data/Sampler.h"
 #include "models/data/SpeechData.h"
 #include "models/recipes/Losses.h"
@@ -77,14 +78,12 @@ int runAsrCtc(train::Config &config) {
   };
   auto step = [&](int64_t s) -> train::Values {
     auto batch = data::collateSpeech(splits.train, sampler.indices(s));
-    auto waves = batch.waveforms;
-    for (int64_t m = 0; m < timeMasks; ++m) {
-      // Zero a random 0–100 ms span of each utterance (a waveform-domain time mask).
-      auto start = (torch::rand({waves.size(0)}) * batch.lengths.to(torch::kFloat32)).to(torch::kInt64);
-      auto width = torch::randint(0, 1600, {waves.size(0)}, torch::kInt64);
-      auto t = torch::arange(waves.size(1), torch::kInt64).unsqueeze(0);
-      waves = waves.masked_fill((t >= start.unsqueeze(1)) & (t < (start + width).unsqueeze(1)), 0.0);
-    }
+    // Zero random 0–100 ms spans of each utterance (waveform-domain time masks), one draw for
+    // the global batch per (seed, step) of which this rank keeps its utterances' rows.
+    auto waves = data::randomTimeMasks(
+        batch.waveforms, batch.lengths, timeMasks, 1600,
+        data::SampleRandom::forStep(uint64_t(common.seed), s, sampler.localBatch() * distributed.worldSize(),
+                                    distributed.rank() * sampler.localBatch()));
     optimizer.zero_grad();
     auto out = model->forward(waves.to(common.device, common.dtype), batch.lengths.to(common.device));
     auto loss = ctcLoss(out, batch);

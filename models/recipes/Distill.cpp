@@ -73,7 +73,10 @@ int runDistill(train::Config &config) {
 
   auto step = [&](int64_t s) -> train::Values {
     auto idx = sampler.indices(s);
-    auto images = imagesOn(train, idx, data, common, augment);
+    // One draw for the global batch per (seed, step); this rank keeps its samples' rows.
+    auto random = data::SampleRandom::forStep(uint64_t(common.seed), s, common.batchSize,
+                                              distributed.rank() * idx.size(0));
+    auto images = imagesOn(train, idx, data, common, augment, random);
     auto labels = train.labels.index_select(0, idx).to(common.device);
     torch::Tensor teacherLogits;
     {

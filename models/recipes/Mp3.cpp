@@ -38,8 +38,10 @@ int64_t copyMatching(torch::nn::Module &to, const torch::nn::Module &from) {
 
 } // namespace
 
-torch::Tensor mp3PatchOrder(int64_t batch, int64_t numPatches, const torch::Device &device) {
-  return torch::rand({batch, numPatches}).argsort(int64_t(1), false).to(device);
+torch::Tensor mp3PatchOrder(int64_t batch, int64_t numPatches, const torch::Device &device,
+                            data::SampleRandom random) {
+  auto like = torch::zeros({1}, torch::kFloat32);
+  return random.rand(batch, like, {numPatches}).argsort(int64_t(1), false).to(device);
 }
 
 torch::Tensor mp3PositionLogits(models::VisionTransformer &model, models::Projection &head,
@@ -116,15 +118,19 @@ int runMp3(train::Config &config) {
                             distributed.rank(), distributed.worldSize());
 
   // Every patch's position logits [B, P, P]; `positions` [B, P] receives their targets.
-  auto positionLogits = [&](const torch::Tensor &images, torch::Tensor &positions) {
-    positions = mp3PatchOrder(images.size(0), numPatches, common.device);
+  auto positionLogits = [&](const torch::Tensor &images, torch::Tensor &positions,
+                            data::SampleRandom random) {
+    positions = mp3PatchOrder(images.size(0), numPatches, common.device, random);
     return mp3PositionLogits(pretrainModel, positionHead, images, positions, visible).to(torch::kFloat32);
   };
   auto pretrainStep = [&](int64_t s) -> train::Values {
     auto images = imagesOn(train, sampler.indices(s), data, common);
     pretrainOptimizer.zero_grad();
     torch::Tensor positions;
-    auto logits = positionLogits(images, positions);
+    // One draw of the masks for the global batch per (seed, step); this rank keeps its rows.
+    auto logits = positionLogits(images, positions,
+                                 data::SampleRandom::forStep(uint64_t(common.seed), s, common.batchSize,
+                                                             distributed.rank() * images.size(0)));
     auto loss = F::cross_entropy(logits.reshape({-1, numPatches}), positions.reshape(-1));
     loss.backward();
     distributed.averageGradients(pretrainParameters);
@@ -140,7 +146,9 @@ int runMp3(train::Config &config) {
     int64_t n = std::min<int64_t>(1000, data.splits.test.size());
     auto images = imagesOn(data.splits.test, torch::arange(n, torch::kInt64), data, common);
     torch::Tensor positions;
-    auto logits = positionLogits(images, positions);
+    // The same masks at every evaluation (a stream apart from the training steps').
+    auto logits = positionLogits(images, positions,
+                                 data::SampleRandom::forStep(uint64_t(common.seed), -1, n, 0));
     pretrainModel->train();
     positionHead->train();
     return {{"test_position_accuracy", logits.argmax(-1).eq(positions).to(torch::kFloat64).mean().item<double>()}};

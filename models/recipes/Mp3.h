@@ -5,12 +5,15 @@
 
 #include "models/Projection.h"
 #include "models/VisionTransformer.h"
+#include "models/data/Augment.h"
 
 namespace attn::recipes {
 
 /// A random patch order per sample: [B, P] int64, each row a permutation of 0..P−1; its first
-/// `visible` entries are the context (the visible patches), the rest are masked.
-torch::Tensor mp3PatchOrder(int64_t batch, int64_t numPatches, const torch::Device &device);
+/// `visible` entries are the context (the visible patches), the rest are masked. The orders come
+/// from `random` (training steps: SampleRandom::forStep, one draw for the global batch).
+torch::Tensor mp3PatchOrder(int64_t batch, int64_t numPatches, const torch::Device &device,
+                            data::SampleRandom random = {});
 
 /// Position logits of every patch: `model` (no position embeddings) embeds the patches of
 /// `images`, puts them in the order `order` [B, P] and runs its encoder with key length

@@ -110,19 +110,20 @@ data::ViewOptions parseViewOptions(train::Config &config) {
   return v;
 }
 
-torch::Tensor augmentSupervised(const torch::Tensor &images, const std::string &mode) {
+torch::Tensor augmentSupervised(const torch::Tensor &images, const std::string &mode,
+                                data::SampleRandom random) {
   if (mode == "none")
     return images;
-  auto out = data::randomResizedCrop(images, images.size(2), 0.6, 1.0, /*flip=*/true);
+  auto out = data::randomResizedCrop(images, images.size(2), 0.6, 1.0, /*flip=*/true, random);
   if (mode == "randaugment")
-    out = data::randAugment(out, 2, 9);
+    out = data::randAugment(out, 2, 9, random);
   return out;
 }
 
 torch::Tensor imagesOn(const data::ImageSet &set, const torch::Tensor &indices,
                        const ImageData &data, const train::CommonOptions &common,
-                       const std::string &augment) {
-  auto images = augmentSupervised(set.images.index_select(0, indices), augment);
+                       const std::string &augment, data::SampleRandom random) {
+  auto images = augmentSupervised(set.images.index_select(0, indices), augment, random);
   images = data.normalisation.apply(images);
   return images.to(common.device, common.dtype);
 }

@@ -48,12 +48,15 @@ data::ViewOptions parseViewOptions(train::Config &config);
 
 /// Supervised augmentation of images in [0, 1]: `none`, `crop-flip` (random resized crop of
 /// 60–100 % area + flip) or `randaugment` (crop-flip, then two RandAugment ops at magnitude 9).
-torch::Tensor augmentSupervised(const torch::Tensor &images, const std::string &mode);
+/// The per-sample parameters come from `random` (training steps: SampleRandom::forStep, so that
+/// data-parallel ranks draw their slices of one draw for the global batch).
+torch::Tensor augmentSupervised(const torch::Tensor &images, const std::string &mode,
+                                data::SampleRandom random = {});
 
 /// Batch `indices` of `set`, normalised, on the device in the run's dtype.
 torch::Tensor imagesOn(const data::ImageSet &set, const torch::Tensor &indices,
                        const ImageData &data, const train::CommonOptions &common,
-                       const std::string &augment = "none");
+                       const std::string &augment = "none", data::SampleRandom random = {});
 
 /// Accuracy (and mean cross-entropy) of `model` on up to `limit` test images (0 = all), eval mode.
 train::Values evaluateClassifier(models::VisionTransformer &model, const ImageData &data,

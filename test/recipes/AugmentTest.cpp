@@ -2,6 +2,8 @@
 // global batch's parameters and each rank keeps its rows, so the ranks' views together are
 // exactly one process's views of the global batch, and no two ranks share draws.
 #include "models/data/Augment.h"
+#include "models/recipes/Mp3.h"
+#include "models/recipes/Vision.h"
 
 #include <gtest/gtest.h>
 
@@ -63,6 +65,63 @@ TEST(Augment, DrawsArePureFunctionsOfSeedAndStep) {
   EXPECT_EQ(ints.dtype(), torch::kInt64);
   EXPECT_TRUE(torch::equal(ints, SampleRandom::forStep(3, 10, 6, 0).randint(11, 6, like).slice(0, 2)));
   EXPECT_THROW(SampleRandom::forStep(3, 10, 6, 4).rand(3, like), c10::Error);
+}
+
+/// Each of `world` ranks draws with forStep for its slice of the global batch; their results,
+/// concatenated, must equal one process's draw for the whole batch, whatever the default
+/// generator's state, and a second step must draw differently.
+template <typename Draw>
+void expectRankSlicesEqualOneProcess(int64_t global, int64_t world, Draw draw) {
+  const int64_t local = global / world;
+  torch::manual_seed(0);
+  auto whole = draw(SampleRandom::forStep(7, 5, global, 0), 0, global);
+  std::vector<torch::Tensor> slices;
+  for (int64_t rank = 0; rank < world; ++rank) {
+    torch::manual_seed(100 + rank); // another process's default generator state must not matter
+    slices.push_back(draw(SampleRandom::forStep(7, 5, global, rank * local), rank * local, local));
+  }
+  EXPECT_TRUE(torch::equal(torch::cat(slices), whole));
+  // The old way, an identically seeded default generator per rank, gave every rank rank 0's
+  // draws: the ranks' draws must differ for different samples.
+  EXPECT_FALSE(torch::equal(slices[0], slices[1]));
+  // A pure function of (seed, step).
+  torch::manual_seed(42);
+  EXPECT_TRUE(torch::equal(draw(SampleRandom::forStep(7, 5, global, 0), 0, global), whole));
+  EXPECT_FALSE(torch::equal(draw(SampleRandom::forStep(7, 6, global, 0), 0, global), whole));
+}
+
+TEST(Augment, SupervisedAugmentationRankSlicesEqualOneProcess) {
+  // vit-supervised and distill: --augment=crop-flip and randaugment.
+  torch::manual_seed(1);
+  auto images = torch::rand({12, 1, 8, 8});
+  for (std::string mode : {"crop-flip", "randaugment"})
+    expectRankSlicesEqualOneProcess(12, 3, [&](SampleRandom random, int64_t offset, int64_t n) {
+      return attn::recipes::augmentSupervised(images.slice(0, offset, offset + n), mode, random);
+    });
+}
+
+TEST(Augment, Mp3MasksRankSlicesEqualOneProcess) {
+  expectRankSlicesEqualOneProcess(8, 2, [&](SampleRandom random, int64_t, int64_t n) {
+    auto order = attn::recipes::mp3PatchOrder(n, 16, torch::kCPU, random);
+    EXPECT_TRUE(torch::equal(std::get<0>(order.sort(1)), torch::arange(16).expand({n, 16})));
+    return order;
+  });
+}
+
+TEST(Augment, TimeMasksRankSlicesEqualOneProcess) {
+  // asr-ctc --time-masks: spans start inside each utterance's valid length.
+  torch::manual_seed(2);
+  auto waves = torch::rand({8, 4000}) + 0.5; // no zeros before masking
+  auto lengths = torch::tensor({4000, 3000, 2500, 4000, 1000, 3999, 2000, 3500}, torch::kInt64);
+  expectRankSlicesEqualOneProcess(8, 4, [&](SampleRandom random, int64_t offset, int64_t n) {
+    auto masked = attn::data::randomTimeMasks(waves.slice(0, offset, offset + n),
+                                              lengths.slice(0, offset, offset + n), 2, 1600, random);
+    return masked;
+  });
+  auto masked = attn::data::randomTimeMasks(waves, lengths, 2, 1600, SampleRandom::forStep(1, 1, 8, 0));
+  auto zeroed = masked.eq(0).sum(1);
+  EXPECT_GT(zeroed.sum().item<int64_t>(), 0);
+  EXPECT_LE(zeroed.max().item<int64_t>(), 2 * 1599);
 }
 
 } // namespace

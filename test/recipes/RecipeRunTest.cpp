@@ -197,7 +197,9 @@ TEST(RecipeRun, ResumeContinuesWithTheSameLosses) {
 }
 
 TEST(RecipeRun, TwoProcessesMatchOneWithTheSameGlobalBatch) {
-  const std::string args = "vit-supervised " + kDigits + "--steps=8 --lr=5e-3 --clip-grad-norm=0 ";
+  // With augmentation: one draw per (seed, step) for the global batch, sliced per rank (with
+  // identically seeded per-rank generators rank 1 drew rank 0's crops for its own samples).
+  const std::string args = "vit-supervised " + kDigits + "--augment=randaugment --steps=8 --lr=5e-3 --clip-grad-norm=0 ";
   auto single = freshDir("single");
   auto one = attnTrain(args + "--out=" + single);
   ASSERT_EQ(one.exitCode, 0) << one.output;
