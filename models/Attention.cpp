@@ -1,6 +1,7 @@
 #include "models/Attention.h"
 
 #include "frontend/torch/Attention.h"
+#include "models/Autocast.h"
 #include "models/PositionEncoding.h"
 #include "models/ReferenceAttention.h"
 
@@ -130,6 +131,12 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor &x, const torch::Tensor
     if (options.scale())
       opOptions.scale = *options.scale();
     opOptions.causal = options.causal();
+    if (const auto lower = autocastDtype(qs.device())) {
+      // Under autocast the op is a product like SDPA: q, k, v in the lower precision (one dtype
+      // even where QK-norm left q and k in float32), the op itself free of autocast's casts.
+      AutocastExcluded excluded;
+      return attn::attention(qs.to(*lower), ks.to(*lower), vs.to(*lower), opOptions);
+    }
     return attn::attention(qs, ks, vs, opOptions);
   };
 

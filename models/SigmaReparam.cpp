@@ -1,5 +1,6 @@
 #include "models/SigmaReparam.h"
 
+#include "models/Autocast.h"
 #include "models/Projection.h"
 #include "frontend/torch/ReparamLinear.h"
 
@@ -97,8 +98,18 @@ void SigmaReparamLinearImpl::reset_from(const torch::Tensor &newWeight,
   initialiseFromSvd(weight, u, gamma);
 }
 
+namespace {
+/// Under autocast σReparam runs in its parameters' dtype (float32 master weights): the power
+/// iteration and σ need it, and the op checks that x matches the weight.
+torch::Tensor inWeightDtype(const torch::Tensor &x, const torch::Tensor &weight) {
+  return autocastDtype(x.device()) ? x.to(weight.scalar_type()) : x;
+}
+} // namespace
+
 torch::Tensor SigmaReparamLinearImpl::forward(const torch::Tensor &x) {
-  return attn::reparam_linear(x, weight,
+  const torch::Tensor input = inWeightDtype(x, weight);
+  AutocastExcluded excluded; // (autocast counts as off inside: check before)
+  return attn::reparam_linear(input, weight,
                               bias.defined() ? c10::optional<torch::Tensor>(bias) : c10::nullopt,
                               gamma, u, is_training());
 }
@@ -172,8 +183,10 @@ torch::Tensor SigmaReparamConv2dImpl::forward(const torch::Tensor &x) {
               " is smaller than the kernel");
   namespace F = torch::nn::functional;
   // Columns [B, in·kh·kw, L] are ordered (channel, row, column), as the kernel's reshape.
+  const torch::Tensor input = inWeightDtype(x, weight);
+  AutocastExcluded excluded; // (autocast counts as off inside: check before)
   const torch::Tensor columns = F::unfold(
-      x, F::UnfoldFuncOptions(options.kernel_size()).stride(options.stride()).padding(options.padding()));
+      input, F::UnfoldFuncOptions(options.kernel_size()).stride(options.stride()).padding(options.padding()));
   const torch::Tensor y = attn::reparam_linear(
       columns.transpose(1, 2), weight.reshape({options.out_channels(), -1}),
       bias.defined() ? c10::optional<torch::Tensor>(bias) : c10::nullopt, gamma, u, is_training());

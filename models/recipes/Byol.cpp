@@ -149,7 +149,10 @@ int runByol(train::Config &config) {
   };
   // The untrained encoder's k-NN accuracy, the baseline the final figure is read against (the
   // initialisation is a function of --seed, so a resumed run measures the same model).
-  const double knnStep0 = knnAccuracy(online->backbone, data, common, knnBank, knnQueries);
+  const double knnStep0 = [&] {
+    train::AutocastScope autocast(common); // as the evaluations in the run
+    return knnAccuracy(online->backbone, data, common, knnBank, knnQueries);
+  }();
   auto evaluate = [&](bool final) -> train::Values {
     train::Values values{{"knn_accuracy", knnAccuracy(online->backbone, data, common, knnBank, knnQueries)}};
     if (final)

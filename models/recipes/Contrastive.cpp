@@ -97,7 +97,10 @@ int runContrastive(train::Config &config, const std::string &name, bool polyview
   };
   // The untrained encoder's k-NN accuracy, the baseline the final figure is read against (the
   // initialisation is a function of --seed, so a resumed run measures the same model).
-  const double knnStep0 = knnAccuracy(encoder->backbone, data, common, knnBank, knnQueries);
+  const double knnStep0 = [&] {
+    train::AutocastScope autocast(common); // as the evaluations in the run
+    return knnAccuracy(encoder->backbone, data, common, knnBank, knnQueries);
+  }();
   auto evaluate = [&](bool final) -> train::Values {
     train::Values values{{"knn_accuracy", knnAccuracy(encoder->backbone, data, common, knnBank, knnQueries)}};
     if (final)

@@ -69,7 +69,10 @@ int runDistill(train::Config &config) {
   const auto &train = data.splits.train;
   data::StepSampler sampler(train.size(), common.batchSize, uint64_t(common.seed),
                             distributed.rank(), distributed.worldSize());
-  double teacherAccuracy = evaluateClassifier(teacher, data, common, 0)["test_accuracy"];
+  double teacherAccuracy = [&] {
+    train::AutocastScope autocast(common); // as the student's evaluations
+    return evaluateClassifier(teacher, data, common, 0)["test_accuracy"];
+  }();
 
   auto step = [&](int64_t s) -> train::Values {
     auto idx = sampler.indices(s);

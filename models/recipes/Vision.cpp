@@ -2,6 +2,7 @@
 
 #include "models/recipes/Recipes.h"
 
+#include "models/Autocast.h"
 #include "models/Checkpoint.h"
 
 #include "models/data/Augment.h"
@@ -174,6 +175,7 @@ double knnAccuracy(models::VisionTransformer &model, const ImageData &data,
   auto bank = embed(data.splits.train, nBank), query = embed(data.splits.test, nQuery);
   auto bankLabels = data.splits.train.labels.slice(0, 0, nBank);
   auto queryLabels = data.splits.test.labels.slice(0, 0, nQuery);
+  models::AutocastExcluded float32Similarities; // features are float32; keep the products so
   int64_t k = std::min<int64_t>(20, nBank);
   auto [similarity, neighbour] = query.matmul(bank.t()).topk(k, 1);
   auto votes = torch::zeros({nQuery, data.numClasses});

@@ -5,6 +5,7 @@
 #include "models/train/Progress.h"
 #include "models/train/Schedule.h"
 
+#include <ATen/autocast_mode.h>
 #include <torch/cuda.h>
 
 #include <chrono>
@@ -58,12 +59,16 @@ CommonOptions parseCommonOptions(Config &config, const std::string &recipe,
       throw UsageError("--device=cuda: this LibTorch has no CUDA device available");
     o.device = torch::Device(torch::kCUDA, 0);
   }
-  std::string dtype = config.getChoice("dtype", "float32", {"float32", "float64", "bfloat16", "float16"},
-                                       "parameter and activation dtype");
+  std::string dtype = config.getChoice(
+      "dtype", "float32", {"float32", "float64", "bfloat16", "float16"},
+      "compute dtype: float32/float64 everywhere; bfloat16 is mixed precision (autocast: products "
+      "in bfloat16, float32 master weights, optimizer and EMA updates in float32); float16 casts "
+      "the parameters (no loss scaling)");
   o.dtype = dtype == "float64"    ? torch::kFloat64
-            : dtype == "bfloat16" ? torch::kBFloat16
             : dtype == "float16"  ? torch::kFloat16
                                   : torch::kFloat32;
+  if (dtype == "bfloat16")
+    o.autocast = torch::kBFloat16;
   o.seed = config.getInt("seed", 0, "seed of initialisation, augmentation and data order");
   o.steps = config.getInt("steps", defaults.steps, "optimizer steps");
   o.batchSize = config.getInt("batch-size", defaults.batchSize, "global batch (all ranks together)");
@@ -117,6 +122,27 @@ void applyRuntimeOptions(const CommonOptions &options) {
   if (options.threads > 0)
     torch::set_num_threads(int(options.threads));
   torch::manual_seed(uint64_t(options.seed));
+}
+
+AutocastScope::AutocastScope(const CommonOptions &options) {
+  if (!options.autocast)
+    return;
+  active_ = true;
+  deviceType_ = options.device.type();
+  wasEnabled_ = at::autocast::is_autocast_enabled(deviceType_);
+  previousDtype_ = at::autocast::get_autocast_dtype(deviceType_);
+  at::autocast::set_autocast_dtype(deviceType_, *options.autocast);
+  at::autocast::set_autocast_enabled(deviceType_, true);
+  at::autocast::increment_nesting();
+}
+
+AutocastScope::~AutocastScope() {
+  if (!active_)
+    return;
+  if (at::autocast::decrement_nesting() == 0)
+    at::autocast::clear_cache(); // the casts of this step's parameters are stale after it
+  at::autocast::set_autocast_enabled(deviceType_, wasEnabled_);
+  at::autocast::set_autocast_dtype(deviceType_, previousDtype_);
 }
 
 Trainer::Trainer(CommonOptions options, std::vector<std::string> columns,
@@ -194,7 +220,11 @@ Values Trainer::run(const std::function<Values(int64_t)> &step,
       for (auto &group : optimizer->param_groups())
         group.options().set_lr(lr);
     }
-    Values values = step(s);
+    Values values;
+    {
+      AutocastScope autocast(options_);
+      values = step(s);
+    }
     int64_t completed = s + 1;
     for (auto &[name, value] : values)
       value = distributed_->mean(value); // report the global batch's figure
@@ -203,6 +233,7 @@ Values Trainer::run(const std::function<Values(int64_t)> &step,
     if (completed % options_.logEvery == 0 || last)
       row = values;
     if ((options_.evalEvery > 0 && completed % options_.evalEvery == 0) || last) {
+      AutocastScope autocast(options_);
       lastEval = evaluate ? evaluate(last) : Values{};
       for (const auto &[name, value] : lastEval)
         row[name] = value;
@@ -229,8 +260,10 @@ Values Trainer::run(const std::function<Values(int64_t)> &step,
   }
   progress.finish();
   finished_ = true;
-  if (lastEval.empty() && evaluate) // resumed from a finished run: report its final figures
+  if (lastEval.empty() && evaluate) { // resumed from a finished run: report its final figures
+    AutocastScope autocast(options_);
     lastEval = evaluate(true);
+  }
   if (distributed_->worldSize() > 1)
     verifyReplicasInSync();
   double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - wallStart).count();

@@ -14,6 +14,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,7 +33,12 @@ struct RecipeDefaults {
 struct CommonOptions {
   std::string recipe, outDir, dataDir, resume;
   torch::Device device = torch::kCPU;
+  /// The parameters' (and the inputs') dtype. --dtype=bfloat16 keeps float32 here: the
+  /// parameters are the optimizer's float32 master weights and `autocast` says how to compute.
   torch::Dtype dtype = torch::kFloat32;
+  /// Mixed precision: steps and evaluations run under torch's autocast to this dtype (products
+  /// in bfloat16, gradients reach the float32 parameters through autocast's casts).
+  std::optional<torch::Dtype> autocast;
   int64_t seed = 0, steps = 0, batchSize = 0, warmupSteps = 0;
   int64_t logEvery = 10, evalEvery = 0, checkpointEvery = 0, threads = 0;
   /// Stop (with a checkpoint) after this many steps of this invocation: emulates preemption.
@@ -55,6 +61,23 @@ bool finishOptions(Config &config, const std::string &recipe);
 
 /// Seeds the default generator with --seed and sets --threads; call before building models.
 void applyRuntimeOptions(const CommonOptions &options);
+
+/// Within its scope, autocast to options.autocast on the run's device (nothing without one);
+/// restores the previous state and drops autocast's cached weight casts on exit, so the next
+/// step casts the updated parameters afresh. The Trainer holds one around each step and
+/// evaluation; recipes hold one around work outside Trainer::run (e.g. a step-0 evaluation).
+class AutocastScope {
+public:
+  explicit AutocastScope(const CommonOptions &options);
+  ~AutocastScope();
+  AutocastScope(const AutocastScope &) = delete;
+  AutocastScope &operator=(const AutocastScope &) = delete;
+
+private:
+  bool active_ = false, wasEnabled_ = false;
+  c10::DeviceType deviceType_ = c10::DeviceType::CPU;
+  at::ScalarType previousDtype_ = at::kBFloat16;
+};
 
 /// Metrics a step or an evaluation reports, by name (e.g. "loss", "test_accuracy").
 using Values = std::map<std::string, double>;

@@ -322,6 +322,58 @@ TEST(RecipeRun, ByolAppliesTheEmaScalingRule) {
       << r.output;
 }
 
+/// Every tensor under `prefix` of a training checkpoint (OUT/checkpoint.pt), by its full path.
+void collectTensors(torch::serialize::InputArchive &archive, const std::string &prefix,
+                    std::map<std::string, torch::Tensor> &out) {
+  for (const auto &key : archive.keys()) {
+    torch::Tensor tensor;
+    if (archive.try_read(key, tensor)) {
+      out[prefix + key] = tensor;
+      continue;
+    }
+    torch::serialize::InputArchive child;
+    if (archive.try_read(key, child))
+      collectTensors(child, prefix + key + ".", out);
+  }
+}
+std::map<std::string, torch::Tensor> checkpointModule(const std::string &path, const std::string &module) {
+  torch::serialize::InputArchive archive, child;
+  archive.load_from(path);
+  std::map<std::string, torch::Tensor> tensors;
+  if (archive.try_read("module/" + module, child))
+    collectTensors(child, "", tensors);
+  return tensors;
+}
+
+TEST(RecipeRun, BfloatSixteenByolKeepsFloat32MastersAndMovesItsTarget) {
+  // --dtype=bfloat16 is mixed precision: products in bfloat16 under autocast, parameters stay the
+  // optimizer's float32 masters, and BYOL's EMA target is updated in float32. With the parameters
+  // stored in bfloat16 the target's norm weights (initialised to 1) never moved: the EMA step
+  // (1 − ρ)·(online − target) ≤ 0.01 · 0.1 stays below half of bfloat16's spacing at 1 (3.9e-3).
+  auto out = freshDir("byol-bf16");
+  auto r = attnTrain("byol " + kDigits + kSsl + "--dtype=bfloat16 --steps=10 --out=" + out);
+  ASSERT_EQ(r.exitCode, 0) << r.output;
+  for (const char *module : {"online", "predictor", "target"}) {
+    auto tensors = checkpointModule(out + "/checkpoint.pt", module);
+    ASSERT_FALSE(tensors.empty()) << module;
+    for (const auto &[name, tensor] : tensors)
+      EXPECT_EQ(tensor.scalar_type(), torch::kFloat32) << module << "." << name;
+  }
+  int64_t normWeights = 0, moved = 0;
+  for (const auto &[name, tensor] : checkpointModule(out + "/checkpoint.pt", "target")) {
+    if (name.find("norm") == std::string::npos || name.size() < 7 ||
+        name.compare(name.size() - 7, 7, ".weight") != 0 || tensor.dim() != 1)
+      continue;
+    normWeights += tensor.numel();
+    moved += tensor.ne(1.0).sum().item<int64_t>();
+  }
+  ASSERT_GT(normWeights, 0);
+  EXPECT_GT(double(moved), 0.9 * double(normWeights)) << moved << " of " << normWeights << " moved";
+  auto loss = column(out, "loss");
+  ASSERT_FALSE(loss.empty());
+  EXPECT_TRUE(std::isfinite(loss.back()));
+}
+
 TEST(RecipeRun, UserMistakesExitWithAMessage) {
   auto unknown = attnTrain("vit-supervised --bogus-key=1");
   EXPECT_EQ(unknown.exitCode, 2);
