@@ -3,6 +3,7 @@
 // correction). exp2 is range-reduced to 2^n * 2^f with f in [-0.5, 0.5] and a degree-6
 // polynomial (relative error ~1e-7, 1-2 ulp); exp and tanh use MLIR's polynomial
 // approximations.
+#include "passes/CpuTileLowering.h"
 #include "passes/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -42,13 +43,16 @@ struct Exp2Polynomial : OpRewritePattern<math::Exp2Op> {
                            : TypedAttr(rewriter.getI32IntegerAttr(value));
       return arith::ConstantOp::create(rewriter, loc, attr);
     };
-    // The clamps ignore NaN (one vmaxps/vminps each); NaN is restored at the end.
+    // The clamps ignore NaN (one vmaxps/vminps each); NaN is restored at the end. They keep
+    // the two ends exact without selects: n = -127 makes 2^n's biased exponent 0, so the
+    // result is exactly 0 (exp2(-inf) = 0, and below 2^-126.5 it flushes to 0); n = 128 makes
+    // it the +inf bit pattern (exp2(+inf) = +inf, and from 2^127.5 on, a half-step early).
     auto noNaN = arith::FastMathFlagsAttr::get(rewriter.getContext(),
                                                arith::FastMathFlags::nnan);
     Value x = op.getOperand();
     Value clamped = arith::MaxNumFOp::create(
-        rewriter, loc, arith::MinNumFOp::create(rewriter, loc, x, constant(127.0), noNaN),
-        constant(-126.0), noNaN);
+        rewriter, loc, arith::MinNumFOp::create(rewriter, loc, x, constant(128.0), noNaN),
+        constant(-127.0), noNaN);
     Value n = math::RoundEvenOp::create(rewriter, loc, clamped);
     Value f = arith::SubFOp::create(rewriter, loc, clamped, n);
     // 2^f = e^(f ln 2) for f in [-0.5, 0.5]: Taylor coefficients ln2^i / i!.
@@ -64,15 +68,7 @@ struct Exp2Polynomial : OpRewritePattern<math::Exp2Op> {
     Value bits = arith::ShLIOp::create(rewriter, loc, biased, intConstant(23));
     Value scale = arith::BitcastOp::create(rewriter, loc, type, bits);
     Value result = arith::MulFOp::create(rewriter, loc, poly, scale);
-    // Below 2^-126 the result flushes to 0 (exp2(-inf) is exactly 0), above 2^127 it is +inf,
-    // and NaN stays NaN.
-    Value underflow = arith::CmpFOp::create(rewriter, loc, arith::CmpFPredicate::OLT, x,
-                                            constant(-126.0));
-    Value overflow = arith::CmpFOp::create(rewriter, loc, arith::CmpFPredicate::OGT, x,
-                                           constant(127.0));
     Value isNaN = arith::CmpFOp::create(rewriter, loc, arith::CmpFPredicate::UNO, x, x);
-    result = arith::SelectOp::create(rewriter, loc, underflow, constant(0.0), result);
-    result = arith::SelectOp::create(rewriter, loc, overflow, constant(INFINITY), result);
     result = arith::SelectOp::create(rewriter, loc, isNaN, x, result);
     rewriter.replaceOp(op, result);
     return success();
@@ -82,14 +78,18 @@ struct Exp2Polynomial : OpRewritePattern<math::Exp2Op> {
 struct AttnCpuFastMathPass : impl::AttnCpuFastMathBase<AttnCpuFastMathPass> {
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
-    patterns.add<Exp2Polynomial>(&getContext(), /*benefit=*/2);
-    populateMathPolynomialApproximationPatterns(patterns, [](StringRef name) {
-      return name == "exp" || name == "tanh" || name == math::ExpOp::getOperationName() ||
-             name == math::TanhOp::getOperationName();
-    });
+    populateCpuFastMathPatterns(patterns);
     if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
       signalPassFailure();
   }
 };
 } // namespace
+
+void populateCpuFastMathPatterns(RewritePatternSet &patterns) {
+  patterns.add<Exp2Polynomial>(patterns.getContext(), /*benefit=*/2);
+  populateMathPolynomialApproximationPatterns(patterns, [](StringRef name) {
+    return name == "exp" || name == "tanh" || name == math::ExpOp::getOperationName() ||
+           name == math::TanhOp::getOperationName();
+  });
+}
 } // namespace mlir::attn

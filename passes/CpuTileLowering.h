@@ -78,6 +78,9 @@ inline ArrayRef<int64_t> shapeOf(Value tile) {
   return cast<MemRefType>(tile.getType()).getShape();
 }
 
+/// math.exp2, exp and tanh as the CPU's polynomials (CpuFastMath.cpp; attn-cpu-fast-math).
+void populateCpuFastMathPatterns(RewritePatternSet &patterns);
+
 /// tile_matmul as register-blocked micro-kernels (TileMatmulCpu.cpp).
 void populateTileMatmulCpuPatterns(RewritePatternSet &patterns, VectorTarget target);
 /// tile_matmul on AMX tiles where the shapes allow (TileMatmulAmx.cpp); tried first.

@@ -3,6 +3,7 @@
 // probabilities, score gradient) per register at its fragment position, with quad-shuffle row
 // reductions.
 #include "passes/GpuTileLowering.h"
+#include "passes/MaskedScoreProbes.h"
 
 #include "mlir/IR/Matchers.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
@@ -10,54 +11,6 @@
 #include <cmath>
 
 namespace mlir::attn::gpu_lowering {
-namespace {
-bool foldsToZero(Location loc, function_ref<FailureOr<Value>(OpBuilder &)> build) {
-  MLIRContext *context = loc.getContext();
-  OpBuilder b(context);
-  OwningOpRef<ModuleOp> scratch = ModuleOp::create(loc);
-  b.setInsertionPointToStart(scratch->getBody());
-  auto function = func::FuncOp::create(b, loc, "probe", b.getFunctionType({}, {b.getF32Type()}));
-  b.setInsertionPointToStart(function.addEntryBlock());
-  FailureOr<Value> value = build(b);
-  if (failed(value))
-    return false;
-  func::ReturnOp::create(b, loc, *value);
-  (void)applyPatternsGreedily(function, FrozenRewritePatternSet(RewritePatternSet(context)));
-  auto ret = cast<func::ReturnOp>(function.getBody().front().getTerminator());
-  FloatAttr folded;
-  return matchPattern(ret.getOperand(0), m_Constant(&folded)) && folded.getValue().isZero();
-}
-
-Value f32Constant(OpBuilder &b, Location loc, float value) {
-  return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(value));
-}
-
-/// Whether the normalizer's probability is 0 at s = -inf by itself (exp2(-inf), sigmoid(-inf),
-/// max(-inf, 0)): then a masked score needs no select after it.
-bool probabilityVanishesAtNegativeInfinity(NormalizerAttrInterface normalizer, Region &body,
-                                           Location loc) {
-  return foldsToZero(loc, [&](OpBuilder &b) -> FailureOr<Value> {
-    return normalizer.emitFastProbability(b, loc, f32Constant(b, loc, -INFINITY),
-                                          f32Constant(b, loc, 1.0f), body);
-  });
-}
-
-/// Whether dS is 0 at s = -inf (where p = 0) for every finite dP and row term. dS is linear in
-/// (dP, row term), so two probes, (1, 0) and (0, 1), decide it.
-bool gradientVanishesAtNegativeInfinity(NormalizerAttrInterface normalizer, Region &body,
-                                        bool rowWise, Location loc) {
-  auto probe = [&](float gradProb, float rowTerm) {
-    return foldsToZero(loc, [&](OpBuilder &b) {
-      return normalizer.emitScoreGradient(
-          b, loc, f32Constant(b, loc, -INFINITY), f32Constant(b, loc, 0.0f),
-          f32Constant(b, loc, gradProb), rowWise ? f32Constant(b, loc, rowTerm) : Value(),
-          f32Constant(b, loc, 1.0f), body);
-    });
-  };
-  return probe(1.0f, 0.0f) && (!rowWise || probe(0.0f, 1.0f));
-}
-
-} // namespace
 
 std::pair<Value, Value> KernelLowering::position(const TileLayout &l, int64_t i) {
   Value fragmentRow = g->accumulatorRow(warpRow, i % 4);
@@ -278,7 +231,7 @@ LogicalResult KernelLowering::lowerNormalize(TileNormalizeOp op) {
   SmallVector<Value> s(*scores);
   // Masked scores are -inf; most normalizers map them to 0 by themselves (and the row shift
   // stays finite), so the select is kept only for those that do not.
-  bool vanishes = probabilityVanishesAtNegativeInfinity(normalizer, body, loc);
+  bool vanishes = probabilityVanishesAtNegativeInfinity(normalizer, body, loc, /*fast=*/true);
   auto probability = [&](Value score, Value shifted) {
     Value p = normalizer.emitFastProbability(b, loc, shifted, keyLength, body);
     return vanishes ? p : zeroWhereMasked(p, score);

@@ -8,6 +8,7 @@
 #include "dialects/attn/AttnDialect.h"
 #include "passes/CpuTileLowering.h"
 #include "passes/ElementwiseReplay.h"
+#include "passes/MaskedScoreProbes.h"
 #include "passes/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -319,9 +320,17 @@ struct LowerNormalize : OpRewritePattern<TileNormalizeOp> {
       }
       return e.asVector((*p)[0], cols);
     };
+    // Masked scores are -inf. Where p(-inf) is 0 as this CPU computes it (its polynomials
+    // folded at -inf), the select that zeroes them is left out: softmax's exp2, sigmoid, relu.
+    bool vanishes = probabilityVanishesAtNegativeInfinity(normalizer, body, e.loc,
+                                                          /*fast=*/false,
+                                                          populateCpuFastMathPatterns);
+    auto zeroWhereMasked = [&](Value p, Value s) {
+      return vanishes ? p : e.zeroWhereMasked(p, s);
+    };
     forEachScoreRow(e, op.getScores(), op.getRows(), [&](Value i, Value s) {
       if (!normalizer.isRowWise()) {
-        e.storeVector(e.zeroWhereMasked(probability(s), s), op.getScores(), {i, e.index(0)});
+        e.storeVector(zeroWhereMasked(probability(s), s), op.getScores(), {i, e.index(0)});
         return;
       }
       SmallVector<Value> state;
@@ -335,7 +344,7 @@ struct LowerNormalize : OpRewritePattern<TileNormalizeOp> {
       SmallVector<Value> shifted = normalizer.emitRowShift(rewriter, e.loc, state, blockMax);
       Value correction = shifted.pop_back_val(), shift = shifted.pop_back_val();
       Value p = probability(arith::SubFOp::create(rewriter, e.loc, s, e.splat(shift, cols)));
-      p = e.zeroWhereMasked(p, s);
+      p = zeroWhereMasked(p, s);
       Value blockSum = vector::ReductionOp::create(rewriter, e.loc, vector::CombiningKind::ADD, p);
       SmallVector<Value> next =
           normalizer.emitRowAccumulate(rewriter, e.loc, shifted, correction, blockSum);
