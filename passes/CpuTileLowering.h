@@ -6,6 +6,7 @@
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/PatternMatch.h"
 
 #include <cmath>
@@ -83,8 +84,15 @@ void populateCpuFastMathPatterns(RewritePatternSet &patterns);
 
 /// tile_matmul as register-blocked micro-kernels (TileMatmulCpu.cpp).
 void populateTileMatmulCpuPatterns(RewritePatternSet &patterns, VectorTarget target);
+/// Per AMX product, its lhs and rhs already packed to bf16 (null where not).
+using AmxPackedOperands = DenseMap<Operation *, std::pair<Value, Value>>;
+/// Before the patterns: an operand tile that one tile_load fills for one AMX product alone is
+/// packed straight from the load's source where the load was, and the load erased: no f32
+/// tile copy, and q's pack stays outside the key loop with its load (TileMatmulAmx.cpp).
+void packLoadedAmxOperands(ModuleOp module, VectorTarget target, AmxPackedOperands &packed);
 /// tile_matmul on AMX tiles where the shapes allow (TileMatmulAmx.cpp); tried first.
-void populateTileMatmulAmxPatterns(RewritePatternSet &patterns, VectorTarget target);
+void populateTileMatmulAmxPatterns(RewritePatternSet &patterns, VectorTarget target,
+                                   const AmxPackedOperands *packed);
 
 //===----------------------------------------------------------------------===//
 // bf16 operands (TileMatmulCpu.cpp)
@@ -92,7 +100,7 @@ void populateTileMatmulAmxPatterns(RewritePatternSet &patterns, VectorTarget tar
 
 /// A static bf16 buffer at the kernel's entry: on the stack when small, else on the heap and
 /// freed before the kernel returns (kernels may run on threads with small stacks).
-Value allocBf16Buffer(PatternRewriter &rewriter, Operation *op, ArrayRef<int64_t> shape);
+Value allocBf16Buffer(OpBuilder &builder, Operation *op, ArrayRef<int64_t> shape);
 /// dst[p][2c + t] = bf16(src[2p + t][c]) for p < pairs: rows 2p and 2p + 1 of `src`
 /// interleaved (the pairs AVX512-BF16 and AMX multiply), rows at or past `depth` zero.
 void packRowPairs(Emit &e, Value src, Value dst, Value pairs, Value depth, int64_t lanes);

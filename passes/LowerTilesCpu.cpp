@@ -535,7 +535,9 @@ struct AttnLowerTilesCpuPass : impl::AttnLowerTilesCpuBase<AttnLowerTilesCpuPass
         context);
     patterns.add<LowerLoad>(context, target);
     populateTileMatmulCpuPatterns(patterns, target);
-    populateTileMatmulAmxPatterns(patterns, target);
+    AmxPackedOperands packedOperands;
+    packLoadedAmxOperands(getOperation(), target, packedOperands);
+    populateTileMatmulAmxPatterns(patterns, target, &packedOperands);
     // Each pattern erases its op. No folding, and no constant hoisting: that would pull the
     // constants of the tile ops' scalar regions out of them while they are being lowered.
     GreedyRewriteConfig config;

@@ -214,20 +214,20 @@ struct LowerMatmul : OpRewritePattern<TileMatmulOp> {
 
 } // namespace
 
-Value allocBf16Buffer(PatternRewriter &rewriter, Operation *op, ArrayRef<int64_t> shape) {
+Value allocBf16Buffer(OpBuilder &builder, Operation *op, ArrayRef<int64_t> shape) {
   constexpr int64_t kMaxStackBytes = 16 * 1024;
   auto function = op->getParentOfType<func::FuncOp>();
-  OpBuilder::InsertionGuard guard(rewriter);
-  rewriter.setInsertionPointToStart(&function.front());
-  auto type = MemRefType::get(shape, rewriter.getBF16Type());
+  OpBuilder::InsertionGuard guard(builder);
+  builder.setInsertionPointToStart(&function.front());
+  auto type = MemRefType::get(shape, builder.getBF16Type());
   Location loc = op->getLoc();
-  IntegerAttr alignment = rewriter.getI64IntegerAttr(64);
+  IntegerAttr alignment = builder.getI64IntegerAttr(64);
   if (type.getNumElements() * 2 <= kMaxStackBytes)
-    return memref::AllocaOp::create(rewriter, loc, type, alignment);
-  Value buffer = memref::AllocOp::create(rewriter, loc, type, alignment);
+    return memref::AllocaOp::create(builder, loc, type, alignment);
+  Value buffer = memref::AllocOp::create(builder, loc, type, alignment);
   function.walk([&](func::ReturnOp ret) {
-    rewriter.setInsertionPoint(ret);
-    memref::DeallocOp::create(rewriter, loc, buffer);
+    builder.setInsertionPoint(ret);
+    memref::DeallocOp::create(builder, loc, buffer);
   });
   return buffer;
 }

@@ -7,15 +7,21 @@
 // loaded unscaled (rounding q * scale to bf16 would lose the input's bits): the product takes
 // the factor as alpha, so it goes through a scratch block, acc = old * row_scale + alpha * P.
 //
-// With AMX the operands are packed once per call (lhs rows to bf16, rhs row pairs
-// interleaved), zero past the valid depth; then per block of 2 x 2 accumulator tiles, the
-// whole static depth as unrolled tile products (64 = 2 steps of 32, 8 products in all).
+// With AMX, q (filled by one load for this product alone) is packed to bf16 straight from its
+// source rows where its load was, zero past the valid rows: no f32 copy of q. The other
+// operand is packed per call (row pairs interleaved), zero past the valid depth. Then per
+// block of 2 x 2 accumulator tiles, the whole static depth as unrolled tile products (64 = 2
+// steps of 32, 8 products in all).
 // AMX-LABEL: func.func @scaled_query_product
 // AMX-DAG: %[[ALPHA:.*]] = arith.constant dense<1.250000e-01> : vector<16xf32>
+// AMX-NOT: memref<64x64xf32>
 // AMX-NOT: arith.mulf {{.*}} : vector<64xf32>
-// AMX: scf.for %{{.*}} = %c0 to %c64 step %c1 {
+// AMX: %[[COUNT:.*]] = arith.maxsi
+// AMX: scf.for %{{.*}} = %c0 to %[[COUNT]] step %c1 {
+// AMX: vector.load %{{.*}} : memref<?x?x?x?xf32, strided<[?, ?, ?, 1], offset: ?>>, vector<16xf32>
 // AMX: arith.truncf {{.*}} : vector<16xf32> to vector<16xbf16>
 // AMX: vector.store {{.*}} : memref<64x64xbf16>, vector<16xbf16>
+// AMX: scf.for %{{.*}} = %[[COUNT]] to %c64 step %c1 {
 // AMX: scf.for %{{.*}} = %c0 to %c32 step %c1 {
 // AMX: vector.interleave {{.*}} : vector<16xbf16> -> vector<32xbf16>
 // AMX: vector.store {{.*}} : memref<32x256xbf16>, vector<32xbf16>
@@ -65,6 +71,52 @@ func.func @scaled_query_product(%q: memref<?x?x?x?xf32, strided<[?, ?, ?, 1], of
 // AMX-NOT: vector.fma
 func.func @transposed_lhs(%p: memref<64x32xf32>, %do: memref<64x64xf32>, %dv: memref<32x64xf32>, %corr: memref<32xf32>, %rows: index, %depth: index, %cols: index) {
   attn.tile_matmul %p, %do into %dv extents(%rows, %depth, %cols) row_scale %corr : memref<32xf32> {accumulate, transpose_lhs} : memref<64x32xf32>, memref<64x64xf32>, memref<32x64xf32>
+  return
+}
+
+// -----
+
+// The forward's key loop: K (loaded transposed) and V, each filled by one load for one
+// product, are packed from their source rows. K's bf16 rows as 32-bit pairs are transposed
+// in 16 x 16 squares (shuffles of i32 vectors); keys past the valid count are zero and their
+// rows are not read (a block with no valid key is zero-filled). V's rows go in pairs: whole
+// pairs below the count, an odd last row paired with zeros, zero pairs after; no f32 tiles.
+// AMX-LABEL: func.func @key_value_block
+// AMX-NOT: memref<128x64xf32>
+// AMX: scf.for %[[BLOCK:.*]] =
+// AMX: %[[KCOUNT:.*]] = arith.maxsi
+// AMX: scf.for %[[R0:.*]] = %c0 to %c128 step %c16 {
+// AMX: %[[ANY:.*]] = arith.cmpi slt, %[[R0]], %[[KCOUNT]]
+// AMX: scf.if %[[ANY]] {
+// AMX: arith.minsi
+// AMX: vector.load {{.*}} vector<32xf32>
+// AMX: arith.truncf {{.*}} : vector<32xf32> to vector<32xbf16>
+// AMX: vector.bitcast {{.*}} : vector<32xbf16> to vector<16xi32>
+// AMX: vector.shuffle {{.*}} : vector<16xi32>, vector<16xi32>
+// AMX: vector.bitcast {{.*}} : vector<16xi32> to vector<32xbf16>
+// AMX: } else {
+// AMX: %[[PAIRS:.*]] = arith.divui %[[VCOUNT:.*]], %c2
+// AMX: scf.for %{{.*}} = %c0 to %[[PAIRS]] step %c1 {
+// AMX: vector.interleave
+// AMX: %[[ODD:.*]] = arith.cmpi ne
+// AMX: scf.if %[[ODD]] {
+// AMX: vector.interleave
+// AMX: amx.tile_mulf
+func.func @key_value_block(%k: memref<?x?x?x?xf32, strided<[?, ?, ?, 1], offset: ?>>, %v: memref<?x?x?x?xf32, strided<[?, ?, ?, 1], offset: ?>>, %q: memref<64x64xf32>, %acc: memref<64x64xf32>, %b: index, %h: index, %keys: index, %rows: index) {
+  %c0 = arith.constant 0 : index
+  %c64 = arith.constant 64 : index
+  %c128 = arith.constant 128 : index
+  %keysT = memref.alloca() : memref<64x128xf32>
+  %values = memref.alloca() : memref<128x64xf32>
+  %scores = memref.alloca() : memref<64x128xf32>
+  scf.for %start = %c0 to %keys step %c128 {
+    %left = arith.subi %keys, %start : index
+    %count = arith.minsi %left, %c128 : index
+    attn.tile_load %k[%b, %h, %start] rows %count into %keysT {transpose} : memref<?x?x?x?xf32, strided<[?, ?, ?, 1], offset: ?>>, memref<64x128xf32>
+    attn.tile_load %v[%b, %h, %start] rows %count into %values : memref<?x?x?x?xf32, strided<[?, ?, ?, 1], offset: ?>>, memref<128x64xf32>
+    attn.tile_matmul %q, %keysT into %scores extents(%rows, %c64, %count) : memref<64x64xf32>, memref<64x128xf32>, memref<64x128xf32>
+    attn.tile_matmul %scores, %values into %acc extents(%rows, %count, %c64) {accumulate} : memref<64x128xf32>, memref<128x64xf32>, memref<64x64xf32>
+  }
   return
 }
 
