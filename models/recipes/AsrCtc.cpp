@@ -5,6 +5,7 @@
 #include "models/data/Augment.h"
 #include "models/data/Sampler.h"
 #include "models/data/SpeechData.h"
+#include "models/recipes/Diagnostics.h"
 #include "models/recipes/Losses.h"
 #include "models/recipes/Recipes.h"
 #include "models/train/Run.h"
@@ -62,8 +63,11 @@ int runAsrCtc(train::Config &config) {
       train::adamWParameterGroups({model.get()}, common.learningRate, common.weightDecay),
       torch::optim::AdamWOptions(common.learningRate)
                                                          .weight_decay(common.weightDecay));
-  train::Trainer trainer(common, {"loss", "test_loss", "test_cer", "test_wer", "lr"},
-                         {{"loss", "test_loss"}, {"test_cer", "test_wer"}});
+  const auto diagnostics = diagnosticColumns(common.attentionVariant, options.depth(), common.sigmaReparam);
+  std::vector<std::string> columns{"loss", "test_loss", "test_cer", "test_wer", "lr"};
+  std::vector<std::vector<std::string>> panels{{"loss", "test_loss"}, {"test_cer", "test_wer"}};
+  diagnostics.addTo(columns, panels);
+  train::Trainer trainer(common, columns, panels);
   trainer.addModule("model", model.ptr());
   trainer.addOptimizer("adamw", optimizer, common.learningRate);
   auto &distributed = trainer.distributed();
@@ -113,8 +117,15 @@ int runAsrCtc(train::Config &config) {
     model->train();
     lastHypotheses = hypotheses;
     auto rates = errorRates(hypotheses, references);
-    return {{"test_loss", lossSum / double(n)}, {"test_cer", rates.characterErrorRate},
-            {"test_wer", rates.wordErrorRate}};
+    train::Values values{{"test_loss", lossSum / double(n)}, {"test_cer", rates.characterErrorRate},
+                         {"test_wer", rates.wordErrorRate}};
+    // Attention entropy on the first test batch, σReparam's γ/σ.
+    auto first = data::collateSpeech(splits.test, torch::arange(std::min<int64_t>(n, 32), torch::kInt64));
+    for (const auto &[name, value] : attentionDiagnostics(diagnostics, *model, *model->encoder, [&] {
+           model->forward(first.waveforms.to(common.device, common.dtype), first.lengths.to(common.device));
+         }))
+      values[name] = value;
+    return values;
   };
   trainer.run(step, evaluate, sampler.localBatch() * distributed.worldSize());
   if (distributed.isMain() && trainer.finished()) {

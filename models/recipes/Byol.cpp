@@ -46,8 +46,8 @@ int runByol(train::Config &config) {
   int64_t projectionDim = config.getInt("proj-dim", 64, "projection dimension");
   int64_t projectionHidden = config.getInt("proj-hidden", 256, "projector and predictor hidden width");
   HeadNorm headNorm = parseHeadNorm(config);
-  int64_t knnBank = config.getInt("knn-bank", 5000, "training images in the k-NN memory bank");
-  int64_t knnQueries = config.getInt("knn-queries", 1000, "test images the k-NN evaluation classifies");
+  const SslEvaluation evaluation = SslEvaluation::parse(config);
+  const std::string initPath = parseInitOption(config);
   if (momentum < 0 || momentum >= 1)
     throw train::UsageError("--momentum must be in [0, 1)");
   if (referenceBatch <= 0)
@@ -80,6 +80,9 @@ int runByol(train::Config &config) {
   vitOptions = fitVitToData(vitOptions, data);
   views.size = data.imageSize;
   SslEncoder online(vitOptions, projectionHidden, projectionDim, headNorm);
+  if (!initPath.empty())
+    initFromCheckpoint(online->backbone, initPath, /*withHead=*/false, common.distributed.rank == 0);
+  freezeInvariantParameters(*online); // zero-gradient parameters Adam would move on noise
   MlpHead predictor(projectionDim, projectionHidden, projectionDim, common.sigmaReparam, headNorm);
   online->to(common.device, common.dtype);
   predictor->to(common.device, common.dtype);
@@ -98,8 +101,13 @@ int runByol(train::Config &config) {
                                .eps(adam.epsilon);
   torch::optim::AdamW optimizer(
       train::adamWParameterGroups({online.get(), predictor.get()}, adamOptions), adamOptions);
-  train::Trainer trainer(common, {"loss", "momentum", "knn_accuracy", "knn_accuracy_step0", "lr"},
-                         {{"loss"}, {"knn_accuracy", "knn_accuracy_step0"}, {"momentum"}});
+  const auto diagnostics = diagnosticColumns(common.attentionVariant, vitOptions.depth(), common.sigmaReparam);
+  std::vector<std::string> columns{"loss", "momentum", "lr"};
+  const auto evaluationColumns = evaluation.columns();
+  columns.insert(columns.end(), evaluationColumns.begin(), evaluationColumns.end());
+  std::vector<std::vector<std::string>> panels{{"loss"}, evaluationColumns, {"momentum"}};
+  diagnostics.addTo(columns, panels);
+  train::Trainer trainer(common, columns, panels);
   trainer.addModule("online", online.ptr());
   trainer.addModule("predictor", predictor.ptr());
   trainer.addModule("target", target); // in sync on every rank: same online params, same updates
@@ -149,14 +157,19 @@ int runByol(train::Config &config) {
   };
   // The untrained encoder's k-NN accuracy, the baseline the final figure is read against (the
   // initialisation is a function of --seed, so a resumed run measures the same model).
-  const double knnStep0 = [&] {
+  // The untrained encoder's figures, the baseline the final ones are read against (the
+  // initialisation is a function of --seed and --init, so a resumed run measures the same model).
+  const train::Values step0 = [&] {
     train::AutocastScope autocast(common); // as the evaluations in the run
-    return knnAccuracy(online->backbone, data, common, knnBank, knnQueries);
+    return evaluation(online->backbone, data, common);
   }();
   auto evaluate = [&](bool final) -> train::Values {
-    train::Values values{{"knn_accuracy", knnAccuracy(online->backbone, data, common, knnBank, knnQueries)}};
+    train::Values values = evaluation(online->backbone, data, common);
+    for (const auto &[name, value] : vitDiagnostics(diagnostics, online->backbone, data, common))
+      values[name] = value;
     if (final)
-      values["knn_accuracy_step0"] = knnStep0;
+      for (const auto &[name, value] : step0)
+        values[name + "_step0"] = value;
     return values;
   };
   auto result = trainer.run(step, evaluate, common.batchSize);

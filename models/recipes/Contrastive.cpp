@@ -24,8 +24,8 @@ int runContrastive(train::Config &config, const std::string &name, bool polyview
   int64_t projectionDim = config.getInt("proj-dim", 64, "projection dimension");
   int64_t projectionHidden = config.getInt("proj-hidden", 256, "projector hidden width");
   HeadNorm headNorm = parseHeadNorm(config);
-  int64_t knnBank = config.getInt("knn-bank", 5000, "training images in the k-NN evaluation's memory bank");
-  int64_t knnQueries = config.getInt("knn-queries", 1000, "test images the k-NN evaluation classifies");
+  const SslEvaluation evaluation = SslEvaluation::parse(config);
+  const std::string initPath = parseInitOption(config);
   Objective objective = Objective::NtXent;
   int64_t numViews = 2;
   if (polyview) {
@@ -48,13 +48,21 @@ int runContrastive(train::Config &config, const std::string &name, bool polyview
   vitOptions = fitVitToData(vitOptions, data);
   views.size = data.imageSize;
   SslEncoder encoder(vitOptions, projectionHidden, projectionDim, headNorm);
+  if (!initPath.empty())
+    initFromCheckpoint(encoder->backbone, initPath, /*withHead=*/false, common.distributed.rank == 0);
+  freezeInvariantParameters(*encoder); // zero-gradient parameters Adam would move on noise
   encoder->to(common.device, common.dtype);
   torch::optim::AdamW optimizer(
       train::adamWParameterGroups({encoder.get()}, common.learningRate, common.weightDecay),
       torch::optim::AdamWOptions(common.learningRate)
                                                            .weight_decay(common.weightDecay));
-  train::Trainer trainer(common, {"loss", "knn_accuracy", "knn_accuracy_step0", "lr"},
-                         {{"loss"}, {"knn_accuracy", "knn_accuracy_step0"}});
+  const auto diagnostics = diagnosticColumns(common.attentionVariant, vitOptions.depth(), common.sigmaReparam);
+  std::vector<std::string> columns{"loss", "lr"};
+  const auto evaluationColumns = evaluation.columns();
+  columns.insert(columns.end(), evaluationColumns.begin(), evaluationColumns.end());
+  std::vector<std::vector<std::string>> panels{{"loss"}, evaluationColumns};
+  diagnostics.addTo(columns, panels);
+  train::Trainer trainer(common, columns, panels);
   trainer.addModule("encoder", encoder.ptr());
   trainer.addOptimizer("adamw", optimizer, common.learningRate);
   auto &distributed = trainer.distributed();
@@ -95,16 +103,19 @@ int runContrastive(train::Config &config, const std::string &name, bool polyview
     // Every rank holds the same global loss, so the mean over ranks the trainer reports is it.
     return {{"loss", loss.item<double>()}};
   };
-  // The untrained encoder's k-NN accuracy, the baseline the final figure is read against (the
-  // initialisation is a function of --seed, so a resumed run measures the same model).
-  const double knnStep0 = [&] {
+  // The untrained encoder's figures, the baseline the final ones are read against (the
+  // initialisation is a function of --seed and --init, so a resumed run measures the same model).
+  const train::Values step0 = [&] {
     train::AutocastScope autocast(common); // as the evaluations in the run
-    return knnAccuracy(encoder->backbone, data, common, knnBank, knnQueries);
+    return evaluation(encoder->backbone, data, common);
   }();
   auto evaluate = [&](bool final) -> train::Values {
-    train::Values values{{"knn_accuracy", knnAccuracy(encoder->backbone, data, common, knnBank, knnQueries)}};
+    train::Values values = evaluation(encoder->backbone, data, common);
+    for (const auto &[name, value] : vitDiagnostics(diagnostics, encoder->backbone, data, common))
+      values[name] = value;
     if (final)
-      values["knn_accuracy_step0"] = knnStep0;
+      for (const auto &[name, value] : step0)
+        values[name + "_step0"] = value;
     return values;
   };
   auto result = trainer.run(step, evaluate, common.batchSize);

@@ -27,6 +27,7 @@ int runDistill(train::Config &config) {
   double mix = config.getDouble("mix", 1.0, "λ: weight of the distillation term (1 − λ on the labels)");
   auto augment = config.getChoice("augment", "none", {"none", "crop-flip", "randaugment"}, "training augmentation");
   int64_t evalSamples = config.getInt("eval-samples", 2000, "test images in periodic evaluations (the final one uses all)");
+  const std::string initPath = parseInitOption(config);
   if (temperature <= 0)
     throw train::UsageError("--temperature must be positive");
   if (mix < 0 || mix > 1)
@@ -56,13 +57,18 @@ int runDistill(train::Config &config) {
     p.set_requires_grad(false);
 
   models::VisionTransformer student(studentOptions);
+  if (!initPath.empty())
+    initFromCheckpoint(student, initPath, /*withHead=*/true, common.distributed.rank == 0);
   student->to(common.device, common.dtype);
   torch::optim::AdamW optimizer(
       train::adamWParameterGroups({student.get()}, common.learningRate, common.weightDecay),
       torch::optim::AdamWOptions(common.learningRate)
                                                            .weight_decay(common.weightDecay));
-  train::Trainer trainer(common, {"loss", "accuracy", "test_loss", "test_accuracy", "teacher_test_accuracy", "lr"},
-                         {{"loss", "test_loss"}, {"accuracy", "test_accuracy", "teacher_test_accuracy"}});
+  const auto diagnostics = diagnosticColumns(common.attentionVariant, studentOptions.depth(), common.sigmaReparam);
+  std::vector<std::string> columns{"loss", "accuracy", "test_loss", "test_accuracy", "teacher_test_accuracy", "lr"};
+  std::vector<std::vector<std::string>> panels{{"loss", "test_loss"}, {"accuracy", "test_accuracy", "teacher_test_accuracy"}};
+  diagnostics.addTo(columns, panels);
+  train::Trainer trainer(common, columns, panels);
   trainer.addModule("student", student.ptr());
   trainer.addOptimizer("adamw", optimizer, common.learningRate);
   auto &distributed = trainer.distributed();
@@ -99,6 +105,8 @@ int runDistill(train::Config &config) {
   auto evaluate = [&](bool final) {
     auto values = evaluateClassifier(student, data, common, final ? 0 : evalSamples);
     values["teacher_test_accuracy"] = teacherAccuracy;
+    for (const auto &[name, value] : vitDiagnostics(diagnostics, student, data, common))
+      values[name] = value;
     return values;
   };
   auto result = trainer.run(step, evaluate, common.batchSize);

@@ -170,9 +170,11 @@ int runMp3(train::Config &config) {
       train::adamWParameterGroups({model.get()}, common.learningRate, common.weightDecay),
       torch::optim::AdamWOptions(common.learningRate)
                                                          .weight_decay(common.weightDecay));
-  train::Trainer finetuner(finetuneCommon, {"loss", "accuracy", "test_loss", "test_accuracy", "lr"},
-                           {{"loss", "test_loss"}, {"accuracy", "test_accuracy"}},
-                           pretrainer.sharedDistributed());
+  const auto diagnostics = diagnosticColumns(common.attentionVariant, vitOptions.depth(), common.sigmaReparam);
+  std::vector<std::string> columns{"loss", "accuracy", "test_loss", "test_accuracy", "lr"};
+  std::vector<std::vector<std::string>> panels{{"loss", "test_loss"}, {"accuracy", "test_accuracy"}};
+  diagnostics.addTo(columns, panels);
+  train::Trainer finetuner(finetuneCommon, columns, panels, pretrainer.sharedDistributed());
   finetuner.addModule("model", model.ptr());
   finetuner.addOptimizer("adamw", optimizer, common.learningRate);
   auto finetuneStep = [&](int64_t s) -> train::Values {
@@ -190,7 +192,10 @@ int runMp3(train::Config &config) {
             {"accuracy", logits.argmax(1).eq(labels).to(torch::kFloat64).mean().item<double>()}};
   };
   auto finetuneEvaluate = [&](bool final) {
-    return evaluateClassifier(model, data, common, final ? 0 : evalSamples);
+    auto values = evaluateClassifier(model, data, common, final ? 0 : evalSamples);
+    for (const auto &[name, value] : vitDiagnostics(diagnostics, model, data, common))
+      values[name] = value;
+    return values;
   };
   auto result = finetuner.run(finetuneStep, finetuneEvaluate, common.batchSize);
   if (distributed.isMain() && finetuner.finished())

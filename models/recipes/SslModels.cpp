@@ -2,6 +2,8 @@
 
 #include "models/recipes/Vision.h"
 
+#include "models/AttentionVariant.h"
+
 namespace attn::recipes {
 
 SyncBatchNorm1dImpl::SyncBatchNorm1dImpl(int64_t features, double eps, double momentum)
@@ -116,6 +118,43 @@ torch::Tensor SslEncoderImpl::forward(const torch::Tensor &images) {
 
 torch::Tensor SslEncoderImpl::forward(const torch::Tensor &images, int64_t views) {
   return perView(projector, pooledFeatures(backbone, images), views);
+}
+
+std::vector<std::string> freezeInvariantParameters(SslEncoderImpl &encoder) {
+  std::vector<std::string> frozen;
+  auto &vit = *encoder.backbone;
+  if (encoder.normKind_ == HeadNorm::Batch && vit.encoder->norm->options.elementwise_affine()) {
+    vit.encoder->norm->bias.set_requires_grad(false);
+    frozen.push_back("backbone.encoder.norm.bias");
+  }
+  const auto &attention = vit.options.attention();
+  bool softmax = models::parse_normalizer(attention.normalizer()).kind == models::NormalizerSpec::Kind::Softmax;
+  if (!softmax || attention.qk_norm() || attention.rope())
+    return frozen;
+  int64_t index = 0;
+  for (const auto &block : *vit.encoder->blocks) {
+    auto &layer = *block->as<models::TransformerBlockImpl>()->attention;
+    if (!layer.qkv || !layer.options.qkv_bias())
+      continue;
+    const int64_t heads = layer.options.num_heads();
+    const int64_t kvHeads = layer.options.num_kv_heads() > 0 ? layer.options.num_kv_heads() : heads;
+    const int64_t headDim = layer.options.head_dim() > 0 ? layer.options.head_dim()
+                                                         : layer.options.embed_dim() / heads;
+    for (auto &item : layer.qkv->named_parameters()) {
+      if (item.key() != "linear.bias" && item.key() != "reparam.bias")
+        continue;
+      const int64_t begin = heads * headDim, end = begin + kvHeads * headDim;
+      item.value().register_hook([begin, end](torch::Tensor grad) {
+        grad = grad.clone();
+        grad.slice(0, begin, end).zero_();
+        return grad;
+      });
+      frozen.push_back("backbone.encoder.blocks." + std::to_string(index) + ".attention.qkv." +
+                       item.key() + "[" + std::to_string(begin) + ":" + std::to_string(end) + "]");
+    }
+    ++index;
+  }
+  return frozen;
 }
 
 torch::Tensor perView(MlpHead &head, const torch::Tensor &x, int64_t views) {

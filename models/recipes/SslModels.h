@@ -11,6 +11,8 @@
 #include <torch/nn/modules/normalization.h>
 
 #include <memory>
+#include <string>
+#include <vector>
 
 namespace attn::recipes {
 
@@ -84,6 +86,17 @@ public:
   MlpHead projector{nullptr};
 };
 TORCH_MODULE(SslEncoder);
+
+/// Keeps out of training the parameters whose exact gradient is zero in SSL training, which Adam
+/// would otherwise walk on rounding noise (its update normalises a 1e-10 gradient to ±lr):
+/// - with BatchNorm heads, the backbone's final-norm bias: it shifts every pooled feature by the
+///   same vector, which the projector's BatchNorm subtracts with the batch mean
+///   (requires_grad off, so the optimizer never holds it);
+/// - with softmax attention (no QK-norm, no RoPE), the key part of each fused qkv bias: q·b_k is
+///   the same for every key of a query, which softmax ignores (a gradient hook zeroes that
+///   slice, so Adam's moments stay 0 and the entries keep their initial value).
+/// Call before building the optimizer. Returns what it froze, by name.
+std::vector<std::string> freezeInvariantParameters(SslEncoderImpl &encoder);
 
 /// `head` applied to each of `views` equal blocks of x's rows separately, concatenated.
 torch::Tensor perView(MlpHead &head, const torch::Tensor &x, int64_t views);

@@ -7,6 +7,8 @@
 
 #include "models/data/Augment.h"
 
+#include <filesystem>
+
 namespace attn::recipes {
 namespace F = torch::nn::functional;
 using train::UsageError;
@@ -157,18 +159,154 @@ torch::Tensor pooledFeatures(models::VisionTransformer &model, const torch::Tens
   return tokens.mean(1);
 }
 
+torch::Tensor frozenFeatures(models::VisionTransformer &model, const data::ImageSet &set,
+                             int64_t n, const ImageData &data, const train::CommonOptions &common) {
+  torch::NoGradGuard noGrad;
+  bool wasTraining = model->is_training();
+  model->eval();
+  std::vector<torch::Tensor> parts;
+  for (int64_t start = 0; start < n; start += 500) {
+    auto idx = torch::arange(start, std::min(n, start + 500), torch::kInt64);
+    parts.push_back(pooledFeatures(model, imagesOn(set, idx, data, common)).to(torch::kFloat32).cpu());
+  }
+  model->train(wasTraining);
+  return torch::cat(parts);
+}
+
+double linearProbeAccuracy(const torch::Tensor &trainFeatures, const torch::Tensor &trainLabels,
+                           const torch::Tensor &testFeatures, const torch::Tensor &testLabels,
+                           int64_t numClasses, int64_t steps) {
+  TORCH_CHECK(trainFeatures.dim() == 2 && testFeatures.dim() == 2 &&
+                  trainFeatures.size(1) == testFeatures.size(1) &&
+                  trainFeatures.size(0) == trainLabels.size(0) && testFeatures.size(0) == testLabels.size(0),
+              "linearProbeAccuracy: features [N, D] with one label each expected");
+  models::AutocastExcluded float32; // a float32 problem, whatever the run computes in
+  torch::AutoGradMode gradients(true);
+  auto train = trainFeatures.to(torch::kFloat32), test = testFeatures.to(torch::kFloat32);
+  auto mean = train.mean(0, true), std = train.std(0, /*unbiased=*/true, true).clamp_min(1e-6);
+  train = (train - mean) / std;
+  test = (test - mean) / std;
+  auto weight = torch::zeros({train.size(1), numClasses}, torch::requires_grad());
+  auto bias = torch::zeros({numClasses}, torch::requires_grad());
+  torch::optim::AdamW optimizer({weight, bias}, torch::optim::AdamWOptions(0.05).weight_decay(1e-4));
+  for (int64_t step = 0; step < steps; ++step) {
+    optimizer.zero_grad();
+    F::cross_entropy(train.matmul(weight) + bias, trainLabels).backward();
+    optimizer.step();
+  }
+  torch::NoGradGuard noGrad;
+  return (test.matmul(weight) + bias).argmax(1).eq(testLabels).to(torch::kFloat64).mean().item<double>();
+}
+
+double linearProbeAccuracy(models::VisionTransformer &model, const ImageData &data,
+                           const train::CommonOptions &common, int64_t trainImages,
+                           int64_t testImages, int64_t steps) {
+  int64_t nTrain = std::min(trainImages, data.splits.train.size());
+  int64_t nTest = std::min(testImages, data.splits.test.size());
+  return linearProbeAccuracy(frozenFeatures(model, data.splits.train, nTrain, data, common),
+                             data.splits.train.labels.slice(0, 0, nTrain),
+                             frozenFeatures(model, data.splits.test, nTest, data, common),
+                             data.splits.test.labels.slice(0, 0, nTest), data.numClasses, steps);
+}
+
+SslEvaluation SslEvaluation::parse(train::Config &config) {
+  SslEvaluation e;
+  e.knnBank = config.getInt("knn-bank", e.knnBank, "training images in the k-NN memory bank");
+  e.knnQueries = config.getInt("knn-queries", e.knnQueries, "test images the k-NN evaluation classifies");
+  e.probeTrain = config.getInt("probe-train", e.probeTrain, "training images of the linear probe (frozen features)");
+  e.probeTest = config.getInt("probe-test", e.probeTest, "test images the linear probe classifies");
+  e.probeSteps = config.getInt("probe-steps", e.probeSteps, "full-batch AdamW steps of the linear probe (0: no probe)");
+  if (e.knnBank <= 0 || e.knnQueries <= 0 || e.probeTrain <= 1 || e.probeTest <= 0 || e.probeSteps < 0)
+    throw UsageError("--knn-bank, --knn-queries, --probe-train (> 1) and --probe-test must be positive, "
+                     "--probe-steps not negative");
+  return e;
+}
+
+train::Values SslEvaluation::operator()(models::VisionTransformer &backbone, const ImageData &data,
+                                        const train::CommonOptions &common) const {
+  train::Values values{{"knn_accuracy", knnAccuracy(backbone, data, common, knnBank, knnQueries)}};
+  if (probeSteps > 0)
+    values["linear_probe_accuracy"] =
+        linearProbeAccuracy(backbone, data, common, probeTrain, probeTest, probeSteps);
+  return values;
+}
+
+std::vector<std::string> SslEvaluation::columns() const {
+  std::vector<std::string> names{"knn_accuracy", "knn_accuracy_step0"};
+  if (probeSteps > 0)
+    names.insert(names.end(), {"linear_probe_accuracy", "linear_probe_accuracy_step0"});
+  return names;
+}
+
+std::string parseInitOption(train::Config &config) {
+  std::string path = config.getString("init", "", "start the ViT from this model.pt (vit-supervised, mp3, distill, "
+                                                  "or an SSL recipe's backbone); --resume overrides it");
+  if (!path.empty() && !std::filesystem::exists(path))
+    throw UsageError("--init: '" + path + "' does not exist");
+  return path;
+}
+
+int64_t initFromCheckpoint(models::VisionTransformer &model, const std::string &path, bool withHead,
+                           bool log) {
+  models::CheckpointMeta meta;
+  models::VisionTransformer source{nullptr};
+  try {
+    source = models::load_vision_transformer(path, &meta);
+  } catch (const c10::Error &e) {
+    throw UsageError("--init: cannot load '" + path + "' as a ViT checkpoint: " + e.what_without_backtrace());
+  }
+  // An SSL backbone's head was never trained (the recipes train projectors instead).
+  const std::string recipe = meta.count("recipe") ? meta["recipe"] : "";
+  withHead = withHead && recipe != "simclr" && recipe != "polyview" && recipe != "byol";
+  torch::NoGradGuard noGrad;
+  auto targetParameters = model->named_parameters(), targetBuffers = model->named_buffers();
+  auto sourceTensors = source->named_parameters();
+  for (const auto &item : source->named_buffers())
+    sourceTensors.insert(item.key(), item.value());
+  auto shape = [](const torch::Tensor &t) {
+    std::string text = "[";
+    for (int64_t i = 0; i < t.dim(); ++i)
+      text += (i ? ", " : "") + std::to_string(t.size(i));
+    return text + "]";
+  };
+  int64_t copied = 0;
+  for (const auto &item : sourceTensors) {
+    const std::string &name = item.key();
+    bool head = name.rfind("head.", 0) == 0;
+    torch::Tensor *target = targetParameters.find(name);
+    if (!target)
+      target = targetBuffers.find(name);
+    if (head && (!withHead || !target || target->sizes() != item.value().sizes()))
+      continue;
+    if (!target)
+      throw UsageError("--init: '" + path + "' holds '" + name + "', which this model lacks: build the "
+                       "model with the checkpoint's options (--sigma-reparam, --depth, --pool, ...)");
+    if (target->sizes() != item.value().sizes())
+      throw UsageError("--init: '" + name + "' is " + shape(item.value()) + " in '" + path + "' but " +
+                       shape(*target) + " in this model: build it with the checkpoint's options");
+    target->copy_(item.value());
+    ++copied;
+  }
+  if (log)
+    std::fprintf(stderr, "init: %lld tensors from %s (recipe %s%s)\n", (long long)copied, path.c_str(),
+                 recipe.empty() ? "?" : recipe.c_str(), withHead ? "" : ", head left fresh");
+  return copied;
+}
+
+train::Values vitDiagnostics(const DiagnosticColumns &columns, models::VisionTransformer &model,
+                             const ImageData &data, const train::CommonOptions &common) {
+  int64_t n = std::min<int64_t>(256, data.splits.test.size());
+  auto images = imagesOn(data.splits.test, torch::arange(n, torch::kInt64), data, common);
+  return attentionDiagnostics(columns, *model, *model->encoder, [&] { model->forward(images); });
+}
+
 double knnAccuracy(models::VisionTransformer &model, const ImageData &data,
                    const train::CommonOptions &common, int64_t bankSize, int64_t queries) {
   torch::NoGradGuard noGrad;
   bool wasTraining = model->is_training();
   model->eval();
   auto embed = [&](const data::ImageSet &set, int64_t n) {
-    std::vector<torch::Tensor> parts;
-    for (int64_t start = 0; start < n; start += 500) {
-      auto idx = torch::arange(start, std::min(n, start + 500), torch::kInt64);
-      parts.push_back(pooledFeatures(model, imagesOn(set, idx, data, common)).to(torch::kFloat32).cpu());
-    }
-    return F::normalize(torch::cat(parts), F::NormalizeFuncOptions().dim(1));
+    return F::normalize(frozenFeatures(model, set, n, data, common), F::NormalizeFuncOptions().dim(1));
   };
   int64_t nBank = std::min(bankSize, data.splits.train.size());
   int64_t nQuery = std::min(queries, data.splits.test.size());

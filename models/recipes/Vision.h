@@ -6,6 +6,7 @@
 #include "models/VisionTransformer.h"
 #include "models/data/Augment.h"
 #include "models/data/ImageData.h"
+#include "models/recipes/Diagnostics.h"
 #include "models/train/Run.h"
 
 #include <string>
@@ -70,6 +71,48 @@ torch::Tensor pooledFeatures(models::VisionTransformer &model, const torch::Tens
 /// `bankSize` training images are the memory bank, the first `queries` test images are classified.
 double knnAccuracy(models::VisionTransformer &model, const ImageData &data,
                    const train::CommonOptions &common, int64_t bankSize, int64_t queries);
+
+/// Mean-pooled features (float32, on the CPU) of the first `n` images of `set`, eval mode.
+torch::Tensor frozenFeatures(models::VisionTransformer &model, const data::ImageSet &set,
+                             int64_t n, const ImageData &data, const train::CommonOptions &common);
+
+/// Linear probe: multinomial logistic regression (zero-initialised, full-batch AdamW, lr 0.05,
+/// weight decay 1e-4, `steps` steps) on features standardised with the training features'
+/// mean and std; returns the accuracy on the test features. Deterministic; float32; no autocast.
+double linearProbeAccuracy(const torch::Tensor &trainFeatures, const torch::Tensor &trainLabels,
+                           const torch::Tensor &testFeatures, const torch::Tensor &testLabels,
+                           int64_t numClasses, int64_t steps = 300);
+/// The probe on `model`'s frozen features: the first `trainImages` training images, the first
+/// `testImages` test images.
+double linearProbeAccuracy(models::VisionTransformer &model, const ImageData &data,
+                           const train::CommonOptions &common, int64_t trainImages,
+                           int64_t testImages, int64_t steps);
+
+/// The SSL recipes' evaluation of a backbone: k-NN and linear probe on frozen features.
+struct SslEvaluation {
+  int64_t knnBank = 5000, knnQueries = 1000, probeTrain = 5000, probeTest = 1000, probeSteps = 300;
+  /// --knn-bank, --knn-queries, --probe-train, --probe-test, --probe-steps (0: no probe).
+  static SslEvaluation parse(train::Config &config);
+  /// knn_accuracy and linear_probe_accuracy.
+  train::Values operator()(models::VisionTransformer &backbone, const ImageData &data,
+                           const train::CommonOptions &common) const;
+  /// The metric names, and the same with `_step0` (the untrained encoder's figures).
+  std::vector<std::string> columns() const;
+};
+
+/// --init=PATH (a ViT model.pt: vit-supervised, mp3, distill or an SSL recipe's backbone) for a
+/// recipe's ViT; empty: none.
+std::string parseInitOption(train::Config &config);
+/// Copies every parameter and buffer of the checkpoint at `path` into `model`: names and shapes
+/// must all match (else a UsageError naming the tensor), except the classification head, which
+/// is copied only when `withHead`, the checkpoint's head fits and the checkpoint is not an SSL
+/// backbone (simclr, polyview, byol: their heads were never trained). Returns the number of tensors copied; logs it on stderr.
+int64_t initFromCheckpoint(models::VisionTransformer &model, const std::string &path, bool withHead,
+                           bool log = true);
+
+/// attentionDiagnostics for a ViT on the first 256 test images.
+train::Values vitDiagnostics(const DiagnosticColumns &columns, models::VisionTransformer &model,
+                             const ImageData &data, const train::CommonOptions &common);
 
 /// Writes a self-supervised run's pretrained backbone to OUT/model.pt (readable by
 /// models::load_vision_transformer), with the recipe and the final k-NN accuracy when the run

@@ -23,6 +23,7 @@ int runVitSupervised(train::Config &config) {
   double labelSmoothing = config.getDouble("label-smoothing", 0.0, "cross-entropy label smoothing");
   double clipNorm = config.getDouble("clip-grad-norm", 1.0, "gradient norm clip (0: off)");
   int64_t evalSamples = config.getInt("eval-samples", 2000, "test images in periodic evaluations (the final one uses all)");
+  const std::string initPath = parseInitOption(config);
   if (finishOptions(config, name))
     return 0;
 
@@ -30,14 +31,19 @@ int runVitSupervised(train::Config &config) {
   auto data = loadImageData(dataOptions, common);
   vitOptions = fitVitToData(vitOptions, data);
   models::VisionTransformer model(vitOptions);
+  if (!initPath.empty()) // fine-tuning, e.g. from an SSL recipe's OUT/model.pt
+    initFromCheckpoint(model, initPath, /*withHead=*/true, common.distributed.rank == 0);
   model->to(common.device, common.dtype);
 
   torch::optim::AdamW optimizer(
       train::adamWParameterGroups({model.get()}, common.learningRate, common.weightDecay),
       torch::optim::AdamWOptions(common.learningRate)
                                                          .weight_decay(common.weightDecay));
-  train::Trainer trainer(common, {"loss", "accuracy", "test_loss", "test_accuracy", "lr"},
-                         {{"loss", "test_loss"}, {"accuracy", "test_accuracy"}});
+  const auto diagnostics = diagnosticColumns(common.attentionVariant, vitOptions.depth(), common.sigmaReparam);
+  std::vector<std::string> columns{"loss", "accuracy", "test_loss", "test_accuracy", "lr"};
+  std::vector<std::vector<std::string>> panels{{"loss", "test_loss"}, {"accuracy", "test_accuracy"}};
+  diagnostics.addTo(columns, panels);
+  train::Trainer trainer(common, columns, panels);
   trainer.addModule("model", model.ptr());
   trainer.addOptimizer("adamw", optimizer, common.learningRate);
   auto &distributed = trainer.distributed();
@@ -65,7 +71,10 @@ int runVitSupervised(train::Config &config) {
     return {{"loss", loss.item<double>()}, {"accuracy", accuracy}};
   };
   auto evaluate = [&](bool final) {
-    return evaluateClassifier(model, data, common, final ? 0 : evalSamples);
+    auto values = evaluateClassifier(model, data, common, final ? 0 : evalSamples);
+    for (const auto &[name, value] : vitDiagnostics(diagnostics, model, data, common))
+      values[name] = value;
+    return values;
   };
   auto result = trainer.run(step, evaluate, common.batchSize);
   if (distributed.isMain() && trainer.finished())

@@ -76,6 +76,17 @@ TEST(RecipeRun, SigmoidSigmaReparamVitLossFalls) {
   auto r = attnTrain("vit-supervised " + kDigits +
                      "--attention=sigmoid --sigma-reparam --steps=40 --lr=5e-3 --log-every=5 --out=" + out);
   expectLossFalls(out, r);
+  // The diagnostics the run logs at each evaluation: attention entropy per layer (one layer;
+  // 16 patches: at most ln 16) and σReparam's γ/σ.
+  auto entropy = column(out, "attention_entropy_l0");
+  ASSERT_EQ(entropy.size(), 1u) << r.output;
+  EXPECT_GT(entropy[0], 0.0);
+  EXPECT_LE(entropy[0], std::log(16.0) + 1e-5);
+  auto low = column(out, "sigma_min"), mean = column(out, "sigma_mean"), high = column(out, "sigma_max");
+  ASSERT_EQ(high.size(), 1u) << r.output;
+  EXPECT_GT(low[0], 0.0);
+  EXPECT_LE(low[0], mean[0]);
+  EXPECT_LE(mean[0], high[0]);
 }
 
 TEST(RecipeRun, UserWrittenIrNormalizerLossFalls) {
@@ -92,9 +103,70 @@ TEST(RecipeRun, SimclrLossFalls) {
   auto out = freshDir("simclr");
   expectLossFalls(out, attnTrain("simclr " + kDigits + kSsl + "--temperature=0.5 --steps=40 --out=" + out));
   EXPECT_EQ(column(out, "knn_accuracy").size(), 1u);
+  // The linear probe on frozen features beside k-NN, for the trained and the untrained encoder.
+  auto probe = column(out, "linear_probe_accuracy"), probe0 = column(out, "linear_probe_accuracy_step0");
+  ASSERT_EQ(probe.size(), 1u);
+  ASSERT_EQ(probe0.size(), 1u);
+  EXPECT_GT(probe[0], 0.1);
+  EXPECT_LE(probe[0], 1.0);
   // The pretrained backbone, as a ViT checkpoint that fine-tuning and probes can load.
   auto backbone = attn::models::load_vision_transformer(out + "/model.pt");
   EXPECT_GT(backbone->parameters().size(), 0u);
+}
+
+TEST(RecipeRun, VitSupervisedStartsFromAnSslBackbone) {
+  // --init=OUT/model.pt: the backbone's tensors, the head fresh; a vanishing learning rate keeps
+  // the fine-tuned model at the backbone.
+  auto ssl = freshDir("init-ssl");
+  auto pre = attnTrain("simclr " + kDigits + kSsl + "--temperature=0.5 --steps=5 --probe-steps=0 --out=" + ssl);
+  ASSERT_EQ(pre.exitCode, 0) << pre.output;
+  auto out = freshDir("init-vit");
+  auto r = attnTrain("vit-supervised " + kDigits + "--steps=2 --lr=1e-12 --warmup-steps=0 --init=" + ssl +
+                     "/model.pt --out=" + out);
+  ASSERT_EQ(r.exitCode, 0) << r.output;
+  EXPECT_NE(r.output.find("init: "), std::string::npos) << r.output;
+  auto backbone = attn::models::load_vision_transformer(ssl + "/model.pt");
+  auto tuned = attn::models::load_vision_transformer(out + "/model.pt");
+  auto fresh = attn::models::VisionTransformer(tuned->options);
+  auto pb = backbone->named_parameters(), pt = tuned->named_parameters();
+  for (const auto &item : pb) {
+    if (item.key().rfind("head.", 0) == 0)
+      continue;
+    EXPECT_LT((item.value() - pt[item.key()]).abs().max().item<double>(), 1e-6) << item.key();
+  }
+  EXPECT_GT((fresh->named_parameters()["encoder.blocks.0.mlp.fc1.linear.weight"] -
+             pt["encoder.blocks.0.mlp.fc1.linear.weight"]).abs().max().item<double>(), 1e-3)
+      << "the run did not start from the backbone";
+  // A model built with other options is a usage error naming the tensor.
+  auto bad = attnTrain("vit-supervised " + kDigits + "--sigma-reparam --steps=1 --init=" + ssl +
+                       "/model.pt --out=" + freshDir("init-bad"));
+  EXPECT_EQ(bad.exitCode, 2) << bad.output;
+  EXPECT_NE(bad.output.find("--init"), std::string::npos) << bad.output;
+}
+
+TEST(RecipeRun, SslLeavesZeroGradientParametersAlone) {
+  // The final-norm bias (removed by the projector's BatchNorm) and softmax's key bias (a constant
+  // per query) have zero gradients; Adam used to walk them on rounding noise by about lr a step.
+  // They now keep their initial value (0), while the parameters that learn move.
+  auto out = freshDir("ssl-frozen");
+  auto r = attnTrain("simclr " + kDigits + kSsl + "--temperature=0.5 --steps=5 --probe-steps=0 --out=" + out);
+  ASSERT_EQ(r.exitCode, 0) << r.output;
+  auto model = attn::models::load_vision_transformer(out + "/model.pt");
+  auto p = model->named_parameters();
+  const int64_t e = model->options.embed_dim();
+  auto bias = p["encoder.blocks.0.attention.qkv.linear.bias"];
+  EXPECT_EQ(p["encoder.norm.bias"].abs().max().item<double>(), 0.0);
+  EXPECT_EQ(bias.slice(0, e, 2 * e).abs().max().item<double>(), 0.0);
+  EXPECT_GT(bias.slice(0, 0, e).abs().max().item<double>(), 1e-4) << "query bias did not learn";
+  EXPECT_GT(bias.slice(0, 2 * e).abs().max().item<double>(), 1e-4) << "value bias did not learn";
+  EXPECT_GT((p["encoder.norm.weight"] - 1).abs().max().item<double>(), 1e-4);
+  // LayerNorm heads do not remove the final-norm bias's shift: it trains there.
+  auto layerOut = freshDir("ssl-frozen-layer");
+  auto layer = attnTrain("simclr " + kDigits + kSsl + "--head-norm=layer --temperature=0.5 --steps=5 "
+                         "--probe-steps=0 --out=" + layerOut);
+  ASSERT_EQ(layer.exitCode, 0) << layer.output;
+  auto layerModel = attn::models::load_vision_transformer(layerOut + "/model.pt");
+  EXPECT_GT(layerModel->named_parameters()["encoder.norm.bias"].abs().max().item<double>(), 1e-4);
 }
 
 TEST(RecipeRun, PolyviewLossFalls) {
