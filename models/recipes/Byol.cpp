@@ -155,23 +155,7 @@ int runByol(train::Config &config) {
     emaUpdate(*target, *online, rho);
     return {{"loss", loss.item<double>()}, {"momentum", rho}};
   };
-  // The untrained encoder's k-NN accuracy, the baseline the final figure is read against (the
-  // initialisation is a function of --seed, so a resumed run measures the same model).
-  // The untrained encoder's figures, the baseline the final ones are read against (the
-  // initialisation is a function of --seed and --init, so a resumed run measures the same model).
-  const train::Values step0 = [&] {
-    train::AutocastScope autocast(common); // as the evaluations in the run
-    return evaluation(online->backbone, data, common);
-  }();
-  auto evaluate = [&](bool final) -> train::Values {
-    train::Values values = evaluation(online->backbone, data, common);
-    for (const auto &[name, value] : vitDiagnostics(diagnostics, online->backbone, data, common))
-      values[name] = value;
-    if (final)
-      for (const auto &[name, value] : step0)
-        values[name + "_step0"] = value;
-    return values;
-  };
+  auto evaluate = sslEvaluator(evaluation, diagnostics, online->backbone, data, common);
   auto result = trainer.run(step, evaluate, common.batchSize);
   if (distributed.isMain() && trainer.finished())
     saveSslBackbone(online->backbone, common.outDir, name, result);

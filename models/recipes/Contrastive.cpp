@@ -103,21 +103,7 @@ int runContrastive(train::Config &config, const std::string &name, bool polyview
     // Every rank holds the same global loss, so the mean over ranks the trainer reports is it.
     return {{"loss", loss.item<double>()}};
   };
-  // The untrained encoder's figures, the baseline the final ones are read against (the
-  // initialisation is a function of --seed and --init, so a resumed run measures the same model).
-  const train::Values step0 = [&] {
-    train::AutocastScope autocast(common); // as the evaluations in the run
-    return evaluation(encoder->backbone, data, common);
-  }();
-  auto evaluate = [&](bool final) -> train::Values {
-    train::Values values = evaluation(encoder->backbone, data, common);
-    for (const auto &[name, value] : vitDiagnostics(diagnostics, encoder->backbone, data, common))
-      values[name] = value;
-    if (final)
-      for (const auto &[name, value] : step0)
-        values[name + "_step0"] = value;
-    return values;
-  };
+  auto evaluate = sslEvaluator(evaluation, diagnostics, encoder->backbone, data, common);
   auto result = trainer.run(step, evaluate, common.batchSize);
   if (distributed.isMain() && trainer.finished())
     saveSslBackbone(encoder->backbone, common.outDir, name, result);

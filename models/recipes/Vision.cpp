@@ -231,6 +231,27 @@ train::Values SslEvaluation::operator()(models::VisionTransformer &backbone, con
   return values;
 }
 
+std::function<train::Values(bool)> sslEvaluator(const SslEvaluation &evaluation,
+                                                const DiagnosticColumns &diagnostics,
+                                                models::VisionTransformer backbone,
+                                                const ImageData &data,
+                                                const train::CommonOptions &common) {
+  train::Values step0;
+  {
+    train::AutocastScope autocast(common); // as the evaluations in the run
+    step0 = evaluation(backbone, data, common);
+  }
+  return [=, &data, &common](bool final) mutable {
+    train::Values values = evaluation(backbone, data, common);
+    for (const auto &[name, value] : vitDiagnostics(diagnostics, backbone, data, common))
+      values[name] = value;
+    if (final)
+      for (const auto &[name, value] : step0)
+        values[name + "_step0"] = value;
+    return values;
+  };
+}
+
 std::vector<std::string> SslEvaluation::columns() const {
   std::vector<std::string> names{"knn_accuracy", "knn_accuracy_step0"};
   if (probeSteps > 0)

@@ -9,6 +9,7 @@
 #include "models/recipes/Diagnostics.h"
 #include "models/train/Run.h"
 
+#include <functional>
 #include <string>
 
 namespace attn::recipes {
@@ -99,6 +100,16 @@ struct SslEvaluation {
   /// The metric names, and the same with `_step0` (the untrained encoder's figures).
   std::vector<std::string> columns() const;
 };
+
+/// A self-supervised run's evaluation: `evaluation` and the ViT diagnostics of `backbone`. The
+/// untrained encoder's figures are measured now (under the run's autocast) and added to the
+/// final evaluation as `_step0` columns, the baseline the final figures are read against (the
+/// initialisation is a function of --seed and --init, so a resumed run measures the same model).
+std::function<train::Values(bool)> sslEvaluator(const SslEvaluation &evaluation,
+                                                const DiagnosticColumns &diagnostics,
+                                                models::VisionTransformer backbone,
+                                                const ImageData &data,
+                                                const train::CommonOptions &common);
 
 /// --init=PATH (a ViT model.pt: vit-supervised, mp3, distill or an SSL recipe's backbone) for a
 /// recipe's ViT; empty: none.
