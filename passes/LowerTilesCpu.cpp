@@ -467,8 +467,10 @@ void moveLoadMultipliersIntoProducts(ModuleOp module) {
       }
       return isa<memref::DeallocOp>(user);
     });
+    if (!onlyLoadsAndProducts || loads.empty())
+      continue;
     FloatAttr factor = loads.front().getMultiplierAttr();
-    if (!onlyLoadsAndProducts || !factor ||
+    if (!factor ||
         llvm::any_of(loads, [&](TileLoadOp load) { return load.getMultiplierAttr() != factor; }))
       continue;
     for (TileLoadOp load : loads)

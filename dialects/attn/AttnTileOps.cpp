@@ -95,8 +95,10 @@ LogicalResult TileMatmulOp::verify() {
 }
 
 LogicalResult TileMaskOp::verify() {
-  if (getWindow() && *getWindow() < 0)
-    return emitOpError() << "window must be non-negative, got " << *getWindow();
+  // The attribute is a signless i64: read it signed (getWindow() is unsigned, so a negative
+  // window would pass as a huge one).
+  if (IntegerAttr window = getWindowAttr(); window && window.getInt() < 0)
+    return emitOpError() << "window must be non-negative, got " << window.getInt();
   return checkTile(*this, "scores", getScores(), 2);
 }
 

@@ -457,3 +457,11 @@ func.func @tile_load_rank(%v: memref<?x?xf32>, %t: memref<8x8xf32>, %i: index) {
   attn.tile_load %v[%i, %i, %i] rows %i into %t : memref<?x?xf32>, memref<8x8xf32>
   return
 }
+
+// -----
+
+func.func @tile_mask_negative_window(%s: memref<32x64xf32>, %i: index) {
+  // expected-error @+1 {{window must be non-negative, got -3}}
+  attn.tile_mask %s at %i, %i lengths %i, %i {window = -3 : i64} : memref<32x64xf32>
+  return
+}
