@@ -35,6 +35,15 @@ Result attnTrain(const std::string &arguments) {
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
 }
 
+/// Runs `launch --rank=0` here and `launch --rank=1` on a thread: one 2-process run.
+std::pair<Result, Result> attnTrainTwoRanks(const std::string &launch) {
+  Result rank1;
+  std::thread worker([&] { rank1 = attnTrain(launch + " --rank=1"); });
+  Result rank0 = attnTrain(launch + " --rank=0");
+  worker.join();
+  return {rank0, rank1};
+}
+
 std::string freshDir(const std::string &name) {
   auto dir = fs::temp_directory_path() / ("attn-recipes-" + std::to_string(getpid())) / name;
   fs::remove_all(dir);
@@ -279,10 +288,7 @@ TEST(RecipeRun, TwoProcessesMatchOneWithTheSameGlobalBatch) {
   auto parallel = freshDir("parallel");
   int port = 20000 + int(getpid() % 20000);
   std::string launch = args + "--world-size=2 --master-port=" + std::to_string(port) + " --out=" + parallel;
-  Result rank1;
-  std::thread worker([&] { rank1 = attnTrain(launch + " --rank=1"); });
-  auto rank0 = attnTrain(launch + " --rank=0");
-  worker.join();
+  auto [rank0, rank1] = attnTrainTwoRanks(launch);
   ASSERT_EQ(rank0.exitCode, 0) << rank0.output;
   ASSERT_EQ(rank1.exitCode, 0) << rank1.output;
 
@@ -307,10 +313,7 @@ TEST(RecipeRun, DataParallelByolKeepsTargetsInSync) {
   int port = 20000 + int((getpid() + 7919) % 20000);
   std::string launch = "byol " + kDigits + kSsl + "--steps=6 --world-size=2 --master-port=" +
                        std::to_string(port) + " --out=" + out;
-  Result rank1;
-  std::thread worker([&] { rank1 = attnTrain(launch + " --rank=1"); });
-  auto rank0 = attnTrain(launch + " --rank=0");
-  worker.join();
+  auto [rank0, rank1] = attnTrainTwoRanks(launch);
   ASSERT_EQ(rank0.exitCode, 0) << rank0.output;
   ASSERT_EQ(rank1.exitCode, 0) << rank1.output;
   // The run compares online, predictor and target on every rank at the end.
@@ -331,10 +334,7 @@ void expectSslTwoProcessesMatchOne(const std::string &recipe, const std::string 
   auto parallel = freshDir(recipe + "-parallel");
   int port = 20000 + int((getpid() + portSalt) % 20000);
   std::string launch = args + "--world-size=2 --master-port=" + std::to_string(port) + " --out=" + parallel;
-  Result rank1;
-  std::thread worker([&] { rank1 = attnTrain(launch + " --rank=1"); });
-  auto rank0 = attnTrain(launch + " --rank=0");
-  worker.join();
+  auto [rank0, rank1] = attnTrainTwoRanks(launch);
   ASSERT_EQ(rank0.exitCode, 0) << rank0.output;
   ASSERT_EQ(rank1.exitCode, 0) << rank1.output;
   auto lossOne = column(single, "loss"), lossTwo = column(parallel, "loss");
