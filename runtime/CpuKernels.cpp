@@ -80,7 +80,6 @@ constexpr int64_t kQueryTile = 128;
 constexpr int64_t kKeyTile = 128;
 constexpr int64_t kAmxQueryTile = 256;
 
-
 std::optional<std::pair<int64_t, int64_t>> cpuTileOverride() {
   static const std::optional<std::pair<int64_t, int64_t>> tiles = [] {
     std::optional<std::pair<int64_t, int64_t>> sizes;
@@ -215,8 +214,9 @@ void optimizeKernels(llvm::Module &module, llvm::TargetMachine &machine) {
 using codegen::CpuKernelSet;
 
 /// attn IR (canonical) -> one tiled kernel -> LLVM dialect -> optimized LLVM IR -> ELF object.
-std::string compileObject(mlir::ModuleOp module, CpuKernelSet kernel, bool bfloat16Inputs,
-                          const std::string &label, const std::string &dumpFolder) {
+std::string compileObject(mlir::ModuleOp module, codegen::CpuKernelOptions kernelOptions,
+                          CpuKernelSet kernel, const std::string &label,
+                          const std::string &dumpFolder) {
   mlir::MLIRContext &context = *module.getContext();
   DiagnosticCollector diagnostics(context);
   mlir::PassManager pm(&context);
@@ -230,7 +230,6 @@ std::string compileObject(mlir::ModuleOp module, CpuKernelSet kernel, bool bfloa
     // Verifying the whole module after each of the ~20 passes was a third of the MLIR time;
     // it is verified once at the end instead (and after every pass when dumping).
     pm.enableVerifier(false);
-  codegen::CpuKernelOptions kernelOptions = hostKernelOptions(bfloat16Inputs);
   kernelOptions.kernels = kernel;
   codegen::buildCpuPipeline(pm, kernelOptions);
   using Clock = std::chrono::steady_clock;
@@ -298,7 +297,9 @@ struct KernelSource {
   std::string target;
   std::string options; ///< pipeline options, without the kernel
   std::string label;
-  bool bfloat16Inputs = false;
+  /// What the kernels are compiled for, decided once per variant: the key's `options` text
+  /// and every kernel's compile (the backward's, later, too) come from it.
+  codegen::CpuKernelOptions kernelOptions;
 };
 
 /// The artifact of one kernel: from the disk cache, or compiled from `module` (parsed from
@@ -318,7 +319,7 @@ std::shared_ptr<const LoadedCpuObject> obtainKernel(const KernelSource &source,
       if (!dumpFolder.empty())
         writeFile(dumpFolder + "/attn-canonical.mlir",
                   [&](llvm::raw_ostream &os) { module.print(os); });
-      return compileObject(module, kernel, source.bfloat16Inputs, request.label, dumpFolder);
+      return compileObject(module, source.kernelOptions, kernel, request.label, dumpFolder);
     }
     mlir::DialectRegistry registry;
     codegen::registerCpuDialects(registry);
@@ -332,7 +333,7 @@ std::shared_ptr<const LoadedCpuObject> obtainKernel(const KernelSource &source,
     if (!dumpFolder.empty())
       writeFile(dumpFolder + "/attn-canonical.mlir",
                 [&](llvm::raw_ostream &os) { parsed->print(os); });
-    return compileObject(*parsed, kernel, source.bfloat16Inputs, request.label, dumpFolder);
+    return compileObject(*parsed, source.kernelOptions, kernel, request.label, dumpFolder);
   });
   return loadCpuObject(object, request.label);
 }
@@ -345,14 +346,14 @@ double millisBetween(std::chrono::steady_clock::time_point from,
 class JitCpuKernels final : public CpuKernels {
 public:
   JitCpuKernels(std::shared_ptr<const LoadedCpuObject> forward, KernelSource source,
-                bool rowWise, double millis, std::pair<int64_t, int64_t> tiles)
+                bool rowWise, double millis)
       : forwardObject_(std::move(forward)), source_(std::move(source)), rowWise_(rowWise),
-        compileMillis_(millis), tiles_(tiles) {
+        compileMillis_(millis) {
     forward_ = reinterpret_cast<ForwardFn>(forwardObject_->lookup("_mlir_ciface_attention_fwd"));
   }
 
-  int64_t queryTile() const override { return tiles_.first; }
-  int64_t keyTile() const override { return tiles_.second; }
+  int64_t queryTile() const override { return source_.kernelOptions.queryTile; }
+  int64_t keyTile() const override { return source_.kernelOptions.keyTile; }
   bool rowWise() const override { return rowWise_; }
   double compileMillis() const override { return compileMillis_; }
   void prepareBackward() const override { backward(); }
@@ -428,7 +429,6 @@ private:
   KernelSource source_;
   bool rowWise_;
   double compileMillis_;
-  std::pair<int64_t, int64_t> tiles_;
   ForwardFn forward_ = nullptr;
   mutable std::mutex backwardMutex_;
   mutable std::unique_ptr<Backward> backwardStorage_;
@@ -447,8 +447,8 @@ std::shared_ptr<const CpuKernels> build(const VariantSpec &spec) {
   source.canonicalIr = std::move(variant.keyText);
   source.target = hostTargetDescription();
   std::ostringstream options;
-  source.bfloat16Inputs = spec.bfloat16;
-  const codegen::CpuKernelOptions kernelOptions = hostKernelOptions(spec.bfloat16);
+  source.kernelOptions = hostKernelOptions(spec.bfloat16);
+  const codegen::CpuKernelOptions &kernelOptions = source.kernelOptions;
   options << "cpu-object O3 pic tile-ir query-tile=" << kernelOptions.queryTile
           << " key-tile=" << kernelOptions.keyTile << " lanes=" << kernelOptions.lanes
           << " bf16-products=" << kernelOptions.bf16Products << " llvm=" << kLlvmPipeline;
@@ -463,9 +463,8 @@ std::shared_ptr<const CpuKernels> build(const VariantSpec &spec) {
                            std::to_string(millisBetween(start, prepared)) +
                            " ms, forward kernel " + std::to_string(millisBetween(prepared, done)) +
                            " ms");
-  return std::make_shared<JitCpuKernels>(
-      std::move(forward), std::move(source), variant.rowWise, millisBetween(start, done),
-      std::pair<int64_t, int64_t>{kernelOptions.queryTile, kernelOptions.keyTile});
+  return std::make_shared<JitCpuKernels>(std::move(forward), std::move(source), variant.rowWise,
+                                         millisBetween(start, done));
 }
 } // namespace
 
