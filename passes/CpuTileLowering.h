@@ -36,6 +36,15 @@ struct Emit {
   Value index(int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); }
   Value f32(double v) { return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v)); }
   Value add(Value x, Value y) { return arith::AddIOp::create(b, loc, x, y); }
+  /// The zero vector of `type`, float or integer elements.
+  Value zeros(VectorType type) {
+    return arith::ConstantOp::create(b, loc, cast<TypedAttr>(b.getZeroAttr(type)));
+  }
+  /// `vector` rounded to bf16 (to nearest even).
+  Value toBf16(Value vector) {
+    auto type = cast<VectorType>(vector.getType());
+    return arith::TruncFOp::create(b, loc, type.clone(b.getBF16Type()), vector);
+  }
   Value splat(Value scalar, int64_t width) {
     return vector::BroadcastOp::create(b, loc, VectorType::get({width}, scalar.getType()),
                                        scalar);

@@ -36,7 +36,6 @@ struct LowerMatmulAmx : OpRewritePattern<TileMatmulOp> {
         packed ? packed->lookup(op.getOperation()) : std::pair<Value, Value>{};
     Emit e{rewriter, op.getLoc()};
     Type bf16 = rewriter.getBF16Type(), f32 = rewriter.getF32Type();
-    bool alpha = op.getAlpha() && op.getAlpha()->convertToFloat() != 1.0f;
 
     // The operands in bf16, zero past `depth` (what the tiles hold there is not read by the
     // other lowerings, and may be anything): the whole static depth runs and adds nothing
@@ -70,7 +69,7 @@ struct LowerMatmulAmx : OpRewritePattern<TileMatmulOp> {
     // The accumulator: rescaled in place first (the online correction); then loaded into
     // the tiles and stored back by them. With alpha the product goes through a scratch
     // block instead: acc = old * row_scale + alpha * product.
-    bool throughScratch = alpha;
+    bool throughScratch = op.getAlpha() && op.getAlpha()->convertToFloat() != 1.0f;
     if (op.getAccumulate() && op.getRowScale() && !throughScratch)
       e.loop(e.index(0), blocksEnd, 1, [&](Value i) {
         Value scale = e.splat(e.load(op.getRowScale(), {i}), target.lanes);
@@ -153,8 +152,7 @@ struct LowerMatmulAmx : OpRewritePattern<TileMatmulOp> {
     auto square = VectorType::get({lanes, lanes}, e.b.getF32Type());
     e.loop(e.index(0), e.index(shape[0]), lanes, [&](Value k0) {
       e.loop(e.index(0), e.index(shape[1]), lanes, [&](Value i0) {
-        Value block = arith::ConstantOp::create(e.b, e.loc, square,
-                                                DenseElementsAttr::get(square, 0.0f));
+        Value block = e.zeros(square);
         Value zeros = e.splat(e.f32(0.0), lanes);
         for (int64_t r = 0; r < lanes; ++r) {
           Value row = e.add(k0, e.index(r));
@@ -167,9 +165,7 @@ struct LowerMatmulAmx : OpRewritePattern<TileMatmulOp> {
             vector::TransposeOp::create(e.b, e.loc, block, ArrayRef<int64_t>{1, 0});
         for (int64_t r = 0; r < lanes; ++r) {
           Value row = vector::ExtractOp::create(e.b, e.loc, transposed, r);
-          auto type = cast<VectorType>(row.getType()).clone(e.b.getBF16Type());
-          e.storeVector(arith::TruncFOp::create(e.b, e.loc, type, row), dst,
-                        {e.add(i0, e.index(r)), k0});
+          e.storeVector(e.toBf16(row), dst, {e.add(i0, e.index(r)), k0});
         }
       });
     });
@@ -219,28 +215,19 @@ struct SourceRows {
   }
 };
 
-Value zerosOf(Emit &e, VectorType type) {
-  return arith::ConstantOp::create(e.b, e.loc, DenseElementsAttr::get(type, 0.0f));
-}
-
-Value truncated(Emit &e, Value vector) {
-  auto type = cast<VectorType>(vector.getType());
-  return arith::TruncFOp::create(e.b, e.loc, type.clone(e.b.getBF16Type()), vector);
-}
-
 /// dst[r][c] = bf16(source row r) for r < count, 0 after: an lhs [m][k].
 void packRowsFromSource(Emit &e, const SourceRows &source, Value dst, int64_t lanes) {
   ArrayRef<int64_t> shape = cast<MemRefType>(dst.getType()).getShape();
   e.loop(e.index(0), source.count, 1, [&](Value r) {
     for (int64_t c = 0; c < shape[1]; c += lanes) {
       int64_t width = std::min(lanes, shape[1] - c);
-      e.storeVector(truncated(e, source.row(e, r, c, width)), dst, {r, e.index(c)});
+      e.storeVector(e.toBf16(source.row(e, r, c, width)), dst, {r, e.index(c)});
     }
   });
   e.loop(source.count, e.index(shape[0]), 1, [&](Value r) {
     for (int64_t c = 0; c < shape[1]; c += lanes) {
       int64_t width = std::min(lanes, shape[1] - c);
-      e.storeVector(zerosOf(e, VectorType::get({width}, e.b.getBF16Type())), dst,
+      e.storeVector(e.zeros(VectorType::get({width}, e.b.getBF16Type())), dst,
                     {r, e.index(c)});
     }
   });
@@ -256,7 +243,7 @@ void packRowPairsFromSource(Emit &e, const SourceRows &source, Value dst, int64_
     Value even = arith::MulIOp::create(e.b, e.loc, p, e.index(2));
     for (int64_t c = 0; c < cols; c += lanes) {
       int64_t width = std::min(lanes, cols - c);
-      Value low = truncated(e, source.row(e, even, c, width));
+      Value low = e.toBf16(source.row(e, even, c, width));
       e.storeVector(vector::InterleaveOp::create(e.b, e.loc, low, high(c, width)), dst,
                     {p, e.index(2 * c)});
     }
@@ -265,7 +252,7 @@ void packRowPairsFromSource(Emit &e, const SourceRows &source, Value dst, int64_
   e.loop(e.index(0), fullPairs, 1, [&](Value p) {
     Value odd = e.add(arith::MulIOp::create(e.b, e.loc, p, e.index(2)), e.index(1));
     storePair(p, [&](int64_t c, int64_t width) {
-      return truncated(e, source.row(e, odd, c, width));
+      return e.toBf16(source.row(e, odd, c, width));
     });
   });
   Value oddCount = arith::CmpIOp::create(
@@ -273,7 +260,7 @@ void packRowPairsFromSource(Emit &e, const SourceRows &source, Value dst, int64_
       arith::RemUIOp::create(e.b, e.loc, source.count, e.index(2)), e.index(0));
   scf::IfOp::create(e.b, e.loc, oddCount, [&](OpBuilder &, Location) {
     storePair(fullPairs, [&](int64_t, int64_t width) {
-      return zerosOf(e, VectorType::get({width}, bf16));
+      return e.zeros(VectorType::get({width}, bf16));
     });
     scf::YieldOp::create(e.b, e.loc);
   });
@@ -282,7 +269,7 @@ void packRowPairsFromSource(Emit &e, const SourceRows &source, Value dst, int64_
   e.loop(usedPairs, e.index(shape[0]), 1, [&](Value p) {
     for (int64_t c = 0; c < 2 * cols; c += 2 * lanes) {
       int64_t width = std::min(2 * lanes, 2 * cols - c);
-      e.storeVector(zerosOf(e, VectorType::get({width}, bf16)), dst, {p, e.index(c)});
+      e.storeVector(e.zeros(VectorType::get({width}, bf16)), dst, {p, e.index(c)});
     }
   });
 }
@@ -304,8 +291,7 @@ void packKeyPairsFromSource(Emit &e, const SourceRows &source, Value dst) {
         e.b, e.loc, anyValid,
         [&](OpBuilder &, Location) {
           for (int64_t p0 = 0; p0 < pairs; p0 += lanes) {
-            Value block = arith::ConstantOp::create(e.b, e.loc, square,
-                                                    DenseElementsAttr::get(square, int32_t(0)));
+            Value block = e.zeros(square);
             for (int64_t i = 0; i < lanes; ++i) {
               Value r = e.add(r0, e.index(i));
               Value valid =
@@ -313,9 +299,9 @@ void packKeyPairsFromSource(Emit &e, const SourceRows &source, Value dst) {
               Value safe = arith::MinSIOp::create(e.b, e.loc, r, lastRow);
               Value words = vector::BitCastOp::create(
                   e.b, e.loc, VectorType::get({lanes}, i32),
-                  truncated(e, source.row(e, safe, 2 * p0, 2 * lanes)));
+                  e.toBf16(source.row(e, safe, 2 * p0, 2 * lanes)));
               words = arith::SelectOp::create(e.b, e.loc, valid, words,
-                                              zerosOf(e, VectorType::get({lanes}, i32)));
+                                              e.zeros(VectorType::get({lanes}, i32)));
               block = vector::InsertOp::create(e.b, e.loc, words, block, i);
             }
             Value transposed =
@@ -331,7 +317,7 @@ void packKeyPairsFromSource(Emit &e, const SourceRows &source, Value dst) {
           scf::YieldOp::create(e.b, e.loc);
         },
         [&](OpBuilder &, Location) {
-          Value zeros = zerosOf(e, VectorType::get({2 * lanes}, bf16));
+          Value zeros = e.zeros(VectorType::get({2 * lanes}, bf16));
           Value column = arith::MulIOp::create(e.b, e.loc, r0, e.index(2));
           e.loop(pairs, [&](Value p) { e.storeVector(zeros, dst, {p, column}); });
           scf::YieldOp::create(e.b, e.loc);

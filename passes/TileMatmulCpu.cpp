@@ -2,6 +2,7 @@
 // FMAs or, with bf16 products on an AVX-512 host, AVX512-BF16 pair dot products.
 #include "dialects/attn/AttnDialect.h"
 #include "passes/CpuTileLowering.h"
+#include "passes/KernelEmitter.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/X86Vector/X86VectorDialect.h"
@@ -76,9 +77,12 @@ struct LowerMatmul : OpRewritePattern<TileMatmulOp> {
     bool bf16 = target.bf16Products == Bf16Products::Avx512 && target.lanes == 16 && k % 2 == 0 &&
                 llvm::all_of(chunkWidths, [](int64_t w) { return w == 4 || w == 8 || w == 16; });
     Bf16Operands packed;
+    // With bf16 the reduction counts pairs of the depth, the odd last one half zero.
+    Value pairs = bf16 ? Value(arith::DivUIOp::create(rewriter, e.loc, e.add(depth, e.index(1)),
+                                                      e.index(2)))
+                       : Value();
     if (bf16) {
       packed.rhs = allocBf16Buffer(rewriter, op, {k / 2, 2 * n});
-      Value pairs = arith::DivUIOp::create(rewriter, e.loc, e.add(depth, e.index(1)), e.index(2));
       packRowPairs(e, op.getRhs(), packed.rhs, pairs, depth, target.lanes);
       if (op.getTransposeLhs()) {
         packed.lhs = allocBf16Buffer(rewriter, op, {k / 2, 2 * m});
@@ -114,11 +118,8 @@ struct LowerMatmul : OpRewritePattern<TileMatmulOp> {
         for (int64_t j = 0; j < chunks; ++j)
           init.push_back(op.getAccumulate() && !alpha ? old(i, j)
                                                       : e.splat(e.f32(0.0), widths[j]));
-      Value steps = bf16 ? Value(arith::DivUIOp::create(rewriter, e.loc,
-                                                        e.add(depth, e.index(1)), e.index(2)))
-                         : depth;
       auto reduction = scf::ForOp::create(
-          rewriter, e.loc, e.index(0), steps, e.index(1), init,
+          rewriter, e.loc, e.index(0), bf16 ? pairs : depth, e.index(1), init,
           [&](OpBuilder &, Location, Value kk, ValueRange accs) {
             if (bf16) {
               // kk counts pairs: lhs pair (row, kk) times rhs pairs (kk, columns).
@@ -215,14 +216,13 @@ struct LowerMatmul : OpRewritePattern<TileMatmulOp> {
 } // namespace
 
 Value allocBf16Buffer(OpBuilder &builder, Operation *op, ArrayRef<int64_t> shape) {
-  constexpr int64_t kMaxStackBytes = 16 * 1024;
   auto function = op->getParentOfType<func::FuncOp>();
   OpBuilder::InsertionGuard guard(builder);
   builder.setInsertionPointToStart(&function.front());
   auto type = MemRefType::get(shape, builder.getBF16Type());
   Location loc = op->getLoc();
   IntegerAttr alignment = builder.getI64IntegerAttr(64);
-  if (type.getNumElements() * 2 <= kMaxStackBytes)
+  if (type.getNumElements() * 2 <= KernelEmitter::kMaxStackTileBytes)
     return memref::AllocaOp::create(builder, loc, type, alignment);
   Value buffer = memref::AllocOp::create(builder, loc, type, alignment);
   function.walk([&](func::ReturnOp ret) {
@@ -232,11 +232,6 @@ Value allocBf16Buffer(OpBuilder &builder, Operation *op, ArrayRef<int64_t> shape
   return buffer;
 }
 
-static Value toBf16(Emit &e, Value vector) {
-  auto type = cast<VectorType>(vector.getType());
-  return arith::TruncFOp::create(e.b, e.loc, type.clone(e.b.getBF16Type()), vector);
-}
-
 void packRowPairs(Emit &e, Value src, Value dst, Value pairs, Value depth, int64_t lanes) {
   int64_t cols = shapeOf(src)[1];
   e.loop(e.index(0), pairs, 1, [&](Value p) {
@@ -244,10 +239,9 @@ void packRowPairs(Emit &e, Value src, Value dst, Value pairs, Value depth, int64
     Value odd = e.add(even, e.index(1));
     auto row = [&](Value r, int64_t c, int64_t width) {
       Value valid = arith::CmpIOp::create(e.b, e.loc, arith::CmpIPredicate::slt, r, depth);
-      Value values = toBf16(e, e.loadVector(src, {r, e.index(c)}, width));
-      Value zeros = arith::ConstantOp::create(
-          e.b, e.loc, DenseElementsAttr::get(cast<VectorType>(values.getType()), 0.0f));
-      return arith::SelectOp::create(e.b, e.loc, valid, values, zeros);
+      Value values = e.toBf16(e.loadVector(src, {r, e.index(c)}, width));
+      return arith::SelectOp::create(e.b, e.loc, valid, values,
+                                     e.zeros(cast<VectorType>(values.getType())));
     };
     for (int64_t c = 0; c < cols; c += lanes) {
       int64_t width = std::min(lanes, cols - c);
@@ -263,15 +257,13 @@ void packRows(Emit &e, Value src, Value dst, Value depth, int64_t lanes) {
   e.loop(shape[0], [&](Value i) {
     for (int64_t c = 0; c < shape[1]; c += lanes) {
       int64_t width = std::min(lanes, shape[1] - c);
-      Value values = toBf16(e, e.loadVector(src, {i, e.index(c)}, width));
+      Value values = e.toBf16(e.loadVector(src, {i, e.index(c)}, width));
       if (depth) {
-        auto type = cast<VectorType>(values.getType());
         Value valid = vector::CreateMaskOp::create(
             e.b, e.loc, VectorType::get({width}, e.b.getI1Type()),
             ValueRange{arith::SubIOp::create(e.b, e.loc, depth, e.index(c))});
-        Value zeros =
-            arith::ConstantOp::create(e.b, e.loc, DenseElementsAttr::get(type, 0.0f));
-        values = arith::SelectOp::create(e.b, e.loc, valid, values, zeros);
+        values = arith::SelectOp::create(e.b, e.loc, valid, values,
+                                         e.zeros(cast<VectorType>(values.getType())));
       }
       e.storeVector(values, dst, {i, e.index(c)});
     }
