@@ -187,4 +187,29 @@ def AttnGpuFastMath : Pass<"attn-gpu-fast-math", "::mlir::ModuleOp"> {
   let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::LLVM::LLVMDialect"];
 }
 
+def AttnLowerReparamLinear : Pass<"attn-lower-reparam-linear", "::mlir::ModuleOp"> {
+  let summary = "attn.reparam_linear to forward and backward kernels around the host GEMM";
+  let description = [{
+    Replaces each function holding attn.reparam_linear (whose operands must be the function's
+    arguments) by `@<function>_fwd(x, w, [bias], gamma, u, y, v, u_next, scales)` and
+    `@<function>_bwd(dy, x, w, gamma, v, u_next, scales, dx, dw, [db], dgamma, compute_dx)`
+    over memref views: x, dy, y, dx [N, *] with N the flattened leading dimensions. The forward
+    takes the power step (v = normalize(W u), u' = normalize(W^T v), sigma = v^T W u'), stores
+    u' into u when `training`, and calls the host GEMM `@attn_host_gemm_<type>` for
+    y = (gamma / sigma) x W^T + bias with gamma / sigma as the product's alpha (W is never
+    copied or scaled). The backward calls the GEMM for dx = (gamma / sigma) dy W and
+    G = dy^T x, then forms dW = (gamma / sigma) G - (gamma / sigma^2) <G, W> v u'^T in place,
+    dgamma = <G, W> / sigma and db. Loops run along rows in host vectors of `vector-width`
+    f32 lanes (f64: half as many), tails masked.
+  }];
+  let options = [
+    Option<"vectorWidth", "vector-width", "int64_t", "16", "f32 lanes per vector register">,
+    Option<"kernels", "kernels", "std::string", "\"all\"",
+           "which kernels to emit: all, forward or backward (the JIT compiles each alone)">,
+  ];
+  let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::math::MathDialect",
+                           "::mlir::memref::MemRefDialect", "::mlir::scf::SCFDialect",
+                           "::mlir::vector::VectorDialect", "::mlir::func::FuncDialect"];
+}
+
 #endif // ATTN_PASSES_TD

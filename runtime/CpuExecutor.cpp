@@ -2,6 +2,7 @@
 
 #include "runtime/CpuKernels.h"
 
+#include "llvm/ExecutionEngine/Orc/AbsoluteSymbols.h"
 #include "llvm/ExecutionEngine/Orc/ExecutionUtils.h"
 #include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
 #include "llvm/ExecutionEngine/Orc/LLJIT.h"
@@ -53,7 +54,8 @@ private:
 } // namespace
 
 std::shared_ptr<const LoadedCpuObject> loadCpuObject(std::string_view objectCode,
-                                                     const std::string &name) {
+                                                     const std::string &name,
+                                                     const std::vector<HostSymbol> &hostSymbols) {
   llvm::orc::LLJIT &jit = processJit();
   static std::atomic<uint64_t> counter{0};
   std::string libraryName = name + "#" + std::to_string(counter.fetch_add(1));
@@ -71,6 +73,16 @@ std::shared_ptr<const LoadedCpuObject> loadCpuObject(std::string_view objectCode
     throw CompileError("cannot expose process symbols to the JIT: " +
                        llvm::toString(processSymbols.takeError()));
   library->addGenerator(std::move(*processSymbols));
+  if (!hostSymbols.empty()) {
+    llvm::orc::SymbolMap symbols;
+    for (const HostSymbol &symbol : hostSymbols)
+      symbols[jit.mangleAndIntern(symbol.name)] = {
+          llvm::orc::ExecutorAddr::fromPtr(symbol.address),
+          llvm::JITSymbolFlags::Exported | llvm::JITSymbolFlags::Callable};
+    if (llvm::Error error = library->define(llvm::orc::absoluteSymbols(std::move(symbols))))
+      throw CompileError("cannot define the host symbols of " + name + ": " +
+                         llvm::toString(std::move(error)));
+  }
   auto buffer = llvm::MemoryBuffer::getMemBufferCopy(
       llvm::StringRef(objectCode.data(), objectCode.size()), libraryName);
   if (llvm::Error error = jit.addObjectFile(*library, std::move(buffer)))

@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace attn::runtime {
 
@@ -17,10 +18,19 @@ public:
   virtual void *lookup(const std::string &symbol) const = 0;
 };
 
-/// Links `objectCode` (an ELF relocatable for the host) against the process (libm, libc) in a
-/// JIT library of its own, so objects defining the same symbols do not clash.
+/// A function of this process that loaded code may call by name. Needed for functions of
+/// libraries loaded with RTLD_LOCAL (Python loads libattn_torch so), which a search of the
+/// process's global symbols does not find.
+struct HostSymbol {
+  std::string name;
+  void *address;
+};
+
+/// Links `objectCode` (an ELF relocatable for the host) against `hostSymbols` and the process
+/// (libm, libc) in a JIT library of its own, so objects defining the same symbols do not clash.
 std::shared_ptr<const LoadedCpuObject> loadCpuObject(std::string_view objectCode,
-                                                     const std::string &name);
+                                                     const std::string &name,
+                                                     const std::vector<HostSymbol> &hostSymbols = {});
 
 /// Triple, CPU and features the host code is compiled for: part of every CPU cache key.
 const std::string &hostTargetDescription();

@@ -1,7 +1,11 @@
-// The torch op attn::reparam_linear (σReparam): one ATen composite serves the CPU and CUDA keys;
-// the Autograd kernel is a custom Function with the closed-form backward, so the in-place update
-// of u happens exactly once per call and nothing of the power iteration is recorded.
+// The torch op attn::reparam_linear (σReparam). Its work is two internal ops, which the
+// Autograd kernel calls below autograd (so that Meta/fake kernels trace them):
+//   _reparam_linear_forward  -> y, v, u', {σ, γ/σ}  (training: u ← u' in place)
+//   _reparam_linear_backward -> dx, dW (with the σ term), db, dγ
+// On the CPU they run the JIT-compiled attn.reparam_linear (ReparamLinearCpu.cpp); on CUDA the
+// same formulas in ATen (ReparamLinearAten.cpp).
 #include "frontend/torch/ReparamLinear.h"
+#include "frontend/torch/ReparamLinearKernels.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -12,9 +16,6 @@
 
 namespace attn {
 namespace torchop {
-namespace {
-
-constexpr double kNormalizeEps = 1e-12; // as torch.nn.functional.normalize
 
 void checkReparamLinearInputs(const at::Tensor &x, const at::Tensor &weight,
                               const c10::optional<at::Tensor> &bias, const at::Tensor &gamma,
@@ -52,95 +53,91 @@ void checkReparamLinearInputs(const at::Tensor &x, const at::Tensor &weight,
   }
 }
 
-at::Tensor normalized(const at::Tensor &vector) {
-  return vector / vector.norm().clamp_min(kNormalizeEps);
-}
-
-struct PowerIteration {
-  at::Tensor v, u, sigma; ///< v [out], u [in] (the u that σ uses), σ = vᵀ·W·u (0-dim)
-};
-
-/// One power step, v = normalize(W·u), u' = normalize(Wᵀ·v), σ = vᵀ·W·u', in training and in
-/// eval alike (as apple/ml-sigma-reparam's SpectralNormedWeight.get_sigma); only training stores
-/// u' into u. Never recorded by autograd.
-PowerIteration powerIteration(const at::Tensor &weight, at::Tensor &u, bool training) {
-  at::NoGradGuard noGrad;
-  const at::Tensor w = weight.detach();
-  PowerIteration result;
-  result.v = normalized(w.mv(u));
-  // A new tensor in both modes: a later training call may update u before this call's
-  // backward runs.
-  result.u = normalized(w.t().mv(result.v));
-  if (training)
-    u.copy_(result.u);
-  result.sigma = at::dot(result.v, w.mv(result.u));
-  return result;
-}
-
-at::Tensor scaledWeight(const at::Tensor &weight, const at::Tensor &gamma,
-                        const at::Tensor &sigma) {
-  return weight * (gamma.reshape({}) / sigma);
-}
-
-/// CPU and CUDA: reached below autograd (inference mode, or tensors that need no graph).
-at::Tensor reparamLinearKernel(const at::Tensor &x, const at::Tensor &weight,
-                               const c10::optional<at::Tensor> &bias, const at::Tensor &gamma,
-                               at::Tensor &u, bool training) {
-  checkReparamLinearInputs(x, weight, bias, gamma, u);
-  const PowerIteration step = powerIteration(weight, u, training);
-  return at::linear(x, scaledWeight(weight, gamma, step.sigma), bias);
-}
-
-/// Meta (fake) kernel for torch.compile: y's shape and dtype. u's update changes no metadata.
-at::Tensor reparamLinearMeta(const at::Tensor &x, const at::Tensor &weight,
-                             const c10::optional<at::Tensor> &bias, const at::Tensor &gamma,
-                             at::Tensor &u, bool) {
+namespace {
+ReparamForwardResult forwardMeta(const at::Tensor &x, const at::Tensor &weight,
+                                 const c10::optional<at::Tensor> &bias, const at::Tensor &gamma,
+                                 at::Tensor &u, bool) {
   checkReparamLinearInputs(x, weight, bias, gamma, u);
   std::vector<c10::SymInt> sizes(x.sym_sizes().begin(), x.sym_sizes().end());
   sizes.back() = weight.sym_size(0);
-  return at::empty_symint(sizes, x.options());
+  return {at::empty_symint(sizes, x.options()),
+          at::empty_symint({weight.sym_size(0)}, weight.options()),
+          at::empty_symint({weight.sym_size(1)}, weight.options()), at::empty({2}, weight.options())};
 }
 
+ReparamBackwardResult backwardMeta(const at::Tensor &gradY, const at::Tensor &x,
+                                   const at::Tensor &weight, const at::Tensor &gamma,
+                                   const at::Tensor &, const at::Tensor &, const at::Tensor &,
+                                   bool hasBias, bool needsGradX) {
+  return {needsGradX ? at::empty_symint(x.sym_sizes(), x.options())
+                     : at::empty_symint({0, weight.sym_size(1)}, x.options()),
+          at::empty_symint(weight.sym_sizes(), weight.options()),
+          hasBias ? at::empty_symint({weight.sym_size(0)}, weight.options())
+                  : at::empty({0}, weight.options()),
+          at::empty_symint(gamma.sym_sizes(), gamma.options())};
+}
+
+ReparamForwardResult callForward(const at::Tensor &x, const at::Tensor &weight,
+                                 const c10::optional<at::Tensor> &bias, const at::Tensor &gamma,
+                                 at::Tensor &u, bool training) {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("attn::_reparam_linear_forward", "")
+                             .typed<decltype(reparamForwardCpu)>();
+  return op.call(x, weight, bias, gamma, u, training);
+}
+
+ReparamBackwardResult callBackward(const at::Tensor &gradY, const at::Tensor &x,
+                                   const at::Tensor &weight, const at::Tensor &gamma,
+                                   const at::Tensor &v, const at::Tensor &uNext,
+                                   const at::Tensor &scales, bool hasBias, bool needsGradX) {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("attn::_reparam_linear_backward", "")
+                             .typed<decltype(reparamBackwardCpu)>();
+  return op.call(gradY, x, weight, gamma, v, uNext, scales, hasBias, needsGradX);
+}
+
+/// Below autograd (inference mode, or tensors that need no graph): the forward op's y.
+at::Tensor reparamLinearKernel(const at::Tensor &x, const at::Tensor &weight,
+                               const c10::optional<at::Tensor> &bias, const at::Tensor &gamma,
+                               at::Tensor &u, bool training) {
+  return std::get<0>(callForward(x, weight, bias, gamma, u, training));
+}
+
+at::Tensor reparamLinearMeta(const at::Tensor &x, const at::Tensor &weight,
+                             const c10::optional<at::Tensor> &bias, const at::Tensor &gamma,
+                             at::Tensor &u, bool training) {
+  return std::get<0>(forwardMeta(x, weight, bias, gamma, u, training));
+}
+
+/// Saves what the backward kernel reads: x, W, γ and the power step's v, u', {σ, γ/σ} (u, v
+/// constants of the gradient, as the reference computes them without grad). The in-place
+/// update of u happens once per call, in the forward op.
 class ReparamLinearFunction : public torch::autograd::Function<ReparamLinearFunction> {
 public:
   static at::Tensor forward(torch::autograd::AutogradContext *ctx, const at::Tensor &x,
                             const at::Tensor &weight, const c10::optional<at::Tensor> &bias,
                             const at::Tensor &gamma, at::Tensor u, bool training) {
-    checkReparamLinearInputs(x, weight, bias, gamma, u);
-    const PowerIteration step = powerIteration(weight, u, training);
-    const at::Tensor scaled = scaledWeight(weight, gamma, step.sigma);
-    ctx->save_for_backward({x, weight, gamma, step.v, step.u, step.sigma, scaled});
+    at::AutoDispatchBelowADInplaceOrView belowAutograd;
+    auto [y, v, uNext, scales] = callForward(x, weight, bias, gamma, u, training);
+    ctx->save_for_backward({x, weight, gamma, v, uNext, scales});
     ctx->saved_data["x_needs_grad"] = x.requires_grad();
     ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
-    return at::linear(x, scaled, bias);
+    return y;
   }
 
-  /// With Ŵ = c·W, c = γ/σ, σ = vᵀWu (u, v constants) and G = ∂L/∂Ŵ = dyᵀ·x:
-  ///   dx = dy·Ŵ,  db = Σ dy,  dγ = ⟨G, W⟩/σ,  dW = c·G − (γ/σ²)·⟨G, W⟩·v·uᵀ.
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext *ctx,
                                                  torch::autograd::variable_list gradOutputs) {
     const torch::autograd::variable_list saved = ctx->get_saved_variables();
-    const at::Tensor &x = saved[0], &weight = saved[1], &gamma = saved[2], &v = saved[3],
-                     &u = saved[4], &sigma = saved[5], &scaled = saved[6];
-    const at::Tensor gradY = gradOutputs[0];
-    const c10::SymInt out = weight.sym_size(0), in = weight.sym_size(1);
-
-    const at::Tensor gradY2 = gradY.reshape_symint({-1, out});
-    const at::Tensor gradScaled = gradY2.t().mm(x.reshape_symint({-1, in}));
-    const at::Tensor inner = (gradScaled * weight).sum();
-    const at::Tensor gammaScalar = gamma.reshape({});
-    const at::Tensor gradWeight =
-        gradScaled * (gammaScalar / sigma) - at::outer(v, u) * (gammaScalar * inner / (sigma * sigma));
-    const at::Tensor gradGamma = (inner / sigma).reshape(gamma.sizes());
-    const at::Tensor gradX =
-        ctx->saved_data["x_needs_grad"].toBool() ? gradY.matmul(scaled) : at::Tensor();
-    const at::Tensor gradBias =
-        ctx->saved_data["has_bias"].toBool() ? gradY2.sum(0) : at::Tensor();
+    const bool needsGradX = ctx->saved_data["x_needs_grad"].toBool();
+    const bool hasBias = ctx->saved_data["has_bias"].toBool();
+    auto [gradX, gradWeight, gradBias, gradGamma] =
+        callBackward(gradOutputs[0], saved[0], saved[1], saved[2], saved[3], saved[4], saved[5],
+                     hasBias, needsGradX);
     // One gradient per forward argument; u and training have none.
-    return {gradX, gradWeight, gradBias, gradGamma, at::Tensor(), at::Tensor()};
+    return {needsGradX ? gradX : at::Tensor(), gradWeight, hasBias ? gradBias : at::Tensor(),
+            gradGamma, at::Tensor(), at::Tensor()};
   }
 };
-
 at::Tensor reparamLinearAutograd(const at::Tensor &x, const at::Tensor &weight,
                                  const c10::optional<at::Tensor> &bias, const at::Tensor &gamma,
                                  at::Tensor &u, bool training) {
@@ -171,17 +168,30 @@ at::Tensor reparam_linear(const at::Tensor &x, const at::Tensor &weight,
 TORCH_LIBRARY_FRAGMENT(attn, m) {
   m.def("reparam_linear(Tensor x, Tensor weight, Tensor? bias, Tensor gamma, Tensor(a!) u, "
         "bool training) -> Tensor");
+  m.def("_reparam_linear_forward(Tensor x, Tensor weight, Tensor? bias, Tensor gamma, "
+        "Tensor(a!) u, bool training) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("_reparam_linear_backward(Tensor grad_y, Tensor x, Tensor weight, Tensor gamma, "
+        "Tensor v, Tensor u_next, Tensor scales, bool has_bias, bool needs_grad_x) -> "
+        "(Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(attn, CPU, m) {
   m.impl("reparam_linear", attn::torchop::reparamLinearKernel);
+  m.impl("_reparam_linear_forward", attn::torchop::reparamForwardCpu);
+  m.impl("_reparam_linear_backward", attn::torchop::reparamBackwardCpu);
 }
 
 TORCH_LIBRARY_IMPL(attn, CUDA, m) {
   m.impl("reparam_linear", attn::torchop::reparamLinearKernel);
+  m.impl("_reparam_linear_forward", attn::torchop::reparamForwardAten);
+  m.impl("_reparam_linear_backward", attn::torchop::reparamBackwardAten);
 }
 
-TORCH_LIBRARY_IMPL(attn, Meta, m) { m.impl("reparam_linear", attn::torchop::reparamLinearMeta); }
+TORCH_LIBRARY_IMPL(attn, Meta, m) {
+  m.impl("reparam_linear", attn::torchop::reparamLinearMeta);
+  m.impl("_reparam_linear_forward", attn::torchop::forwardMeta);
+  m.impl("_reparam_linear_backward", attn::torchop::backwardMeta);
+}
 
 TORCH_LIBRARY_IMPL(attn, Autograd, m) {
   m.impl("reparam_linear", attn::torchop::reparamLinearAutograd);
