@@ -117,7 +117,8 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor &x, const torch::Tensor
 
   const ReferenceAttentionSpec referenceSpec = referenceSpecOf(options);
   torch::Tensor entropySum;
-  auto core = [&](const torch::Tensor &qs, const torch::Tensor &ks, const torch::Tensor &vs) {
+  auto core = [&](const torch::Tensor &qs, const torch::Tensor &ks, const torch::Tensor &vs,
+                  const torch::Tensor &lengths = {}) {
     if (options.record_entropy()) {
       torch::NoGradGuard noGrad;
       const torch::Tensor sum =
@@ -131,6 +132,8 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor &x, const torch::Tensor
     if (options.scale())
       opOptions.scale = *options.scale();
     opOptions.causal = options.causal();
+    if (lengths.defined())
+      opOptions.kvLengths = lengths;
     if (const auto lower = autocastDtype(qs.device())) {
       // Under autocast the op is a product like SDPA: q, k, v in the lower precision (one dtype
       // even where QK-norm left q and k in float32), the op itself free of autocast's casts.
@@ -160,7 +163,11 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor &x, const torch::Tensor
     }
     if (groups.size() == 1 && groups.begin()->first == length) {
       attended = core(q, k, v);
+    } else if (options.backend() == AttentionBackend::Compiled && !options.record_entropy()) {
+      // One call for the whole ragged batch: the op's kv_lengths.
+      attended = core(q, k, v, key_lengths.to(x.device()));
     } else {
+      // The reference backend and the entropy diagnostic see only the keys they are given.
       std::vector<torch::Tensor> outputs, order;
       for (const auto &[keys, samples] : groups) {
         const torch::Tensor index =

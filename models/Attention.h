@@ -55,10 +55,11 @@ struct AttentionOptions {
 };
 
 /// x [B, S, E] → [B, S, E]. With `key_lengths` [B] (integer), sample b attends only to its first
-/// key_lengths[b] keys: the op runs once per group of samples sharing a length, on exactly those
-/// keys — exact for every normalizer (the sigmoid bias −ln n sees n = that length) and free of
-/// recompiles, since kernels never specialise on lengths. Rows of padded queries are computed
-/// as if they were real (callers mask them downstream).
+/// key_lengths[b] keys: one call of the op with its kv_lengths for the whole batch — exact for
+/// every normalizer (the sigmoid bias −ln n sees n = that length) and free of recompiles, since
+/// kernels never specialise on lengths. (The reference backend and record_entropy run once per
+/// group of samples sharing a length, on exactly those keys.) Rows of padded queries are
+/// computed as if they were real (callers mask them downstream).
 class AttentionImpl : public torch::nn::Cloneable<AttentionImpl> {
 public:
   AttentionImpl(int64_t embed_dim, int64_t num_heads)

@@ -95,7 +95,7 @@ struct BackwardTiles {
   }
 };
 
-/// `@<name>_bwd_dq(q, k, v, dO, lse, delta, dQ, batch, head, queryStart)`.
+/// `@<name>_bwd_dq(q, k, v, dO, lse, delta, dQ, [kv_lengths,] batch, head, queryStart)`.
 void emitQueryGradientKernel(KernelEmitter &e, Operation *anchor) {
   OpBuilder &b = e.b;
   Location loc = e.loc;
@@ -104,10 +104,10 @@ void emitQueryGradientKernel(KernelEmitter &e, Operation *anchor) {
                                        {view4, view4, view4, view4, view3, view3, view4}, anchor);
   auto args = kernel.getArguments();
   Value q = args[0], k = args[1], v = args[2], gradOut = args[3], lse = args[4],
-        delta = args[5], gradQuery = args[6], batch = args[7], head = args[8],
-        queryStart = args[9];
+        delta = args[5], gradQuery = args[6], batch, head, queryStart;
+  std::tie(batch, head, queryStart) = KernelEmitter::gridArguments(kernel);
   int64_t tq = e.tiles.query, tk = e.tiles.key;
-  Value queryLength = e.dim(q, 2), keyLength = e.dim(k, 2);
+  Value queryLength = e.dim(q, 2), keyLength = e.keyLengthOf(k, batch);
   Value kvHead = e.kvHeadOf(head, e.dim(q, 1), e.dim(k, 1));
   Value keyLengthF32 = e.toF32(keyLength);
   Value rows = e.validCount(queryStart, queryLength, tq);
@@ -142,8 +142,8 @@ void emitQueryGradientKernel(KernelEmitter &e, Operation *anchor) {
   func::ReturnOp::create(b, loc);
 }
 
-/// `@<name>_bwd_dkdv(q, k, v, dO, lse, delta, dK, dV, batch, kvHead, keyStart)`: sums over
-/// the query heads of the group, so GQA needs no atomics and no K/V copies.
+/// `@<name>_bwd_dkdv(q, k, v, dO, lse, delta, dK, dV, [kv_lengths,] batch, kvHead, keyStart)`:
+/// sums over the query heads of the group, so GQA needs no atomics and no K/V copies.
 void emitKeyValueGradientKernel(KernelEmitter &e, Operation *anchor) {
   OpBuilder &b = e.b;
   Location loc = e.loc;
@@ -153,10 +153,10 @@ void emitKeyValueGradientKernel(KernelEmitter &e, Operation *anchor) {
                      {view4, view4, view4, view4, view3, view3, view4, view4}, anchor);
   auto args = kernel.getArguments();
   Value q = args[0], k = args[1], v = args[2], gradOut = args[3], lse = args[4],
-        delta = args[5], gradKey = args[6], gradValue = args[7], batch = args[8],
-        kvHead = args[9], keyStart = args[10];
+        delta = args[5], gradKey = args[6], gradValue = args[7], batch, kvHead, keyStart;
+  std::tie(batch, kvHead, keyStart) = KernelEmitter::gridArguments(kernel);
   int64_t tq = e.tiles.query, tk = e.tiles.key;
-  Value queryLength = e.dim(q, 2), keyLength = e.dim(k, 2);
+  Value queryLength = e.dim(q, 2), keyLength = e.keyLengthOf(k, batch);
   Value group = arith::DivSIOp::create(b, loc, e.dim(q, 1), e.dim(k, 1));
   Value keyLengthF32 = e.toF32(keyLength);
   Value zero = e.index(0), one = e.index(1);
@@ -179,6 +179,12 @@ void emitKeyValueGradientKernel(KernelEmitter &e, Operation *anchor) {
   Value blocksPerHead = arith::DivSIOp::create(
       b, loc, arith::AddIOp::create(b, loc, span, e.index(tq - 1)), e.index(tq));
   Value blocks = arith::MulIOp::create(b, loc, blocksPerHead, group);
+  // A key block wholly past its batch's kv_length has nothing to sum (its gradients stay
+  // unwritten, like the padding rows of any block).
+  if (e.keyLengths)
+    blocks = arith::SelectOp::create(
+        b, loc, arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, keys, zero), blocks,
+        zero);
   Value safeBlocksPerHead = arith::MaxSIOp::create(b, loc, blocksPerHead, one);
   scf::ForOp::create(b, loc, zero, blocks, one, ValueRange{},
                      [&](OpBuilder &, Location, Value n, ValueRange) {

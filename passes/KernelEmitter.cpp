@@ -35,8 +35,6 @@ LogicalResult KernelEmitter::checkLowerable(AttentionOp op) {
   if (op.getBias())
     return op.emitOpError("bias operand is not lowered by the tiled kernels yet; fold it "
                           "into a score_mod");
-  if (op.getKvLengths())
-    return op.emitOpError("kv_lengths operand is not lowered by the tiled kernels yet");
   return success();
 }
 
@@ -67,15 +65,40 @@ MemRefType KernelEmitter::view3Type() const {
   return MemRefType::get({dyn, dyn, dyn}, b.getF32Type(), layout);
 }
 
+MemRefType KernelEmitter::lengthsType() const {
+  return MemRefType::get({ShapedType::kDynamic}, b.getI64Type());
+}
+
 func::FuncOp KernelEmitter::createKernel(StringRef name, ArrayRef<Type> viewTypes,
                                          Operation *anchor) {
   SmallVector<Type> arguments(viewTypes);
+  const bool withLengths = static_cast<bool>(op.getKvLengths());
+  if (withLengths)
+    arguments.push_back(lengthsType());
   arguments.append(3, b.getIndexType());
   b.setInsertionPoint(anchor);
   auto kernel = func::FuncOp::create(b, loc, name, b.getFunctionType(arguments, {}));
   kernel->setAttr("llvm.emit_c_interface", b.getUnitAttr());
   b.setInsertionPointToStart(kernel.addEntryBlock());
+  keyLengths = withLengths ? kernel.getArgument(viewTypes.size()) : Value();
   return kernel;
+}
+
+std::tuple<Value, Value, Value> KernelEmitter::gridArguments(func::FuncOp kernel) {
+  auto args = kernel.getArguments();
+  size_t n = args.size();
+  return {args[n - 3], args[n - 2], args[n - 1]};
+}
+
+Value KernelEmitter::keyLengthOf(Value keys, Value batch) {
+  Value length = dim(keys, 2);
+  if (!keyLengths)
+    return length;
+  // Lengths past the key view are clamped to it and negative ones to 0, so a bad length can
+  // neither read outside k and v nor make a loop bound negative.
+  Value given = memref::LoadOp::create(b, loc, keyLengths, ValueRange{batch});
+  Value asIndex = arith::IndexCastOp::create(b, loc, b.getIndexType(), given);
+  return minIndex(length, maxIndex(index(0), asIndex));
 }
 
 Value KernelEmitter::index(int64_t value) {

@@ -10,6 +10,7 @@
 #include "mlir/IR/Builders.h"
 
 #include <optional>
+#include <tuple>
 #include <utility>
 
 namespace mlir::attn {
@@ -34,9 +35,19 @@ public:
   /// `memref<?x?x?xf32>` with dynamic strides (lse, delta).
   MemRefType view3Type() const;
 
-  /// Creates `func.func @name(args..., %batch: index, %head: index, %start: index)` with the
-  /// C interface, before `anchor`, and positions the builder in its body.
+  /// `memref<?xi64>`: the per-batch key lengths of an op with `kv_lengths`.
+  MemRefType lengthsType() const;
+
+  /// Creates `func.func @name(views..., [%kv_lengths,] %batch: index, %head: index,
+  /// %start: index)` with the C interface, before `anchor`, and positions the builder in its
+  /// body. The key lengths argument is there when the op has `kv_lengths`.
   func::FuncOp createKernel(StringRef name, ArrayRef<Type> viewTypes, Operation *anchor);
+  /// The kernel's trailing (batch, head, start) arguments.
+  static std::tuple<Value, Value, Value> gridArguments(func::FuncOp kernel);
+
+  /// The number of keys batch `batch` has: the key view's length, or, with `kv_lengths`,
+  /// min(that, max(0, kv_lengths[batch])): ragged batches share one launch.
+  Value keyLengthOf(Value keys, Value batch);
 
   Value index(int64_t value);
   Value f32(double value);
@@ -112,6 +123,8 @@ public:
   bool causal;
   std::optional<int64_t> window;
   bool hasScoreMod;
+  /// The kernel's `kv_lengths` argument (set by createKernel when the op has them).
+  Value keyLengths;
   SmallVector<Value> heapTiles;
 };
 

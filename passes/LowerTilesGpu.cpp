@@ -33,13 +33,15 @@ namespace gpu_lowering {
 LogicalResult KernelLowering::emit(gpu::GPUModuleOp module) {
   StringRef name = source.getName();
   bool keyBlocks = name.ends_with("_bwd_dkdv");
-  // Views: rank-4 f32 views become views of the storage type; rank-3 ones (lse, delta) stay f32.
+  // Views: rank-4 f32 views become views of the storage type; rank-3 ones (lse, delta) stay f32;
+  // the per-batch key lengths (rank 1, i64) are read as they are.
   SmallVector<Type> arguments;
   unsigned viewCount = source.getNumArguments() - 3;
   for (unsigned i = 0; i < viewCount; ++i) {
     auto type = cast<MemRefType>(source.getArgument(i).getType());
-    arguments.push_back(type.getRank() == 4 ? globalView(options.element, 4)
-                                            : globalView(b.getF32Type(), 3));
+    arguments.push_back(type.getRank() == 4   ? globalView(options.element, 4)
+                        : type.getRank() == 3 ? globalView(b.getF32Type(), 3)
+                                              : globalView(type.getElementType(), 1));
   }
   int64_t sharedBytes = 0;
   bool anyAtoms = false;

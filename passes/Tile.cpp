@@ -19,7 +19,7 @@ namespace mlir::attn {
 #include "passes/Passes.h.inc"
 
 namespace {
-/// Emits `@<name>_fwd(q, k, v, o, lse, batch, head, queryStart)`.
+/// Emits `@<name>_fwd(q, k, v, o, lse, [kv_lengths,] batch, head, queryStart)`.
 void emitForwardKernel(KernelEmitter &e, Operation *anchor) {
   OpBuilder &b = e.b;
   Location loc = e.loc;
@@ -28,11 +28,12 @@ void emitForwardKernel(KernelEmitter &e, Operation *anchor) {
       e.createKernel(kernelBaseName(e.op) + "_fwd", {view4, view4, view4, view4, view3}, anchor);
   auto args = kernel.getArguments();
   Value q = args[0], k = args[1], v = args[2], o = args[3], lse = args[4];
-  Value batch = args[5], head = args[6], queryStart = args[7];
+  Value batch, head, queryStart;
+  std::tie(batch, head, queryStart) = KernelEmitter::gridArguments(kernel);
   int64_t tq = e.tiles.query, tk = e.tiles.key, d = e.headDim, dv = e.valueHeadDim;
   NormalizerAttrInterface normalizer = e.normalizer;
 
-  Value queryLength = e.dim(q, 2), keyLength = e.dim(k, 2);
+  Value queryLength = e.dim(q, 2), keyLength = e.keyLengthOf(k, batch);
   Value kvHead = e.kvHeadOf(head, e.dim(q, 1), e.dim(k, 1));
   Value keyLengthF32 = e.toF32(keyLength);
   Value rows = e.validCount(queryStart, queryLength, tq);

@@ -62,10 +62,27 @@ template <int Rank> MemRefDescriptor<Rank> describe(const View<Rank> &view) {
 
 using D4 = MemRefDescriptor<4>;
 using D3 = MemRefDescriptor<3>;
+/// `memref<?xi64>`: the kernels' kv_lengths argument.
+struct D1 {
+  const int64_t *allocated;
+  const int64_t *aligned;
+  int64_t offset;
+  int64_t size;
+  int64_t stride;
+};
+D1 describe(const KeyLengths &lengths) {
+  return {lengths.data, lengths.data, 0, lengths.size, 1};
+}
 using ForwardFn = void (*)(D4 *, D4 *, D4 *, D4 *, D3 *, int64_t, int64_t, int64_t);
 using QueryGradFn = void (*)(D4 *, D4 *, D4 *, D4 *, D3 *, D3 *, D4 *, int64_t, int64_t, int64_t);
 using KeyGradFn = void (*)(D4 *, D4 *, D4 *, D4 *, D3 *, D3 *, D4 *, D4 *, int64_t, int64_t,
                            int64_t);
+// The same kernels of a variant with per-batch key lengths (one more argument).
+using RaggedForwardFn = void (*)(D4 *, D4 *, D4 *, D4 *, D3 *, D1 *, int64_t, int64_t, int64_t);
+using RaggedQueryGradFn = void (*)(D4 *, D4 *, D4 *, D4 *, D3 *, D3 *, D4 *, D1 *, int64_t,
+                                   int64_t, int64_t);
+using RaggedKeyGradFn = void (*)(D4 *, D4 *, D4 *, D4 *, D3 *, D3 *, D4 *, D4 *, D1 *, int64_t,
+                                 int64_t, int64_t);
 
 // Rows per query tile and keys per key/value block. Measured on AVX-512 (one thread, S=2048,
 // B=1, H=2, D=64 and 128; min of 4 x 25 runs of 64x64, 64x128 and 128x128): 128 x 128 was
@@ -286,7 +303,8 @@ std::string describe(const VariantSpec &spec) {
   std::ostringstream label;
   label << "variant '"
         << (spec.variant.size() > 60 ? spec.variant.substr(0, 60) + "..." : spec.variant)
-        << "' D=" << spec.headDim << " Dv=" << spec.valueHeadDim << (spec.causal ? " causal" : "");
+        << "' D=" << spec.headDim << " Dv=" << spec.valueHeadDim << (spec.causal ? " causal" : "")
+        << (spec.keyLengths ? " kv_lengths" : "");
   return label.str();
 }
 
@@ -346,10 +364,10 @@ double millisBetween(std::chrono::steady_clock::time_point from,
 class JitCpuKernels final : public CpuKernels {
 public:
   JitCpuKernels(std::shared_ptr<const LoadedCpuObject> forward, KernelSource source,
-                bool rowWise, double millis)
+                bool rowWise, bool keyLengths, double millis)
       : forwardObject_(std::move(forward)), source_(std::move(source)), rowWise_(rowWise),
-        compileMillis_(millis) {
-    forward_ = reinterpret_cast<ForwardFn>(forwardObject_->lookup("_mlir_ciface_attention_fwd"));
+        keyLengths_(keyLengths), compileMillis_(millis) {
+    forward_ = forwardObject_->lookup("_mlir_ciface_attention_fwd");
   }
 
   int64_t queryTile() const override { return source_.kernelOptions.queryTile; }
@@ -359,37 +377,75 @@ public:
   void prepareBackward() const override { backward(); }
 
   void forwardTile(const View4 &q, const View4 &k, const View4 &v, const View4 &o, const View3 &lse,
-                   int64_t batch, int64_t head, int64_t queryStart) const override {
+                   int64_t batch, int64_t head, int64_t queryStart,
+                   const KeyLengths &lengths) const override {
     D4 dq = describe(q), dk = describe(k), dv = describe(v), dout = describe(o);
     D3 dlse = describe(lse);
-    forward_(&dq, &dk, &dv, &dout, &dlse, batch, head, queryStart);
+    if (!checkLengths(lengths, batch)) {
+      reinterpret_cast<ForwardFn>(forward_)(&dq, &dk, &dv, &dout, &dlse, batch, head, queryStart);
+      return;
+    }
+    D1 dlengths = describe(lengths);
+    reinterpret_cast<RaggedForwardFn>(forward_)(&dq, &dk, &dv, &dout, &dlse, &dlengths, batch,
+                                                head, queryStart);
   }
 
   void backwardQueryTile(const View4 &q, const View4 &k, const View4 &v, const View4 &gradOut,
                          const View3 &lse, const View3 &delta, const View4 &gradQuery,
-                         int64_t batch, int64_t head, int64_t queryStart) const override {
+                         int64_t batch, int64_t head, int64_t queryStart,
+                         const KeyLengths &lengths) const override {
     D4 dq = describe(q), dk = describe(k), dv = describe(v), ddo = describe(gradOut),
        dgq = describe(gradQuery);
     D3 dlse = describe(lse), ddelta = describe(delta);
-    backward().queryGrad(&dq, &dk, &dv, &ddo, &dlse, &ddelta, &dgq, batch, head, queryStart);
+    if (!checkLengths(lengths, batch)) {
+      reinterpret_cast<QueryGradFn>(backward().queryGrad)(&dq, &dk, &dv, &ddo, &dlse, &ddelta,
+                                                          &dgq, batch, head, queryStart);
+      return;
+    }
+    D1 dlengths = describe(lengths);
+    reinterpret_cast<RaggedQueryGradFn>(backward().queryGrad)(
+        &dq, &dk, &dv, &ddo, &dlse, &ddelta, &dgq, &dlengths, batch, head, queryStart);
   }
 
   void backwardKeyTile(const View4 &q, const View4 &k, const View4 &v, const View4 &gradOut,
                        const View3 &lse, const View3 &delta, const View4 &gradKey,
-                       const View4 &gradValue, int64_t batch, int64_t kvHead,
-                       int64_t keyStart) const override {
+                       const View4 &gradValue, int64_t batch, int64_t kvHead, int64_t keyStart,
+                       const KeyLengths &lengths) const override {
     D4 dq = describe(q), dk = describe(k), dv = describe(v), ddo = describe(gradOut),
        dgk = describe(gradKey), dgv = describe(gradValue);
     D3 dlse = describe(lse), ddelta = describe(delta);
-    backward().keyGrad(&dq, &dk, &dv, &ddo, &dlse, &ddelta, &dgk, &dgv, batch, kvHead,
-                       keyStart);
+    if (!checkLengths(lengths, batch)) {
+      reinterpret_cast<KeyGradFn>(backward().keyGrad)(&dq, &dk, &dv, &ddo, &dlse, &ddelta, &dgk,
+                                                      &dgv, batch, kvHead, keyStart);
+      return;
+    }
+    D1 dlengths = describe(lengths);
+    reinterpret_cast<RaggedKeyGradFn>(backward().keyGrad)(&dq, &dk, &dv, &ddo, &dlse, &ddelta,
+                                                          &dgk, &dgv, &dlengths, batch, kvHead,
+                                                          keyStart);
   }
 
 private:
+  /// Whether the kernels take key lengths; a call that disagrees with its variant is a caller
+  /// bug that would read arguments from the wrong registers.
+  bool checkLengths(const KeyLengths &lengths, int64_t batch) const {
+    const bool given = lengths.data != nullptr;
+    if (given != keyLengths_)
+      throw CompileError(source_.label + (keyLengths_ ? ": the kernels take key lengths and "
+                                                        "none were given"
+                                                      : ": key lengths given to kernels "
+                                                        "compiled without them"));
+    if (given && (batch < 0 || batch >= lengths.size))
+      throw CompileError(source_.label + ": batch " + std::to_string(batch) +
+                         " has no key length (" + std::to_string(lengths.size) + " given)");
+    return given;
+  }
+
   struct Backward {
     std::shared_ptr<const LoadedCpuObject> queryObject, keyObject;
-    QueryGradFn queryGrad = nullptr;
-    KeyGradFn keyGrad = nullptr;
+    // Symbols, called through the function type of the variant (with or without lengths).
+    void *queryGrad = nullptr;
+    void *keyGrad = nullptr;
   };
 
   /// The backward kernels, obtained on first use: dQ on this thread and dK/dV on another
@@ -413,10 +469,8 @@ private:
       throw;
     }
     made->keyObject = keyObject.get();
-    made->queryGrad = reinterpret_cast<QueryGradFn>(
-        made->queryObject->lookup("_mlir_ciface_attention_bwd_dq"));
-    made->keyGrad = reinterpret_cast<KeyGradFn>(
-        made->keyObject->lookup("_mlir_ciface_attention_bwd_dkdv"));
+    made->queryGrad = made->queryObject->lookup("_mlir_ciface_attention_bwd_dq");
+    made->keyGrad = made->keyObject->lookup("_mlir_ciface_attention_bwd_dkdv");
     log(LogLevel::Debug, source_.label + ": backward kernels in " +
                              std::to_string(millisBetween(start, std::chrono::steady_clock::now())) +
                              " ms");
@@ -428,8 +482,9 @@ private:
   std::shared_ptr<const LoadedCpuObject> forwardObject_;
   KernelSource source_;
   bool rowWise_;
+  bool keyLengths_;
   double compileMillis_;
-  ForwardFn forward_ = nullptr;
+  void *forward_ = nullptr;
   mutable std::mutex backwardMutex_;
   mutable std::unique_ptr<Backward> backwardStorage_;
   mutable std::atomic<const Backward *> backward_{nullptr};
@@ -464,7 +519,7 @@ std::shared_ptr<const CpuKernels> build(const VariantSpec &spec) {
                            " ms, forward kernel " + std::to_string(millisBetween(prepared, done)) +
                            " ms");
   return std::make_shared<JitCpuKernels>(std::move(forward), std::move(source), variant.rowWise,
-                                         millisBetween(start, done));
+                                         spec.keyLengths, millisBetween(start, done));
 }
 } // namespace
 
@@ -477,6 +532,7 @@ std::string VariantSpec::cacheKey() const {
   key += std::to_string(valueHeadDim);
   key += causal ? "|causal|" : "|full|";
   key += bfloat16 ? "bf16|" : "";
+  key += keyLengths ? "kv-lengths|" : "";
   if (scale) {
     char text[32];
     std::snprintf(text, sizeof text, "%.17g", *scale);

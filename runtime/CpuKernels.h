@@ -21,6 +21,13 @@ template <int Rank> struct View {
 using View4 = View<4>;
 using View3 = View<3>;
 
+/// Per-batch key lengths (`[B]`, contiguous int64) of a variant with `keyLengths`: batch b
+/// attends to its first min(Sk, max(0, data[b])) keys.
+struct KeyLengths {
+  const int64_t *data = nullptr;
+  int64_t size = 0;
+};
+
 /// What a kernel specializes on (README invariant 2): never batch, heads or lengths.
 struct VariantSpec {
   /// A normalizer name with parameters (`softmax`, `sigmoid(bias=-3.5)`, `relu(scale=0.01)`,
@@ -36,6 +43,9 @@ struct VariantSpec {
   /// to bf16, exact for q, k, v and dO, with P and dS rounded as the GPU kernels do, and use
   /// the host's AVX512-BF16 dot products.
   bool bfloat16 = false;
+  /// The kernels take per-batch key lengths (the op's `kv_lengths`): one launch serves a
+  /// ragged batch padded to its longest sequence.
+  bool keyLengths = false;
 
   std::string cacheKey() const;
 };
@@ -52,6 +62,9 @@ public:
 /// key/value head, key tile). Shapes: q [B,Hq,Sq,D], k [B,Hkv,Sk,D], v [B,Hkv,Sk,Dv],
 /// o [B,Hq,Sq,Dv]; `lse` [B,Hq,Sq] holds the base-2 log-sum-exp of row-wise normalizers;
 /// `delta` [B,Hq,Sq] holds rowsum(dO * O) (read only by row-wise normalizers).
+/// With key lengths, the kernels read only the first `lengths.data[b]` keys of batch b and
+/// write no dK/dV rows at and past them: the caller zero-fills those (a key that no query
+/// sees has zero gradients).
 class CpuKernels {
 public:
   virtual ~CpuKernels() = default;
@@ -71,15 +84,18 @@ public:
 
   virtual void forwardTile(const View4 &q, const View4 &k, const View4 &v, const View4 &o,
                            const View3 &lse, int64_t batch, int64_t head,
-                           int64_t queryStart) const = 0;
+                           int64_t queryStart,
+                           const KeyLengths &lengths = {}) const = 0;
   virtual void backwardQueryTile(const View4 &q, const View4 &k, const View4 &v,
                                  const View4 &gradOut, const View3 &lse, const View3 &delta,
                                  const View4 &gradQuery, int64_t batch, int64_t head,
-                                 int64_t queryStart) const = 0;
+                                 int64_t queryStart,
+                           const KeyLengths &lengths = {}) const = 0;
   virtual void backwardKeyTile(const View4 &q, const View4 &k, const View4 &v,
                                const View4 &gradOut, const View3 &lse, const View3 &delta,
                                const View4 &gradKey, const View4 &gradValue, int64_t batch,
-                               int64_t kvHead, int64_t keyStart) const = 0;
+                               int64_t kvHead, int64_t keyStart,
+                           const KeyLengths &lengths = {}) const = 0;
 };
 
 /// Returns the compiled kernels of a variant, compiling on first use; thread-safe, and one

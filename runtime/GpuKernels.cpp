@@ -105,9 +105,9 @@ std::string shortLabel(const VariantSpec &spec, GpuDtype dtype) {
 class LoadedGpuKernels final : public GpuKernels {
 public:
   LoadedGpuKernels(int device, GpuProgram program, std::string target, double millis,
-                   const std::string &label)
+                   const std::string &label, bool keyLengths)
       : device_(device), program_(std::move(program)), target_(std::move(target)),
-        compileMillis_(millis) {
+        compileMillis_(millis), keyLengths_(keyLengths) {
     cuda::Driver &driver = cuda::Driver::get();
     driver.makeCurrent(device_);
     cuda::ModuleHandle module = driver.loadModule(program_.ptx);
@@ -138,20 +138,26 @@ public:
   }
 
   void forward(const DeviceView4 &q, const DeviceView4 &k, const DeviceView4 &v,
-               const DeviceView4 &o, const DeviceView3 &lse, void *stream) const override {
+               const DeviceView4 &o, const DeviceView3 &lse, void *stream,
+               const DeviceLengths *keyLengths) const override {
+    checkLengths(keyLengths);
     ArgumentList arguments;
     arguments.addMemRef(q);
     arguments.addMemRef(k);
     arguments.addMemRef(v);
     arguments.addMemRef(o);
     arguments.addMemRef(lse);
+    if (keyLengths)
+      arguments.addMemRef(*keyLengths);
     launch("fwd", q, k, arguments, stream);
   }
 
   void backward(const DeviceView4 &q, const DeviceView4 &k, const DeviceView4 &v,
                 const DeviceView4 &o, const DeviceView4 &gradOut, const DeviceView3 &lse,
                 const DeviceView3 &delta, const DeviceView4 &gradQuery, const DeviceView4 &gradKey,
-                const DeviceView4 &gradValue, void *stream) const override {
+                const DeviceView4 &gradValue, void *stream,
+                const DeviceLengths *keyLengths) const override {
+    checkLengths(keyLengths);
     if (program_.rowWise) {
       ArgumentList arguments;
       arguments.addMemRef(o);
@@ -165,6 +171,8 @@ public:
     query.addMemRef(lse);
     query.addMemRef(delta);
     query.addMemRef(gradQuery);
+    if (keyLengths)
+      query.addMemRef(*keyLengths);
     launch("bwd_dq", q, k, query, stream);
 
     ArgumentList key;
@@ -174,10 +182,19 @@ public:
     key.addMemRef(delta);
     key.addMemRef(gradKey);
     key.addMemRef(gradValue);
+    if (keyLengths)
+      key.addMemRef(*keyLengths);
     launch("bwd_dkdv", q, k, key, stream);
   }
 
 private:
+  /// A call must pass lengths exactly when the kernels were compiled to read them.
+  void checkLengths(const DeviceLengths *keyLengths) const {
+    if ((keyLengths != nullptr) != keyLengths_)
+      throw CompileError(keyLengths_ ? "these GPU kernels take key lengths and none were given"
+                                     : "key lengths given to GPU kernels compiled without them");
+  }
+
   struct Entry {
     cuda::FunctionHandle function;
     GpuKernelInfo info;
@@ -222,6 +239,7 @@ private:
   GpuProgram program_;
   std::string target_;
   double compileMillis_;
+  bool keyLengths_;
   std::map<std::string, Entry> functions_;
 };
 
@@ -291,7 +309,7 @@ std::shared_ptr<const GpuKernels> build(const VariantSpec &spec, GpuDtype dtype,
   double millis =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   return std::make_shared<LoadedGpuKernels>(device, std::move(program), codegen::gpuChip(target),
-                                            millis, request.label);
+                                            millis, request.label, spec.keyLengths);
 }
 } // namespace
 

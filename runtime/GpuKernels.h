@@ -23,6 +23,8 @@ template <int Rank> struct DeviceView {
 };
 using DeviceView4 = DeviceView<4>;
 using DeviceView3 = DeviceView<3>;
+/// kv_lengths on the device: [B] contiguous int64 (VariantSpec::keyLengths).
+using DeviceLengths = DeviceView<1>;
 
 /// Shapes as in CpuKernels: q [B,Hq,Sq,D], k [B,Hkv,Sk,D], v [B,Hkv,Sk,Dv], o [B,Hq,Sq,Dv] in
 /// the compiled dtype; lse and delta [B,Hq,Sq] float32.
@@ -37,14 +39,17 @@ public:
   /// "bwd_dkdv" or "bwd_delta". 0 when the program has no such kernel.
   virtual int64_t blockRows(const std::string &role) const = 0;
 
+  /// `keyLengths` is given exactly when the variant has key lengths (as on the CPU, the
+  /// dK/dV rows at and past a batch's length are left unwritten: the caller zero-fills them).
   virtual void forward(const DeviceView4 &q, const DeviceView4 &k, const DeviceView4 &v,
-                       const DeviceView4 &o, const DeviceView3 &lse, void *stream) const = 0;
+                       const DeviceView4 &o, const DeviceView3 &lse, void *stream,
+                       const DeviceLengths *keyLengths = nullptr) const = 0;
   /// `delta` is scratch the row-wise normalizers fill with rowsum(dO * O) first.
   virtual void backward(const DeviceView4 &q, const DeviceView4 &k, const DeviceView4 &v,
                         const DeviceView4 &o, const DeviceView4 &gradOut, const DeviceView3 &lse,
                         const DeviceView3 &delta, const DeviceView4 &gradQuery,
-                        const DeviceView4 &gradKey, const DeviceView4 &gradValue,
-                        void *stream) const = 0;
+                        const DeviceView4 &gradKey, const DeviceView4 &gradValue, void *stream,
+                        const DeviceLengths *keyLengths = nullptr) const = 0;
 };
 
 /// The kernels of `spec` for `dtype` on CUDA device `device`, compiled and loaded on first

@@ -72,10 +72,12 @@ std::string generatedSource(const std::string &normalizer, const VariantSpec &sp
   std::ostringstream qk, vo, text;
   qk << "tensor<?x?x?x" << spec.headDim << "xf32>";
   vo << "tensor<?x?x?x" << spec.valueHeadDim << "xf32>";
+  const char *lengthsArgument = spec.keyLengths ? ", %kv_lengths: tensor<?xi64>" : "";
+  const char *lengthsOperand = spec.keyLengths ? " kv_lengths(%kv_lengths : tensor<?xi64>)" : "";
   text << "func.func @attention(%q: " << qk.str() << ", %k: " << qk.str() << ", %v: " << vo.str()
-       << ") -> " << vo.str() << " {\n"
-       << "  %o = attn.attention %q, %k, %v normalizer(" << normalizer << ") : " << qk.str() << ", "
-       << qk.str() << ", " << vo.str() << " -> " << vo.str() << "\n"
+       << lengthsArgument << ") -> " << vo.str() << " {\n"
+       << "  %o = attn.attention %q, %k, %v" << lengthsOperand << " normalizer(" << normalizer
+       << ") : " << qk.str() << ", " << qk.str() << ", " << vo.str() << " -> " << vo.str() << "\n"
        << "  return %o : " << vo.str() << "\n}\n";
   return text.str();
 }
@@ -144,6 +146,15 @@ OwningOpRef<ModuleOp> buildVariantModule(const VariantSpec &spec, MLIRContext &c
     throw CompileError("attention variant IR: the function holding attn.attention must hold "
                        "exactly one, found " +
                        std::to_string(count));
+  // Key lengths are a property of the call (a ragged batch), not of the variant: IR written
+  // without them gets them as one more function argument.
+  if (spec.keyLengths && !attention.getKvLengths()) {
+    auto lengthsType = RankedTensorType::get({ShapedType::kDynamic}, builder.getI64Type());
+    Block &body = copy.getBody().front();
+    attention.getKvLengthsMutable().assign(body.addArgument(lengthsType, attention.getLoc()));
+  } else if (!spec.keyLengths && attention.getKvLengths()) {
+    throw CompileError("attention variant IR takes kv_lengths: pass the key lengths to the call");
+  }
   generalizeSizes(copy, attention);
   if (failed(module->verify()))
     throw CompileError("attention variant IR does not verify:\n" + diagnostics.text());

@@ -14,10 +14,13 @@ at::Tensor attention(const at::Tensor &q, const at::Tensor &k, const at::Tensor 
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("attn::attention", "")
           .typed<at::Tensor(const at::Tensor &, const at::Tensor &, const at::Tensor &,
-                            c10::string_view, c10::optional<double>, bool)>();
+                            c10::string_view, c10::optional<double>, bool,
+                            const c10::optional<at::Tensor> &)>();
   const c10::optional<double> scale =
       options.scale ? c10::optional<double>(*options.scale) : c10::nullopt;
-  return op.call(q, k, v, options.variant, scale, options.causal);
+  const c10::optional<at::Tensor> kvLengths =
+      options.kvLengths ? c10::optional<at::Tensor>(*options.kvLengths) : c10::nullopt;
+  return op.call(q, k, v, options.variant, scale, options.causal, kvLengths);
 }
 
 NormalizerInfo normalizer_info(const std::string &name) {

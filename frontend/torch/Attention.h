@@ -22,6 +22,9 @@ struct AttentionOptions {
   std::optional<double> scale;
   /// Masks key j > query i (top-left aligned, as torch SDPA).
   bool causal = false;
+  /// [B] integers: batch b attends to its first kv_lengths[b] keys (a padded ragged batch in
+  /// one call); keys past the length get zero gradients.
+  std::optional<at::Tensor> kvLengths;
 };
 
 /// q [B, Hq, Sq, D], k [B, Hkv, Sk, D], v [B, Hkv, Sk, Dv] with Hq % Hkv == 0 → [B, Hq, Sq, Dv]

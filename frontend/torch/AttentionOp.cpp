@@ -21,47 +21,54 @@
 namespace attn::torchop {
 namespace {
 
+using OptionalTensor = c10::optional<at::Tensor>;
+
 runtime::VariantSpec makeVariantSpec(const at::Tensor &q, const at::Tensor &v, std::string variant,
-                                     c10::optional<double> scale, bool causal) {
+                                     c10::optional<double> scale, bool causal,
+                                     const OptionalTensor &kvLengths) {
   runtime::VariantSpec spec;
   spec.variant = std::move(variant);
   spec.headDim = q.size(3);
   spec.valueHeadDim = v.size(3);
   spec.causal = causal;
   spec.bfloat16 = q.scalar_type() == at::kBFloat16;
+  spec.keyLengths = kvLengths.has_value();
   if (scale)
     spec.scale = *scale;
   return spec;
 }
 
 AttentionForward attentionForward(const runtime::VariantSpec &spec, const at::Tensor &q,
-                                  const at::Tensor &k, const at::Tensor &v) {
+                                  const at::Tensor &k, const at::Tensor &v,
+                                  const OptionalTensor &kvLengths) {
 #ifdef ATTN_TORCH_CUDA
   if (q.is_cuda())
-    return cudaAttentionForward(spec, q, k, v);
+    return cudaAttentionForward(spec, q, k, v, kvLengths);
 #endif
-  return cpuAttentionForward(spec, q, k, v);
+  return cpuAttentionForward(spec, q, k, v, kvLengths);
 }
 
 AttentionGradients attentionBackward(const runtime::VariantSpec &spec, const at::Tensor &q,
                                      const at::Tensor &k, const at::Tensor &v,
                                      const at::Tensor &out, const at::Tensor &lse,
-                                     const at::Tensor &gradOut) {
+                                     const at::Tensor &gradOut, const OptionalTensor &kvLengths) {
 #ifdef ATTN_TORCH_CUDA
   if (q.is_cuda())
-    return cudaAttentionBackward(spec, q, k, v, out, lse, gradOut);
+    return cudaAttentionBackward(spec, q, k, v, out, lse, gradOut, kvLengths);
 #endif
-  return cpuAttentionBackward(spec, q, k, v, out, lse, gradOut);
+  return cpuAttentionBackward(spec, q, k, v, out, lse, gradOut, kvLengths);
 }
 
 /// out [B, Hq, Sq, Dv] in q's dtype; lse [B, Hq, Sq] float32 (meaningful only for row-wise
 /// normalizers). One contract for every device, so the Meta kernel can state it.
 std::tuple<at::Tensor, at::Tensor>
 attentionForwardKernel(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
-                       c10::string_view variant, c10::optional<double> scale, bool isCausal) {
+                       c10::string_view variant, c10::optional<double> scale, bool isCausal,
+                       const OptionalTensor &kvLengths) {
   checkAttentionInputs(q, k, v, scale);
-  AttentionForward result =
-      attentionForward(makeVariantSpec(q, v, std::string(variant), scale, isCausal), q, k, v);
+  checkKeyLengths(q, kvLengths);
+  AttentionForward result = attentionForward(
+      makeVariantSpec(q, v, std::string(variant), scale, isCausal, kvLengths), q, k, v, kvLengths);
   return {result.out.to(q.scalar_type()), result.lse};
 }
 
@@ -69,25 +76,31 @@ attentionForwardKernel(const at::Tensor &q, const at::Tensor &k, const at::Tenso
 std::tuple<at::Tensor, at::Tensor, at::Tensor>
 attentionBackwardKernel(const at::Tensor &gradOut, const at::Tensor &q, const at::Tensor &k,
                         const at::Tensor &v, const at::Tensor &out, const at::Tensor &lse,
-                        c10::string_view variant, c10::optional<double> scale, bool isCausal) {
+                        c10::string_view variant, c10::optional<double> scale, bool isCausal,
+                        const OptionalTensor &kvLengths) {
   checkAttentionInputs(q, k, v, scale);
+  checkKeyLengths(q, kvLengths);
   AttentionGradients grads = attentionBackward(
-      makeVariantSpec(q, v, std::string(variant), scale, isCausal), q, k, v, out, lse, gradOut);
+      makeVariantSpec(q, v, std::string(variant), scale, isCausal, kvLengths), q, k, v, out, lse,
+      gradOut, kvLengths);
   return {grads.q.to(q.scalar_type()), grads.k.to(k.scalar_type()), grads.v.to(v.scalar_type())};
 }
 
 /// Reached without autograd (inference mode, or below the Autograd kernel), on CPU or CUDA.
 at::Tensor attentionKernel(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
-                           c10::string_view variant, c10::optional<double> scale, bool isCausal) {
-  return std::get<0>(attentionForwardKernel(q, k, v, variant, scale, isCausal));
+                           c10::string_view variant, c10::optional<double> scale, bool isCausal,
+                           const OptionalTensor &kvLengths) {
+  return std::get<0>(attentionForwardKernel(q, k, v, variant, scale, isCausal, kvLengths));
 }
 
 // ---- Meta (fake) kernels: shapes and dtypes only; sizes may be symbolic under torch.compile.
 
 std::tuple<at::Tensor, at::Tensor> attentionForwardMeta(const at::Tensor &q, const at::Tensor &k,
                                                         const at::Tensor &v, c10::string_view,
-                                                        c10::optional<double> scale, bool) {
+                                                        c10::optional<double> scale, bool,
+                                                        const OptionalTensor &kvLengths) {
   checkAttentionInputs(q, k, v, scale);
+  checkKeyLengths(q, kvLengths);
   at::Tensor out =
       at::empty_symint({q.sym_size(0), q.sym_size(1), q.sym_size(2), v.sym_size(3)}, q.options());
   at::Tensor lse = at::empty_symint({q.sym_size(0), q.sym_size(1), q.sym_size(2)},
@@ -98,37 +111,41 @@ std::tuple<at::Tensor, at::Tensor> attentionForwardMeta(const at::Tensor &q, con
 std::tuple<at::Tensor, at::Tensor, at::Tensor>
 attentionBackwardMeta(const at::Tensor &, const at::Tensor &q, const at::Tensor &k,
                       const at::Tensor &v, const at::Tensor &, const at::Tensor &, c10::string_view,
-                      c10::optional<double> scale, bool) {
+                      c10::optional<double> scale, bool, const OptionalTensor &kvLengths) {
   checkAttentionInputs(q, k, v, scale);
+  checkKeyLengths(q, kvLengths);
   return {at::empty_symint(q.sym_sizes(), q.options()),
           at::empty_symint(k.sym_sizes(), k.options()),
           at::empty_symint(v.sym_sizes(), v.options())};
 }
 
 at::Tensor attentionMeta(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
-                         c10::string_view variant, c10::optional<double> scale, bool isCausal) {
-  return std::get<0>(attentionForwardMeta(q, k, v, variant, scale, isCausal));
+                         c10::string_view variant, c10::optional<double> scale, bool isCausal,
+                         const OptionalTensor &kvLengths) {
+  return std::get<0>(attentionForwardMeta(q, k, v, variant, scale, isCausal, kvLengths));
 }
 
 // ---- Autograd: the forward and backward ops, called through the dispatcher below autograd.
 
 std::tuple<at::Tensor, at::Tensor> callForward(const at::Tensor &q, const at::Tensor &k,
                                                const at::Tensor &v, const std::string &variant,
-                                               c10::optional<double> scale, bool isCausal) {
+                                               c10::optional<double> scale, bool isCausal,
+                                               const OptionalTensor &kvLengths) {
   static const auto op = c10::Dispatcher::singleton()
                              .findSchemaOrThrow("attn::_attention_forward", "")
                              .typed<decltype(attentionForwardKernel)>();
-  return op.call(q, k, v, variant, scale, isCausal);
+  return op.call(q, k, v, variant, scale, isCausal, kvLengths);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor>
 callBackward(const at::Tensor &gradOut, const at::Tensor &q, const at::Tensor &k,
              const at::Tensor &v, const at::Tensor &out, const at::Tensor &lse,
-             const std::string &variant, c10::optional<double> scale, bool isCausal) {
+             const std::string &variant, c10::optional<double> scale, bool isCausal,
+             const OptionalTensor &kvLengths) {
   static const auto op = c10::Dispatcher::singleton()
                              .findSchemaOrThrow("attn::_attention_backward", "")
                              .typed<decltype(attentionBackwardKernel)>();
-  return op.call(gradOut, q, k, v, out, lse, variant, scale, isCausal);
+  return op.call(gradOut, q, k, v, out, lse, variant, scale, isCausal, kvLengths);
 }
 
 /// Saves the forward's output and log-sum-exp, which the backward kernels read.
@@ -136,10 +153,12 @@ class AttentionFunction : public torch::autograd::Function<AttentionFunction> {
 public:
   static at::Tensor forward(torch::autograd::AutogradContext *ctx, const at::Tensor &q,
                             const at::Tensor &k, const at::Tensor &v, const std::string &variant,
-                            c10::optional<double> scale, bool isCausal) {
+                            c10::optional<double> scale, bool isCausal,
+                            const OptionalTensor &kvLengths) {
     at::AutoDispatchBelowADInplaceOrView belowAutograd;
-    auto [out, lse] = callForward(q, k, v, variant, scale, isCausal);
-    ctx->save_for_backward({q, k, v, out, lse});
+    auto [out, lse] = callForward(q, k, v, variant, scale, isCausal, kvLengths);
+    // An undefined tensor stands for "no lengths" among the saved variables.
+    ctx->save_for_backward({q, k, v, out, lse, kvLengths.value_or(at::Tensor())});
     ctx->saved_data["variant"] = variant;
     ctx->saved_data["scale"] = scale;
     ctx->saved_data["is_causal"] = isCausal;
@@ -152,27 +171,32 @@ public:
     auto [dq, dk, dv] = callBackward(gradOutputs[0], saved[0], saved[1], saved[2], saved[3],
                                      saved[4], ctx->saved_data["variant"].toStringRef(),
                                      ctx->saved_data["scale"].toOptional<double>(),
-                                     ctx->saved_data["is_causal"].toBool());
-    // One gradient per forward argument; variant, scale and is_causal have none.
-    return {dq, dk, dv, at::Tensor(), at::Tensor(), at::Tensor()};
+                                     ctx->saved_data["is_causal"].toBool(),
+                                     saved[5].defined() ? OptionalTensor(saved[5]) : c10::nullopt);
+    // One gradient per forward argument; variant, scale, is_causal and kv_lengths have none.
+    return {dq, dk, dv, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 at::Tensor attentionAutograd(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
-                             c10::string_view variant, c10::optional<double> scale, bool isCausal) {
-  return AttentionFunction::apply(q, k, v, std::string(variant), scale, isCausal);
+                             c10::string_view variant, c10::optional<double> scale, bool isCausal,
+                             const OptionalTensor &kvLengths) {
+  return AttentionFunction::apply(q, k, v, std::string(variant), scale, isCausal, kvLengths);
 }
 
 } // namespace
 } // namespace attn::torchop
 
 TORCH_LIBRARY(attn, m) {
+  // kv_lengths [B] (integers): batch b attends to its first kv_lengths[b] keys, so a padded
+  // ragged batch runs in one call; keys past the length get zero gradients.
   m.def("attention(Tensor q, Tensor k, Tensor v, str variant=\"softmax\", float? scale=None, "
-        "bool is_causal=False) -> Tensor");
+        "bool is_causal=False, Tensor? kv_lengths=None) -> Tensor");
   m.def("_attention_forward(Tensor q, Tensor k, Tensor v, str variant, float? scale, "
-        "bool is_causal) -> (Tensor out, Tensor lse)");
+        "bool is_causal, Tensor? kv_lengths=None) -> (Tensor out, Tensor lse)");
   m.def("_attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, "
-        "Tensor lse, str variant, float? scale, bool is_causal) -> (Tensor, Tensor, Tensor)");
+        "Tensor lse, str variant, float? scale, bool is_causal, Tensor? kv_lengths=None) -> "
+        "(Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(attn, CPU, m) {

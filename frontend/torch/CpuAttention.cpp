@@ -60,12 +60,32 @@ bool hasNoKeysOrQueries(const at::Tensor &q, const at::Tensor &k) {
   return q.size(2) == 0 || k.size(2) == 0;
 }
 
+/// The kernels' view of kv_lengths: contiguous int64 on the CPU, kept alive by `storage`.
+runtime::KeyLengths keyLengthsOf(const c10::optional<at::Tensor> &kvLengths, int64_t keys,
+                                 at::Tensor &storage) {
+  if (!kvLengths)
+    return {};
+  storage = kvLengths->to(at::kLong).contiguous();
+  // The kernels clamp to [0, Sk] so that they never read outside k and v; on the CPU the check
+  // is free, and a length outside is the caller's bug, not something to round silently.
+  if (storage.numel() > 0) {
+    const int64_t smallest = storage.min().item<int64_t>(), largest = storage.max().item<int64_t>();
+    TORCH_CHECK(smallest >= 0 && largest <= keys,
+                "attn::attention: kv_lengths must lie in [0, Sk = ", keys, "], got values in [",
+                smallest, ", ", largest, "]");
+  }
+  return {storage.data_ptr<int64_t>(), storage.size(0)};
+}
+
 } // namespace
 
 AttentionForward cpuAttentionForward(const runtime::VariantSpec &spec, const at::Tensor &q,
-                                     const at::Tensor &k, const at::Tensor &v) {
+                                     const at::Tensor &k, const at::Tensor &v,
+                                     const c10::optional<at::Tensor> &kvLengths) {
   // Compiled even when there is nothing to compute, so that a bad variant always fails.
   std::shared_ptr<const runtime::CpuKernels> kernels = loadKernels(spec);
+  at::Tensor lengthsStorage;
+  const runtime::KeyLengths lengths = keyLengthsOf(kvLengths, k.size(2), lengthsStorage);
   const int64_t batches = q.size(0), heads = q.size(1), queries = q.size(2);
   const at::TensorOptions floatOptions = q.options().dtype(at::kFloat);
   if (hasNoKeysOrQueries(q, k)) {
@@ -82,7 +102,7 @@ AttentionForward cpuAttentionForward(const runtime::VariantSpec &spec, const at:
   const runtime::View3 lsev = viewOf<3>(result.lse);
   forEachTile(batches, heads, queries, kernels->queryTile(),
               [&](int64_t batch, int64_t head, int64_t queryStart) {
-                kernels->forwardTile(qv, kv, vv, ov, lsev, batch, head, queryStart);
+                kernels->forwardTile(qv, kv, vv, ov, lsev, batch, head, queryStart, lengths);
               });
   return result;
 }
@@ -90,8 +110,11 @@ AttentionForward cpuAttentionForward(const runtime::VariantSpec &spec, const at:
 AttentionGradients cpuAttentionBackward(const runtime::VariantSpec &spec, const at::Tensor &q,
                                         const at::Tensor &k, const at::Tensor &v,
                                         const at::Tensor &out, const at::Tensor &lse,
-                                        const at::Tensor &gradOut) {
+                                        const at::Tensor &gradOut,
+                                        const c10::optional<at::Tensor> &kvLengths) {
   std::shared_ptr<const runtime::CpuKernels> kernels = loadKernels(spec, /*backward=*/true);
+  at::Tensor lengthsStorage;
+  const runtime::KeyLengths lengths = keyLengthsOf(kvLengths, k.size(2), lengthsStorage);
   const at::TensorOptions floatOptions = q.options().dtype(at::kFloat);
   if (hasNoKeysOrQueries(q, k)) {
     return {at::zeros(q.sizes(), floatOptions), at::zeros(k.sizes(), floatOptions),
@@ -103,8 +126,12 @@ AttentionGradients cpuAttentionBackward(const runtime::VariantSpec &spec, const 
   // Only row-wise normalizers read delta = rowsum(dO * O); elementwise kernels never load it,
   // so lse's view stands in rather than paying a pass over dO and O.
   const at::Tensor delta = kernels->rowWise() ? (gradOutF * out.to(at::kFloat)).sum(-1) : lse;
-  AttentionGradients grads{at::empty(q.sizes(), floatOptions), at::empty(k.sizes(), floatOptions),
-                           at::empty(v.sizes(), floatOptions)};
+  // With key lengths the dK/dV kernels leave the rows past each batch's length unwritten.
+  auto keyGradient = [&](at::IntArrayRef sizes) {
+    return kvLengths ? at::zeros(sizes, floatOptions) : at::empty(sizes, floatOptions);
+  };
+  AttentionGradients grads{at::empty(q.sizes(), floatOptions), keyGradient(k.sizes()),
+                           keyGradient(v.sizes())};
 
   const runtime::View4 qv = viewOf<4>(qf), kv = viewOf<4>(kf), vv = viewOf<4>(vf),
                        gradOutv = viewOf<4>(gradOutF), gradQv = viewOf<4>(grads.q),
@@ -113,12 +140,12 @@ AttentionGradients cpuAttentionBackward(const runtime::VariantSpec &spec, const 
   forEachTile(q.size(0), q.size(1), q.size(2), kernels->queryTile(),
               [&](int64_t batch, int64_t head, int64_t queryStart) {
                 kernels->backwardQueryTile(qv, kv, vv, gradOutv, lsev, deltav, gradQv, batch,
-                                           head, queryStart);
+                                           head, queryStart, lengths);
               });
   forEachTile(k.size(0), k.size(1), k.size(2), kernels->keyTile(),
               [&](int64_t batch, int64_t kvHead, int64_t keyStart) {
                 kernels->backwardKeyTile(qv, kv, vv, gradOutv, lsev, deltav, gradKv, gradVv,
-                                         batch, kvHead, keyStart);
+                                         batch, kvHead, keyStart, lengths);
               });
   return grads;
 }

@@ -19,15 +19,19 @@ struct AttentionGradients {
 };
 
 /// q, k, v of any floating dtype; the results are float32. Throws c10::Error when the variant
-/// cannot be compiled.
+/// cannot be compiled. `kvLengths` ([B] integers, given exactly when spec.keyLengths): batch b
+/// attends to its first kvLengths[b] keys (clamped to [0, Sk]).
 AttentionForward cpuAttentionForward(const runtime::VariantSpec &spec, const at::Tensor &q,
-                                     const at::Tensor &k, const at::Tensor &v);
+                                     const at::Tensor &k, const at::Tensor &v,
+                                     const c10::optional<at::Tensor> &kvLengths = c10::nullopt);
 
-/// `out` and `lse` are cpuAttentionForward's results for the same q, k, v and spec.
+/// `out` and `lse` are cpuAttentionForward's results for the same q, k, v, lengths and spec.
+/// Keys at and past a batch's length get zero gradients.
 AttentionGradients cpuAttentionBackward(const runtime::VariantSpec &spec, const at::Tensor &q,
                                         const at::Tensor &k, const at::Tensor &v,
                                         const at::Tensor &out, const at::Tensor &lse,
-                                        const at::Tensor &gradOut);
+                                        const at::Tensor &gradOut,
+                                        const c10::optional<at::Tensor> &kvLengths = c10::nullopt);
 
 } // namespace attn::torchop
 

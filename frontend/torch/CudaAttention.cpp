@@ -49,13 +49,23 @@ template <int Rank> runtime::DeviceView<Rank> viewOf(const at::Tensor &tensor) {
   return view;
 }
 
+/// The kernels' view of kv_lengths: contiguous int64 on the device, kept alive by `storage`.
+c10::optional<runtime::DeviceLengths> lengthsOf(const c10::optional<at::Tensor> &kvLengths,
+                                                at::Tensor &storage) {
+  if (!kvLengths)
+    return c10::nullopt;
+  storage = kvLengths->to(at::kLong).contiguous();
+  return viewOf<1>(storage);
+}
+
 void *currentStream(const at::Device &device) {
   return c10::cuda::getCurrentCUDAStream(device.index()).stream();
 }
 } // namespace
 
 AttentionForward cudaAttentionForward(const runtime::VariantSpec &spec, const at::Tensor &q,
-                                      const at::Tensor &k, const at::Tensor &v) {
+                                      const at::Tensor &k, const at::Tensor &v,
+                                      const c10::optional<at::Tensor> &kvLengths) {
   c10::cuda::CUDAGuard guard(q.device());
   const at::ScalarType type = computeType(q.scalar_type());
   auto kernels = loadKernels(spec, type, q.device());
@@ -63,15 +73,18 @@ AttentionForward cudaAttentionForward(const runtime::VariantSpec &spec, const at
              vc = toKernelLayout(v, type);
   at::Tensor out = at::empty({q.size(0), q.size(1), q.size(2), v.size(3)}, qc.options());
   at::Tensor lse = at::empty({q.size(0), q.size(1), q.size(2)}, qc.options().dtype(at::kFloat));
+  at::Tensor lengthsStorage;
+  const auto lengths = lengthsOf(kvLengths, lengthsStorage);
   kernels->forward(viewOf<4>(qc), viewOf<4>(kc), viewOf<4>(vc), viewOf<4>(out), viewOf<3>(lse),
-                   currentStream(q.device()));
+                   currentStream(q.device()), lengths ? &*lengths : nullptr);
   return {out, lse};
 }
 
 AttentionGradients cudaAttentionBackward(const runtime::VariantSpec &spec, const at::Tensor &q,
                                          const at::Tensor &k, const at::Tensor &v,
                                          const at::Tensor &out, const at::Tensor &lse,
-                                         const at::Tensor &gradOut) {
+                                         const at::Tensor &gradOut,
+                                         const c10::optional<at::Tensor> &kvLengths) {
   c10::cuda::CUDAGuard guard(q.device());
   const at::ScalarType type = computeType(q.scalar_type());
   auto kernels = loadKernels(spec, type, q.device());
@@ -81,11 +94,15 @@ AttentionGradients cudaAttentionBackward(const runtime::VariantSpec &spec, const
   at::Tensor delta = at::empty_like(lse);
   AttentionGradients grads;
   grads.q = at::empty_like(qc);
-  grads.k = at::empty_like(kc);
-  grads.v = at::empty_like(vc);
+  // With key lengths the dK/dV kernel leaves the rows past each batch's length unwritten.
+  grads.k = kvLengths ? at::zeros_like(kc) : at::empty_like(kc);
+  grads.v = kvLengths ? at::zeros_like(vc) : at::empty_like(vc);
+  at::Tensor lengthsStorage;
+  const auto lengths = lengthsOf(kvLengths, lengthsStorage);
   kernels->backward(viewOf<4>(qc), viewOf<4>(kc), viewOf<4>(vc), viewOf<4>(oc), viewOf<4>(gc),
                     viewOf<3>(lse.contiguous()), viewOf<3>(delta), viewOf<4>(grads.q),
-                    viewOf<4>(grads.k), viewOf<4>(grads.v), currentStream(q.device()));
+                    viewOf<4>(grads.k), viewOf<4>(grads.v), currentStream(q.device()),
+                    lengths ? &*lengths : nullptr);
   return grads;
 }
 } // namespace attn::torchop

@@ -12,13 +12,15 @@ namespace attn::torchop {
 /// accumulators; float32/float64 inputs run in bfloat16 (warned once). `out` is in the compute
 /// dtype, `lse` float32.
 AttentionForward cudaAttentionForward(const runtime::VariantSpec &spec, const at::Tensor &q,
-                                      const at::Tensor &k, const at::Tensor &v);
+                                      const at::Tensor &k, const at::Tensor &v,
+                                      const c10::optional<at::Tensor> &kvLengths = c10::nullopt);
 
 /// Gradients in the compute dtype; `out` and `lse` are cudaAttentionForward's.
 AttentionGradients cudaAttentionBackward(const runtime::VariantSpec &spec, const at::Tensor &q,
                                          const at::Tensor &k, const at::Tensor &v,
                                          const at::Tensor &out, const at::Tensor &lse,
-                                         const at::Tensor &gradOut);
+                                         const at::Tensor &gradOut,
+                                         const c10::optional<at::Tensor> &kvLengths = c10::nullopt);
 
 } // namespace attn::torchop
 

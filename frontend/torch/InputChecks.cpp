@@ -57,4 +57,21 @@ void checkAttentionInputs(const at::Tensor &q, const at::Tensor &k, const at::Te
   TORCH_CHECK(!scale || *scale > 0, "attn::attention: scale must be > 0, got ", *scale);
 }
 
+void checkKeyLengths(const at::Tensor &q, const c10::optional<at::Tensor> &kvLengths) {
+  if (!kvLengths)
+    return;
+  const at::Tensor &lengths = *kvLengths;
+  TORCH_CHECK(lengths.dim() == 1, "attn::attention: kv_lengths must be [B] (rank 1), got rank ",
+              lengths.dim());
+  TORCH_CHECK(lengths.sym_size(0) == q.sym_size(0), "attn::attention: kv_lengths must hold one ",
+              "length per batch entry, B = ", q.sym_size(0), ", got ", lengths.sym_size(0));
+  TORCH_CHECK(!at::isFloatingType(lengths.scalar_type()) &&
+                  !at::isComplexType(lengths.scalar_type()) &&
+                  lengths.scalar_type() != at::kBool,
+              "attn::attention: kv_lengths must be an integer tensor, got ",
+              lengths.scalar_type());
+  TORCH_CHECK(lengths.device() == q.device(), "attn::attention: kv_lengths must be on q's ",
+              "device ", q.device(), ", got ", lengths.device());
+}
+
 } // namespace attn::torchop

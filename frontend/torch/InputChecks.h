@@ -14,6 +14,9 @@ namespace attn::torchop {
 void checkAttentionInputs(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
                           c10::optional<double> scale);
 
+/// Checks kv_lengths, when given: [B] of an integer dtype, on q's device.
+void checkKeyLengths(const at::Tensor &q, const c10::optional<at::Tensor> &kvLengths);
+
 } // namespace attn::torchop
 
 #endif // FRONTEND_TORCH_INPUTCHECKS_H

@@ -111,3 +111,25 @@ func.func @masked(%q: tensor<?x?x?x32xf32>, %k: tensor<?x?x?x32xf32>, %v: tensor
   }
   return %o : tensor<?x?x?x32xf32>
 }
+
+// -----
+
+// kv_lengths: both backward kernels take the lengths after their views and bound the keys by
+// the batch's own length; the dK/dV kernel of a key block wholly past it runs no query block
+// (its rows stay unwritten: the caller zero-fills them).
+// CHECK-LABEL: func.func @ragged_bwd_dq
+// CHECK-SAME: %[[LENGTHS:arg7]]: memref<?xi64>, %[[B:arg8]]: index
+// CHECK: memref.load %[[LENGTHS]][%[[B]]]
+// CHECK-LABEL: func.func @ragged_bwd_dkdv
+// CHECK-SAME: %[[LENGTHS:arg8]]: memref<?xi64>, %[[B:arg9]]: index, %{{.*}}: index, %[[K0:arg11]]: index
+// CHECK: %[[GIVEN:.*]] = memref.load %[[LENGTHS]][%[[B]]]
+// CHECK: %[[LEN:.*]] = arith.minsi
+// CHECK: %[[LEFT:.*]] = arith.subi %[[LEN]], %[[K0]]
+// CHECK: %[[KEYS:.*]] = arith.maxsi %{{.*}}, %c0
+// CHECK: %[[ANY:.*]] = arith.cmpi sgt, %[[KEYS]], %c0
+// CHECK: %[[BLOCKS:.*]] = arith.select %[[ANY]], %{{.*}}, %c0
+// CHECK: scf.for %{{.*}} = %c0 to %[[BLOCKS]] step %c1
+func.func @ragged(%q: tensor<?x?x?x32xf32>, %k: tensor<?x?x?x32xf32>, %v: tensor<?x?x?x32xf32>, %lengths: tensor<?xi32>) -> tensor<?x?x?x32xf32> {
+  %o = attn.attention %q, %k, %v kv_lengths(%lengths : tensor<?xi32>) normalizer(#attn.softmax) : tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32> -> tensor<?x?x?x32xf32>
+  return %o : tensor<?x?x?x32xf32>
+}

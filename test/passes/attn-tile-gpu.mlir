@@ -194,3 +194,16 @@ func.func @masked_custom(%q: tensor<?x?x?x64xf16>, %k: tensor<?x?x?x64xf16>, %v:
   }
   return %o : tensor<?x?x?x64xf16>
 }
+
+// -----
+
+// kv_lengths: the GPU kernel reads the lengths as they are (i64, after the views) and loads
+// its batch's length (the grid's z) once.
+// CHECK-LABEL: gpu.func @ragged_fwd
+// CHECK-SAME: %[[LENGTHS:arg5]]: memref<?xi64, strided<[1], offset: ?>>) kernel
+// CHECK: %[[B:.*]] = gpu.block_id z
+// CHECK: memref.load %[[LENGTHS]][%[[B]]] : memref<?xi64, strided<[1], offset: ?>>
+func.func @ragged(%q: tensor<?x?x?x64xbf16>, %k: tensor<?x?x?x64xbf16>, %v: tensor<?x?x?x64xbf16>, %lengths: tensor<?xi64>) -> tensor<?x?x?x64xbf16> {
+  %o = attn.attention %q, %k, %v kv_lengths(%lengths : tensor<?xi64>) normalizer(#attn.softmax) {causal} : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16> -> tensor<?x?x?x64xbf16>
+  return %o : tensor<?x?x?x64xbf16>
+}

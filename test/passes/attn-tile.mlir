@@ -156,3 +156,26 @@ func.func @huge_head_dim(%q: tensor<?x?x?x2048xf32>) -> tensor<?x?x?x2048xf32> {
   %o = attn.attention %q, %q, %q normalizer(#attn.softmax) : tensor<?x?x?x2048xf32>, tensor<?x?x?x2048xf32>, tensor<?x?x?x2048xf32> -> tensor<?x?x?x2048xf32>
   return %o : tensor<?x?x?x2048xf32>
 }
+
+// -----
+
+// kv_lengths: one more kernel argument; batch b's key length is min(Sk, max(0, lengths[b])),
+// read once, and it bounds the key loop, the boundary-block test and the normalizer's key
+// count (sigmoid's default bias is -ln of the batch's own length, as if unpadded).
+// CHECK-LABEL: func.func @ragged_fwd
+// CHECK-SAME: (%[[Q:arg0]]: {{.*}}, %[[K:arg1]]: {{.*}}, %[[LENGTHS:arg5]]: memref<?xi64>, %[[B:arg6]]: index, %{{.*}}: index, %{{.*}}: index)
+// CHECK-DAG: %[[SK:.*]] = memref.dim %[[K]], %c2
+// CHECK-DAG: %[[GIVEN:.*]] = memref.load %[[LENGTHS]][%[[B]]] : memref<?xi64>
+// CHECK: %[[GIVENI:.*]] = arith.index_cast %[[GIVEN]] : i64 to index
+// CHECK: %[[NONNEG:.*]] = arith.maxsi %[[GIVENI]], %c0
+// CHECK: %[[LEN:.*]] = arith.minsi %[[SK]], %[[NONNEG]]
+// CHECK: %[[LENI:.*]] = arith.index_cast %[[LEN]]
+// CHECK: %[[LENF:.*]] = arith.sitofp %[[LENI]]
+// CHECK: scf.for %[[J:.*]] = %{{.*}} to %[[LEN]] step %c64
+// CHECK: arith.subi %[[LEN]], %[[J]]
+// CHECK: attn.tile_mask %{{.*}} at %{{.*}}, %[[J]] lengths %{{.*}}, %[[LEN]]
+// CHECK: attn.tile_normalize %{{.*}} keys %[[LENF]] normalizer(#attn.sigmoid)
+func.func @ragged(%q: tensor<?x?x?x32xf32>, %k: tensor<?x?x?x32xf32>, %v: tensor<?x?x?x32xf32>, %lengths: tensor<?xi64>) -> tensor<?x?x?x32xf32> {
+  %o = attn.attention %q, %k, %v kv_lengths(%lengths : tensor<?xi64>) normalizer(#attn.sigmoid) : tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32> -> tensor<?x?x?x32xf32>
+  return %o : tensor<?x?x?x32xf32>
+}

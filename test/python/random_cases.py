@@ -80,12 +80,17 @@ class _Body:
 # --------------------------------------------------------------------------------------------
 # Normalizers: (IR attribute or custom body, float64 torch function p = f(s, keys)).
 
+def _keys(n, s):
+    """The run-time key length(s) n (an int, or per-batch lengths [B, 1, 1, 1]), at least 1."""
+    return torch.as_tensor(n, dtype=s.dtype).clamp(min=1)
+
+
 def _sigmoid(bias):
-    return lambda s, n: torch.sigmoid(s + (-math.log(max(n, 1)) if bias is None else bias))
+    return lambda s, n: torch.sigmoid(s + (-torch.log(_keys(n, s)) if bias is None else bias))
 
 
 def _relu(scale):
-    return lambda s, n: torch.relu(s) * ((1.0 / max(n, 1)) if scale is None else scale)
+    return lambda s, n: torch.relu(s) * ((1.0 / _keys(n, s)) if scale is None else scale)
 
 
 # name -> (body emitter(body, s) -> p, torch f(s)); each is differentiable by the compiler.
@@ -501,6 +506,8 @@ class Case:
     layouts: Tuple[str, str, str]
     grad_layout: str
     check_inference: bool
+    # Per-batch key lengths (the op's kv_lengths: a padded ragged batch), or None.
+    kv_lengths: Optional[List[int]] = None
 
     def summary(self) -> dict:
         v = self.variant
@@ -513,7 +520,8 @@ class Case:
                 "mods": [list(m) for m in v.mods], "masks": [list(m) for m in v.masks],
                 "ir_causal": v.ir_causal, "window": v.window, "ir_scale": v.ir_scale,
                 "static": v.static, "magnitude": self.magnitude,
-                "layouts": list(self.layouts), "grad_layout": self.grad_layout}
+                "layouts": list(self.layouts), "grad_layout": self.grad_layout,
+                "kv_lengths": self.kv_lengths}
 
 
 def _length(rng: random.Random) -> int:
@@ -553,9 +561,16 @@ def make_case(seed: int = DEFAULT_SEED, index: int = 0, pool_size: int = None) -
     layouts = tuple(rng.choice(LAYOUTS) if rng.random() < 0.4 else "contiguous"
                     for _ in range(3))
     grad_layout = rng.choice(GRAD_LAYOUTS) if rng.random() < 0.4 else "contiguous"
+    check_inference = rng.random() < 0.2
+    # Drawn from a generator of its own, so that the rest of every case stays as it was.
+    lengths_rng = random.Random(f"attn-diff-lengths:{seed}:{index}")
+    kv_lengths = None
+    if lengths_rng.random() < 0.25:
+        kv_lengths = [lengths_rng.choice([0, min(1, keys), keys, lengths_rng.randint(0, keys)])
+                      for _ in range(batch)]
     return Case(seed, index, pool_index, variant, batch, q_heads, kv_heads, queries, keys, dtype,
                 magnitude=magnitude, layouts=layouts,
-                grad_layout=grad_layout, check_inference=rng.random() < 0.2)
+                grad_layout=grad_layout, check_inference=check_inference, kv_lengths=kv_lengths)
 
 
 def _generator(case: Case) -> torch.Generator:
@@ -638,7 +653,15 @@ def tags(case: Case) -> List[str]:
             found.append(f"custom-{v.normalizer[1]}-with-masked-entries")
     if 0 in (case.batch, case.queries, case.keys):
         found.append("empty")
+    if case.kv_lengths is not None:
+        found.append("kv_lengths")
+        if case.keys and 0 in case.kv_lengths:
+            found.append("kv_lengths-zero")
     return found
+
+
+def _lengths_literal(case: Case) -> str:
+    return "None" if case.kv_lengths is None else f"torch.tensor({case.kv_lengths})"
 
 
 def repro_lines(case: Case) -> str:
@@ -656,7 +679,7 @@ def repro_lines(case: Case) -> str:
         f"v = torch.randn({case.batch}, {case.kv_heads}, {case.keys}, {v.value_head_dim}, "
         f"dtype={dtype}, requires_grad=True); "
         f"o = attn.attention(q, k, v, {v.text()!r}, scale={v.op_scale!r}, "
-        f"is_causal={v.op_causal!r}); o.sum().backward(); "
+        f"is_causal={v.op_causal!r}, kv_lengths={_lengths_literal(case)}); o.sum().backward(); "
         "print(o.isnan().any().item(), q.grad.isnan().any().item())")
     return (f"  rerun just this case:\n    {env} ctest --test-dir build -R python-differential "
             f"--output-on-failure\n"
@@ -704,7 +727,7 @@ def _reference(case: Case, q, k, v, grad, dtype):
     leaves = [t.detach().to(dtype).requires_grad_() for t in (q, k, v)]
     out = reference.attention_general(*leaves, variant.reference_normalizer(), variant.scale(),
                                       variant.causal(), variant.window, variant.score_mod(),
-                                      dtype=dtype)
+                                      dtype=dtype, kv_lengths=case.kv_lengths)
     grads = torch.autograd.grad(out, leaves, grad.to(dtype), allow_unused=True)
     grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, leaves)]
     return [t.detach().double() for t in (out, *grads)]
@@ -739,6 +762,14 @@ def _absolute_floors(case: Case, q, k, v, grad, out):
     return floors
 
 
+def _lengths_tensor(case: Case) -> Optional[torch.Tensor]:
+    if case.kv_lengths is None:
+        return None
+    # int32 for odd cases: any integer dtype is accepted.
+    dtype = torch.int32 if case.index % 2 else torch.int64
+    return torch.tensor(case.kv_lengths, dtype=dtype)
+
+
 def run(case: Case) -> List[str]:
     """Runs one case; returns the problems found (empty when it passes)."""
     import attn  # noqa: F401  (loads the op library)
@@ -748,7 +779,8 @@ def run(case: Case) -> List[str]:
     text = v.text()
     problems = []
     try:
-        out = torch.ops.attn.attention(q, k, val, text, v.op_scale, v.op_causal)
+        out = torch.ops.attn.attention(q, k, val, text, v.op_scale, v.op_causal,
+                                       _lengths_tensor(case))
         grads = torch.autograd.grad(out, (q, k, val), grad, allow_unused=True)
     except Exception as error:  # noqa: BLE001  (reported with the case)
         return [f"the op raised {type(error).__name__}: {str(error)[:2000]}"]
@@ -787,7 +819,7 @@ def run(case: Case) -> List[str]:
     if case.check_inference:
         with torch.inference_mode():
             again = torch.ops.attn.attention(q.detach(), k.detach(), val.detach(), text,
-                                             v.op_scale, v.op_causal)
+                                             v.op_scale, v.op_causal, _lengths_tensor(case))
         if not torch.equal(again, out.detach()) and not (
                 torch.isnan(again).any() and torch.isnan(out).any()):
             problems.append("out: inference_mode result differs from the autograd forward")

@@ -66,7 +66,7 @@ def _allowed_by_attributes(queries, keys, causal, window):
 
 
 def attention_general(q, k, v, normalizer="softmax", scale=None, causal=False, window=None,
-                      score_mod=None, dtype=torch.float64):
+                      score_mod=None, dtype=torch.float64, kv_lengths=None):
     """attn.attention in float64 with everything the dialect can say without extra operands.
 
     normalizer: "softmax" (row-wise over the allowed keys) or a callable ``f(s, keys) -> p``
@@ -76,7 +76,9 @@ def attention_general(q, k, v, normalizer="softmax", scale=None, causal=False, w
     index tensors; ``keep`` is a bool tensor (or None) standing for the entries the score_mod
     sends to −inf. Masked entries get p = 0 and carry no gradient; a softmax row with no allowed
     key gives 0. Differentiable (torch.autograd) without NaN, fully masked rows included.
-    ``dtype=torch.float32`` computes the same math in float32 (to size rounding effects)."""
+    ``dtype=torch.float32`` computes the same math in float32 (to size rounding effects).
+    kv_lengths: ``None`` or B integers: batch b sees its first kv_lengths[b] keys only, and a
+    normalizer's ``keys`` is then that length ([B, 1, 1, 1]), as if the batch were unpadded."""
     q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
     batch, heads, queries, dim = q.shape
     keys = k.shape[2]
@@ -94,9 +96,13 @@ def attention_general(q, k, v, normalizer="softmax", scale=None, causal=False, w
         scores, keep = score_mod(scores, b, h, i, j)
         if keep is not None:
             allowed = allowed & keep.expand(scores.shape)
+    if kv_lengths is not None:
+        lengths = torch.as_tensor(list(kv_lengths), dtype=torch.long).view(-1, 1, 1, 1)
+        allowed = allowed & (torch.arange(keys).view(1, 1, 1, -1) < lengths)
+        keys = lengths.to(dtype)
     # Masked entries are replaced by 0 before the normalizer, so no inf/NaN reaches autograd.
     safe = torch.where(allowed, scores, torch.zeros((), dtype=scores.dtype))
-    if normalizer == "softmax" and keys == 0:
+    if normalizer == "softmax" and k.shape[2] == 0:
         p = safe  # [.., Sq, 0]: the output is 0, still a function of q, k and v for autograd
     elif normalizer == "softmax":
         minus_inf = torch.tensor(float("-inf"), dtype=scores.dtype)

@@ -18,6 +18,7 @@ def attention_samples():
     yield (*qkv(9, 13), "softmax", None, False)
     yield (*qkv(17, 17), "sigmoid", 0.25, True)
     yield (*qkv(5, 7, grad=False), "relu", None, False)
+    yield (*qkv(9, 13), "softmax", None, True, torch.tensor([13, 4]))
 
 
 @pytest.mark.parametrize("sample", list(attention_samples()))

@@ -124,7 +124,7 @@ FLOOR_SCORE_MOD = """  score_mod {
     (_ir(operands="bias(%bias : tensor<1x1x?x?xf32>)",
          arguments=", %bias: tensor<1x1x?x?xf32>"), r"bias operand is not lowered"),
     (_ir(operands="kv_lengths(%n : tensor<?xi32>)", arguments=", %n: tensor<?xi32>"),
-     r"kv_lengths operand is not lowered"),
+     r"variant IR takes kv_lengths: pass the key lengths to the call"),
     (_ir(attributes="{window = -3}"), r"window must be >= 0, got -3"),
     ("mlir:func.func @f(", r"does not parse"),
     ("mlir:func.func @f() { return }", r"holds no attn.attention"),

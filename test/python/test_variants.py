@@ -43,10 +43,11 @@ def softmax_rows(scores, allowed):
     return scores.masked_fill(~allowed, -math.inf).softmax(-1).nan_to_num(0.0)
 
 
-def check_forward_and_gradients(variant, q, k, v, probabilities, tolerance=F32_TOLERANCE):
+def check_forward_and_gradients(variant, q, k, v, probabilities, tolerance=F32_TOLERANCE,
+                                kv_lengths=None):
     """Output and the three gradients against float64 autograd through `probabilities`."""
     q, k, v = (t.detach().clone().requires_grad_() for t in (q, k, v))
-    out = torch.ops.attn.attention(q, k, v, variant, None, False)
+    out = torch.ops.attn.attention(q, k, v, variant, None, False, kv_lengths)
     grad = torch.randn_like(out)
     out.backward(grad)
     q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
@@ -164,13 +165,17 @@ EXAMPLE_REFERENCES = {
                     * mask_of(q.shape[2], k.shape[2], True, 256), 64, 64, 2, 2, 300, 300),
     "sigmoid_default_bias": (lambda q, k: torch.sigmoid(scores_of(q, k) - math.log(k.shape[2])),
                              128, 128, 2, 1, 17, 93),
+    "sigmoid_explicit": (lambda q, k: torch.sigmoid(scores_of(q, k, 0.125) - 3.5)
+                         * (torch.arange(k.shape[2]) < EXAMPLE_KEY_LENGTHS.view(-1, 1, 1, 1)),
+                         64, 64, 4, 4, 23, 41),
     "softmax_gqa_causal": (lambda q, k: softmax_rows(scores_of(q, k),
                                                      mask_of(q.shape[2], k.shape[2], True)),
                            64, 64, 6, 3, 45, 45),
 }
+# Key lengths for the examples that take kv_lengths (batch 2).
+EXAMPLE_KEY_LENGTHS = torch.tensor([29, 0])
 # Examples with operands the torch op does not take yet: a clear error, never a wrong number.
 EXAMPLE_ERRORS = {
-    "sigmoid_explicit": r"kv_lengths operand is not lowered",
     "softcap_bias": r"bias operand is not lowered",
 }
 
@@ -190,7 +195,8 @@ def test_example_runs_at_other_sizes(file, name, text):
     probabilities, d, dv, hq, hkv, sq, sk = EXAMPLE_REFERENCES[name]
     torch.manual_seed(len(name))
     q, k, v = torch.randn(2, hq, sq, d), torch.randn(2, hkv, sk, d), torch.randn(2, hkv, sk, dv)
-    check_forward_and_gradients(variant, q, k, v, probabilities)
+    lengths = EXAMPLE_KEY_LENGTHS if "kv_lengths(" in text else None
+    check_forward_and_gradients(variant, q, k, v, probabilities, kv_lengths=lengths)
 
 
 def softmax1_rows(scores, allowed):

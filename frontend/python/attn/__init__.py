@@ -1,6 +1,6 @@
 """attn: attention compiled from an MLIR dialect, as torch ops.
 
-``attn.attention(q, k, v, variant="softmax", scale=None, is_causal=False)`` runs the attention the
+``attn.attention(q, k, v, variant="softmax", scale=None, is_causal=False, kv_lengths=None)`` runs the attention the
 variant names (``softmax``, ``sigmoid``, ``sigmoid(bias=-3.5)``, ``relu``, ``relu(scale=0.01)``, any
 normalizer the dialect defines, or ``mlir:`` followed by a module holding an ``attn.attention``,
 whose batch, head and sequence sizes are only an example), JIT-compiled for the tensors'
@@ -20,12 +20,16 @@ __all__ = ["__version__", "attention", "reparam_linear", "library_path", "nn"]
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, variant: str = "softmax",
-              scale: Optional[float] = None, is_causal: bool = False) -> torch.Tensor:
+              scale: Optional[float] = None, is_causal: bool = False,
+              kv_lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
     """q [B, Hq, Sq, D], k [B, Hkv, Sk, D], v [B, Hkv, Sk, Dv], Hq a multiple of Hkv (GQA)
     → [B, Hq, Sq, Dv] in q's dtype. ``scale`` multiplies q·kᵀ (default: the variant's own, else
-    1/sqrt(D)); ``is_causal`` masks key j > query i (top-left aligned, as SDPA). A query row with
-    no allowed key gives 0. Float32, bfloat16, float16 and float64 on CPU; CUDA where built."""
-    return torch.ops.attn.attention(q, k, v, variant, scale, is_causal)
+    1/sqrt(D)); ``is_causal`` masks key j > query i (top-left aligned, as SDPA);
+    ``kv_lengths`` ([B] integers) lets batch b attend only to its first ``kv_lengths[b]`` keys, so
+    a ragged batch padded to its longest sequence runs in one call (padding keys get zero
+    gradients). A query row with no allowed key gives 0. Float32, bfloat16, float16 and float64
+    on CPU; CUDA where built."""
+    return torch.ops.attn.attention(q, k, v, variant, scale, is_causal, kv_lengths)
 
 
 def reparam_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
