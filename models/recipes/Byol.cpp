@@ -2,10 +2,15 @@
 // target network's projection of another view; the target is an EMA of the online backbone and
 // projector. Projector and predictor are Linear → BatchNorm → ReLU → Linear as in the paper, the
 // statistics taken per view over the global batch (synchronised across ranks); the target
-// normalises with its own batch statistics too (the paper runs it in training mode). --ema-scaling-rule: for a batch κ = batch/reference-batch times the reference,
-// momentum ρ → ρ^κ and learning rate η → κ·η ("How to Scale Your EMA", Busbridge et al. 2023).
+// normalises with its own batch statistics too (the paper runs it in training mode).
+// --ema-scaling-rule: for a batch κ = batch/reference-batch times the reference, momentum
+// ρ → ρ^κ with AdamW's own square-root rule ("How to Scale Your EMA", Busbridge et al. 2023).
+// --objective=er: the ER bound instead of 2 − 2·cos (ErBound.h). --predictor=bayesian: BYOV, a
+// Bayes-by-Backprop predictor (BayesianHead.h) whose KL to the prior joins the loss.
 #include "models/data/Augment.h"
 #include "models/data/Sampler.h"
+#include "models/recipes/BayesianHead.h"
+#include "models/recipes/ErBound.h"
 #include "models/recipes/Losses.h"
 #include "models/recipes/Recipes.h"
 #include "models/recipes/SslModels.h"
@@ -46,12 +51,29 @@ int runByol(train::Config &config) {
   int64_t projectionDim = config.getInt("proj-dim", 64, "projection dimension");
   int64_t projectionHidden = config.getInt("proj-hidden", 256, "projector and predictor hidden width");
   HeadNorm headNorm = parseHeadNorm(config);
+  const bool erObjective =
+      config.getChoice("objective", "byol", {"byol", "er"},
+                       "byol: 2 − 2·cos(prediction, target); er: maximise the ER bound Ĥ(online projections) + "
+                       "E log q_vMF(target | prediction) (Rodríguez-Gálvez et al. 2023)") == "er";
+  double erKappa = config.getDouble("er-kappa", 10.0, "von Mises–Fisher concentration κ of the ER bound's kernel and reconstruction");
+  const bool bayesianPredictor =
+      config.getChoice("predictor", "mlp", {"mlp", "bayesian"},
+                       "mlp: BYOL's predictor; bayesian: BYOV's Bayes-by-Backprop predictor (Gaussian "
+                       "posterior per weight, KL to the prior added to the loss)") == "bayesian";
+  double priorSigma = config.getDouble("prior-sigma", 0.1, "BYOV: standard deviation σ_p of the predictor weights' N(0, σ_p²) prior");
+  double klWeight = config.getDouble("kl-weight", 1.0, "BYOV: weight β of KL(q ‖ prior)/(training images) in the loss");
   const SslEvaluation evaluation = SslEvaluation::parse(config);
   const std::string initPath = parseInitOption(config);
   if (momentum < 0 || momentum >= 1)
     throw train::UsageError("--momentum must be in [0, 1)");
   if (referenceBatch <= 0)
     throw train::UsageError("--reference-batch-size must be positive");
+  if (!(erKappa > 0))
+    throw train::UsageError("--er-kappa must be positive");
+  if (!(priorSigma > 0) || klWeight < 0)
+    throw train::UsageError("--prior-sigma must be positive and --kl-weight not negative");
+  if (bayesianPredictor && headNorm != HeadNorm::Batch)
+    throw train::UsageError("--predictor=bayesian has BYOL's BatchNorm predictor: drop --head-norm=layer");
   if (train::finishOptions(config, name))
     return 0;
 
@@ -83,7 +105,25 @@ int runByol(train::Config &config) {
   if (!initPath.empty())
     initFromCheckpoint(online->backbone, initPath, /*withHead=*/false, common.distributed.rank == 0);
   freezeInvariantParameters(*online); // zero-gradient parameters Adam would move on noise
-  MlpHead predictor(projectionDim, projectionHidden, projectionDim, common.sigmaReparam, headNorm);
+  // One of the two predictors; `predict` runs it per view (batch statistics per view).
+  MlpHead mlpPredictor{nullptr};
+  BayesianMlpHead bayesPredictor{nullptr};
+  std::shared_ptr<torch::nn::Module> predictor;
+  if (bayesianPredictor) {
+    bayesPredictor = BayesianMlpHead(projectionDim, projectionHidden, projectionDim, priorSigma);
+    predictor = bayesPredictor.ptr();
+  } else {
+    mlpPredictor = MlpHead(projectionDim, projectionHidden, projectionDim, common.sigmaReparam, headNorm);
+    predictor = mlpPredictor.ptr();
+  }
+  auto predict = [&](const torch::Tensor &x) {
+    if (!bayesianPredictor)
+      return perView(mlpPredictor, x, 2);
+    std::vector<torch::Tensor> outputs;
+    for (const auto &chunk : x.chunk(2, 0))
+      outputs.push_back(bayesPredictor->forward(chunk));
+    return torch::cat(outputs);
+  };
   online->to(common.device, common.dtype);
   predictor->to(common.device, common.dtype);
   auto target = std::dynamic_pointer_cast<SslEncoderImpl>(online->clone());
@@ -99,22 +139,35 @@ int runByol(train::Config &config) {
                                .weight_decay(common.weightDecay)
                                .betas({adam.beta1, adam.beta2})
                                .eps(adam.epsilon);
-  torch::optim::AdamW optimizer(
-      train::adamWParameterGroups({online.get(), predictor.get()}, adamOptions), adamOptions);
+  // BYOV's posterior parameters (μ, ρ) have the prior's KL as their regulariser: no weight decay.
+  auto groups = train::adamWParameterGroups(
+      bayesianPredictor ? std::vector<const torch::nn::Module *>{online.get()}
+                        : std::vector<const torch::nn::Module *>{online.get(), predictor.get()},
+      adamOptions);
+  if (bayesianPredictor) {
+    auto plain = std::make_unique<torch::optim::AdamWOptions>(adamOptions);
+    plain->weight_decay(0.0);
+    groups.emplace_back(predictor->parameters(), std::move(plain));
+  }
+  torch::optim::AdamW optimizer(groups, adamOptions);
   const auto diagnostics = diagnosticColumns(common.attentionVariant, vitOptions.depth(), common.sigmaReparam);
   std::vector<std::string> columns{"loss", "momentum", "lr"};
+  if (erObjective)
+    columns.insert(columns.end(), {"er_entropy", "er_reconstruction"});
+  if (bayesianPredictor)
+    columns.insert(columns.end(), {"kl", "predictor_sigma"});
   const auto evaluationColumns = evaluation.columns();
   columns.insert(columns.end(), evaluationColumns.begin(), evaluationColumns.end());
   std::vector<std::vector<std::string>> panels{{"loss"}, evaluationColumns, {"momentum"}};
   diagnostics.addTo(columns, panels);
   train::Trainer trainer(common, columns, panels);
   trainer.addModule("online", online.ptr());
-  trainer.addModule("predictor", predictor.ptr());
+  trainer.addModule("predictor", predictor);
   trainer.addModule("target", target); // in sync on every rank: same online params, same updates
   trainer.addOptimizer("adamw", optimizer, common.learningRate);
   auto &distributed = trainer.distributed();
   for (torch::nn::Module *module : {static_cast<torch::nn::Module *>(online.get()),
-                                    static_cast<torch::nn::Module *>(predictor.get()),
+                                    predictor.get(),
                                     static_cast<torch::nn::Module *>(target.get())})
     setBatchNormGroup(*module, trainer.sharedDistributed());
   if (distributed.isMain() && scalingRule)
@@ -138,22 +191,47 @@ int runByol(train::Config &config) {
     auto view2 = data.normalisation.apply(data::sslView(images, views, random)).to(common.device, common.dtype);
     optimizer.zero_grad();
     const auto lossType = common.dtype == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
-    auto predictions =
-        perView(predictor, online->forward(torch::cat({view1, view2}), 2), 2).to(lossType);
+    auto projections = online->forward(torch::cat({view1, view2}), 2);
+    auto predictions = predict(projections).to(lossType);
     torch::Tensor targets;
     {
       torch::NoGradGuard noGrad;
       targets = target->forward(torch::cat({view2, view1}), 2).to(lossType);
     }
-    auto loss = byolLoss(predictions.slice(0, 0, n), targets.slice(0, 0, n)) +
-                byolLoss(predictions.slice(0, n), targets.slice(0, n));
-    loss.backward();
+    train::Values values;
+    torch::Tensor loss;
+    if (erObjective) {
+      // Each view's prediction reconstructs the other view's target; the entropy is estimated
+      // on the online projections of the predicting view, the branch that carries gradients
+      // (the target, an EMA of it, has none). Symmetrised over the two views as BYOL's loss.
+      projections = projections.to(lossType);
+      auto a = erBound(projections.slice(0, 0, n), predictions.slice(0, 0, n), targets.slice(0, 0, n), erKappa);
+      auto b = erBound(projections.slice(0, n), predictions.slice(0, n), targets.slice(0, n), erKappa);
+      loss = a.loss() + b.loss();
+      values["er_entropy"] = 0.5 * (a.entropy + b.entropy).item<double>();
+      values["er_reconstruction"] = 0.5 * (a.reconstruction + b.reconstruction).item<double>();
+    } else {
+      loss = byolLoss(predictions.slice(0, 0, n), targets.slice(0, 0, n)) +
+             byolLoss(predictions.slice(0, n), targets.slice(0, n));
+    }
+    values["loss"] = loss.item<double>();
+    if (bayesianPredictor) {
+      // The ELBO per training image: the data term is this batch's mean, the KL counts once
+      // for the whole training set.
+      auto kl = bayesPredictor->kl();
+      (loss + klWeight * kl / double(train.size())).backward();
+      values["kl"] = kl.item<double>();
+      values["predictor_sigma"] = meanPosteriorSigma(*bayesPredictor);
+    } else {
+      loss.backward();
+    }
     distributed.averageGradients(parameters);
     torch::nn::utils::clip_grad_norm_(parameters, 3.0);
     optimizer.step();
     double rho = momentumSchedule ? train::byolMomentum(s, common.steps, momentum) : momentum;
     emaUpdate(*target, *online, rho);
-    return {{"loss", loss.item<double>()}, {"momentum", rho}};
+    values["momentum"] = rho;
+    return values;
   };
   auto evaluate = sslEvaluator(evaluation, diagnostics, online->backbone, data, common);
   auto result = trainer.run(step, evaluate, common.batchSize);

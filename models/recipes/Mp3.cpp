@@ -3,7 +3,8 @@
 // position of every patch; every patch is a query, but only a random subset of each image's
 // patches (the context) serves as keys and values, so the masked patches are seen only through
 // their own content. Phase 2: a ViT with position embeddings starts from those weights and is
-// fine-tuned for classification. Each phase writes OUT/pretrain or OUT/finetune.
+// fine-tuned for classification. Each phase writes OUT/pretrain or OUT/finetune; the pretrained
+// backbone is OUT/pretrain/model.pt, the fine-tuned model OUT/model.pt.
 #include "models/Checkpoint.h"
 #include "models/data/Augment.h"
 #include "models/data/Sampler.h"
@@ -153,9 +154,15 @@ int runMp3(train::Config &config) {
     positionHead->train();
     return {{"test_position_accuracy", logits.argmax(-1).eq(positions).to(torch::kFloat64).mean().item<double>()}};
   };
-  pretrainer.run(pretrainStep, pretrainEvaluate, common.batchSize);
+  auto pretrainResult = pretrainer.run(pretrainStep, pretrainEvaluate, common.batchSize);
   if (!pretrainer.finished())
     return 0;
+  // The pretrained backbone alone, for fine-tuning elsewhere (vit-supervised --init=OUT/pretrain/
+  // model.pt, with --ewc-lambda if wanted): no position embedding, its class head untrained.
+  if (distributed.isMain())
+    models::save_checkpoint(pretrainModel, pretrainCommon.outDir + "/model.pt",
+                            {{"recipe", "mp3-pretrain"}, {"dataset", data.name},
+                             {"test_position_accuracy", std::to_string(pretrainResult["test_position_accuracy"])}});
 
   // Phase 2: positions back on; everything else starts from the pretrained weights.
   models::VisionTransformer model(vitOptions);

@@ -1,5 +1,7 @@
 #include "models/recipes/Vision.h"
 
+#include "models/recipes/Calibration.h"
+
 #include "models/recipes/Recipes.h"
 
 #include "models/Autocast.h"
@@ -173,9 +175,9 @@ torch::Tensor frozenFeatures(models::VisionTransformer &model, const data::Image
   return torch::cat(parts);
 }
 
-double linearProbeAccuracy(const torch::Tensor &trainFeatures, const torch::Tensor &trainLabels,
-                           const torch::Tensor &testFeatures, const torch::Tensor &testLabels,
-                           int64_t numClasses, int64_t steps) {
+LinearProbeResult linearProbe(const torch::Tensor &trainFeatures, const torch::Tensor &trainLabels,
+                              const torch::Tensor &testFeatures, const torch::Tensor &testLabels,
+                              int64_t numClasses, int64_t steps) {
   TORCH_CHECK(trainFeatures.dim() == 2 && testFeatures.dim() == 2 &&
                   trainFeatures.size(1) == testFeatures.size(1) &&
                   trainFeatures.size(0) == trainLabels.size(0) && testFeatures.size(0) == testLabels.size(0),
@@ -195,15 +197,23 @@ double linearProbeAccuracy(const torch::Tensor &trainFeatures, const torch::Tens
     optimizer.step();
   }
   torch::NoGradGuard noGrad;
-  return (test.matmul(weight) + bias).argmax(1).eq(testLabels).to(torch::kFloat64).mean().item<double>();
+  auto probabilities = torch::softmax(test.matmul(weight) + bias, 1);
+  return {probabilities.argmax(1).eq(testLabels).to(torch::kFloat64).mean().item<double>(),
+          expectedCalibrationError(probabilities, testLabels), brierScore(probabilities, testLabels)};
 }
 
-double linearProbeAccuracy(models::VisionTransformer &model, const ImageData &data,
-                           const train::CommonOptions &common, int64_t trainImages,
-                           int64_t testImages, int64_t steps) {
+double linearProbeAccuracy(const torch::Tensor &trainFeatures, const torch::Tensor &trainLabels,
+                           const torch::Tensor &testFeatures, const torch::Tensor &testLabels,
+                           int64_t numClasses, int64_t steps) {
+  return linearProbe(trainFeatures, trainLabels, testFeatures, testLabels, numClasses, steps).accuracy;
+}
+
+LinearProbeResult linearProbe(models::VisionTransformer &model, const ImageData &data,
+                              const train::CommonOptions &common, int64_t trainImages,
+                              int64_t testImages, int64_t steps) {
   int64_t nTrain = std::min(trainImages, data.splits.train.size());
   int64_t nTest = std::min(testImages, data.splits.test.size());
-  return linearProbeAccuracy(frozenFeatures(model, data.splits.train, nTrain, data, common),
+  return linearProbe(frozenFeatures(model, data.splits.train, nTrain, data, common),
                              data.splits.train.labels.slice(0, 0, nTrain),
                              frozenFeatures(model, data.splits.test, nTest, data, common),
                              data.splits.test.labels.slice(0, 0, nTest), data.numClasses, steps);
@@ -225,9 +235,12 @@ SslEvaluation SslEvaluation::parse(train::Config &config) {
 train::Values SslEvaluation::operator()(models::VisionTransformer &backbone, const ImageData &data,
                                         const train::CommonOptions &common) const {
   train::Values values{{"knn_accuracy", knnAccuracy(backbone, data, common, knnBank, knnQueries)}};
-  if (probeSteps > 0)
-    values["linear_probe_accuracy"] =
-        linearProbeAccuracy(backbone, data, common, probeTrain, probeTest, probeSteps);
+  if (probeSteps > 0) {
+    auto probe = linearProbe(backbone, data, common, probeTrain, probeTest, probeSteps);
+    values["linear_probe_accuracy"] = probe.accuracy;
+    values["linear_probe_ece"] = probe.expectedCalibrationError;
+    values["linear_probe_brier"] = probe.brierScore;
+  }
   return values;
 }
 
@@ -255,7 +268,8 @@ std::function<train::Values(bool)> sslEvaluator(const SslEvaluation &evaluation,
 std::vector<std::string> SslEvaluation::columns() const {
   std::vector<std::string> names{"knn_accuracy", "knn_accuracy_step0"};
   if (probeSteps > 0)
-    names.insert(names.end(), {"linear_probe_accuracy", "linear_probe_accuracy_step0"});
+    names.insert(names.end(), {"linear_probe_accuracy", "linear_probe_accuracy_step0", "linear_probe_ece",
+                               "linear_probe_ece_step0", "linear_probe_brier", "linear_probe_brier_step0"});
   return names;
 }
 
@@ -268,7 +282,7 @@ std::string parseInitOption(train::Config &config) {
 }
 
 int64_t initFromCheckpoint(models::VisionTransformer &model, const std::string &path, bool withHead,
-                           bool log) {
+                           bool log, std::vector<std::string> *copiedNames) {
   models::CheckpointMeta meta;
   models::VisionTransformer source{nullptr};
   try {
@@ -278,7 +292,9 @@ int64_t initFromCheckpoint(models::VisionTransformer &model, const std::string &
   }
   // An SSL backbone's head was never trained (the recipes train projectors instead).
   const std::string recipe = meta.count("recipe") ? meta["recipe"] : "";
-  withHead = withHead && recipe != "simclr" && recipe != "polyview" && recipe != "byol";
+  // MP3's pretraining backbone was trained through a position head; its class head never was.
+  withHead = withHead && recipe != "simclr" && recipe != "polyview" && recipe != "byol" &&
+             recipe != "mp3-pretrain";
   torch::NoGradGuard noGrad;
   auto targetParameters = model->named_parameters(), targetBuffers = model->named_buffers();
   auto sourceTensors = source->named_parameters();
@@ -307,11 +323,37 @@ int64_t initFromCheckpoint(models::VisionTransformer &model, const std::string &
                        shape(*target) + " in this model: build it with the checkpoint's options");
     target->copy_(item.value());
     ++copied;
+    if (copiedNames)
+      copiedNames->push_back(name);
   }
+  // Tensors the checkpoint lacks (an MP3 backbone's position embedding) keep their fresh values.
+  const int64_t fresh = int64_t(targetParameters.size() + targetBuffers.size()) - copied;
   if (log)
-    std::fprintf(stderr, "init: %lld tensors from %s (recipe %s%s)\n", (long long)copied, path.c_str(),
-                 recipe.empty() ? "?" : recipe.c_str(), withHead ? "" : ", head left fresh");
+    std::fprintf(stderr, "init: %lld tensors from %s (recipe %s%s), %lld left fresh\n", (long long)copied,
+                 path.c_str(), recipe.empty() ? "?" : recipe.c_str(), withHead ? "" : ", head left fresh",
+                 (long long)fresh);
   return copied;
+}
+
+EwcPenalty ewcFromCheckpoint(models::VisionTransformer &model, const std::vector<std::string> &fromCheckpoint,
+                             const ImageData &data, const train::CommonOptions &common, int64_t samples,
+                             double lambda) {
+  const int64_t n = std::min(samples, data.splits.train.size());
+  std::vector<torch::Tensor> batches;
+  for (int64_t start = 0; start < n; start += common.batchSize)
+    batches.push_back(imagesOn(data.splits.train, torch::arange(start, std::min(n, start + common.batchSize), torch::kInt64),
+                               data, common));
+  bool wasTraining = model->is_training();
+  model->eval();
+  auto fisher = featureFisherDiagonal(
+      *model, [&](const torch::Tensor &images) { return pooledFeatures(model, images); }, batches,
+      uint64_t(common.seed));
+  model->train(wasTraining);
+  torch::OrderedDict<std::string, torch::Tensor> kept;
+  for (const auto &name : fromCheckpoint)
+    if (const torch::Tensor *f = fisher.find(name))
+      kept.insert(name, *f);
+  return EwcPenalty(*model, std::move(kept), lambda);
 }
 
 train::Values vitDiagnostics(const DiagnosticColumns &columns, models::VisionTransformer &model,

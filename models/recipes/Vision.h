@@ -7,6 +7,7 @@
 #include "models/data/Augment.h"
 #include "models/data/ImageData.h"
 #include "models/recipes/Diagnostics.h"
+#include "models/recipes/Ewc.h"
 #include "models/train/Run.h"
 
 #include <functional>
@@ -83,18 +84,26 @@ torch::Tensor frozenFeatures(models::VisionTransformer &model, const data::Image
 double linearProbeAccuracy(const torch::Tensor &trainFeatures, const torch::Tensor &trainLabels,
                            const torch::Tensor &testFeatures, const torch::Tensor &testLabels,
                            int64_t numClasses, int64_t steps = 300);
+/// The probe's test accuracy and the calibration of its test probabilities (Calibration.h).
+struct LinearProbeResult {
+  double accuracy = 0, expectedCalibrationError = 0, brierScore = 0;
+};
+LinearProbeResult linearProbe(const torch::Tensor &trainFeatures, const torch::Tensor &trainLabels,
+                              const torch::Tensor &testFeatures, const torch::Tensor &testLabels,
+                              int64_t numClasses, int64_t steps = 300);
 /// The probe on `model`'s frozen features: the first `trainImages` training images, the first
 /// `testImages` test images.
-double linearProbeAccuracy(models::VisionTransformer &model, const ImageData &data,
-                           const train::CommonOptions &common, int64_t trainImages,
-                           int64_t testImages, int64_t steps);
+LinearProbeResult linearProbe(models::VisionTransformer &model, const ImageData &data,
+                              const train::CommonOptions &common, int64_t trainImages,
+                              int64_t testImages, int64_t steps);
 
 /// The SSL recipes' evaluation of a backbone: k-NN and linear probe on frozen features.
 struct SslEvaluation {
   int64_t knnBank = 5000, knnQueries = 1000, probeTrain = 5000, probeTest = 1000, probeSteps = 300;
   /// --knn-bank, --knn-queries, --probe-train, --probe-test, --probe-steps (0: no probe).
   static SslEvaluation parse(train::Config &config);
-  /// knn_accuracy and linear_probe_accuracy.
+  /// knn_accuracy, linear_probe_accuracy and the probe's calibration (linear_probe_ece,
+  /// linear_probe_brier).
   train::Values operator()(models::VisionTransformer &backbone, const ImageData &data,
                            const train::CommonOptions &common) const;
   /// The metric names, and the same with `_step0` (the untrained encoder's figures).
@@ -111,15 +120,25 @@ std::function<train::Values(bool)> sslEvaluator(const SslEvaluation &evaluation,
                                                 const ImageData &data,
                                                 const train::CommonOptions &common);
 
-/// --init=PATH (a ViT model.pt: vit-supervised, mp3, distill or an SSL recipe's backbone) for a
-/// recipe's ViT; empty: none.
+/// --init=PATH (a ViT model.pt: vit-supervised, mp3 (fine-tuned, or OUT/pretrain/model.pt),
+/// distill or an SSL recipe's backbone) for a recipe's ViT; empty: none.
 std::string parseInitOption(train::Config &config);
 /// Copies every parameter and buffer of the checkpoint at `path` into `model`: names and shapes
 /// must all match (else a UsageError naming the tensor), except the classification head, which
 /// is copied only when `withHead`, the checkpoint's head fits and the checkpoint is not an SSL
-/// backbone (simclr, polyview, byol: their heads were never trained). Returns the number of tensors copied; logs it on stderr.
+/// backbone (simclr, polyview, byol: their heads were never trained) nor MP3's pretrained
+/// backbone (mp3-pretrain). Tensors of `model` the checkpoint lacks (MP3's backbone has no
+/// position embedding) keep their initialisation. Returns the number of tensors copied; logs it
+/// on stderr; `copiedNames`, when given, receives the copied tensors' names.
 int64_t initFromCheckpoint(models::VisionTransformer &model, const std::string &path, bool withHead,
-                           bool log = true);
+                           bool log = true, std::vector<std::string> *copiedNames = nullptr);
+
+/// EWC toward `model`'s current weights (just loaded from a checkpoint) for the tensors named in
+/// `fromCheckpoint` (the others, fresh, are free): the diagonal Fisher of the pooled features
+/// (Ewc.h) on the first `samples` training images, in eval mode, seed --seed.
+EwcPenalty ewcFromCheckpoint(models::VisionTransformer &model, const std::vector<std::string> &fromCheckpoint,
+                             const ImageData &data, const train::CommonOptions &common, int64_t samples,
+                             double lambda);
 
 /// attentionDiagnostics for a ViT on the first 256 test images.
 train::Values vitDiagnostics(const DiagnosticColumns &columns, models::VisionTransformer &model,

@@ -1,6 +1,8 @@
-// vit-supervised: a ViT classifier trained with cross-entropy (AdamW, warm-up + cosine).
+// vit-supervised: a ViT classifier trained with cross-entropy (AdamW, warm-up + cosine); with
+// --init, fine-tuning from a checkpoint, optionally held near it by EWC (--ewc-lambda, Ewc.h).
 #include "models/Checkpoint.h"
 #include "models/data/Sampler.h"
+#include "models/recipes/Ewc.h"
 #include "models/recipes/Recipes.h"
 #include "models/recipes/Vision.h"
 
@@ -24,6 +26,17 @@ int runVitSupervised(train::Config &config) {
   double clipNorm = config.getDouble("clip-grad-norm", 1.0, "gradient norm clip (0: off)");
   int64_t evalSamples = config.getInt("eval-samples", 2000, "test images in periodic evaluations (the final one uses all)");
   const std::string initPath = parseInitOption(config);
+  double ewcLambda = config.getDouble(
+      "ewc-lambda", 0.0,
+      "EWC strength λ: adds (λ/2)·Σ F_i (θ_i − θ*_i)² toward the --init checkpoint's tensors, F the "
+      "diagonal Fisher of its features at θ* (0: off)");
+  int64_t ewcSamples = config.getInt("ewc-samples", 1024, "training images the EWC Fisher is estimated on");
+  if (ewcLambda < 0)
+    throw train::UsageError("--ewc-lambda must not be negative");
+  if (ewcLambda > 0 && initPath.empty())
+    throw train::UsageError("--ewc-lambda needs --init: EWC holds the model near a checkpoint");
+  if (ewcSamples <= 0)
+    throw train::UsageError("--ewc-samples must be positive");
   if (finishOptions(config, name))
     return 0;
 
@@ -31,9 +44,17 @@ int runVitSupervised(train::Config &config) {
   auto data = loadImageData(dataOptions, common);
   vitOptions = fitVitToData(vitOptions, data);
   models::VisionTransformer model(vitOptions);
+  std::vector<std::string> fromCheckpoint;
   if (!initPath.empty()) // fine-tuning, e.g. from an SSL recipe's OUT/model.pt
-    initFromCheckpoint(model, initPath, /*withHead=*/true, common.distributed.rank == 0);
+    initFromCheckpoint(model, initPath, /*withHead=*/true, common.distributed.rank == 0, &fromCheckpoint);
   model->to(common.device, common.dtype);
+  EwcPenalty ewc;
+  if (ewcLambda > 0) {
+    ewc = ewcFromCheckpoint(model, fromCheckpoint, data, common, ewcSamples, ewcLambda);
+    if (common.distributed.rank == 0)
+      std::fprintf(stderr, "ewc: λ = %g, Fisher over %lld images, ΣF = %.6g\n", ewcLambda,
+                   (long long)std::min(ewcSamples, data.splits.train.size()), ewc.fisherTotal());
+  }
 
   torch::optim::AdamW optimizer(
       train::adamWParameterGroups({model.get()}, common.learningRate, common.weightDecay),
@@ -42,6 +63,10 @@ int runVitSupervised(train::Config &config) {
   const auto diagnostics = diagnosticColumns(common.attentionVariant, vitOptions.depth(), common.sigmaReparam);
   std::vector<std::string> columns{"loss", "accuracy", "test_loss", "test_accuracy", "lr"};
   std::vector<std::vector<std::string>> panels{{"loss", "test_loss"}, {"accuracy", "test_accuracy"}};
+  if (ewc.active()) {
+    columns.push_back("ewc_penalty");
+    panels.push_back({"ewc_penalty"});
+  }
   diagnostics.addTo(columns, panels);
   train::Trainer trainer(common, columns, panels);
   trainer.addModule("model", model.ptr());
@@ -62,13 +87,22 @@ int runVitSupervised(train::Config &config) {
     auto logits = model->forward(images).to(torch::kFloat32);
     auto loss = F::cross_entropy(logits, labels,
                                  F::CrossEntropyFuncOptions().label_smoothing(labelSmoothing));
-    loss.backward();
+    train::Values values;
+    if (ewc.active()) {
+      auto penalty = ewc(); // the same on every rank: its gradient survives the averaging
+      values["ewc_penalty"] = penalty.item<double>();
+      (loss + penalty).backward();
+    } else {
+      loss.backward();
+    }
     distributed.averageGradients(model->parameters());
     if (clipNorm > 0)
       torch::nn::utils::clip_grad_norm_(model->parameters(), clipNorm);
     optimizer.step();
     double accuracy = logits.argmax(1).eq(labels).to(torch::kFloat64).mean().item<double>();
-    return {{"loss", loss.item<double>()}, {"accuracy", accuracy}};
+    values["loss"] = loss.item<double>();
+    values["accuracy"] = accuracy;
+    return values;
   };
   auto evaluate = [&](bool final) {
     auto values = evaluateClassifier(model, data, common, final ? 0 : evalSamples);

@@ -2,7 +2,7 @@
 // data sets (its loss must fall), resume equality, 2-process data parallelism against one
 // process, the EMA scaling rule as the run applies it, and the CLI's error messages.
 #include "models/Checkpoint.h"
-#include "models/train/Metrics.h"
+#include "test/recipes/AttnTrainRun.h"
 
 #include <gtest/gtest.h>
 
@@ -17,59 +17,7 @@
 #include <thread>
 
 namespace {
-namespace fs = std::filesystem;
-
-struct Result {
-  int exitCode;
-  std::string output;
-};
-
-Result attnTrain(const std::string &arguments) {
-  std::string command = std::string(ATTN_TRAIN_BINARY) + " " + arguments + " 2>&1";
-  FILE *pipe = popen(command.c_str(), "r");
-  std::string output;
-  char buffer[4096];
-  while (size_t n = fread(buffer, 1, sizeof buffer, pipe))
-    output.append(buffer, n);
-  int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
-}
-
-/// Runs `launch --rank=0` here and `launch --rank=1` on a thread: one 2-process run.
-std::pair<Result, Result> attnTrainTwoRanks(const std::string &launch) {
-  Result rank1;
-  std::thread worker([&] { rank1 = attnTrain(launch + " --rank=1"); });
-  Result rank0 = attnTrain(launch + " --rank=0");
-  worker.join();
-  return {rank0, rank1};
-}
-
-std::string freshDir(const std::string &name) {
-  auto dir = fs::temp_directory_path() / ("attn-recipes-" + std::to_string(getpid())) / name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir.string();
-}
-
-// Small and fast: 8×8 digits, a one-block ViT, one thread (so runs are reproducible).
-const std::string kDigits = "--dataset=digits --patch-size=2 --embed-dim=32 --depth=1 --heads=2 "
-                            "--batch-size=64 --progress=false --plot=false --threads=1 --warmup-steps=5 ";
-
-std::vector<double> column(const std::string &dir, const std::string &name) {
-  std::vector<double> values;
-  for (const auto &[step, value] : attn::train::readJsonlColumn(dir + "/metrics.jsonl", name))
-    values.push_back(value);
-  return values;
-}
-
-void expectLossFalls(const std::string &dir, const Result &result) {
-  ASSERT_EQ(result.exitCode, 0) << result.output;
-  auto loss = column(dir, "loss");
-  ASSERT_GE(loss.size(), 6u) << result.output;
-  double first = (loss[0] + loss[1] + loss[2]) / 3;
-  double last = (loss[loss.size() - 1] + loss[loss.size() - 2] + loss[loss.size() - 3]) / 3;
-  EXPECT_LT(last, first) << "loss did not fall in " << dir;
-}
+using namespace attn_train_run;
 
 TEST(RecipeRun, VitSupervisedLossFalls) {
   auto out = freshDir("vit");
@@ -104,9 +52,6 @@ TEST(RecipeRun, UserWrittenIrNormalizerLossFalls) {
                      "/models/recipes/configs/softplus-d16.mlir --steps=40 --lr=5e-3 --log-every=5 --out=" + out);
   expectLossFalls(out, r);
 }
-
-const std::string kSsl = "--lr=0.01 --crop-min=0.5 --blur-prob=0 --jitter-prob=0 --proj-hidden=64 "
-                         "--proj-dim=32 --knn-bank=500 --knn-queries=100 --weight-decay=0 --log-every=5 ";
 
 TEST(RecipeRun, SimclrLossFalls) {
   auto out = freshDir("simclr");
