@@ -222,17 +222,20 @@ template <typename T> struct Kernels {
 
 class JitReparamKernels final : public ReparamKernels {
 public:
-  JitReparamKernels(const ReparamSpec &spec, ReparamSource source,
-                    std::chrono::steady_clock::time_point start)
-      : spec_(spec), source_(std::move(source)) {
-    forwardObject_ = obtainKernel(source_, "forward");
-    forward_ = forwardObject_->lookup("_mlir_ciface_reparam_linear_fwd");
-    compileMillis_ = std::chrono::duration<double, std::milli>(
-                         std::chrono::steady_clock::now() - start)
-                         .count();
-  }
+  JitReparamKernels(const ReparamSpec &spec, ReparamSource source)
+      : spec_(spec), source_(std::move(source)) {}
 
   void forward(const ReparamForwardArgs &args) const override {
+    std::call_once(forwardOnce_, [this] {
+      auto start = std::chrono::steady_clock::now();
+      forwardObject_ = obtainKernel(source_, "forward");
+      forward_ = forwardObject_->lookup("_mlir_ciface_reparam_linear_fwd");
+      compileMillis_ = std::chrono::duration<double, std::milli>(
+                           std::chrono::steady_clock::now() - start)
+                           .count();
+      log(LogLevel::Debug, source_.label + ": forward kernel in " +
+                               std::to_string(compileMillis_) + " ms");
+    });
     if (spec_.dtype == ReparamDtype::Float64)
       Kernels<double>::forward(forward_, spec_.bias, args);
     else
@@ -255,10 +258,12 @@ public:
 private:
   ReparamSpec spec_;
   ReparamSource source_;
-  double compileMillis_ = 0;
-  std::shared_ptr<const LoadedCpuObject> forwardObject_;
-  void *forward_ = nullptr;
-  // call_once: a failed compile throws out of it and the next call tries again.
+  // Each kernel is compiled on its first call (an autograd backward asks for the backward
+  // alone); call_once: a failed compile throws out of it and the next call tries again.
+  mutable std::once_flag forwardOnce_;
+  mutable double compileMillis_ = 0;
+  mutable std::shared_ptr<const LoadedCpuObject> forwardObject_;
+  mutable void *forward_ = nullptr;
   mutable std::once_flag backwardOnce_;
   mutable std::shared_ptr<const LoadedCpuObject> backwardObject_;
   mutable void *backward_ = nullptr;
@@ -289,10 +294,13 @@ std::shared_ptr<const ReparamKernels> build(const ReparamSpec &spec) {
   source.lanes = hostLanes();
   source.options = "reparam cpu-object O3 pic lanes=" + std::to_string(source.lanes) +
                    " llvm=" + hostObjectLlvmPipeline();
-  auto kernels = std::make_shared<JitReparamKernels>(spec, std::move(source), start);
-  log(LogLevel::Debug, describe(spec) + ": forward kernel in " +
-                           std::to_string(kernels->compileMillis()) + " ms");
-  return kernels;
+  log(LogLevel::Debug,
+      source.label + ": IR and key in " +
+          std::to_string(std::chrono::duration<double, std::milli>(
+                             std::chrono::steady_clock::now() - start)
+                             .count()) +
+          " ms");
+  return std::make_shared<JitReparamKernels>(spec, std::move(source));
 }
 } // namespace
 

@@ -73,15 +73,18 @@ void setHostGemm(HostGemm gemm);
 class ReparamKernels {
 public:
   virtual ~ReparamKernels() = default;
+  /// Each kernel is compiled (or read from the disk cache) on its first call; thread-safe.
+  /// Throws CompileError, or std::runtime_error with the host GEMM's message.
   virtual void forward(const ReparamForwardArgs &args) const = 0;
-  /// The backward kernel is compiled (or read from the disk cache) on first use.
   virtual void backward(const ReparamBackwardArgs &args) const = 0;
-  /// Milliseconds the forward took to become callable (IR, disk cache or compiler, loading).
+  /// Milliseconds the forward kernel took to become callable (disk cache or compiler,
+  /// loading); 0 before the first forward.
   virtual double compileMillis() const = 0;
 };
 
-/// The kernels of `spec`, compiled on first use; thread-safe, one compile per key. Throws
-/// CompileError (runtime/CpuKernels.h), also when no host GEMM is installed.
+/// The kernels of `spec` (their IR and key; each kernel compiles on its first call), one per
+/// key however many threads ask. Throws CompileError (runtime/CpuKernels.h), also when no
+/// host GEMM is installed.
 std::shared_ptr<const ReparamKernels> getReparamKernels(const ReparamSpec &spec);
 
 } // namespace attn::runtime

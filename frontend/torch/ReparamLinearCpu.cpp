@@ -38,11 +38,13 @@ void atenGemm(const runtime::HostGemmCall &call) {
 
 const bool gemmInstalled = (runtime::setHostGemm(&atenGemm), true);
 
+/// The dtypes the compiled kernels take. Half-precision parameters (`attn-train
+/// --dtype=float16`; autocast keeps σReparam in float32) go to the ATen formulas instead.
+bool compiled(const at::Tensor &weight) {
+  return weight.scalar_type() == at::kFloat || weight.scalar_type() == at::kDouble;
+}
+
 runtime::ReparamDtype dtypeOf(const at::Tensor &tensor) {
-  TORCH_CHECK(tensor.scalar_type() == at::kFloat || tensor.scalar_type() == at::kDouble,
-              "attn::reparam_linear: the compiled CPU kernels take float32 or float64 tensors, "
-              "got ",
-              tensor.scalar_type(), " (σReparam keeps float32 weights under autocast)");
   return tensor.scalar_type() == at::kDouble ? runtime::ReparamDtype::Float64
                                              : runtime::ReparamDtype::Float32;
 }
@@ -80,6 +82,8 @@ ReparamForwardResult reparamForwardCpu(const at::Tensor &x, const at::Tensor &we
                                        const c10::optional<at::Tensor> &bias,
                                        const at::Tensor &gamma, at::Tensor &u, bool training) {
   checkReparamLinearInputs(x, weight, bias, gamma, u);
+  if (!compiled(weight))
+    return reparamForwardAten(x, weight, bias, gamma, u, training);
   const bool hasBias = bias && bias->defined();
   auto kernels = kernelsFor(dtypeOf(weight), hasBias, training);
   const int64_t out = weight.size(0), in = weight.size(1);
@@ -119,6 +123,8 @@ ReparamBackwardResult reparamBackwardCpu(const at::Tensor &gradY, const at::Tens
                                          const at::Tensor &v, const at::Tensor &uNext,
                                          const at::Tensor &scales, bool hasBias,
                                          bool needsGradX) {
+  if (!compiled(weight))
+    return reparamBackwardAten(gradY, x, weight, gamma, v, uNext, scales, hasBias, needsGradX);
   auto kernels = kernelsFor(dtypeOf(weight), hasBias, /*training=*/false);
   const int64_t out = weight.size(0), in = weight.size(1);
   const at::Tensor dy = rowMajor(gradY, out), x2 = rowMajor(x, in), w = rowMajor(weight, in);

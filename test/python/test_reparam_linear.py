@@ -107,3 +107,133 @@ def test_attention_module_rejects_bad_heads():
         attn.nn.Attention(60, num_heads=8)
     with pytest.raises(ValueError, match="num_kv_heads"):
         attn.nn.Attention(64, num_heads=4, num_kv_heads=3)
+
+
+# ---- The compiled kernels (attn-lower-reparam-linear) in float32 against float64 math, at odd
+# sizes (rows longer than a host vector, with tails), batch 0 and 1, train and eval.
+
+ODD_SHAPES = [((0,), 17, 13), ((1,), 17, 13), ((3, 5), 31, 23), ((7,), 33, 45), ((2,), 1, 3)]
+
+
+def float32_case(batch_shape, in_features, out_features, bias, seed=5):
+    generator = torch.Generator().manual_seed(seed)
+
+    def make(*shape):
+        return torch.randn(*shape, generator=generator)
+
+    x = make(*batch_shape, in_features).requires_grad_(True)
+    weight = make(out_features, in_features).requires_grad_(True)
+    b = make(out_features).requires_grad_(True) if bias else None
+    gamma = (torch.rand(1, generator=generator) + 0.5).requires_grad_(True)
+    u = torch.nn.functional.normalize(make(in_features), dim=0)
+    return x, weight, b, gamma, u
+
+
+def assert_close_f32(actual, expected, what):
+    assert actual.shape == expected.shape, what
+    assert torch.isfinite(actual).all(), what
+    if expected.numel() == 0 or expected.norm() == 0:
+        assert (actual.abs().max().item() if actual.numel() else 0.0) == 0.0, what
+        return
+    error = reference.relative_error(actual, expected)
+    assert error < 1e-5, f"{what}: relative error {error:.2e}"
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", ODD_SHAPES, ids=lambda s: f"{s[0]}x{s[1]}->{s[2]}")
+def test_compiled_float32_matches_float64(shape, bias, training):
+    batch_shape, in_features, out_features = shape
+    x, weight, b, gamma, u = float32_case(batch_shape, in_features, out_features, bias)
+    u_before = u.clone()
+    y = attn.reparam_linear(x, weight, b, gamma, u, training)
+    expected, expected_u = reference.reparam_linear(
+        x.detach(), weight.detach().requires_grad_(True),
+        None if b is None else b.detach().double().requires_grad_(True),
+        gamma.detach().double().requires_grad_(True), u_before, training)
+    assert y.dtype == torch.float32
+    assert_close_f32(y, expected, "y")
+    assert_close_f32(u, expected_u.float(), "u")
+    if not training:
+        assert torch.equal(u, u_before), "eval takes the power step without storing u"
+
+    # Gradients of a random cotangent, against autograd through the float64 formula (u, v
+    # constants) on the same float32 values.
+    grad = torch.randn(y.shape, generator=torch.Generator().manual_seed(9))
+    inputs = [x, weight, gamma] + ([b] if bias else [])
+    got = torch.autograd.grad(y, inputs, grad)
+    ref_inputs = [t.detach().double().requires_grad_(True) for t in inputs]
+    ref_y, _ = reference.reparam_linear(ref_inputs[0], ref_inputs[1],
+                                        ref_inputs[3] if bias else None, ref_inputs[2],
+                                        u_before, training)
+    want = torch.autograd.grad(ref_y, ref_inputs, grad.double())
+    for name, g, w in zip(("x", "weight", "gamma", "bias"), got, want):
+        assert g.dtype == torch.float32, name
+        assert_close_f32(g, w, "d" + name)
+
+
+def test_batch_zero_gives_zero_gradients_and_still_steps_u():
+    x, weight, b, gamma, u = float32_case((0,), 19, 7, bias=True)
+    u_before = u.clone()
+    y = attn.reparam_linear(x, weight, b, gamma, u, True)
+    assert y.shape == (0, 7)
+    assert not torch.equal(u, u_before), "the power step is taken whatever the batch"
+    y.sum().backward()
+    for name, tensor in (("weight", weight), ("bias", b), ("gamma", gamma)):
+        assert torch.count_nonzero(tensor.grad) == 0, name
+
+
+def test_x_without_grad_gets_no_gradient_and_strided_inputs_work():
+    # A transposed x (rows not contiguous) and a non-contiguous u (a strided slice).
+    x_base = torch.randn(21, 6)
+    x = x_base.t()  # [6, 21], last stride != 1
+    weight = torch.randn(11, 21, requires_grad=True)
+    gamma = torch.tensor([1.2], requires_grad=True)
+    u_storage = torch.nn.functional.normalize(torch.randn(42), dim=0)
+    u = u_storage[::2]
+    u_before = u.clone()
+    y = attn.reparam_linear(x, weight, None, gamma, u, True)
+    expected, expected_u = reference.reparam_linear(x, weight.detach(), None, gamma.detach(),
+                                                    u_before, True)
+    assert_close_f32(y, expected, "y")
+    assert_close_f32(u, expected_u.float(), "u (strided, updated through a copy)")
+    y.square().sum().backward()
+    assert x.grad is None and weight.grad is not None and gamma.grad is not None
+
+
+def test_bfloat16_parameters_take_the_aten_formulas():
+    # The compiled kernels take float32/float64; bfloat16 parameters (no autocast) still work.
+    x, weight, b, gamma, u = float32_case((4,), 24, 10, bias=True)
+    cast = [t.detach().to(torch.bfloat16).requires_grad_(True) for t in (x, weight, b, gamma)]
+    u16 = u.to(torch.bfloat16)
+    y = attn.reparam_linear(cast[0], cast[1], cast[2], cast[3], u16.clone(), True)
+    expected, _ = reference.reparam_linear(*(t.detach() for t in cast[:3]), cast[3].detach(),
+                                           u16, True)
+    assert y.dtype == torch.bfloat16
+    assert reference.relative_error(y, expected) < 1e-2
+    y.float().sum().backward()
+    assert all(t.grad is not None and t.grad.dtype == torch.bfloat16 for t in cast)
+
+
+def test_kernels_come_from_the_jit_with_every_stage_dumped(tmp_path):
+    # A fresh process (the JIT reads ATTN_DUMP_DIR once): the forward and backward kernels are
+    # compiled from attn.reparam_linear, and the dump holds the pass's output, where the
+    # product is the host GEMM call.
+    import os
+    import subprocess
+    import sys
+    script = (
+        "import torch, attn\n"
+        "x = torch.randn(3, 20, requires_grad=True)\n"
+        "w = torch.randn(9, 20, requires_grad=True)\n"
+        "u = torch.nn.functional.normalize(torch.randn(20), dim=0)\n"
+        "attn.reparam_linear(x, w, None, torch.ones(1), u, True).sum().backward()\n")
+    environment = dict(os.environ, ATTN_DUMP_DIR=str(tmp_path))
+    subprocess.run([sys.executable, "-c", script], check=True, env=environment)
+    stages = [p for p in tmp_path.rglob("*") if p.is_file()]
+    lowered = [p for p in stages if "attn-lower-reparam-linear" in p.name.lower()
+               or "AttnLowerReparamLinear" in p.name]
+    assert lowered, f"no stage after attn-lower-reparam-linear among {[p.name for p in stages]}"
+    text = "\n".join(p.read_text() for p in lowered)
+    assert "call @attn_host_gemm_f32" in text
+    assert "reparam_linear_fwd" in text and "reparam_linear_bwd" in text
