@@ -212,4 +212,22 @@ def AttnLowerReparamLinear : Pass<"attn-lower-reparam-linear", "::mlir::ModuleOp
                            "::mlir::vector::VectorDialect", "::mlir::func::FuncDialect"];
 }
 
+def AttnLowerReparamLinearGpu : Pass<"attn-lower-reparam-linear-gpu", "::mlir::ModuleOp"> {
+  let summary = "attn.reparam_linear to the device kernels around the GPU's GEMMs";
+  let description = [{
+    Replaces each function holding an f32 attn.reparam_linear by `gpu.module
+    @<function>_kernels` with the kernels a host runs around cuBLAS's products (alpha read from
+    scales[1] on the device, so W is never scaled): `_matvec` (t = W u, a warp per row),
+    `_normalize` (v), `_matvec_t` (s = W^T v, a thread per column), `_power_finish` (u', sigma,
+    scales = {sigma, gamma / sigma}, and u <- u' when `training`); backward `_row_inner`
+    (<G_o, W_o> per row), `_sigma_factors` (<G, W>, dgamma, k = gamma <G, W> / sigma^2),
+    `_sigma_term` (dW = (gamma / sigma) G - k v u'^T in place) and, with a bias, `_bias_grad`.
+    Each kernel names its launch in `attn.grid` / `attn.block`. Lower with the GPU lowering
+    (convert-gpu-to-nvvm, gpu-module-to-binary) to PTX.
+  }];
+  let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::math::MathDialect",
+                           "::mlir::memref::MemRefDialect", "::mlir::scf::SCFDialect",
+                           "::mlir::gpu::GPUDialect", "::mlir::LLVM::LLVMDialect"];
+}
+
 #endif // ATTN_PASSES_TD

@@ -1,7 +1,8 @@
-// attn::reparam_linear's internal ops on devices without compiled σReparam kernels (CUDA):
-// the same formulas in ATen ops. The GPU lowering of attn.reparam_linear exists as PTX
-// (attn-lower-reparam-linear's kernels are host code today; see the README) but is not
-// launched from here.
+// attn::reparam_linear's internal ops where no compiled σReparam kernel runs (CUDA, and
+// half-precision parameters on the CPU): the same formulas in ATen ops, the scale applied to
+// the product's output rather than to a copy of W. The device kernels of the GPU lowering
+// (attn-lower-reparam-linear-gpu) compile to PTX and pass ptxas, but nothing launches them yet:
+// they have never run on a GPU.
 #include "frontend/torch/ReparamLinearKernels.h"
 
 #include <ATen/ATen.h>
