@@ -93,6 +93,10 @@ void populateCpuFastMathPatterns(RewritePatternSet &patterns);
 
 /// tile_matmul as register-blocked micro-kernels (TileMatmulCpu.cpp).
 void populateTileMatmulCpuPatterns(RewritePatternSet &patterns, VectorTarget target);
+
+/// attn.tile_mask_classify and attn.tile_mask_region: the mask region replayed over vectors
+/// of key indices (MaskRegionCpu.cpp).
+void populateMaskRegionCpuPatterns(RewritePatternSet &patterns, VectorTarget target);
 /// Per AMX product, its lhs and rhs already packed to bf16 (null where not).
 using AmxPackedOperands = DenseMap<Operation *, std::pair<Value, Value>>;
 /// Before the patterns: an operand tile that one tile_load fills for one AMX product alone is

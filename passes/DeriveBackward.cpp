@@ -62,9 +62,10 @@ struct BackwardTiles {
 
   /// S, dP, P and dS of one (query block, key block) pair; `alpha` multiplies Q K^T.
   /// `rows` query rows and `keys` keys of the blocks are valid.
+  /// `kind` is the block's mask-region classification (null without a mask region).
   void scoresAndGradients(KernelEmitter &e, Value batch, Value head, Value rowStart,
                           Value keyStart, Value rows, Value keys, Value queryLength,
-                          Value keyLength, Value keyLengthF32, float alpha,
+                          Value keyLength, Value keyLengthF32, float alpha, Value kind,
                           function_ref<void()> loadStatistics = {}) {
     OpBuilder &b = e.b;
     Location loc = e.loc;
@@ -83,6 +84,7 @@ struct BackwardTiles {
       e.maskTile(scores, rowStart, keyStart, queryLength, keyLength);
       scf::YieldOp::create(b, loc);
     });
+    e.maskRegionTile(kind, scores, rows, batch, head, rowStart, keyStart);
     if (loadStatistics)
       loadStatistics();
     auto probabilities =
@@ -123,17 +125,18 @@ void emitQueryGradientKernel(KernelEmitter &e, Operation *anchor) {
   scf::ForOp::create(b, loc, tileLo, tileHi, e.index(tk), ValueRange{},
                      [&](OpBuilder &, Location, Value keyStart, ValueRange) {
     Value count = e.validCount(keyStart, keyLength, tk);
-    TileLoadOp::create(b, loc, k, batch, kvHead, keyStart, count, tiles.keysT, UnitAttr(), FloatAttr())
-        .setTranspose(true);
-    TileLoadOp::create(b, loc, k, batch, kvHead, keyStart, count, keys, UnitAttr(), FloatAttr());
-    TileLoadOp::create(b, loc, v, batch, kvHead, keyStart, count, tiles.valuesT, UnitAttr(), FloatAttr())
-        .setTranspose(true);
-    tiles.scoresAndGradients(e, batch, head, queryStart, keyStart, rows, count, queryLength,
-                             keyLength,
-                             keyLengthF32, 1.0f);
-    TileMatmulOp::create(b, loc, tiles.grads, keys, gradQueryTile, rows, count,
-                         e.index(e.headDim), Value(), UnitAttr(), UnitAttr(), FloatAttr())
-        .setAccumulate(true);
+    e.unlessMaskedOut(rows, count, batch, head, queryStart, keyStart, [&](Value kind) {
+      TileLoadOp::create(b, loc, k, batch, kvHead, keyStart, count, tiles.keysT, UnitAttr(), FloatAttr())
+          .setTranspose(true);
+      TileLoadOp::create(b, loc, k, batch, kvHead, keyStart, count, keys, UnitAttr(), FloatAttr());
+      TileLoadOp::create(b, loc, v, batch, kvHead, keyStart, count, tiles.valuesT, UnitAttr(), FloatAttr())
+          .setTranspose(true);
+      tiles.scoresAndGradients(e, batch, head, queryStart, keyStart, rows, count, queryLength,
+                               keyLength, keyLengthF32, 1.0f, kind);
+      TileMatmulOp::create(b, loc, tiles.grads, keys, gradQueryTile, rows, count,
+                           e.index(e.headDim), Value(), UnitAttr(), UnitAttr(), FloatAttr())
+          .setAccumulate(true);
+    });
     scf::YieldOp::create(b, loc);
   });
   TileStoreOp::create(b, loc, gradQueryTile, rows, gradQuery, batch, head, queryStart, Value(), FloatAttr())
@@ -195,28 +198,31 @@ void emitKeyValueGradientKernel(KernelEmitter &e, Operation *anchor) {
       Value rowStart = arith::AddIOp::create(
           b, loc, rowLo, arith::MulIOp::create(b, loc, inHead, e.index(tq)));
       Value rows = e.validCount(rowStart, queryLength, tq);
-      // Raw q: dK needs it unscaled; the scores get the multiplier as the product's alpha.
-      TileLoadOp::create(b, loc, q, batch, head, rowStart, rows, tiles.queries, UnitAttr(), FloatAttr());
-      TileLoadOp::create(b, loc, gradOut, batch, head, rowStart, rows, tiles.gradOut,
-                         UnitAttr(), FloatAttr());
-      // The block's row statistics are read where they are used, after both products: a
-      // GPU holds them in registers and would carry them through the tensor-core work.
-      tiles.scoresAndGradients(e, batch, head, rowStart, keyStart, rows, keys, queryLength,
-                               keyLength, keyLengthF32, e.queryMultiplier(), [&] {
-                                 tiles.loadRowStatistics(e, lse, delta, batch, head, rowStart,
-                                                         rows);
-                               });
-      auto valueUpdate =
-          TileMatmulOp::create(b, loc, tiles.probs, tiles.gradOut, gradValueTile, keys, rows,
-                               e.index(e.valueHeadDim), Value(), UnitAttr(), UnitAttr(),
-                               FloatAttr());
-      valueUpdate.setTransposeLhs(true);
-      valueUpdate.setAccumulate(true);
-      auto keyUpdate =
-          TileMatmulOp::create(b, loc, tiles.grads, tiles.queries, gradKeyTile, keys, rows,
-                               e.index(e.headDim), Value(), UnitAttr(), UnitAttr(), FloatAttr());
-      keyUpdate.setTransposeLhs(true);
-      keyUpdate.setAccumulate(true);
+      e.unlessMaskedOut(rows, keys, batch, head, rowStart, keyStart, [&](Value kind) {
+        // Raw q: dK needs it unscaled; the scores get the multiplier as the product's alpha.
+        TileLoadOp::create(b, loc, q, batch, head, rowStart, rows, tiles.queries, UnitAttr(), FloatAttr());
+        TileLoadOp::create(b, loc, gradOut, batch, head, rowStart, rows, tiles.gradOut,
+                           UnitAttr(), FloatAttr());
+        // The block's row statistics are read where they are used, after both products: a
+        // GPU holds them in registers and would carry them through the tensor-core work.
+        tiles.scoresAndGradients(e, batch, head, rowStart, keyStart, rows, keys, queryLength,
+                                 keyLength, keyLengthF32, e.queryMultiplier(), kind, [&] {
+                                   tiles.loadRowStatistics(e, lse, delta, batch, head,
+                                                           rowStart, rows);
+                                 });
+        auto valueUpdate =
+            TileMatmulOp::create(b, loc, tiles.probs, tiles.gradOut, gradValueTile, keys, rows,
+                                 e.index(e.valueHeadDim), Value(), UnitAttr(), UnitAttr(),
+                                 FloatAttr());
+        valueUpdate.setTransposeLhs(true);
+        valueUpdate.setAccumulate(true);
+        auto keyUpdate =
+            TileMatmulOp::create(b, loc, tiles.grads, tiles.queries, gradKeyTile, keys, rows,
+                                 e.index(e.headDim), Value(), UnitAttr(), UnitAttr(),
+                                 FloatAttr());
+        keyUpdate.setTransposeLhs(true);
+        keyUpdate.setAccumulate(true);
+      });
       scf::YieldOp::create(b, loc);
   });
   TileStoreOp::create(b, loc, gradKeyTile, keys, gradKey, batch, kvHead, keyStart, Value(), FloatAttr())

@@ -3,6 +3,7 @@
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/IRMapping.h"
 
@@ -16,7 +17,8 @@ KernelEmitter::KernelEmitter(AttentionOp op, OpBuilder &builder, TileSizes tiles
     : op(op), b(builder), loc(op.getLoc()), tiles(tiles), normalizer(op.getNormalizer()),
       rowWise(normalizer.isRowWise()), headDim(op.getHeadDim()),
       valueHeadDim(op.getValueHeadDim()), scale(op.getEffectiveScale()),
-      causal(op.getCausal()), hasScoreMod(!op.getScoreMod().empty()) {
+      causal(op.getCausal()), hasScoreMod(!op.getScoreMod().empty()),
+      hasMask(!op.getMask().empty()) {
   // A window of 2^30 keys or more covers every row of any sequence the kernels run, and
   // clamping it keeps the bound arithmetic (row + window + 1) from overflowing, in 32-bit GPU
   // indices too.
@@ -219,6 +221,46 @@ void KernelEmitter::copyNormalizerBody(Region &region) {
   IRMapping mapping;
   if (!op.getNormalizerBody().empty())
     op.getNormalizerBody().cloneInto(&region, region.end(), mapping);
+}
+
+Value KernelEmitter::classifyBlock(Value rows, Value cols, Value batch, Value head,
+                                   Value rowStart, Value colStart) {
+  if (!hasMask)
+    return Value();
+  auto classify = TileMaskClassifyOp::create(b, loc, b.getIndexType(), rows, cols, batch, head,
+                                             rowStart, colStart);
+  IRMapping mapping;
+  op.getMask().cloneInto(&classify.getMask(), classify.getMask().end(), mapping);
+  return classify.getKind();
+}
+
+void KernelEmitter::unlessMaskedOut(Value rows, Value cols, Value batch, Value head,
+                                    Value rowStart, Value colStart,
+                                    function_ref<void(Value)> body) {
+  Value kind = classifyBlock(rows, cols, batch, head, rowStart, colStart);
+  if (!kind) {
+    body(Value());
+    return;
+  }
+  Value nonEmpty = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, kind, index(0));
+  scf::IfOp::create(b, loc, nonEmpty, [&](OpBuilder &, Location) {
+    body(kind);
+    scf::YieldOp::create(b, loc);
+  });
+}
+
+void KernelEmitter::maskRegionTile(Value kind, Value scores, Value rows, Value batch,
+                                   Value head, Value rowStart, Value colStart) {
+  if (!kind)
+    return;
+  Value partial = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, kind, index(2));
+  scf::IfOp::create(b, loc, partial, [&](OpBuilder &, Location) {
+    auto masked =
+        TileMaskRegionOp::create(b, loc, scores, rows, batch, head, rowStart, colStart);
+    IRMapping mapping;
+    op.getMask().cloneInto(&masked.getMask(), masked.getMask().end(), mapping);
+    scf::YieldOp::create(b, loc);
+  });
 }
 
 Value KernelEmitter::kvHeadOf(Value head, Value queryHeads, Value kvHeads) {

@@ -89,6 +89,19 @@ public:
   /// Copies the op's normalizer_body region (if any) into `region`.
   void copyNormalizerBody(Region &region);
 
+  /// With a mask region: `attn.tile_mask_classify` of the block of `rows` query rows from
+  /// `rowStart` and `cols` keys from `colStart` (0 empty, 1 full, 2 partial); null without one.
+  Value classifyBlock(Value rows, Value cols, Value batch, Value head, Value rowStart,
+                      Value colStart);
+  /// Runs `body(kind)` for a block unless the mask region empties it (kind is the block's
+  /// classification, null without a mask region): the skipping of empty blocks.
+  void unlessMaskedOut(Value rows, Value cols, Value batch, Value head, Value rowStart,
+                       Value colStart, function_ref<void(Value kind)> body);
+  /// With a mask region and a partial block (`kind` == 2), `attn.tile_mask_region` over the
+  /// score tile.
+  void maskRegionTile(Value kind, Value scores, Value rows, Value batch, Value head,
+                      Value rowStart, Value colStart);
+
   /// The key/value head read by query head `head` (GQA by index mapping).
   Value kvHeadOf(Value head, Value queryHeads, Value kvHeads);
 
@@ -123,6 +136,7 @@ public:
   bool causal;
   std::optional<int64_t> window;
   bool hasScoreMod;
+  bool hasMask;
   /// The kernel's `kv_lengths` argument (set by createKernel when the op has them).
   Value keyLengths;
   SmallVector<Value> heapTiles;

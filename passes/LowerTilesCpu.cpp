@@ -488,7 +488,7 @@ void moveLoadMultipliersIntoProducts(ModuleOp module) {
 bool isTileOp(Operation *op) {
   return isa<TileFillOp, TileLoadOp, TileStoreOp, TileMatmulOp, TileMaskOp, TileScoreModOp,
              TileRowInitOp, TileNormalizeOp, TileRowFinalizeOp, TileProbabilitiesOp,
-             TileScoreGradientOp>(op);
+             TileScoreGradientOp, TileMaskClassifyOp, TileMaskRegionOp>(op);
 }
 
 struct AttnLowerTilesCpuPass : impl::AttnLowerTilesCpuBase<AttnLowerTilesCpuPass> {
@@ -537,6 +537,7 @@ struct AttnLowerTilesCpuPass : impl::AttnLowerTilesCpuBase<AttnLowerTilesCpuPass
         context);
     patterns.add<LowerLoad>(context, target);
     populateTileMatmulCpuPatterns(patterns, target);
+    populateMaskRegionCpuPatterns(patterns, target);
     AmxPackedOperands packedOperands;
     packLoadedAmxOperands(getOperation(), target, packedOperands);
     populateTileMatmulAmxPatterns(patterns, target, &packedOperands);

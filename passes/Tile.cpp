@@ -59,22 +59,26 @@ void emitForwardKernel(KernelEmitter &e, Operation *anchor) {
   scf::ForOp::create(b, loc, tileLo, tileHi, e.index(tk), ValueRange{},
                      [&](OpBuilder &, Location, Value blockStart, ValueRange) {
     Value count = e.validCount(blockStart, keyLength, tk);
-    TileLoadOp::create(b, loc, k, batch, kvHead, blockStart, count, keysT, UnitAttr(), FloatAttr()).setTranspose(true);
-    TileLoadOp::create(b, loc, v, batch, kvHead, blockStart, count, values, UnitAttr(), FloatAttr());
-    TileMatmulOp::create(b, loc, queries, keysT, scores, rows, e.index(d), count, Value(),
-                         UnitAttr(), UnitAttr(), FloatAttr());
-    e.scoreModTile(scores, rows, batch, head, queryStart, blockStart, Value());
-    Value needsMask = e.blockNeedsMask(queryStart, tq, blockStart, tk, queryLength, keyLength);
-    scf::IfOp::create(b, loc, needsMask, [&](OpBuilder &, Location) {
-      e.maskTile(scores, queryStart, blockStart, queryLength, keyLength);
-      scf::YieldOp::create(b, loc);
+    // A block the mask region empties is skipped: it changes neither O nor the row state.
+    e.unlessMaskedOut(rows, count, batch, head, queryStart, blockStart, [&](Value kind) {
+      TileLoadOp::create(b, loc, k, batch, kvHead, blockStart, count, keysT, UnitAttr(), FloatAttr()).setTranspose(true);
+      TileLoadOp::create(b, loc, v, batch, kvHead, blockStart, count, values, UnitAttr(), FloatAttr());
+      TileMatmulOp::create(b, loc, queries, keysT, scores, rows, e.index(d), count, Value(),
+                           UnitAttr(), UnitAttr(), FloatAttr());
+      e.scoreModTile(scores, rows, batch, head, queryStart, blockStart, Value());
+      Value needsMask = e.blockNeedsMask(queryStart, tq, blockStart, tk, queryLength, keyLength);
+      scf::IfOp::create(b, loc, needsMask, [&](OpBuilder &, Location) {
+        e.maskTile(scores, queryStart, blockStart, queryLength, keyLength);
+        scf::YieldOp::create(b, loc);
+      });
+      e.maskRegionTile(kind, scores, rows, batch, head, queryStart, blockStart);
+      auto normalize = TileNormalizeOp::create(b, loc, scores, rows, state, correction,
+                                               keyLengthF32, normalizer);
+      e.copyNormalizerBody(normalize.getNormalizerBody());
+      auto update = TileMatmulOp::create(b, loc, scores, values, acc, rows, count, e.index(dv),
+                                         correction, UnitAttr(), UnitAttr(), FloatAttr());
+      update.setAccumulate(true);
     });
-    auto normalize = TileNormalizeOp::create(b, loc, scores, rows, state, correction, keyLengthF32,
-                                             normalizer);
-    e.copyNormalizerBody(normalize.getNormalizerBody());
-    auto update = TileMatmulOp::create(b, loc, scores, values, acc, rows, count, e.index(dv),
-                                       correction, UnitAttr(), UnitAttr(), FloatAttr());
-    update.setAccumulate(true);
     scf::YieldOp::create(b, loc);
   });
 

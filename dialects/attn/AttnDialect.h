@@ -22,9 +22,9 @@
 namespace mlir::attn {
 /// Checks that a scalar region has one block with `numArgs` arguments of the given types,
 /// holds only arith/math ops (IsolatedFromAbove forbids captures) and ends in an attn.yield of one
-/// f32. `what` names the region in diagnostics.
+/// `yieldType` (f32 when null). `what` names the region in diagnostics.
 LogicalResult verifyScalarRegion(Operation *op, Region &region, StringRef what,
-                                 TypeRange expectedArgTypes);
+                                 TypeRange expectedArgTypes, Type yieldType = {});
 
 /// Emits the ops of a scalar region with its arguments bound to `arguments`; returns the
 /// yielded value.

@@ -178,6 +178,10 @@ LogicalResult AttentionOp::verifyRegions() {
       failed(verifyScalarRegion(getOperation(), getScoreMod(), "score_mod",
                                 {f32, index, index, index, index})))
     return failure();
+  if (!getMask().empty() &&
+      failed(verifyScalarRegion(getOperation(), getMask(), "mask", {index, index, index, index},
+                                IntegerType::get(context, 1))))
+    return failure();
   return success();
 }
 

@@ -22,6 +22,9 @@ def Attn_AttentionOp : Attn_Op<"attention", [Pure, AttrSizedOperandSegments, Iso
     scores to p; masked entries have p = 0; a row with no allowed key yields 0.
 
     `score_mod`: `^bb0(%s: f32, %b: index, %h: index, %q: index, %k: index)` yielding one f32.
+    `mask`: `^bb0(%b: index, %h: index, %q: index, %k: index)` yielding one i1, true where query
+    q may see key k (a document mask, prefix-LM, a dilated or 2-D neighbourhood pattern); it is
+    applied with the other masks, and the tiled kernels skip the key blocks it empties.
     `normalizer_body` (only with `#attn.custom`): `^bb0(%s: f32)` yielding one f32.
     Both regions hold arith and math ops only.
   }];
@@ -37,7 +40,8 @@ def Attn_AttentionOp : Attn_Op<"attention", [Pure, AttrSizedOperandSegments, Iso
     OptionalAttr<I64Attr>:$window
   );
   let results = (outs AnyRankedTensor:$result);
-  let regions = (region MaxSizedRegion<1>:$normalizer_body, MaxSizedRegion<1>:$score_mod);
+  let regions = (region MaxSizedRegion<1>:$normalizer_body, MaxSizedRegion<1>:$score_mod,
+                        MaxSizedRegion<1>:$mask);
   let assemblyFormat = [{
     $query `,` $key `,` $value
     (`bias` `(` $bias^ `:` type($bias) `)`)?
@@ -46,6 +50,7 @@ def Attn_AttentionOp : Attn_Op<"attention", [Pure, AttrSizedOperandSegments, Iso
     attr-dict `:` type($query) `,` type($key) `,` type($value) `->` type($result)
     (`normalizer_body` $normalizer_body^)?
     (`score_mod` $score_mod^)?
+    (`mask` $mask^)?
   }];
   let hasVerifier = 1;
   let hasRegionVerifier = 1;
@@ -89,7 +94,7 @@ include "dialects/attn/AttnTileOps.td"
 
 def Attn_YieldOp : Attn_Op<"yield", [Pure, Terminator, ReturnLike,
     ParentOneOf<["AttentionOp", "TileScoreModOp", "TileNormalizeOp", "TileProbabilitiesOp",
-                 "TileScoreGradientOp"]>]> {
+                 "TileScoreGradientOp", "TileMaskClassifyOp", "TileMaskRegionOp"]>]> {
   let summary = "yields the value of a scalar region (score_mod, normalizer_body)";
   let arguments = (ins Variadic<AnyType>:$values);
   let assemblyFormat = "attr-dict ($values^ `:` type($values))?";

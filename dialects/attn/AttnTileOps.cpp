@@ -118,6 +118,22 @@ LogicalResult TileScoreModOp::verify() {
                             {b.getF32Type(), index, index, index, index});
 }
 
+LogicalResult TileMaskClassifyOp::verify() {
+  Builder b(getContext());
+  Type index = b.getIndexType();
+  return verifyScalarRegion(*this, getMask(), "mask", {index, index, index, index},
+                            b.getI1Type());
+}
+
+LogicalResult TileMaskRegionOp::verify() {
+  if (failed(checkTile(*this, "scores", getScores(), 2)))
+    return failure();
+  Builder b(getContext());
+  Type index = b.getIndexType();
+  return verifyScalarRegion(*this, getMask(), "mask", {index, index, index, index},
+                            b.getI1Type());
+}
+
 LogicalResult TileRowInitOp::verify() {
   if (getState().empty())
     return checkState(*this, getNormalizer(), getState(), 0);

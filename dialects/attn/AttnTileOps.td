@@ -94,6 +94,41 @@ def Attn_TileMaskOp : Attn_TileOp<"tile_mask"> {
   let hasVerifier = 1;
 }
 
+def Attn_TileMaskClassifyOp : Attn_TileOp<"tile_mask_classify"> {
+  let summary = "classifies a block of scores by the mask region: empty, full or partial";
+  let description = [{
+    Evaluates `mask(batch, head, row_start + i, col_start + j)` for the block's valid rows
+    i < rows and keys j < cols and returns 0 when it is false everywhere (the block can be
+    skipped), 1 when it is true everywhere (no element needs the region), 2 otherwise. An empty
+    extent gives 0.
+  }];
+  let arguments = (ins Index:$rows, Index:$cols, Index:$batch, Index:$head, Index:$row_start,
+                       Index:$col_start);
+  let results = (outs Index:$kind);
+  let regions = (region SizedRegion<1>:$mask);
+  let assemblyFormat = [{
+    `rows` $rows `cols` $cols `batch` $batch `head` $head `at` $row_start `,` $col_start
+    attr-dict `:` type($kind) $mask
+  }];
+  let hasVerifier = 1;
+}
+
+def Attn_TileMaskRegionOp : Attn_TileOp<"tile_mask_region"> {
+  let summary = "sets the scores the mask region forbids to -inf (partial blocks only)";
+  let description = [{
+    scores[i, j] = -inf where !mask(batch, head, row_start + i, col_start + j), for rows
+    i < rows.
+  }];
+  let arguments = (ins Arg<AnyMemRef, "", [MemRead, MemWrite]>:$scores, Index:$rows,
+                       Index:$batch, Index:$head, Index:$row_start, Index:$col_start);
+  let regions = (region SizedRegion<1>:$mask);
+  let assemblyFormat = [{
+    $scores `rows` $rows `batch` $batch `head` $head `at` $row_start `,` $col_start attr-dict
+    `:` type($scores) $mask
+  }];
+  let hasVerifier = 1;
+}
+
 def Attn_TileScoreModOp : Attn_TileOp<"tile_score_mod"> {
   let summary = "applies the score_mod region to every score of a tile";
   let description = [{

@@ -9,7 +9,7 @@
 using namespace mlir;
 
 LogicalResult mlir::attn::verifyScalarRegion(Operation *op, Region &region, StringRef what,
-                                             TypeRange expectedArgTypes) {
+                                             TypeRange expectedArgTypes, Type yieldType) {
   Block &block = region.front();
   if (block.getNumArguments() != expectedArgTypes.size())
     return op->emitOpError() << what << " must take " << expectedArgTypes.size()
@@ -34,12 +34,14 @@ LogicalResult mlir::attn::verifyScalarRegion(Operation *op, Region &region, Stri
   auto yield = block.empty() ? YieldOp() : dyn_cast<YieldOp>(block.back());
   if (!yield)
     return op->emitOpError() << what << " must end with attn.yield";
-  auto f32 = Float32Type::get(op->getContext());
+  Type expected = yieldType ? yieldType : Float32Type::get(op->getContext());
+  std::string expectedName;
+  llvm::raw_string_ostream(expectedName) << expected;
   if (yield.getValues().size() != 1)
-    return op->emitOpError() << what << " must yield exactly one f32, got "
+    return op->emitOpError() << what << " must yield exactly one " << expectedName << ", got "
                              << yield.getValues().size() << " values";
-  if (yield.getValues().front().getType() != f32)
-    return op->emitOpError() << what << " must yield f32, got "
+  if (yield.getValues().front().getType() != expected)
+    return op->emitOpError() << what << " must yield " << expectedName << ", got "
                              << yield.getValues().front().getType();
   return success();
 }

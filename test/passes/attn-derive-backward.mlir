@@ -133,3 +133,33 @@ func.func @ragged(%q: tensor<?x?x?x32xf32>, %k: tensor<?x?x?x32xf32>, %v: tensor
   %o = attn.attention %q, %k, %v kv_lengths(%lengths : tensor<?xi32>) normalizer(#attn.softmax) : tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32> -> tensor<?x?x?x32xf32>
   return %o : tensor<?x?x?x32xf32>
 }
+
+// -----
+
+// A mask region: the dQ kernel classifies each key block and the dK/dV kernel each query
+// block of its loop; empty blocks are skipped, partial ones masked by the region.
+// CHECK-LABEL: func.func @prefix_lm_bwd_dq
+// CHECK: scf.for
+// CHECK: %[[KIND:.*]] = attn.tile_mask_classify
+// CHECK: scf.if
+// CHECK: attn.tile_mask_region
+// CHECK: attn.tile_score_gradient
+// CHECK-LABEL: func.func @prefix_lm_bwd_dkdv
+// CHECK: scf.for
+// CHECK: %[[KIND:.*]] = attn.tile_mask_classify
+// CHECK: %[[ANY:.*]] = arith.cmpi ne, %[[KIND]], %c0
+// CHECK-NEXT: scf.if %[[ANY]] {
+// CHECK: attn.tile_mask_region
+// CHECK: attn.tile_matmul {{.*}} {accumulate, transpose_lhs}
+func.func @prefix_lm(%q: tensor<?x?x?x32xf32>, %k: tensor<?x?x?x32xf32>, %v: tensor<?x?x?x32xf32>) -> tensor<?x?x?x32xf32> {
+  %o = attn.attention %q, %k, %v normalizer(#attn.sigmoid) : tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32> -> tensor<?x?x?x32xf32>
+  mask {
+  ^bb0(%b: index, %h: index, %i: index, %j: index):
+    %c40 = arith.constant 40 : index
+    %prefix = arith.cmpi slt, %j, %c40 : index
+    %past = arith.cmpi sle, %j, %i : index
+    %keep = arith.ori %prefix, %past : i1
+    attn.yield %keep : i1
+  }
+  return %o : tensor<?x?x?x32xf32>
+}

@@ -107,3 +107,29 @@ func.func @pack_keys(%k: memref<?x?x?x?xf32, strided<[?, ?, ?, 1], offset: ?>>, 
   attn.tile_load %k[%b, %h, %start] rows %count into %t {transpose} : memref<?x?x?x?xf32, strided<[?, ?, ?, 1], offset: ?>>, memref<64x128xf32>
   return
 }
+
+// -----
+
+// The mask region classifies a block with vector compares over 16 keys at a time: "some key
+// allowed" and "every valid key allowed" are carried as vectors over rows and key chunks and
+// reduced once; lanes past the valid keys count for neither.
+// CHECK-LABEL: func.func @classify
+// CHECK: %[[ROWS:.*]]:2 = scf.for {{.*}} iter_args({{.*}}) -> (vector<16xi1>, vector<16xi1>)
+// CHECK: scf.for {{.*}} step %c16 iter_args
+// CHECK: %[[VALID:.*]] = arith.cmpi slt, {{.*}} : vector<16xindex>
+// CHECK: %[[KEEP:.*]] = arith.cmpi sle, {{.*}} : vector<16xindex>
+// CHECK: arith.andi %[[KEEP]], %[[VALID]] : vector<16xi1>
+// CHECK: %[[SOME:.*]] = vector.reduction <or>, %[[ROWS]]#0
+// CHECK: %[[ALL:.*]] = vector.reduction <and>, %[[ROWS]]#1
+// CHECK: %[[FULL_OR_PARTIAL:.*]] = arith.select %[[ALL]], %c1, %c2
+// CHECK: arith.select %[[SOME]], %[[FULL_OR_PARTIAL]], %c0
+// AVX2-LABEL: func.func @classify
+// AVX2: vector<8xindex>
+func.func @classify(%rows: index, %cols: index, %b: index, %h: index, %r0: index, %c0: index) -> index {
+  %kind = attn.tile_mask_classify rows %rows cols %cols batch %b head %h at %r0, %c0 : index {
+  ^bb0(%bb: index, %hh: index, %i: index, %j: index):
+    %keep = arith.cmpi sle, %j, %i : index
+    attn.yield %keep : i1
+  }
+  return %kind : index
+}

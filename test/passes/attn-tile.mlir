@@ -179,3 +179,36 @@ func.func @ragged(%q: tensor<?x?x?x32xf32>, %k: tensor<?x?x?x32xf32>, %v: tensor
   %o = attn.attention %q, %k, %v kv_lengths(%lengths : tensor<?xi64>) normalizer(#attn.sigmoid) : tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32> -> tensor<?x?x?x32xf32>
   return %o : tensor<?x?x?x32xf32>
 }
+
+// -----
+
+// A mask region (documents of 100 tokens): each key block is classified first; a block the
+// mask empties is skipped whole (no loads, products or normalizer), and only a partial block
+// evaluates the region per score, after the boundary masks and before the normalizer.
+// CHECK-LABEL: func.func @documents_fwd
+// CHECK: scf.for %[[J:.*]] = %{{.*}} step %c64
+// CHECK: %[[KIND:.*]] = attn.tile_mask_classify rows %[[ROWS:.*]] cols %{{.*}} batch %{{.*}} head %{{.*}} at %{{.*}}, %[[J]] : index {
+// CHECK: arith.divsi
+// CHECK: attn.yield %{{.*}} : i1
+// CHECK: %[[ANY:.*]] = arith.cmpi ne, %[[KIND]], %c0
+// CHECK-NEXT: scf.if %[[ANY]] {
+// CHECK: attn.tile_load
+// CHECK: attn.tile_matmul %{{.*}}, %{{.*}} into %[[S:[^ ]*]]
+// CHECK: attn.tile_mask %[[S]]
+// CHECK: %[[PARTIAL:.*]] = arith.cmpi eq, %[[KIND]], %c2
+// CHECK-NEXT: scf.if %[[PARTIAL]] {
+// CHECK-NEXT: attn.tile_mask_region %[[S]] rows %[[ROWS]]
+// CHECK: attn.tile_normalize %[[S]]
+// CHECK: attn.tile_matmul %[[S]]
+func.func @documents(%q: tensor<?x?x?x32xf32>, %k: tensor<?x?x?x32xf32>, %v: tensor<?x?x?x32xf32>) -> tensor<?x?x?x32xf32> {
+  %o = attn.attention %q, %k, %v normalizer(#attn.softmax) : tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32> -> tensor<?x?x?x32xf32>
+  mask {
+  ^bb0(%b: index, %h: index, %i: index, %j: index):
+    %c100 = arith.constant 100 : index
+    %di = arith.divsi %i, %c100 : index
+    %dj = arith.divsi %j, %c100 : index
+    %same = arith.cmpi eq, %di, %dj : index
+    attn.yield %same : i1
+  }
+  return %o : tensor<?x?x?x32xf32>
+}

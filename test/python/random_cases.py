@@ -344,6 +344,7 @@ class Variant:
     element: str = "f32"
     op_causal: bool = False  # is_causal of the call
     op_scale: Optional[float] = None  # scale of the call
+    mask_region: bool = False  # the masks as a `mask` region rather than a -inf score_mod
 
     def text(self) -> str:
         if self.spelling == "builtin":
@@ -389,13 +390,13 @@ class Variant:
             p = CUSTOM_NORMALIZERS[self.normalizer[1]][0](body, "%s")
             lines += ["  normalizer_body {", "  ^bb0(%s: f32):", *body.lines,
                       f"    attn.yield {p} : f32", "  }"]
-        if self.mods or self.masks:
+        args = ("%b", "%h", "%i", "%j")
+        if self.mods or (self.masks and not self.mask_region):
             body = _Body()
-            args = ("%b", "%h", "%i", "%j")
             s = "%s"
             for mod in self.mods:
                 s = _mod_ir(body, mod, s, args)
-            if self.masks:
+            if self.masks and not self.mask_region:
                 keep = None
                 for mask in self.masks:
                     this = _mask_ir(body, mask, args)
@@ -405,6 +406,14 @@ class Variant:
             lines += ["  score_mod {",
                       "  ^bb0(%s: f32, %b: index, %h: index, %i: index, %j: index):",
                       *body.lines, f"    attn.yield {s} : f32", "  }"]
+        if self.masks and self.mask_region:
+            body = _Body()
+            keep = None
+            for mask in self.masks:
+                this = _mask_ir(body, mask, args)
+                keep = this if keep is None else body.op(f"arith.andi {keep}, {this}", "i1")
+            lines += ["  mask {", "  ^bb0(%b: index, %h: index, %i: index, %j: index):",
+                      *body.lines, f"    attn.yield {keep} : i1", "  }"]
         lines += [f"  return %o : {ot}", "}"]
         return "\n".join(lines) + "\n"
 
@@ -479,7 +488,10 @@ def make_variant(seed: int, pool_index: int) -> Variant:
                    ir_causal=rng.random() < 0.25, window=window,
                    ir_scale=rng.choice([0.2, 0.5]) if rng.random() < 0.15 else None,
                    static=static, element=rng.choice(["f32", "f32", "bf16", "f16"]),
-                   op_causal=op_causal, op_scale=op_scale)
+                   op_causal=op_causal, op_scale=op_scale,
+                   # From a generator of its own, so that the rest of every variant stays.
+                   mask_region=random.Random(f"attn-diff-mask-region:{seed}:{pool_index}")
+                   .random() < 0.5)
 
 
 # --------------------------------------------------------------------------------------------
@@ -519,7 +531,7 @@ class Case:
                 "normalizer": list(v.normalizer), "spelling": v.spelling,
                 "mods": [list(m) for m in v.mods], "masks": [list(m) for m in v.masks],
                 "ir_causal": v.ir_causal, "window": v.window, "ir_scale": v.ir_scale,
-                "static": v.static, "magnitude": self.magnitude,
+                "static": v.static, "mask_region": v.mask_region, "magnitude": self.magnitude,
                 "layouts": list(self.layouts), "grad_layout": self.grad_layout,
                 "kv_lengths": self.kv_lengths}
 
@@ -653,6 +665,8 @@ def tags(case: Case) -> List[str]:
             found.append(f"custom-{v.normalizer[1]}-with-masked-entries")
     if 0 in (case.batch, case.queries, case.keys):
         found.append("empty")
+    if v.masks and v.mask_region:
+        found.append("mask-region")
     if case.kv_lengths is not None:
         found.append("kv_lengths")
         if case.keys and 0 in case.kv_lengths:

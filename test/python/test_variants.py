@@ -172,6 +172,37 @@ EXAMPLE_REFERENCES = {
                                                      mask_of(q.shape[2], k.shape[2], True)),
                            64, 64, 6, 3, 45, 45),
 }
+def document_allowed(queries, keys, length):
+    i, j = torch.arange(queries).view(-1, 1), torch.arange(keys).view(1, -1)
+    return torch.div(i, length, rounding_mode="floor") == torch.div(j, length,
+                                                                   rounding_mode="floor")
+
+
+def prefix_lm_allowed(queries, keys, prefix):
+    i, j = torch.arange(queries).view(-1, 1), torch.arange(keys).view(1, -1)
+    return (j < prefix) | (j <= i)
+
+
+def natten_allowed(queries, keys, width, reach):
+    i, j = torch.arange(queries).view(-1, 1), torch.arange(keys).view(1, -1)
+    rows = (torch.div(i, width, rounding_mode="floor")
+            - torch.div(j, width, rounding_mode="floor")).abs()
+    cols = (i % width - j % width).abs()
+    return (rows <= reach) & (cols <= reach)
+
+
+# The mask-region examples (frontend/examples/masks.mlir) at sizes where their masks leave whole
+# key blocks empty, full and partial.
+EXAMPLE_REFERENCES.update({
+    "document_mask": (lambda q, k: softmax_rows(scores_of(q, k),
+                                                document_allowed(q.shape[2], k.shape[2], 256)),
+                      64, 64, 2, 2, 700, 700),
+    "prefix_lm": (lambda q, k: softmax_rows(scores_of(q, k),
+                                            prefix_lm_allowed(q.shape[2], k.shape[2], 64)),
+                  64, 64, 4, 2, 333, 333),
+    "natten_2d": (lambda q, k: torch.sigmoid(scores_of(q, k) - math.log(k.shape[2]))
+                  * natten_allowed(q.shape[2], k.shape[2], 32, 3), 32, 32, 2, 1, 640, 640),
+})
 # Key lengths for the examples that take kv_lengths (batch 2).
 EXAMPLE_KEY_LENGTHS = torch.tensor([29, 0])
 # Examples with operands the torch op does not take yet: a clear error, never a wrong number.

@@ -465,3 +465,29 @@ func.func @tile_mask_negative_window(%s: memref<32x64xf32>, %i: index) {
   attn.tile_mask %s at %i, %i lengths %i, %i {window = -3 : i64} : memref<32x64xf32>
   return
 }
+
+// -----
+
+func.func @mask_yields_f32(%q: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{mask must yield i1, got 'f32'}}
+  %o = attn.attention %q, %q, %q normalizer(#attn.softmax) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  mask {
+  ^bb0(%b: index, %h: index, %i: index, %j: index):
+    %one = arith.constant 1.0 : f32
+    attn.yield %one : f32
+  }
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @mask_takes_a_score(%q: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{mask must take 4 arguments, got 5}}
+  %o = attn.attention %q, %q, %q normalizer(#attn.softmax) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  mask {
+  ^bb0(%s: f32, %b: index, %h: index, %i: index, %j: index):
+    %keep = arith.cmpi sle, %j, %i : index
+    attn.yield %keep : i1
+  }
+  return %o : tensor<1x2x8x16xf32>
+}

@@ -89,3 +89,26 @@ func.func @integer_parameter(%q: tensor<1x1x4x8xf32>) -> (tensor<1x1x4x8xf32>, t
   %b = attn.attention %q, %q, %q normalizer(#attn.relu<scale = 1>) : tensor<1x1x4x8xf32>, tensor<1x1x4x8xf32>, tensor<1x1x4x8xf32> -> tensor<1x1x4x8xf32>
   return %a, %b : tensor<1x1x4x8xf32>, tensor<1x1x4x8xf32>
 }
+
+// A mask region after the score_mod.
+// CHECK-LABEL: func.func @mask_region
+// CHECK: score_mod {
+// CHECK: mask {
+// CHECK: ^bb0(%{{.*}}: index, %{{.*}}: index, %[[I:.*]]: index, %[[J:.*]]: index):
+// CHECK: %[[KEEP:.*]] = arith.cmpi sle, %[[J]], %[[I]] : index
+// CHECK: attn.yield %[[KEEP]] : i1
+func.func @mask_region(%q: tensor<1x2x16x32xf32>) -> tensor<1x2x16x32xf32> {
+  %o = attn.attention %q, %q, %q normalizer(#attn.softmax) : tensor<1x2x16x32xf32>, tensor<1x2x16x32xf32>, tensor<1x2x16x32xf32> -> tensor<1x2x16x32xf32>
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %i: index, %j: index):
+    %half = arith.constant 0.5 : f32
+    %r = arith.mulf %s, %half : f32
+    attn.yield %r : f32
+  }
+  mask {
+  ^bb0(%b: index, %h: index, %i: index, %j: index):
+    %keep = arith.cmpi sle, %j, %i : index
+    attn.yield %keep : i1
+  }
+  return %o : tensor<1x2x16x32xf32>
+}

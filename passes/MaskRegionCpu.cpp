@@ -1,0 +1,130 @@
+// CPU lowering of the mask region's tile ops: the region's scalar arith is replayed over a
+// vector of key indices (one row of a block at a time), so a block is classified, or its
+// scores masked, with vector compares rather than one scalar call per score.
+#include "dialects/attn/AttnDialect.h"
+#include "passes/CpuTileLowering.h"
+#include "passes/ElementwiseReplay.h"
+
+namespace mlir::attn {
+namespace {
+
+/// The region's verdict for keys `keys` (vector<width x index>) of `row`: vector<width x i1>.
+FailureOr<Value> evaluateMask(Emit &e, Region &mask, Value batch, Value head, Value row,
+                              Value keys, int64_t width) {
+  auto replayed = replayElementwise(
+      e.b, e.loc, {e.splat(batch, width), e.splat(head, width), e.splat(row, width), keys},
+      [&](OpBuilder &b, ValueRange args) -> FailureOr<SmallVector<Value>> {
+        return SmallVector<Value>{inlineScalarRegion(b, mask, args)};
+      });
+  if (failed(replayed))
+    return failure();
+  return e.asVector((*replayed)[0], width);
+}
+
+Value iota(Emit &e, int64_t width) {
+  SmallVector<int64_t> lanes;
+  for (int64_t j = 0; j < width; ++j)
+    lanes.push_back(j);
+  auto type = VectorType::get({width}, e.b.getIndexType());
+  return arith::ConstantOp::create(e.b, e.loc, type, DenseElementsAttr::get(type, ArrayRef(lanes)));
+}
+
+/// Two vectors carried over every (row, key chunk) of the block: some lane allowed, every
+/// lane allowed (lanes past the valid keys count as allowed for "every" and not for "some").
+/// Reduced once at the end: 0 empty, 1 full, 2 partial.
+struct LowerMaskClassify : OpRewritePattern<TileMaskClassifyOp> {
+  LowerMaskClassify(MLIRContext *context, VectorTarget target)
+      : OpRewritePattern(context), target(target) {}
+  LogicalResult matchAndRewrite(TileMaskClassifyOp op, PatternRewriter &rewriter) const override {
+    Emit e{rewriter, op.getLoc()};
+    const int64_t width = target.lanes;
+    auto flags = VectorType::get({width}, rewriter.getI1Type());
+    Value none = arith::ConstantOp::create(rewriter, e.loc, flags,
+                                           DenseElementsAttr::get(flags, false));
+    Value every = arith::ConstantOp::create(rewriter, e.loc, flags,
+                                            DenseElementsAttr::get(flags, true));
+    Value lanes = iota(e, width);
+    Value colsSplat = e.splat(op.getCols(), width);
+    LogicalResult status = success();
+    auto rowLoop = scf::ForOp::create(
+        rewriter, e.loc, e.index(0), op.getRows(), e.index(1), ValueRange{none, every},
+        [&](OpBuilder &, Location, Value i, ValueRange rowCarried) {
+          Value row = e.add(op.getRowStart(), i);
+          auto keyLoop = scf::ForOp::create(
+              rewriter, e.loc, e.index(0), op.getCols(), e.index(width), rowCarried,
+              [&](OpBuilder &, Location, Value j, ValueRange carried) {
+                Value offsets = arith::AddIOp::create(rewriter, e.loc, lanes, e.splat(j, width));
+                Value keys = arith::AddIOp::create(rewriter, e.loc, offsets,
+                                                   e.splat(op.getColStart(), width));
+                Value valid = arith::CmpIOp::create(rewriter, e.loc, arith::CmpIPredicate::slt,
+                                                    offsets, colsSplat);
+                FailureOr<Value> allowed =
+                    evaluateMask(e, op.getMask(), op.getBatch(), op.getHead(), row, keys, width);
+                if (failed(allowed)) {
+                  status = failure();
+                  scf::YieldOp::create(rewriter, e.loc, carried);
+                  return;
+                }
+                Value some = arith::OrIOp::create(
+                    rewriter, e.loc, carried[0],
+                    arith::AndIOp::create(rewriter, e.loc, *allowed, valid));
+                Value invalid = arith::XOrIOp::create(rewriter, e.loc, valid, every);
+                Value all = arith::AndIOp::create(
+                    rewriter, e.loc, carried[1],
+                    arith::OrIOp::create(rewriter, e.loc, *allowed, invalid));
+                scf::YieldOp::create(rewriter, e.loc, ValueRange{some, all});
+              });
+          scf::YieldOp::create(rewriter, e.loc, keyLoop.getResults());
+        });
+    if (failed(status))
+      return failure();
+    Value some = vector::ReductionOp::create(rewriter, e.loc, vector::CombiningKind::OR,
+                                             rowLoop.getResult(0));
+    Value all = vector::ReductionOp::create(rewriter, e.loc, vector::CombiningKind::AND,
+                                            rowLoop.getResult(1));
+    Value kind = arith::SelectOp::create(
+        rewriter, e.loc, some, arith::SelectOp::create(rewriter, e.loc, all, e.index(1), e.index(2)),
+        e.index(0));
+    rewriter.replaceOp(op, kind);
+    return success();
+  }
+  VectorTarget target;
+};
+
+/// scores[i, :] = select(mask(b, h, row_start + i, col_start + j), scores[i, :], -inf).
+struct LowerMaskRegion : OpRewritePattern<TileMaskRegionOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(TileMaskRegionOp op, PatternRewriter &rewriter) const override {
+    Emit e{rewriter, op.getLoc()};
+    auto shape = cast<MemRefType>(op.getScores().getType()).getShape();
+    const int64_t cols = shape[1];
+    Value keys = arith::AddIOp::create(rewriter, e.loc, iota(e, cols),
+                                       e.splat(op.getColStart(), cols));
+    Value minusInf = e.splat(e.f32(-INFINITY), cols);
+    Value end = arith::MinSIOp::create(rewriter, e.loc, op.getRows(), e.index(shape[0]));
+    LogicalResult status = success();
+    e.loop(e.index(0), end, 1, [&](Value i) {
+      Value row = e.add(op.getRowStart(), i);
+      FailureOr<Value> allowed =
+          evaluateMask(e, op.getMask(), op.getBatch(), op.getHead(), row, keys, cols);
+      if (failed(allowed)) {
+        status = failure();
+        return;
+      }
+      Value scores = e.loadVector(op.getScores(), {i, e.index(0)}, cols);
+      e.storeVector(arith::SelectOp::create(rewriter, e.loc, *allowed, scores, minusInf),
+                    op.getScores(), {i, e.index(0)});
+    });
+    if (failed(status))
+      return failure();
+    rewriter.eraseOp(op);
+    return success();
+  }
+};
+} // namespace
+
+void populateMaskRegionCpuPatterns(RewritePatternSet &patterns, VectorTarget target) {
+  patterns.add<LowerMaskClassify>(patterns.getContext(), target);
+  patterns.add<LowerMaskRegion>(patterns.getContext());
+}
+} // namespace mlir::attn
