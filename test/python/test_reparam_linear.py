@@ -237,3 +237,32 @@ def test_kernels_come_from_the_jit_with_every_stage_dumped(tmp_path):
     text = "\n".join(p.read_text() for p in lowered)
     assert "call @attn_host_gemm_f32" in text
     assert "reparam_linear_fwd" in text and "reparam_linear_bwd" in text
+
+
+@pytest.mark.parametrize("lanes", ["8", "4"])
+def test_narrower_host_vectors_give_the_same_numbers(lanes):
+    # ATTN_CPU_LANES builds the kernels for AVX2 (8 f32 lanes) or SSE-width vectors (4): other
+    # tails and masks at the same odd sizes. A fresh process (the lanes are read per compile,
+    # the kernels kept per process).
+    import os
+    import subprocess
+    import sys
+    script = (
+        "import torch, attn, reference\n"
+        "g = torch.Generator().manual_seed(3)\n"
+        "x = torch.randn(5, 37, generator=g, requires_grad=True)\n"
+        "w = torch.randn(19, 37, generator=g, requires_grad=True)\n"
+        "b = torch.randn(19, generator=g, requires_grad=True)\n"
+        "gamma = torch.tensor([0.7], requires_grad=True)\n"
+        "u = torch.nn.functional.normalize(torch.randn(37, generator=g), dim=0)\n"
+        "u0 = u.clone()\n"
+        "y = attn.reparam_linear(x, w, b, gamma, u, True)\n"
+        "ins = [t.detach().double().requires_grad_(True) for t in (x, w, b, gamma)]\n"
+        "ref, ref_u = reference.reparam_linear(ins[0], ins[1], ins[2], ins[3], u0, True)\n"
+        "dy = torch.randn(5, 19, generator=g)\n"
+        "got = torch.autograd.grad(y, (x, w, b, gamma), dy)\n"
+        "want = torch.autograd.grad(ref, ins, dy.double())\n"
+        "errors = [reference.relative_error(a, e) for a, e in zip((y, u) + got, (ref, ref_u) + want)]\n"
+        "assert max(errors) < 1e-5, errors\n")
+    environment = dict(os.environ, ATTN_CPU_LANES=lanes, ATTN_CACHE_DISABLE="1")
+    subprocess.run([sys.executable, "-c", script], check=True, env=environment)
