@@ -9,10 +9,12 @@ namespace mlir::attn {
 namespace {
 
 /// The region's verdict for keys `keys` (vector<width x index>) of `row`: vector<width x i1>.
+/// batch, head and row stay scalars, so what depends on them alone is scalar work, and what
+/// depends on the keys alone does not depend on the row (LICM hoists it out of a row loop).
 FailureOr<Value> evaluateMask(Emit &e, Region &mask, Value batch, Value head, Value row,
                               Value keys, int64_t width) {
   auto replayed = replayElementwise(
-      e.b, e.loc, {e.splat(batch, width), e.splat(head, width), e.splat(row, width), keys},
+      e.b, e.loc, {batch, head, row, keys},
       [&](OpBuilder &b, ValueRange args) -> FailureOr<SmallVector<Value>> {
         return SmallVector<Value>{inlineScalarRegion(b, mask, args)};
       });
@@ -29,9 +31,10 @@ Value iota(Emit &e, int64_t width) {
   return arith::ConstantOp::create(e.b, e.loc, type, DenseElementsAttr::get(type, ArrayRef(lanes)));
 }
 
-/// Two vectors carried over every (row, key chunk) of the block: some lane allowed, every
+/// Two vectors carried over every (key chunk, row) of the block: some lane allowed, every
 /// lane allowed (lanes past the valid keys count as allowed for "every" and not for "some").
-/// Reduced once at the end: 0 empty, 1 full, 2 partial.
+/// Reduced once at the end: 0 empty, 1 full, 2 partial. Key chunks are the outer loop, so the
+/// region's key-only work (a document id of the key) is done once per chunk, not per row.
 struct LowerMaskClassify : OpRewritePattern<TileMaskClassifyOp> {
   LowerMaskClassify(MLIRContext *context, VectorTarget target)
       : OpRewritePattern(context), target(target) {}
@@ -46,18 +49,18 @@ struct LowerMaskClassify : OpRewritePattern<TileMaskClassifyOp> {
     Value lanes = iota(e, width);
     Value colsSplat = e.splat(op.getCols(), width);
     LogicalResult status = success();
-    auto rowLoop = scf::ForOp::create(
-        rewriter, e.loc, e.index(0), op.getRows(), e.index(1), ValueRange{none, every},
-        [&](OpBuilder &, Location, Value i, ValueRange rowCarried) {
-          Value row = e.add(op.getRowStart(), i);
-          auto keyLoop = scf::ForOp::create(
-              rewriter, e.loc, e.index(0), op.getCols(), e.index(width), rowCarried,
-              [&](OpBuilder &, Location, Value j, ValueRange carried) {
-                Value offsets = arith::AddIOp::create(rewriter, e.loc, lanes, e.splat(j, width));
-                Value keys = arith::AddIOp::create(rewriter, e.loc, offsets,
-                                                   e.splat(op.getColStart(), width));
-                Value valid = arith::CmpIOp::create(rewriter, e.loc, arith::CmpIPredicate::slt,
-                                                    offsets, colsSplat);
+    auto keyLoop = scf::ForOp::create(
+        rewriter, e.loc, e.index(0), op.getCols(), e.index(width), ValueRange{none, every},
+        [&](OpBuilder &, Location, Value j, ValueRange keyCarried) {
+          Value offsets = arith::AddIOp::create(rewriter, e.loc, lanes, e.splat(j, width));
+          Value keys = arith::AddIOp::create(rewriter, e.loc, offsets,
+                                             e.splat(op.getColStart(), width));
+          Value valid = arith::CmpIOp::create(rewriter, e.loc, arith::CmpIPredicate::slt,
+                                              offsets, colsSplat);
+          auto rowLoop = scf::ForOp::create(
+              rewriter, e.loc, e.index(0), op.getRows(), e.index(1), keyCarried,
+              [&](OpBuilder &, Location, Value i, ValueRange carried) {
+                Value row = e.add(op.getRowStart(), i);
                 FailureOr<Value> allowed =
                     evaluateMask(e, op.getMask(), op.getBatch(), op.getHead(), row, keys, width);
                 if (failed(allowed)) {
@@ -74,14 +77,14 @@ struct LowerMaskClassify : OpRewritePattern<TileMaskClassifyOp> {
                     arith::OrIOp::create(rewriter, e.loc, *allowed, invalid));
                 scf::YieldOp::create(rewriter, e.loc, ValueRange{some, all});
               });
-          scf::YieldOp::create(rewriter, e.loc, keyLoop.getResults());
+          scf::YieldOp::create(rewriter, e.loc, rowLoop.getResults());
         });
     if (failed(status))
       return failure();
     Value some = vector::ReductionOp::create(rewriter, e.loc, vector::CombiningKind::OR,
-                                             rowLoop.getResult(0));
+                                             keyLoop.getResult(0));
     Value all = vector::ReductionOp::create(rewriter, e.loc, vector::CombiningKind::AND,
-                                            rowLoop.getResult(1));
+                                            keyLoop.getResult(1));
     Value kind = arith::SelectOp::create(
         rewriter, e.loc, some, arith::SelectOp::create(rewriter, e.loc, all, e.index(1), e.index(2)),
         e.index(0));

@@ -111,16 +111,17 @@ func.func @pack_keys(%k: memref<?x?x?x?xf32, strided<[?, ?, ?, 1], offset: ?>>, 
 // -----
 
 // The mask region classifies a block with vector compares over 16 keys at a time: "some key
-// allowed" and "every valid key allowed" are carried as vectors over rows and key chunks and
+// allowed" and "every valid key allowed" are carried as vectors over key chunks (outer, so the
+// region's key-only work is done once per chunk) and rows (inner, the row a scalar), and
 // reduced once; lanes past the valid keys count for neither.
 // CHECK-LABEL: func.func @classify
-// CHECK: %[[ROWS:.*]]:2 = scf.for {{.*}} iter_args({{.*}}) -> (vector<16xi1>, vector<16xi1>)
-// CHECK: scf.for {{.*}} step %c16 iter_args
+// CHECK: %[[CHUNKS:.*]]:2 = scf.for {{.*}} step %c16 iter_args({{.*}}) -> (vector<16xi1>, vector<16xi1>)
 // CHECK: %[[VALID:.*]] = arith.cmpi slt, {{.*}} : vector<16xindex>
+// CHECK: scf.for {{.*}} step %c1 iter_args
 // CHECK: %[[KEEP:.*]] = arith.cmpi sle, {{.*}} : vector<16xindex>
 // CHECK: arith.andi %[[KEEP]], %[[VALID]] : vector<16xi1>
-// CHECK: %[[SOME:.*]] = vector.reduction <or>, %[[ROWS]]#0
-// CHECK: %[[ALL:.*]] = vector.reduction <and>, %[[ROWS]]#1
+// CHECK: %[[SOME:.*]] = vector.reduction <or>, %[[CHUNKS]]#0
+// CHECK: %[[ALL:.*]] = vector.reduction <and>, %[[CHUNKS]]#1
 // CHECK: %[[FULL_OR_PARTIAL:.*]] = arith.select %[[ALL]], %c1, %c2
 // CHECK: arith.select %[[SOME]], %[[FULL_OR_PARTIAL]], %c0
 // AVX2-LABEL: func.func @classify
