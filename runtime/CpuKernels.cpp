@@ -7,6 +7,7 @@
 #include "codegen/CpuPipeline.h"
 #include "dialects/attn/AttnDialect.h"
 #include "runtime/CpuExecutor.h"
+#include "runtime/HostObject.h"
 #include "runtime/Jit.h"
 #include "runtime/Log.h"
 #include "runtime/VariantSource.h"
@@ -17,15 +18,9 @@
 #include "mlir/IR/Verifier.h"
 #include "mlir/Parser/Parser.h"
 #include "mlir/Pass/PassManager.h"
-#include "mlir/Target/LLVMIR/Export.h"
-#include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
-#include "llvm/IR/LegacyPassManager.h"
-#include "llvm/IR/Module.h"
-#include "llvm/Passes/PassBuilder.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/TargetParser/Host.h"
 #include "llvm/Support/raw_ostream.h"
-#include "llvm/Target/TargetMachine.h"
 
 #include <atomic>
 #include <chrono>
@@ -121,19 +116,6 @@ void writeFile(const std::string &path, llvm::function_ref<void(llvm::raw_ostrea
     write(file);
 }
 
-std::unique_ptr<llvm::TargetMachine> hostTargetMachine() {
-  auto builder = llvm::orc::JITTargetMachineBuilder::detectHost();
-  if (!builder)
-    throw CompileError("cannot detect the host CPU: " + llvm::toString(builder.takeError()));
-  builder->setCodeGenOptLevel(llvm::CodeGenOptLevel::Aggressive);
-  // Position-independent code links wherever ORC maps it, next to libm or not.
-  builder->setRelocationModel(llvm::Reloc::PIC_);
-  auto machine = builder->createTargetMachine();
-  if (!machine)
-    throw CompileError("cannot create a target machine: " + llvm::toString(machine.takeError()));
-  return std::move(*machine);
-}
-
 /// Asks Linux once for the AMX tile state (XTILEDATA), which a process must do before its
 /// first AMX instruction; false where the kernel refuses or is not Linux on x86-64.
 bool amxPermitted() {
@@ -201,37 +183,6 @@ codegen::CpuKernelOptions hostKernelOptions(bool bfloat16Inputs) {
   return options;
 }
 
-/// The LLVM function passes the JIT runs. The kernels arrive from MLIR vectorized,
-/// register-blocked and canonicalized, so what is left to do is promoting the descriptors'
-/// and row states' stack slots, folding the address arithmetic of the unrolled blocks, and
-/// hoisting loop invariants; O2's remaining ~80 passes (loop rotation, induction-variable
-/// rewriting, inlining, IPSCCP, unrolling, the vectorizers, ...) cost 190 ms per variant and
-/// measured no faster code (attn-bench-compile --speed). Part of the cache key.
-/// instcombine runs once and does not verify a fixpoint: with verification on, LLVM aborts the
-/// host process (a fatal error, not a diagnostic) when one run leaves work for another, as a
-/// mask region's vector compares did.
-constexpr const char *kLlvmPipeline =
-    "function(sroa,early-cse<memssa>,instcombine<no-verify-fixpoint>,simplifycfg,"
-    "loop-mssa(licm),gvn,simplifycfg)";
-
-void optimizeKernels(llvm::Module &module, llvm::TargetMachine &machine) {
-  llvm::LoopAnalysisManager loops;
-  llvm::FunctionAnalysisManager functions;
-  llvm::CGSCCAnalysisManager cgscc;
-  llvm::ModuleAnalysisManager modules;
-  llvm::PassBuilder builder(&machine);
-  builder.registerModuleAnalyses(modules);
-  builder.registerCGSCCAnalyses(cgscc);
-  builder.registerFunctionAnalyses(functions);
-  builder.registerLoopAnalyses(loops);
-  builder.crossRegisterProxies(loops, functions, cgscc, modules);
-  llvm::ModulePassManager pipeline;
-  if (llvm::Error error = builder.parsePassPipeline(pipeline, kLlvmPipeline))
-    throw CompileError("the JIT's LLVM pipeline does not parse: " +
-                       llvm::toString(std::move(error)));
-  pipeline.run(module, modules);
-}
-
 using codegen::CpuKernelSet;
 
 /// attn IR (canonical) -> one tiled kernel -> LLVM dialect -> optimized LLVM IR -> ELF object.
@@ -254,53 +205,24 @@ std::string compileObject(mlir::ModuleOp module, codegen::CpuKernelOptions kerne
   kernelOptions.kernels = kernel;
   codegen::buildCpuPipeline(pm, kernelOptions);
   using Clock = std::chrono::steady_clock;
-  auto millisSince = [](Clock::time_point from) {
-    char text[32];
-    std::snprintf(text, sizeof text, "%.1f",
-                  std::chrono::duration<double, std::milli>(Clock::now() - from).count());
-    return std::string(text);
-  };
-  Clock::time_point phase = Clock::now();
-  std::string phases;
+  const Clock::time_point start = Clock::now();
   if (mlir::failed(pm.run(module)) || mlir::failed(mlir::verify(module)))
     throw CompileError("compiling attention " + label + " failed:\n" + diagnostics.text());
-
-  llvm::LLVMContext llvmContext;
-  phases += "MLIR passes " + millisSince(phase) + " ms";
-  phase = Clock::now();
-  std::unique_ptr<llvm::Module> llvmModule = mlir::translateModuleToLLVMIR(module, llvmContext);
-  if (!llvmModule)
-    throw CompileError("translating attention " + label + " to LLVM IR failed:\n" +
-                       diagnostics.text());
-  std::unique_ptr<llvm::TargetMachine> machine = hostTargetMachine();
-  // The kernels' vectors are sized to the host's registers: keep LLVM from splitting 512-bit
-  // vectors on CPUs it tunes for 256-bit ones.
-  const std::string vectorBits = std::to_string(kernelOptions.lanes * 32);
-  for (llvm::Function &function : *llvmModule)
-    if (!function.isDeclaration()) {
-      function.addFnAttr("min-legal-vector-width", vectorBits);
-      function.addFnAttr("prefer-vector-width", vectorBits);
-    }
-  llvmModule->setDataLayout(machine->createDataLayout());
-  llvmModule->setTargetTriple(machine->getTargetTriple());
-  phases += ", to LLVM IR " + millisSince(phase) + " ms";
-  phase = Clock::now();
-  optimizeKernels(*llvmModule, *machine);
-  if (!dumpFolder.empty())
-    writeFile(dumpFolder + "/cpu-optimized.ll",
-              [&](llvm::raw_ostream &os) { llvmModule->print(os, nullptr); });
-
-  llvm::SmallVector<char, 0> object;
-  llvm::raw_svector_ostream objectStream(object);
-  llvm::legacy::PassManager codegenPasses;
-  if (machine->addPassesToEmitFile(codegenPasses, objectStream, nullptr,
-                                   llvm::CodeGenFileType::ObjectFile))
-    throw CompileError("the host target cannot emit object files");
-  phases += ", LLVM optimization " + millisSince(phase) + " ms";
-  phase = Clock::now();
-  codegenPasses.run(*llvmModule);
-  log(LogLevel::Debug, label + ": " + phases + ", code generation " + millisSince(phase) + " ms");
-  return std::string(object.begin(), object.end());
+  char millis[32];
+  std::snprintf(millis, sizeof millis, "%.1f",
+                std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+  std::string phases = std::string("MLIR passes ") + millis + " ms";
+  std::string object;
+  try {
+    // The kernels' vectors are sized to the host's registers: LLVM must not split 512-bit
+    // vectors on CPUs it tunes for 256-bit ones.
+    object = emitHostObject(module, kernelOptions.lanes * 32, "attention " + label, dumpFolder,
+                            &phases);
+  } catch (const CompileError &error) {
+    throw CompileError(std::string(error.what()) + ":\n" + diagnostics.text());
+  }
+  log(LogLevel::Debug, label + ": " + phases);
+  return object;
 }
 
 std::string describe(const VariantSpec &spec) {
@@ -510,7 +432,7 @@ std::shared_ptr<const CpuKernels> build(const VariantSpec &spec) {
   const codegen::CpuKernelOptions &kernelOptions = source.kernelOptions;
   options << "cpu-object O3 pic tile-ir query-tile=" << kernelOptions.queryTile
           << " key-tile=" << kernelOptions.keyTile << " lanes=" << kernelOptions.lanes
-          << " bf16-products=" << kernelOptions.bf16Products << " llvm=" << kLlvmPipeline;
+          << " bf16-products=" << kernelOptions.bf16Products << " llvm=" << hostObjectLlvmPipeline();
   source.options = options.str();
   source.label = describe(spec);
 

@@ -11,9 +11,10 @@
 namespace attn::runtime {
 /// The object code of `module` (already in the LLVM dialect) for the host CPU, its functions'
 /// vectors kept `vectorBits` wide. With a `dumpFolder`, writes the optimized LLVM IR there as
-/// `cpu-optimized.ll`. Throws CompileError naming `label`.
+/// `cpu-optimized.ll`. With `phases`, appends the milliseconds of each step ("to LLVM IR ..,
+/// LLVM optimization .., code generation .."). Throws CompileError naming `label`.
 std::string emitHostObject(mlir::ModuleOp module, int64_t vectorBits, const std::string &label,
-                           const std::string &dumpFolder);
+                           const std::string &dumpFolder, std::string *phases = nullptr);
 
 /// The LLVM passes emitHostObject runs (part of cache keys).
 const char *hostObjectLlvmPipeline();
