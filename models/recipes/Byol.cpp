@@ -159,6 +159,10 @@ int runByol(train::Config &config) {
   const auto evaluationColumns = evaluation.columns();
   columns.insert(columns.end(), evaluationColumns.begin(), evaluationColumns.end());
   std::vector<std::vector<std::string>> panels{{"loss"}, evaluationColumns, {"momentum"}};
+  if (erObjective)
+    panels.push_back({"er_entropy", "er_reconstruction"});
+  if (bayesianPredictor)
+    panels.insert(panels.end(), {{"kl"}, {"predictor_sigma"}});
   diagnostics.addTo(columns, panels);
   train::Trainer trainer(common, columns, panels);
   trainer.addModule("online", online.ptr());
