@@ -159,6 +159,33 @@ TEST(GpuLaunch, SoftmaxBackwardRunsDeltaThenQueryThenKeyKernels) {
   EXPECT_EQ(keys.grid[2], p.batch);
 }
 
+// A ragged variant's kernels (compiled through the real GPU pipeline) take the key lengths
+// after their views; a call must pass them exactly when the variant has them, since the driver
+// cannot tell a missing kernel argument from garbage.
+TEST(GpuLaunch, KeyLengthsArePassedExactlyWhenTheVariantTakesThem) {
+  FakeDriver &fake = FakeDriver::get();
+  VariantSpec raggedSpec = spec("softmax", 64);
+  raggedSpec.keyLengths = true;
+  auto ragged = getGpuKernels(raggedSpec, GpuDtype::BFloat16, 0);
+  auto plain = getGpuKernels(spec("softmax", 64), GpuDtype::BFloat16, 0);
+  ASSERT_NE(ragged.get(), plain.get()) << "key lengths must be part of the kernels' key";
+  Problem p;
+  DeviceLengths lengths = view<1>(0xb0000, {p.batch});
+  fake.reset();
+  EXPECT_THROW(plain->forward(p.q, p.k, p.v, p.o, p.lse, nullptr, &lengths), CompileError);
+  EXPECT_THROW(ragged->forward(p.q, p.k, p.v, p.o, p.lse, nullptr), CompileError);
+  EXPECT_THROW(ragged->backward(p.q, p.k, p.v, p.o, p.gradOut, p.lse, p.delta, p.gradQuery,
+                                p.gradKey, p.gradValue, nullptr),
+               CompileError);
+  EXPECT_EQ(fake.launchCount(), 0) << "nothing may launch with the wrong arguments";
+  ragged->forward(p.q, p.k, p.v, p.o, p.lse, nullptr, &lengths);
+  ragged->backward(p.q, p.k, p.v, p.o, p.gradOut, p.lse, p.delta, p.gradQuery, p.gradKey,
+                   p.gradValue, nullptr, &lengths);
+  ASSERT_EQ(fake.launchCount(), 4);
+  EXPECT_TRUE(endsWith(nameOf(*fake.launch(0)), "_fwd"));
+  EXPECT_TRUE(endsWith(nameOf(*fake.launch(3)), "_bwd_dkdv"));
+}
+
 TEST(GpuLaunch, SigmoidBackwardNeedsNoDeltaPass) {
   FakeDriver &fake = FakeDriver::get();
   auto kernels = getGpuKernels(spec("sigmoid", 64), GpuDtype::Float16, 0);
