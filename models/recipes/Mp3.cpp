@@ -12,6 +12,8 @@
 #include "models/recipes/Recipes.h"
 #include "models/recipes/Vision.h"
 
+#include <filesystem>
+
 namespace attn::recipes {
 namespace F = torch::nn::functional;
 
@@ -62,35 +64,15 @@ torch::Tensor mp3PositionLogits(models::VisionTransformer &model, models::Projec
   return head->forward(model->encoder->forward(ordered, keyLengths)); // [B, P, P]
 }
 
-int runMp3(train::Config &config) {
-  const std::string name = "mp3";
-  train::RecipeDefaults defaults = selfSupervisedDefaults();
-  auto common = train::parseCommonOptions(config, name, defaults);
-  auto dataOptions = parseImageDataOptions(config);
-  auto vitOptions = parseVitOptions(config, common);
-  int64_t pretrainSteps = config.getInt("pretrain-steps", 300, "position-prediction steps (--steps: fine-tuning steps)");
-  double pretrainLr = config.getDouble("pretrain-lr", 1e-3, "peak learning rate of the pretraining phase");
-  double maskRatio = config.getDouble("mask-ratio", 0.5, "fraction of patches removed from the keys/values (the context)");
-  int64_t evalSamples = config.getInt("eval-samples", 2000, "test images in periodic evaluations (the final one uses all)");
-  if (pretrainSteps <= 0)
-    throw train::UsageError("--pretrain-steps must be positive");
-  if (maskRatio < 0 || maskRatio >= 1)
-    throw train::UsageError("--mask-ratio must be in [0, 1)");
-  if (train::finishOptions(config, name))
-    return 0;
-
-  train::applyRuntimeOptions(common);
-  auto data = loadImageData(dataOptions, common);
-  vitOptions = fitVitToData(vitOptions, data);
+/// MP3's phase 1 on `pretrainModel` (no position embedding); writes OUT/pretrain and
+/// OUT/pretrain/model.pt. `group` receives the run's process group. False: stopped early.
+static bool pretrainPositions(models::VisionTransformer &pretrainModel, const ImageData &data,
+                              const train::CommonOptions &common, int64_t pretrainSteps, double pretrainLr,
+                              double maskRatio, std::shared_ptr<train::Distributed> &group) {
   const auto &train = data.splits.train;
-
-  // Phase 1: no position embeddings, mean pooling; a head over patch positions.
-  auto pretrainOptions = vitOptions;
-  pretrainOptions.position_embedding(false).pooling(models::Pooling::Mean);
-  models::VisionTransformer pretrainModel(pretrainOptions);
   int64_t numPatches = pretrainModel->num_patches();
   int64_t visible = std::max<int64_t>(1, int64_t(std::llround(double(numPatches) * (1.0 - maskRatio))));
-  models::Projection positionHead(models::ProjectionOptions(vitOptions.embed_dim(), numPatches)
+  models::Projection positionHead(models::ProjectionOptions(pretrainModel->options.embed_dim(), numPatches)
                                       .sigma_reparam(common.sigmaReparam));
   pretrainModel->to(common.device, common.dtype);
   positionHead->to(common.device, common.dtype);
@@ -114,6 +96,7 @@ int runMp3(train::Config &config) {
   pretrainer.addModule("model", pretrainModel.ptr());
   pretrainer.addModule("position_head", positionHead.ptr());
   pretrainer.addOptimizer("adamw", pretrainOptimizer, pretrainLr);
+  group = pretrainer.sharedDistributed();
   auto &distributed = pretrainer.distributed();
   data::StepSampler sampler(train.size(), common.batchSize, uint64_t(common.seed),
                             distributed.rank(), distributed.worldSize());
@@ -156,19 +139,59 @@ int runMp3(train::Config &config) {
   };
   auto pretrainResult = pretrainer.run(pretrainStep, pretrainEvaluate, common.batchSize);
   if (!pretrainer.finished())
-    return 0;
+    return false;
   // The pretrained backbone alone, for fine-tuning elsewhere (vit-supervised --init=OUT/pretrain/
   // model.pt, with --ewc-lambda if wanted): no position embedding, its class head untrained.
   if (distributed.isMain())
     models::save_checkpoint(pretrainModel, pretrainCommon.outDir + "/model.pt",
                             {{"recipe", "mp3-pretrain"}, {"dataset", data.name},
                              {"test_position_accuracy", std::to_string(pretrainResult["test_position_accuracy"])}});
+  return true;
+}
+
+int runMp3(train::Config &config) {
+  const std::string name = "mp3";
+  train::RecipeDefaults defaults = selfSupervisedDefaults();
+  auto common = train::parseCommonOptions(config, name, defaults);
+  auto dataOptions = parseImageDataOptions(config);
+  auto vitOptions = parseVitOptions(config, common);
+  int64_t pretrainSteps = config.getInt("pretrain-steps", 300, "position-prediction steps (--steps: fine-tuning steps)");
+  double pretrainLr = config.getDouble("pretrain-lr", 1e-3, "peak learning rate of the pretraining phase");
+  double maskRatio = config.getDouble("mask-ratio", 0.5, "fraction of patches removed from the keys/values (the context)");
+  int64_t evalSamples = config.getInt("eval-samples", 2000, "test images in periodic evaluations (the final one uses all)");
+  const std::string initPath = config.getString(
+      "init", "", "fine-tune this MP3 backbone (an earlier run's OUT/pretrain/model.pt) instead of pretraining");
+  if (!initPath.empty() && !std::filesystem::exists(initPath))
+    throw train::UsageError("--init: '" + initPath + "' does not exist");
+  if (pretrainSteps <= 0)
+    throw train::UsageError("--pretrain-steps must be positive");
+  if (maskRatio < 0 || maskRatio >= 1)
+    throw train::UsageError("--mask-ratio must be in [0, 1)");
+  if (train::finishOptions(config, name))
+    return 0;
+
+  train::applyRuntimeOptions(common);
+  auto data = loadImageData(dataOptions, common);
+  vitOptions = fitVitToData(vitOptions, data);
+  const auto &train = data.splits.train;
+
+  // Phase 1: no position embeddings, mean pooling; a head over patch positions.
+  auto pretrainOptions = vitOptions;
+  pretrainOptions.position_embedding(false).pooling(models::Pooling::Mean);
+  models::VisionTransformer pretrainModel(pretrainOptions);
+  std::shared_ptr<train::Distributed> group; // the pretraining's, reused by the fine-tuning
+  if (!initPath.empty()) {
+    initFromCheckpoint(pretrainModel, initPath, /*withHead=*/false, common.distributed.rank == 0);
+    pretrainModel->to(common.device, common.dtype);
+  } else if (!pretrainPositions(pretrainModel, data, common, pretrainSteps, pretrainLr, maskRatio, group)) {
+    return 0; // stopped early (--stop-after)
+  }
 
   // Phase 2: positions back on; everything else starts from the pretrained weights.
   models::VisionTransformer model(vitOptions);
   model->to(common.device, common.dtype);
   int64_t copied = copyMatching(*model, *pretrainModel);
-  if (distributed.isMain())
+  if (common.distributed.rank == 0)
     std::fprintf(stderr, "mp3: fine-tuning from %lld pretrained tensors\n", (long long)copied);
   auto finetuneCommon = common;
   finetuneCommon.outDir = common.outDir + "/finetune";
@@ -181,7 +204,10 @@ int runMp3(train::Config &config) {
   std::vector<std::string> columns{"loss", "accuracy", "test_loss", "test_accuracy", "lr"};
   std::vector<std::vector<std::string>> panels{{"loss", "test_loss"}, {"accuracy", "test_accuracy"}};
   diagnostics.addTo(columns, panels);
-  train::Trainer finetuner(finetuneCommon, columns, panels, pretrainer.sharedDistributed());
+  train::Trainer finetuner(finetuneCommon, columns, panels, group);
+  auto &distributed = finetuner.distributed();
+  data::StepSampler sampler(train.size(), common.batchSize, uint64_t(common.seed),
+                            distributed.rank(), distributed.worldSize());
   finetuner.addModule("model", model.ptr());
   finetuner.addOptimizer("adamw", optimizer, common.learningRate);
   auto finetuneStep = [&](int64_t s) -> train::Values {

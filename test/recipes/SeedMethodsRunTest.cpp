@@ -85,7 +85,7 @@ TEST(SeedMethodsRun, EwcHoldsTheFineTunedBackboneNearTheSslCheckpoint) {
   EXPECT_NE(noInit.output.find("--ewc-lambda needs --init"), std::string::npos) << noInit.output;
 }
 
-TEST(SeedMethodsRun, VitSupervisedFineTunesFromMp3sPretrainedBackbone) {
+TEST(SeedMethodsRun, Mp3sPretrainedBackboneFineTunesWithInit) {
   auto mp3 = freshDir("mp3-init");
   auto pre = attnTrain("mp3 " + kDigits + "--pretrain-steps=5 --steps=2 --log-every=1 --out=" + mp3);
   ASSERT_EQ(pre.exitCode, 0) << pre.output;
@@ -105,6 +105,22 @@ TEST(SeedMethodsRun, VitSupervisedFineTunesFromMp3sPretrainedBackbone) {
     if (item.key().rfind("head.", 0) != 0) {
       EXPECT_LT((item.value() - pt[item.key()]).abs().max().item<double>(), 1e-6) << item.key();
     }
+  // mp3 --init fine-tunes that backbone itself, without pretraining again.
+  auto again = freshDir("mp3-init-again");
+  auto r2 = attnTrain("mp3 " + kDigits + "--steps=2 --lr=1e-12 --warmup-steps=0 --log-every=1 --init=" + mp3 +
+                      "/pretrain/model.pt --out=" + again);
+  ASSERT_EQ(r2.exitCode, 0) << r2.output;
+  EXPECT_FALSE(fs::exists(again + "/pretrain")) << r2.output;
+  auto fineTuned = attn::models::load_vision_transformer(again + "/model.pt");
+  auto pf = fineTuned->named_parameters();
+  for (const auto &item : backbone->named_parameters())
+    if (item.key().rfind("head.", 0) != 0) {
+      EXPECT_LT((item.value() - pf[item.key()]).abs().max().item<double>(), 1e-6) << item.key();
+    }
+  // A checkpoint with position embeddings is not an MP3 backbone: a usage error.
+  auto wrong = attnTrain("mp3 " + kDigits + "--steps=1 --init=" + out + "/model.pt --out=" + freshDir("mp3-init-bad"));
+  EXPECT_EQ(wrong.exitCode, 2) << wrong.output;
+  EXPECT_NE(wrong.output.find("position_embedding"), std::string::npos) << wrong.output;
 }
 
 } // namespace
