@@ -68,4 +68,16 @@ double meanPosteriorSigma(const BayesianMlpHeadImpl &head) {
   return sum / double(count);
 }
 
+double predictiveStd(BayesianMlpHeadImpl &head, const torch::Tensor &inputs, int64_t samples) {
+  TORCH_CHECK(samples >= 2, "predictiveStd: needs at least 2 samples, got ", samples);
+  torch::NoGradGuard noGrad;
+  const bool wasTraining = head.is_training();
+  head.eval();
+  std::vector<torch::Tensor> outputs;
+  for (int64_t i = 0; i < samples; ++i)
+    outputs.push_back(head.forward(inputs).to(torch::kFloat64));
+  head.train(wasTraining);
+  return torch::stack(outputs).std(0).mean().item<double>();
+}
+
 } // namespace attn::recipes

@@ -47,6 +47,11 @@ TORCH_MODULE(BayesianMlpHead);
 /// Mean posterior standard deviation softplus(ρ) over every weight and bias of `head`.
 double meanPosteriorSigma(const BayesianMlpHeadImpl &head);
 
+/// BYOV's predictive uncertainty: `samples` forward passes of `head` (eval mode: running
+/// BatchNorm statistics, so the spread comes from the weight posterior alone) on `inputs`
+/// [N, in]; the standard deviation over the samples, averaged over rows and outputs.
+double predictiveStd(BayesianMlpHeadImpl &head, const torch::Tensor &inputs, int64_t samples = 16);
+
 } // namespace attn::recipes
 
 #endif // MODELS_RECIPES_BAYESIANHEAD_H

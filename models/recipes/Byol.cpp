@@ -155,14 +155,14 @@ int runByol(train::Config &config) {
   if (erObjective)
     columns.insert(columns.end(), {"er_entropy", "er_reconstruction"});
   if (bayesianPredictor)
-    columns.insert(columns.end(), {"kl", "predictor_sigma"});
+    columns.insert(columns.end(), {"kl", "predictor_sigma", "predictive_std"});
   const auto evaluationColumns = evaluation.columns();
   columns.insert(columns.end(), evaluationColumns.begin(), evaluationColumns.end());
   std::vector<std::vector<std::string>> panels{{"loss"}, evaluationColumns, {"momentum"}};
   if (erObjective)
     panels.push_back({"er_entropy", "er_reconstruction"});
   if (bayesianPredictor)
-    panels.insert(panels.end(), {{"kl"}, {"predictor_sigma"}});
+    panels.insert(panels.end(), {{"kl"}, {"predictor_sigma", "predictive_std"}});
   diagnostics.addTo(columns, panels);
   train::Trainer trainer(common, columns, panels);
   trainer.addModule("online", online.ptr());
@@ -237,7 +237,19 @@ int runByol(train::Config &config) {
     values["momentum"] = rho;
     return values;
   };
-  auto evaluate = sslEvaluator(evaluation, diagnostics, online->backbone, data, common);
+  auto sslEvaluate = sslEvaluator(evaluation, diagnostics, online->backbone, data, common);
+  auto evaluate = [&](bool final) {
+    auto values = sslEvaluate(final);
+    if (bayesianPredictor) { // BYOV's label-free uncertainty on the first 256 test images
+      torch::NoGradGuard noGrad;
+      online->eval();
+      auto images = imagesOn(data.splits.test, torch::arange(std::min<int64_t>(256, data.splits.test.size())),
+                             data, common);
+      values["predictive_std"] = predictiveStd(*bayesPredictor, online->forward(images));
+      online->train();
+    }
+    return values;
+  };
   auto result = trainer.run(step, evaluate, common.batchSize);
   if (distributed.isMain() && trainer.finished())
     saveSslBackbone(online->backbone, common.outDir, name, result);

@@ -2,8 +2,9 @@
 // embeddings, from Rodríguez-Gálvez et al., "The Role of Entropy and Reconstruction in
 // Multi-View Self-Supervised Learning" (ICML 2023):
 //     I(Z₁; Z₂) ≥ H(Z₂) + E[log q(Z₂ | Z₁)],
-// with embeddings on the unit sphere S^{d−1}. The entropy is the plug-in (resubstitution)
-// kernel density estimate with a von Mises–Fisher kernel of concentration κ, and the
+// with embeddings on the unit sphere S^{d−1}. The entropy is Joe's (1989) resubstitution
+// estimate — the mean of −log p̂ over the batch, p̂ the kernel density estimate with a von
+// Mises–Fisher kernel of concentration κ, each sample included in its own estimate — and the
 // reconstruction density q(z₂ | z₁) is a vMF centred on the (normalised) prediction from z₁:
 //     Ĥ(Z) = −1/N Σ_i log( 1/N Σ_j C_d(κ) exp(κ z_iᵀz_j) ),
 //     log q(z₂ | z₁) = log C_d(κ) + κ cos(ẑ(z₁), z₂),

@@ -37,6 +37,9 @@ TEST(SeedMethodsRun, ByovTrainsItsPosteriorAndReportsCalibration) {
   ASSERT_FALSE(kl.empty()) << r.output;
   EXPECT_GT(kl.front(), 0);
   EXPECT_NE(sigma.back(), sigma.front()) << "the posterior's σ did not train";
+  auto spread = column(out, "predictive_std");
+  ASSERT_EQ(spread.size(), 1u) << r.output;
+  EXPECT_GT(spread[0], 0.0);
   for (const std::string name : {"linear_probe_ece", "linear_probe_ece_step0"}) {
     auto values = column(out, name);
     ASSERT_EQ(values.size(), 1u) << name << "\n" << r.output;

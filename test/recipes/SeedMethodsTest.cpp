@@ -157,6 +157,31 @@ TEST(BayesianLinear, HeadSumsItsLayersKlAndSamplesEachCall) {
   EXPECT_NEAR(recipes::meanPosteriorSigma(*head), 0.01, 1e-6);
 }
 
+TEST(BayesianLinear, PredictiveStdGrowsWithThePosteriorsSpread) {
+  // The head's eval-mode spread comes from the weight posterior only: it vanishes as σ → 0 and
+  // grows with σ.
+  recipes::BayesianMlpHead head(4, 8, 3, 0.1);
+  auto x = torch::randn({32, 4});
+  auto setSigma = [&](double sigma) {
+    torch::NoGradGuard noGrad;
+    for (auto *layer : {head->fc1.get(), head->fc2.get()}) {
+      layer->weightRho.fill_(std::log(std::expm1(sigma)));
+      layer->biasRho.fill_(std::log(std::expm1(sigma)));
+    }
+  };
+  setSigma(1e-6);
+  double tiny = recipes::predictiveStd(*head, x, 32);
+  setSigma(0.05);
+  double small = recipes::predictiveStd(*head, x, 32);
+  setSigma(0.2);
+  double large = recipes::predictiveStd(*head, x, 32);
+  EXPECT_LT(tiny, 1e-4);
+  EXPECT_GT(small, 10 * tiny);
+  EXPECT_GT(large, 2 * small);
+  EXPECT_TRUE(head->is_training()); // restored
+  EXPECT_THROW(recipes::predictiveStd(*head, x, 1), c10::Error);
+}
+
 // --- EWC --------------------------------------------------------------------------------------
 
 TEST(Ewc, FisherOfALinearFeatureMapIsTheMeanSquaredInput) {
