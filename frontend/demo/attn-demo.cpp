@@ -25,7 +25,21 @@ struct DemoCase {
   torch::Dtype dtype;
   /// Maps the scaled scores [B, H, Sq, Sk] (masked entries = -inf) to probabilities.
   Reference probabilities;
+  /// The function of `exampleFile` to run (empty: the file's only one).
+  std::string exampleFunction = {};
+  /// [Sq, Sk] bool: where the variant's mask region lets query i see key j (empty: all).
+  std::function<torch::Tensor(int64_t, int64_t)> allowed = {};
+  /// Per-batch key lengths passed as kv_lengths (empty: none).
+  std::vector<int64_t> keyLengths = {};
 };
+
+/// The text of `func.func @name` and what follows it up to the next function.
+std::string functionText(const std::string &module, const std::string &name) {
+  const size_t start = module.find("func.func @" + name + "(");
+  if (start == std::string::npos)
+    throw std::runtime_error("no func.func @" + name + " in the example");
+  return module.substr(start, module.find("\nfunc.func @", start + 1) - start);
+}
 
 std::string readFile(const std::string &path) {
   std::ifstream in(path);
@@ -91,6 +105,22 @@ int main(int argc, char **argv) {
          auto cols = torch::arange(s.size(3), torch::kDouble).view({1, 1, 1, -1});
          return torch::softmax(s - slopes * (rows - cols), -1);
        }},
+      // A mask region: the kernels skip the key blocks it empties.
+      {"masks.mlir prefix-LM", "", "masks.mlir", 4, 64, 64, false, torch::kFloat32, softmax,
+       "prefix_lm",
+       [](int64_t queries, int64_t keys) {
+         auto rows = torch::arange(queries).view({-1, 1});
+         auto cols = torch::arange(keys).view({1, -1});
+         return (cols < 64).logical_or(cols <= rows);
+       }},
+      // A ragged batch in one call: batch 1 has 97 keys, the rest is padding.
+      {"sigmoid kv_lengths", "sigmoid", "", 4, 64, 64, false, torch::kFloat32,
+       [](const torch::Tensor &s) {
+         // -ln n of each batch's own length: 150 and 97.
+         auto bias = -torch::log(torch::tensor({150.0, 97.0}, torch::kDouble)).view({2, 1, 1, 1});
+         return elementwise(s, [&](torch::Tensor x) { return torch::sigmoid(x + bias); });
+       },
+       "", {}, {150, 97}},
   };
 
   std::printf("attn demo: %lld x H x %lld x D attention on the CPU, JIT-compiled from IR, "
@@ -101,13 +131,19 @@ int main(int argc, char **argv) {
   int failures = 0;
   torch::manual_seed(2026);
   for (const DemoCase &c : cases) {
-    std::string variant =
-        c.variant.empty() ? "mlir:" + readFile(examples + "/" + c.exampleFile) : c.variant;
+    std::string variant = c.variant;
+    if (variant.empty()) {
+      std::string module = readFile(examples + "/" + c.exampleFile);
+      variant = "mlir:" + (c.exampleFunction.empty() ? module
+                                                     : functionText(module, c.exampleFunction));
+    }
     auto options = torch::TensorOptions().dtype(torch::kDouble);
     auto q = torch::randn({batch, c.heads, queryLength, c.headDim}, options);
     auto k = torch::randn({batch, c.heads, keyLength, c.headDim}, options);
     auto v = torch::randn({batch, c.heads, keyLength, c.valueHeadDim}, options);
     attn::AttentionOptions attentionOptions{variant, std::nullopt, c.causal};
+    if (!c.keyLengths.empty())
+      attentionOptions.kvLengths = torch::tensor(c.keyLengths);
 
     torch::Tensor out;
     auto qIn = q.to(c.dtype), kIn = k.to(c.dtype), vIn = v.to(c.dtype);
@@ -121,6 +157,13 @@ int main(int argc, char **argv) {
     if (c.causal) {
       auto mask = torch::ones({queryLength, keyLength}, torch::kBool).triu(1);
       scores = scores.masked_fill(mask, -INFINITY);
+    }
+    if (c.allowed)
+      scores = scores.masked_fill(c.allowed(queryLength, keyLength).logical_not(), -INFINITY);
+    if (!c.keyLengths.empty()) {
+      auto lengths = torch::tensor(c.keyLengths).view({-1, 1, 1, 1});
+      auto padding = torch::arange(keyLength).view({1, 1, 1, -1}) >= lengths;
+      scores = scores.masked_fill(padding, -INFINITY);
     }
     auto reference = torch::matmul(c.probabilities(scores), vRef);
     double error = relativeError(out, reference);
