@@ -116,6 +116,21 @@ struct DropIdentityScoreMod : OpRewritePattern<AttentionOp> {
   }
 };
 
+/// A mask region that yields constant true masks nothing: dropped, so the kernels do not
+/// classify every block for it.
+struct DropAlwaysTrueMask : OpRewritePattern<AttentionOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(AttentionOp op, PatternRewriter &rewriter) const override {
+    Region &mask = op.getMask();
+    APInt keep;
+    if (mask.empty() || !matchPattern(yieldedValue(mask), m_ConstantInt(&keep)) || keep.isZero())
+      return failure();
+    rewriter.eraseBlock(&mask.front());
+    rewriter.modifyOpInPlace(op, [] {});
+    return success();
+  }
+};
+
 /// A score_mod that only multiplies the score by a positive constant c is a scale: fold it
 /// into `scale` (scale * c, with the 1/sqrt(D) default made explicit).
 struct FoldConstantScoreModIntoScale : OpRewritePattern<AttentionOp> {
@@ -153,7 +168,7 @@ struct ForwardEvalUpdatedU : OpRewritePattern<ReparamLinearOp> {
 void AttentionOp::getCanonicalizationPatterns(RewritePatternSet &patterns,
                                               MLIRContext *context) {
   patterns.add<CustomNormalizerToKnownForm, DropIdentityScoreMod,
-               FoldConstantScoreModIntoScale>(context);
+               FoldConstantScoreModIntoScale, DropAlwaysTrueMask>(context);
 }
 
 void ReparamLinearOp::getCanonicalizationPatterns(RewritePatternSet &patterns,

@@ -90,6 +90,38 @@ func.func @identity_score_mod_dropped(%q: tensor<1x2x8x16xf32>) -> tensor<1x2x8x
 
 // -----
 
+// A mask region yielding true masks nothing and is dropped; one yielding false stays (it
+// masks everything).
+// CHECK-LABEL: func.func @always_true_mask_dropped
+// CHECK: attn.attention
+// CHECK-NOT: mask {
+func.func @always_true_mask_dropped(%q: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
+  %o = attn.attention %q, %q, %q normalizer(#attn.softmax) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  mask {
+  ^bb0(%b: index, %h: index, %i: index, %j: index):
+    %true = arith.constant true
+    attn.yield %true : i1
+  }
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func.func @always_false_mask_kept
+// CHECK: mask {
+// CHECK: arith.constant false
+func.func @always_false_mask_kept(%q: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
+  %o = attn.attention %q, %q, %q normalizer(#attn.softmax) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  mask {
+  ^bb0(%b: index, %h: index, %i: index, %j: index):
+    %false = arith.constant false
+    attn.yield %false : i1
+  }
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
 // s * 2 folds into the scale: 2 / sqrt(16) = 0.5 when no scale was given ...
 // CHECK-LABEL: func.func @constant_score_mod_folds_into_scale
 // CHECK: attn.attention {{.*}} {scale = 5.000000e-01 : f32}
