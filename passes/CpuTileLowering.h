@@ -49,6 +49,18 @@ struct Emit {
     return vector::BroadcastOp::create(b, loc, VectorType::get({width}, scalar.getType()),
                                        scalar);
   }
+  /// [0, 1, ..., width - 1] as a vector of `element` (index or an integer type).
+  Value iota(int64_t width, Type element) {
+    SmallVector<int64_t> lanes;
+    for (int64_t j = 0; j < width; ++j)
+      lanes.push_back(j);
+    auto type = VectorType::get({width}, element);
+    return arith::ConstantOp::create(b, loc, type, DenseElementsAttr::get(type, ArrayRef(lanes)));
+  }
+  /// The key indices [start, start + width) of a score row, as vector<width x index>.
+  Value keyIndices(Value start, int64_t width) {
+    return arith::AddIOp::create(b, loc, iota(width, b.getIndexType()), splat(start, width));
+  }
   /// `value` as a vector of `width` (a replayed formula may come back uniform).
   Value asVector(Value value, int64_t width) {
     return isa<VectorType>(value.getType()) ? value : splat(value, width);

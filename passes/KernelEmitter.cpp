@@ -13,6 +13,14 @@
 using namespace mlir;
 using namespace mlir::attn;
 
+namespace {
+/// Appends a copy of `from` (an op's scalar region; nothing when empty) to `into`.
+void copyRegion(Region &from, Region &into) {
+  IRMapping mapping;
+  from.cloneInto(&into, into.end(), mapping);
+}
+} // namespace
+
 KernelEmitter::KernelEmitter(AttentionOp op, OpBuilder &builder, TileSizes tiles)
     : op(op), b(builder), loc(op.getLoc()), tiles(tiles), normalizer(op.getNormalizer()),
       rowWise(normalizer.isRowWise()), headDim(op.getHeadDim()),
@@ -213,14 +221,11 @@ void KernelEmitter::scoreModTile(Value scores, Value rows, Value batch, Value he
   auto modOp = TileScoreModOp::create(b, loc, scores, rows, batch, head, rowStart, keyStart,
                                       derivative,
                                       b.getF64FloatAttr(normalizer.getScoreMultiplier()));
-  IRMapping mapping;
-  op.getScoreMod().cloneInto(&modOp.getScoreMod(), modOp.getScoreMod().end(), mapping);
+  copyRegion(op.getScoreMod(), modOp.getScoreMod());
 }
 
 void KernelEmitter::copyNormalizerBody(Region &region) {
-  IRMapping mapping;
-  if (!op.getNormalizerBody().empty())
-    op.getNormalizerBody().cloneInto(&region, region.end(), mapping);
+  copyRegion(op.getNormalizerBody(), region);
 }
 
 Value KernelEmitter::classifyBlock(Value rows, Value cols, Value batch, Value head,
@@ -229,8 +234,7 @@ Value KernelEmitter::classifyBlock(Value rows, Value cols, Value batch, Value he
     return Value();
   auto classify = TileMaskClassifyOp::create(b, loc, b.getIndexType(), rows, cols, batch, head,
                                              rowStart, colStart);
-  IRMapping mapping;
-  op.getMask().cloneInto(&classify.getMask(), classify.getMask().end(), mapping);
+  copyRegion(op.getMask(), classify.getMask());
   return classify.getKind();
 }
 
@@ -257,8 +261,7 @@ void KernelEmitter::maskRegionTile(Value kind, Value scores, Value rows, Value b
   scf::IfOp::create(b, loc, partial, [&](OpBuilder &, Location) {
     auto masked =
         TileMaskRegionOp::create(b, loc, scores, rows, batch, head, rowStart, colStart);
-    IRMapping mapping;
-    op.getMask().cloneInto(&masked.getMask(), masked.getMask().end(), mapping);
+    copyRegion(op.getMask(), masked.getMask());
     scf::YieldOp::create(b, loc);
   });
 }

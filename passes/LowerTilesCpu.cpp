@@ -191,12 +191,7 @@ struct LowerMask : OpRewritePattern<TileMaskOp> {
     int64_t cols = shape[1];
     auto i64 = rewriter.getI64Type();
     auto toI64 = [&](Value v) { return arith::IndexCastOp::create(rewriter, e.loc, i64, v); };
-    SmallVector<int64_t> lanes;
-    for (int64_t j = 0; j < cols; ++j)
-      lanes.push_back(j);
-    auto laneType = VectorType::get({cols}, i64);
-    Value iota = arith::ConstantOp::create(rewriter, e.loc, laneType,
-                                           DenseElementsAttr::get(laneType, ArrayRef(lanes)));
+    Value iota = e.iota(cols, i64);
     e.loop(shape[0], [&](Value i) {
       // Row i may see keys [lo, hi); a padding row sees none.
       Value row = e.add(op.getRowStart(), i);
@@ -246,13 +241,7 @@ struct LowerScoreMod : OpRewritePattern<TileScoreModOp> {
   LogicalResult matchAndRewrite(TileScoreModOp op, PatternRewriter &rewriter) const override {
     Emit e{rewriter, op.getLoc()};
     int64_t cols = shapeOf(op.getScores())[1];
-    SmallVector<int64_t> lanes;
-    for (int64_t j = 0; j < cols; ++j)
-      lanes.push_back(j);
-    auto laneType = VectorType::get({cols}, rewriter.getIndexType());
-    Value iota = arith::ConstantOp::create(
-        rewriter, e.loc, laneType, DenseElementsAttr::get(laneType, ArrayRef(lanes)));
-    Value keys = arith::AddIOp::create(rewriter, e.loc, iota, e.splat(op.getColStart(), cols));
+    Value keys = e.keyIndices(op.getColStart(), cols);
     bool withDerivative = bool(op.getDerivative());
     double multiplier = op.getMultiplier().convertToDouble();
     LogicalResult status = success();

@@ -23,14 +23,6 @@ FailureOr<Value> evaluateMask(Emit &e, Region &mask, Value batch, Value head, Va
   return e.asVector((*replayed)[0], width);
 }
 
-Value iota(Emit &e, int64_t width) {
-  SmallVector<int64_t> lanes;
-  for (int64_t j = 0; j < width; ++j)
-    lanes.push_back(j);
-  auto type = VectorType::get({width}, e.b.getIndexType());
-  return arith::ConstantOp::create(e.b, e.loc, type, DenseElementsAttr::get(type, ArrayRef(lanes)));
-}
-
 /// Two vectors carried over every (key chunk, row) of the block: some lane allowed, every
 /// lane allowed (lanes past the valid keys count as allowed for "every" and not for "some").
 /// Reduced once at the end: 0 empty, 1 full, 2 partial. Key chunks are the outer loop, so the
@@ -46,7 +38,7 @@ struct LowerMaskClassify : OpRewritePattern<TileMaskClassifyOp> {
                                            DenseElementsAttr::get(flags, false));
     Value every = arith::ConstantOp::create(rewriter, e.loc, flags,
                                             DenseElementsAttr::get(flags, true));
-    Value lanes = iota(e, width);
+    Value lanes = e.iota(width, rewriter.getIndexType());
     Value colsSplat = e.splat(op.getCols(), width);
     LogicalResult status = success();
     auto keyLoop = scf::ForOp::create(
@@ -57,6 +49,7 @@ struct LowerMaskClassify : OpRewritePattern<TileMaskClassifyOp> {
                                              e.splat(op.getColStart(), width));
           Value valid = arith::CmpIOp::create(rewriter, e.loc, arith::CmpIPredicate::slt,
                                               offsets, colsSplat);
+          Value invalid = arith::XOrIOp::create(rewriter, e.loc, valid, every);
           auto rowLoop = scf::ForOp::create(
               rewriter, e.loc, e.index(0), op.getRows(), e.index(1), keyCarried,
               [&](OpBuilder &, Location, Value i, ValueRange carried) {
@@ -71,7 +64,6 @@ struct LowerMaskClassify : OpRewritePattern<TileMaskClassifyOp> {
                 Value some = arith::OrIOp::create(
                     rewriter, e.loc, carried[0],
                     arith::AndIOp::create(rewriter, e.loc, *allowed, valid));
-                Value invalid = arith::XOrIOp::create(rewriter, e.loc, valid, every);
                 Value all = arith::AndIOp::create(
                     rewriter, e.loc, carried[1],
                     arith::OrIOp::create(rewriter, e.loc, *allowed, invalid));
@@ -101,8 +93,7 @@ struct LowerMaskRegion : OpRewritePattern<TileMaskRegionOp> {
     Emit e{rewriter, op.getLoc()};
     auto shape = cast<MemRefType>(op.getScores().getType()).getShape();
     const int64_t cols = shape[1];
-    Value keys = arith::AddIOp::create(rewriter, e.loc, iota(e, cols),
-                                       e.splat(op.getColStart(), cols));
+    Value keys = e.keyIndices(op.getColStart(), cols);
     Value minusInf = e.splat(e.f32(-INFINITY), cols);
     Value end = arith::MinSIOp::create(rewriter, e.loc, op.getRows(), e.index(shape[0]));
     LogicalResult status = success();
