@@ -39,6 +39,15 @@ public:
   /// A contiguous vector (the caller allocates v, u', the scales and the gradients).
   MemRefType vectorType() const { return MemRefType::get({ShapedType::kDynamic}, element); }
 
+  /// `func.func @name(arguments)` with the C interface, at the builder's insertion point; the
+  /// builder moves into its body (callers hold an InsertionGuard).
+  func::FuncOp createKernel(StringRef name, ArrayRef<Type> arguments) {
+    auto kernel = func::FuncOp::create(b, loc, name, b.getFunctionType(arguments, {}));
+    kernel->setAttr("llvm.emit_c_interface", b.getUnitAttr());
+    b.setInsertionPointToStart(kernel.addEntryBlock());
+    return kernel;
+  }
+
   Value index(int64_t value) { return arith::ConstantIndexOp::create(b, loc, value); }
   Value scalar(double value) {
     return arith::ConstantOp::create(b, loc, element, b.getFloatAttr(element, value));
@@ -201,10 +210,8 @@ void emitForward(ReparamEmitter &e, ReparamLinearOp op, StringRef name, func::Fu
   if (op.getBias())
     arguments.push_back(vec);
   arguments.append({vec, vec, matrix, vec, vec, vec});
-  auto kernel = func::FuncOp::create(b, e.loc, name, b.getFunctionType(arguments, {}));
-  kernel->setAttr("llvm.emit_c_interface", b.getUnitAttr());
   OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPointToStart(kernel.addEntryBlock());
+  func::FuncOp kernel = e.createKernel(name, arguments);
   auto args = kernel.getArguments();
   unsigned next = 0;
   Value x = args[next++], w = args[next++];
@@ -259,10 +266,8 @@ void emitBackward(ReparamEmitter &e, ReparamLinearOp op, StringRef name, func::F
   if (op.getBias())
     arguments.push_back(vec);
   arguments.append({vec, b.getI1Type()});
-  auto kernel = func::FuncOp::create(b, e.loc, name, b.getFunctionType(arguments, {}));
-  kernel->setAttr("llvm.emit_c_interface", b.getUnitAttr());
   OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPointToStart(kernel.addEntryBlock());
+  func::FuncOp kernel = e.createKernel(name, arguments);
   auto args = kernel.getArguments();
   unsigned next = 0;
   Value dy = args[next++], x = args[next++], w = args[next++], gamma = args[next++],
