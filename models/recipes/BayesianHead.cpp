@@ -1,8 +1,26 @@
 #include "models/recipes/BayesianHead.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <cmath>
 
 namespace attn::recipes {
+
+namespace {
+
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ULL;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+  return x ^ (x >> 31);
+}
+
+} // namespace
+
+at::Generator posteriorSampleGenerator(uint64_t seed, int64_t step) {
+  uint64_t key = splitmix64(splitmix64(seed ^ 0x6279'6F76'0000'0000ULL /* "byov" */) ^ uint64_t(step));
+  return at::make_generator<at::CPUGeneratorImpl>(key);
+}
 
 BayesianLinearImpl::BayesianLinearImpl(int64_t in, int64_t out, double priorSigma, double initialSigma)
     : in_(in), out_(out), priorSigma_(priorSigma), initialSigma_(initialSigma) {
@@ -20,11 +38,13 @@ void BayesianLinearImpl::reset() {
   biasRho = register_parameter("bias_rho", torch::full({out_}, rho));
 }
 
-torch::Tensor BayesianLinearImpl::forward(const torch::Tensor &x, bool useMean) {
+torch::Tensor BayesianLinearImpl::forward(const torch::Tensor &x, bool useMean, at::Generator *generator) {
   if (useMean)
     return torch::nn::functional::linear(x, weightMu, biasMu);
-  auto sample = [](const torch::Tensor &mu, const torch::Tensor &rho) {
-    return mu + torch::softplus(rho) * torch::randn_like(mu);
+  auto sample = [&](const torch::Tensor &mu, const torch::Tensor &rho) {
+    auto epsilon = generator ? torch::randn(mu.sizes(), *generator, mu.options().device(torch::kCPU)).to(mu.device())
+                             : torch::randn_like(mu);
+    return mu + torch::softplus(rho) * epsilon;
   };
   return torch::nn::functional::linear(x, sample(weightMu, weightRho), sample(biasMu, biasRho));
 }
@@ -50,8 +70,8 @@ void BayesianMlpHeadImpl::reset() {
   fc2 = register_module("fc2", BayesianLinear(hidden_, out_, priorSigma_));
 }
 
-torch::Tensor BayesianMlpHeadImpl::forward(const torch::Tensor &x, bool useMean) {
-  return fc2->forward(torch::relu(norm->forward(fc1->forward(x, useMean))), useMean);
+torch::Tensor BayesianMlpHeadImpl::forward(const torch::Tensor &x, bool useMean, at::Generator *generator) {
+  return fc2->forward(torch::relu(norm->forward(fc1->forward(x, useMean, generator))), useMean, generator);
 }
 
 torch::Tensor BayesianMlpHeadImpl::kl() const { return fc1->kl() + fc2->kl(); }
@@ -68,14 +88,15 @@ double meanPosteriorSigma(const BayesianMlpHeadImpl &head) {
   return sum / double(count);
 }
 
-double predictiveStd(BayesianMlpHeadImpl &head, const torch::Tensor &inputs, int64_t samples) {
+double predictiveStd(BayesianMlpHeadImpl &head, const torch::Tensor &inputs, int64_t samples,
+                     at::Generator *generator) {
   TORCH_CHECK(samples >= 2, "predictiveStd: needs at least 2 samples, got ", samples);
   torch::NoGradGuard noGrad;
   const bool wasTraining = head.is_training();
   head.eval();
   std::vector<torch::Tensor> outputs;
   for (int64_t i = 0; i < samples; ++i)
-    outputs.push_back(head.forward(inputs).to(torch::kFloat64));
+    outputs.push_back(head.forward(inputs, /*useMean=*/false, generator).to(torch::kFloat64));
   head.train(wasTraining);
   return torch::stack(outputs).std(0).mean().item<double>();
 }

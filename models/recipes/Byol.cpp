@@ -6,7 +6,9 @@
 // --ema-scaling-rule: for a batch κ = batch/reference-batch times the reference, momentum
 // ρ → ρ^κ with AdamW's own square-root rule ("How to Scale Your EMA", Busbridge et al. 2023).
 // --objective=er: the ER bound instead of 2 − 2·cos (ErBound.h). --predictor=bayesian: BYOV, a
-// Bayes-by-Backprop predictor (BayesianHead.h) whose KL to the prior joins the loss.
+// Bayes-by-Backprop predictor (BayesianHead.h) whose KL to the prior joins the loss; its weight
+// samples come from a generator of (seed, step), like the augmentations, so W processes equal one
+// and evaluating does not change the training run.
 #include "models/data/Augment.h"
 #include "models/data/Sampler.h"
 #include "models/recipes/BayesianHead.h"
@@ -116,12 +118,14 @@ int runByol(train::Config &config) {
     mlpPredictor = MlpHead(projectionDim, projectionHidden, projectionDim, common.sigmaReparam, headNorm);
     predictor = mlpPredictor.ptr();
   }
-  auto predict = [&](const torch::Tensor &x) {
+  // BYOV: one weight sample per view for the whole global batch, drawn from the step's generator.
+  auto predict = [&](const torch::Tensor &x, int64_t step) {
     if (!bayesianPredictor)
       return perView(mlpPredictor, x, 2);
+    auto generator = posteriorSampleGenerator(uint64_t(common.seed), step);
     std::vector<torch::Tensor> outputs;
     for (const auto &chunk : x.chunk(2, 0))
-      outputs.push_back(bayesPredictor->forward(chunk));
+      outputs.push_back(bayesPredictor->forward(chunk, /*useMean=*/false, &generator));
     return torch::cat(outputs);
   };
   online->to(common.device, common.dtype);
@@ -196,7 +200,7 @@ int runByol(train::Config &config) {
     optimizer.zero_grad();
     const auto lossType = common.dtype == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
     auto projections = online->forward(torch::cat({view1, view2}), 2);
-    auto predictions = predict(projections).to(lossType);
+    auto predictions = predict(projections, s).to(lossType);
     torch::Tensor targets;
     {
       torch::NoGradGuard noGrad;
@@ -245,7 +249,8 @@ int runByol(train::Config &config) {
       online->eval();
       auto images = imagesOn(data.splits.test, torch::arange(std::min<int64_t>(256, data.splits.test.size())),
                              data, common);
-      values["predictive_std"] = predictiveStd(*bayesPredictor, online->forward(images));
+      auto generator = posteriorSampleGenerator(uint64_t(common.seed), -1);
+      values["predictive_std"] = predictiveStd(*bayesPredictor, online->forward(images), 16, &generator);
       online->train();
     }
     return values;

@@ -315,6 +315,12 @@ void expectSslTwoProcessesMatchOne(const std::string &recipe, const std::string 
 
 TEST(RecipeRun, ByolTwoProcessesMatchOne) { expectSslTwoProcessesMatchOne("byol", "", 104729); }
 
+// BYOV samples its predictor's weights at every forward pass: the samples must come from a
+// generator of (seed, step), the same on every rank, not from each process's default generator.
+TEST(RecipeRun, ByovTwoProcessesMatchOne) {
+  expectSslTwoProcessesMatchOne("byol", "--predictor=bayesian --kl-weight=100 ", 155921);
+}
+
 TEST(RecipeRun, SimclrTwoProcessesMatchOne) {
   expectSslTwoProcessesMatchOne("simclr", "--temperature=0.5 ", 130363);
 }

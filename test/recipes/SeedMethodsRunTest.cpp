@@ -55,6 +55,23 @@ TEST(SeedMethodsRun, ByovTrainsItsPosteriorAndReportsCalibration) {
   EXPECT_EQ(attnTrain("byol --predictor=bayesian --head-norm=layer").exitCode, 2);
 }
 
+TEST(SeedMethodsRun, ByovTrainingDoesNotDependOnHowOftenItEvaluates) {
+  // The evaluations draw random numbers (the probe's initialisation, the predictive spread's
+  // weight samples); the training run's weight samples must not come from that same stream.
+  const std::string args = "byol " + kDigits + kSsl + "--predictor=bayesian --kl-weight=100 --dtype=float64 "
+                           "--steps=6 --log-every=1 --probe-train=200 --probe-test=100 --probe-steps=20 ";
+  auto quiet = freshDir("byov-eval-end"), busy = freshDir("byov-eval-2");
+  auto a = attnTrain(args + "--eval-every=0 --out=" + quiet);
+  ASSERT_EQ(a.exitCode, 0) << a.output;
+  auto b = attnTrain(args + "--eval-every=2 --out=" + busy);
+  ASSERT_EQ(b.exitCode, 0) << b.output;
+  auto lossA = column(quiet, "loss"), lossB = column(busy, "loss");
+  ASSERT_EQ(lossA.size(), 6u);
+  ASSERT_EQ(lossB.size(), 6u);
+  for (size_t i = 0; i < lossA.size(); ++i)
+    EXPECT_NEAR(lossA[i], lossB[i], 1e-8) << "step " << i + 1;
+}
+
 double distanceFromBackbone(const std::string &backbonePath, const std::string &tunedPath) {
   auto backbone = attn::models::load_vision_transformer(backbonePath);
   auto tuned = attn::models::load_vision_transformer(tunedPath);

@@ -1,6 +1,7 @@
 // The seed papers' methods against hand-computed values (plain double arithmetic): the ER bound
 // (vMF kernel entropy, vMF reconstruction, the Bessel normaliser), calibration (ECE, Brier),
 // BYOV's Bayes-by-Backprop layer (closed-form KL, sampling) and EWC (Fisher, penalty).
+#include "models/data/Augment.h"
 #include "models/recipes/BayesianHead.h"
 #include "models/recipes/Calibration.h"
 #include "models/recipes/ErBound.h"
@@ -13,6 +14,7 @@
 
 namespace {
 namespace recipes = attn::recipes;
+namespace data = attn::data;
 using Vec = std::vector<double>;
 
 double dot(const Vec &a, const Vec &b) {
@@ -155,6 +157,28 @@ TEST(BayesianLinear, HeadSumsItsLayersKlAndSamplesEachCall) {
   auto x = torch::randn({6, 4});
   EXPECT_FALSE(torch::equal(head->forward(x), head->forward(x)));
   EXPECT_NEAR(recipes::meanPosteriorSigma(*head), 0.01, 1e-6);
+}
+
+TEST(BayesianLinear, StepGeneratorFixesTheWeightSampleWhateverElseDrew) {
+  // The recipe's weight samples are a function of (seed, step): the same draw on every rank,
+  // however far each process's default generator has moved (evaluations sample too).
+  recipes::BayesianMlpHead head(4, 8, 3, 0.1);
+  head->eval(); // running BatchNorm statistics: the output depends on the weight sample alone
+  auto x = torch::randn({6, 4});
+  auto sampled = [&](uint64_t seed, int64_t step, int64_t defaultDraws) {
+    torch::rand({defaultDraws}); // another part of the process using torch's default generator
+    auto generator = recipes::posteriorSampleGenerator(seed, step);
+    return head->forward(x, /*useMean=*/false, &generator);
+  };
+  auto a = sampled(0, 7, 1), b = sampled(0, 7, 1000);
+  EXPECT_TRUE(torch::equal(a, b));
+  EXPECT_FALSE(torch::equal(a, sampled(0, 8, 1)));
+  EXPECT_FALSE(torch::equal(a, sampled(1, 7, 1)));
+  EXPECT_FALSE(torch::equal(a, head->forward(x, /*useMean=*/true)));
+  // Its stream is not the augmentations' of the same (seed, step).
+  auto augment = data::SampleRandom::forStep(0, 7, 4, 0).rand(4, torch::zeros({1}));
+  auto generator = recipes::posteriorSampleGenerator(0, 7);
+  EXPECT_FALSE(torch::allclose(augment, torch::rand({4}, generator)));
 }
 
 TEST(BayesianLinear, PredictiveStdGrowsWithThePosteriorsSpread) {
