@@ -61,6 +61,16 @@ struct Emit {
   Value keyIndices(Value start, int64_t width) {
     return arith::AddIOp::create(b, loc, iota(width, b.getIndexType()), splat(start, width));
   }
+  /// keyIndices with the lanes at and past `valid` keys held at the last valid key (the
+  /// first when none is): what a region evaluates for padding lanes, whose scores are masked
+  /// anyway, so that it never sees a key index past the sequence.
+  Value validKeyIndices(Value start, Value valid, int64_t width) {
+    Value last = arith::MaxSIOp::create(b, loc, arith::SubIOp::create(b, loc, valid, index(1)),
+                                        index(0));
+    Value lanes = arith::MinSIOp::create(b, loc, iota(width, b.getIndexType()),
+                                         splat(last, width));
+    return arith::AddIOp::create(b, loc, lanes, splat(start, width));
+  }
   /// `value` as a vector of `width` (a replayed formula may come back uniform).
   Value asVector(Value value, int64_t width) {
     return isa<VectorType>(value.getType()) ? value : splat(value, width);
@@ -109,6 +119,12 @@ void populateTileMatmulCpuPatterns(RewritePatternSet &patterns, VectorTarget tar
 /// attn.tile_mask_classify and attn.tile_mask_region: the mask region replayed over vectors
 /// of key indices (MaskRegionCpu.cpp).
 void populateMaskRegionCpuPatterns(RewritePatternSet &patterns, VectorTarget target);
+/// The replay hook (ElementwiseReplay.h) for a tile op's region that reads captured tensors:
+/// `memref.load` of one of `captures` becomes a bounds-checked scalar load (uniform indices)
+/// or vector.gather (indices varying over the keys); a read out of bounds sets
+/// fault[capture] = 1. Null for any other op (CaptureLoadCpu.cpp).
+FailureOr<Value> lowerCaptureRead(OpBuilder &builder, Location loc, Operation &op,
+                                  ArrayRef<Value> operands, ValueRange captures, Value fault);
 /// Per AMX product, its lhs and rhs already packed to bf16 (null where not).
 using AmxPackedOperands = DenseMap<Operation *, std::pair<Value, Value>>;
 /// Before the patterns: an operand tile that one tile_load fills for one AMX product alone is

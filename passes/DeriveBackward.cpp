@@ -77,14 +77,14 @@ struct BackwardTiles {
     // (a GPU keeps the three score tiles in registers; this order keeps two alive, not three).
     TileMatmulOp::create(b, loc, gradOut, valuesT, grads, rows, e.index(e.valueHeadDim), keys,
                          Value(), UnitAttr(), UnitAttr(), FloatAttr());
-    e.scoreModTile(scores, rows, batch, head, rowStart, keyStart, modDerivative);
+    e.scoreModTile(scores, rows, keys, batch, head, rowStart, keyStart, modDerivative);
     Value needsMask = e.blockNeedsMask(rowStart, e.tiles.query, keyStart, e.tiles.key,
                                        queryLength, keyLength);
     scf::IfOp::create(b, loc, needsMask, [&](OpBuilder &, Location) {
       e.maskTile(scores, rowStart, keyStart, queryLength, keyLength);
       scf::YieldOp::create(b, loc);
     });
-    e.maskRegionTile(kind, scores, rows, batch, head, rowStart, keyStart);
+    e.maskRegionTile(kind, scores, rows, keys, batch, head, rowStart, keyStart);
     if (loadStatistics)
       loadStatistics();
     auto probabilities =
@@ -97,7 +97,8 @@ struct BackwardTiles {
   }
 };
 
-/// `@<name>_bwd_dq(q, k, v, dO, lse, delta, dQ, [kv_lengths,] batch, head, queryStart)`.
+/// `@<name>_bwd_dq(q, k, v, dO, lse, delta, dQ, [kv_lengths,] [captures..., fault,] batch, head,
+/// queryStart)`.
 void emitQueryGradientKernel(KernelEmitter &e, Operation *anchor) {
   OpBuilder &b = e.b;
   Location loc = e.loc;
@@ -145,7 +146,8 @@ void emitQueryGradientKernel(KernelEmitter &e, Operation *anchor) {
   func::ReturnOp::create(b, loc);
 }
 
-/// `@<name>_bwd_dkdv(q, k, v, dO, lse, delta, dK, dV, [kv_lengths,] batch, kvHead, keyStart)`:
+/// `@<name>_bwd_dkdv(q, k, v, dO, lse, delta, dK, dV, [kv_lengths,] [captures..., fault,] batch,
+/// kvHead, keyStart)`:
 /// sums over the query heads of the group, so GQA needs no atomics and no K/V copies.
 void emitKeyValueGradientKernel(KernelEmitter &e, Operation *anchor) {
   OpBuilder &b = e.b;
@@ -243,12 +245,16 @@ LogicalResult checkDifferentiable(AttentionOp op) {
   Type f32 = builder.getF32Type(), index = builder.getIndexType();
   for (Type type : {f32, f32, f32, f32, f32, index, index, index, index})
     block->addArgument(type, loc);
+  for (Value capture : op.getCaptures())
+    block->addArgument(capture.getType(), loc);
   builder.setInsertionPointToStart(block);
   auto args = block->getArguments();
   LogicalResult result = success();
-  if (!op.getScoreMod().empty())
-    result = emitRegionWithDerivative(builder, loc, op.getScoreMod(),
-                                      {args[0], args[5], args[6], args[7], args[8]});
+  if (!op.getScoreMod().empty()) {
+    SmallVector<Value> modArguments = {args[0], args[5], args[6], args[7], args[8]};
+    modArguments.append(args.begin() + 9, args.end());
+    result = emitRegionWithDerivative(builder, loc, op.getScoreMod(), modArguments);
+  }
   if (succeeded(result)) {
     NormalizerAttrInterface normalizer = op.getNormalizer();
     result = normalizer.emitScoreGradient(builder, loc, args[0], args[1], args[2],

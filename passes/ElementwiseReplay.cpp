@@ -10,7 +10,8 @@ using namespace mlir;
 
 FailureOr<SmallVector<Value>> mlir::attn::replayElementwise(
     OpBuilder &builder, Location loc, ValueRange arguments,
-    function_ref<FailureOr<SmallVector<Value>>(OpBuilder &, ValueRange)> emitScalar) {
+    function_ref<FailureOr<SmallVector<Value>>(OpBuilder &, ValueRange)> emitScalar,
+    ReplayHook replayOther) {
   // The scratch block lives in a detached region; it is destroyed on return.
   Region scratch;
   Block *block = new Block();
@@ -40,6 +41,17 @@ FailureOr<SmallVector<Value>> mlir::attn::replayElementwise(
       Value mapped = mapping.lookupOrDefault(operand);
       varying |= isVector(mapped);
       operands.push_back(mapped);
+    }
+    if (replayOther) {
+      FailureOr<Value> replayed = replayOther(op, operands);
+      if (failed(replayed)) {
+        block->dropAllDefinedValueUses();
+        return failure();
+      }
+      if (*replayed) {
+        mapping.map(op.getResult(0), *replayed);
+        continue;
+      }
     }
     if (!varying || !laneType) {
       builder.clone(op, mapping);

@@ -14,10 +14,16 @@ namespace mlir::attn {
 /// read none stay scalar. Values from outside (e.g. the key length) are used as they are.
 /// Returns the replayed values of what `emitScalar` returned; failure when it fails or builds
 /// an op that is not elementwise (its diagnostics are emitted).
+///
+/// `replayOther`, when given, is asked first for every op: it may emit the op's replay itself
+/// from the replayed operands (a captured tensor's read becomes a bounds-checked load or
+/// gather) and return its value, return null to leave the op to the rule above, or fail.
+using ReplayHook = function_ref<FailureOr<Value>(Operation &op, ArrayRef<Value> operands)>;
 FailureOr<SmallVector<Value>>
 replayElementwise(OpBuilder &builder, Location loc, ValueRange arguments,
                   function_ref<FailureOr<SmallVector<Value>>(OpBuilder &, ValueRange)>
-                      emitScalar);
+                      emitScalar,
+                  ReplayHook replayOther = {});
 
 } // namespace mlir::attn
 

@@ -4,6 +4,7 @@
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/IRMapping.h"
 
@@ -18,6 +19,28 @@ namespace {
 void copyRegion(Region &from, Region &into) {
   IRMapping mapping;
   from.cloneInto(&into, into.end(), mapping);
+}
+
+/// copyRegion for a score_mod or mask region that may read captured tensors: its trailing
+/// tensor arguments become the kernel's capture memrefs' types and each `tensor.extract` of
+/// them a `memref.load`, as the tile ops read them.
+void copyCaptureRegion(Region &from, Region &into, ValueRange captures) {
+  copyRegion(from, into);
+  if (captures.empty() || into.empty())
+    return;
+  Block &block = into.front();
+  unsigned first = block.getNumArguments() - captures.size();
+  for (auto [position, capture] : llvm::enumerate(captures))
+    block.getArgument(first + position).setType(capture.getType());
+  SmallVector<tensor::ExtractOp> extracts;
+  block.walk([&](tensor::ExtractOp extract) { extracts.push_back(extract); });
+  for (tensor::ExtractOp extract : extracts) {
+    OpBuilder builder(extract);
+    Value load = memref::LoadOp::create(builder, extract.getLoc(), extract.getTensor(),
+                                        extract.getIndices());
+    extract.getResult().replaceAllUsesWith(load);
+    extract.erase();
+  }
 }
 } // namespace
 
@@ -85,13 +108,32 @@ func::FuncOp KernelEmitter::createKernel(StringRef name, ArrayRef<Type> viewType
   const bool withLengths = static_cast<bool>(op.getKvLengths());
   if (withLengths)
     arguments.push_back(lengthsType());
+  const size_t firstCapture = arguments.size();
+  for (Value capture : op.getCaptures())
+    arguments.push_back(captureType(cast<RankedTensorType>(capture.getType())));
+  if (!op.getCaptures().empty())
+    arguments.push_back(faultType());
   arguments.append(3, b.getIndexType());
   b.setInsertionPoint(anchor);
   auto kernel = func::FuncOp::create(b, loc, name, b.getFunctionType(arguments, {}));
   kernel->setAttr("llvm.emit_c_interface", b.getUnitAttr());
   b.setInsertionPointToStart(kernel.addEntryBlock());
   keyLengths = withLengths ? kernel.getArgument(viewTypes.size()) : Value();
+  captures.clear();
+  fault = Value();
+  for (size_t position = 0; position < op.getCaptures().size(); ++position)
+    captures.push_back(kernel.getArgument(firstCapture + position));
+  if (!captures.empty())
+    fault = kernel.getArgument(firstCapture + captures.size());
   return kernel;
+}
+
+MemRefType KernelEmitter::captureType(RankedTensorType type) const {
+  return MemRefType::get(type.getShape(), type.getElementType());
+}
+
+MemRefType KernelEmitter::faultType() const {
+  return MemRefType::get({ShapedType::kDynamic}, b.getI32Type());
 }
 
 std::tuple<Value, Value, Value> KernelEmitter::gridArguments(func::FuncOp kernel) {
@@ -213,15 +255,15 @@ void KernelEmitter::releaseTiles() {
   heapTiles.clear();
 }
 
-void KernelEmitter::scoreModTile(Value scores, Value rows, Value batch, Value head,
+void KernelEmitter::scoreModTile(Value scores, Value rows, Value cols, Value batch, Value head,
                                  Value rowStart, Value keyStart, Value derivative) {
   if (!hasScoreMod)
     return;
   // The multiplier that could not be folded into q (softmax's log2 e) comes after the mod.
-  auto modOp = TileScoreModOp::create(b, loc, scores, rows, batch, head, rowStart, keyStart,
-                                      derivative,
+  auto modOp = TileScoreModOp::create(b, loc, scores, rows, cols, batch, head, rowStart,
+                                      keyStart, derivative, captures, fault,
                                       b.getF64FloatAttr(normalizer.getScoreMultiplier()));
-  copyRegion(op.getScoreMod(), modOp.getScoreMod());
+  copyCaptureRegion(op.getScoreMod(), modOp.getScoreMod(), captures);
 }
 
 void KernelEmitter::copyNormalizerBody(Region &region) {
@@ -233,8 +275,8 @@ Value KernelEmitter::classifyBlock(Value rows, Value cols, Value batch, Value he
   if (!hasMask)
     return Value();
   auto classify = TileMaskClassifyOp::create(b, loc, b.getIndexType(), rows, cols, batch, head,
-                                             rowStart, colStart);
-  copyRegion(op.getMask(), classify.getMask());
+                                             rowStart, colStart, captures, fault);
+  copyCaptureRegion(op.getMask(), classify.getMask(), captures);
   return classify.getKind();
 }
 
@@ -253,15 +295,15 @@ void KernelEmitter::unlessMaskedOut(Value rows, Value cols, Value batch, Value h
   });
 }
 
-void KernelEmitter::maskRegionTile(Value kind, Value scores, Value rows, Value batch,
-                                   Value head, Value rowStart, Value colStart) {
+void KernelEmitter::maskRegionTile(Value kind, Value scores, Value rows, Value cols,
+                                   Value batch, Value head, Value rowStart, Value colStart) {
   if (!kind)
     return;
   Value partial = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, kind, index(2));
   scf::IfOp::create(b, loc, partial, [&](OpBuilder &, Location) {
-    auto masked =
-        TileMaskRegionOp::create(b, loc, scores, rows, batch, head, rowStart, colStart);
-    copyRegion(op.getMask(), masked.getMask());
+    auto masked = TileMaskRegionOp::create(b, loc, scores, rows, cols, batch, head, rowStart,
+                                           colStart, captures, fault);
+    copyCaptureRegion(op.getMask(), masked.getMask(), captures);
     scf::YieldOp::create(b, loc);
   });
 }

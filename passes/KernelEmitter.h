@@ -38,9 +38,16 @@ public:
   /// `memref<?xi64>`: the per-batch key lengths of an op with `kv_lengths`.
   MemRefType lengthsType() const;
 
-  /// Creates `func.func @name(views..., [%kv_lengths,] %batch: index, %head: index,
-  /// %start: index)` with the C interface, before `anchor`, and positions the builder in its
-  /// body. The key lengths argument is there when the op has `kv_lengths`.
+  /// A captured tensor as the kernels take it: a memref of its shape (identity layout: the
+  /// run time passes captures contiguous).
+  MemRefType captureType(RankedTensorType type) const;
+  /// `memref<?xi32>`: one flag per capture, set to 1 by a read out of its bounds.
+  MemRefType faultType() const;
+
+  /// Creates `func.func @name(views..., [%kv_lengths,] [captures..., %fault,] %batch: index,
+  /// %head: index, %start: index)` with the C interface, before `anchor`, and positions the
+  /// builder in its body. The key lengths argument is there when the op has `kv_lengths`; the
+  /// captures (captureType) and the fault flags when it has captures.
   func::FuncOp createKernel(StringRef name, ArrayRef<Type> viewTypes, Operation *anchor);
   /// The kernel's trailing (batch, head, start) arguments.
   static std::tuple<Value, Value, Value> gridArguments(func::FuncOp kernel);
@@ -83,9 +90,9 @@ public:
   static constexpr int64_t kMaxStackTileBytes = 16 * 1024;
   /// `attn.tile_score_mod` applying the op's score_mod (and the normalizer's multiplier)
   /// over a score tile; no-op without a score_mod.
-  void scoreModTile(Value scores, Value rows, Value batch, Value head, Value rowStart,
-                    Value keyStart,
-                    Value derivative);
+  /// `cols` keys of the tile are valid.
+  void scoreModTile(Value scores, Value rows, Value cols, Value batch, Value head,
+                    Value rowStart, Value keyStart, Value derivative);
   /// Copies the op's normalizer_body region (if any) into `region`.
   void copyNormalizerBody(Region &region);
 
@@ -99,8 +106,8 @@ public:
                        Value colStart, function_ref<void(Value kind)> body);
   /// With a mask region and a partial block (`kind` == 2), `attn.tile_mask_region` over the
   /// score tile.
-  void maskRegionTile(Value kind, Value scores, Value rows, Value batch, Value head,
-                      Value rowStart, Value colStart);
+  void maskRegionTile(Value kind, Value scores, Value rows, Value cols, Value batch,
+                      Value head, Value rowStart, Value colStart);
 
   /// The key/value head read by query head `head` (GQA by index mapping).
   Value kvHeadOf(Value head, Value queryHeads, Value kvHeads);
@@ -139,6 +146,10 @@ public:
   bool hasMask;
   /// The kernel's `kv_lengths` argument (set by createKernel when the op has them).
   Value keyLengths;
+  /// The kernel's capture memrefs and fault flags (set by createKernel; empty/null without
+  /// captures).
+  SmallVector<Value> captures;
+  Value fault;
   SmallVector<Value> heapTiles;
 };
 

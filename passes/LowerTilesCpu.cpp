@@ -241,22 +241,28 @@ struct LowerScoreMod : OpRewritePattern<TileScoreModOp> {
   LogicalResult matchAndRewrite(TileScoreModOp op, PatternRewriter &rewriter) const override {
     Emit e{rewriter, op.getLoc()};
     int64_t cols = shapeOf(op.getScores())[1];
-    Value keys = e.keyIndices(op.getColStart(), cols);
+    Value keys = e.validKeyIndices(op.getColStart(), op.getCols(), cols);
     bool withDerivative = bool(op.getDerivative());
     double multiplier = op.getMultiplier().convertToDouble();
     LogicalResult status = success();
     forEachScoreRow(e, op.getScores(), op.getRows(), [&](Value i, Value s) {
       Value row = e.add(op.getRowStart(), i);
+      // b, h and the row stay scalars: what the mod computes from them alone is scalar work.
       auto replayed = replayElementwise(
-          rewriter, e.loc, {s, e.splat(op.getBatch(), cols), e.splat(op.getHead(), cols),
-                            e.splat(row, cols), keys},
+          rewriter, e.loc, {s, op.getBatch(), op.getHead(), row, keys},
           [&](OpBuilder &b, ValueRange args) -> FailureOr<SmallVector<Value>> {
+            SmallVector<Value> all(args);
+            all.append(op.getCaptures().begin(), op.getCaptures().end());
             if (!withDerivative)
-              return SmallVector<Value>{inlineScalarRegion(b, op.getScoreMod(), args)};
-            auto both = emitRegionWithDerivative(b, op.getLoc(), op.getScoreMod(), args);
+              return SmallVector<Value>{inlineScalarRegion(b, op.getScoreMod(), all)};
+            auto both = emitRegionWithDerivative(b, op.getLoc(), op.getScoreMod(), all);
             if (failed(both))
               return failure();
             return SmallVector<Value>{both->first, both->second};
+          },
+          [&](Operation &inner, ArrayRef<Value> operands) {
+            return lowerCaptureRead(rewriter, e.loc, inner, operands, op.getCaptures(),
+                                    op.getFault());
           });
       if (failed(replayed)) {
         status = failure();

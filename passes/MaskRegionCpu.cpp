@@ -11,12 +11,18 @@ namespace {
 /// The region's verdict for keys `keys` (vector<width x index>) of `row`: vector<width x i1>.
 /// batch, head and row stay scalars, so what depends on them alone is scalar work, and what
 /// depends on the keys alone does not depend on the row (LICM hoists it out of a row loop).
+/// `captures` (the op's captured tensors) and `fault` are read by the region's memref.loads.
 FailureOr<Value> evaluateMask(Emit &e, Region &mask, Value batch, Value head, Value row,
-                              Value keys, int64_t width) {
+                              Value keys, int64_t width, ValueRange captures, Value fault) {
   auto replayed = replayElementwise(
       e.b, e.loc, {batch, head, row, keys},
       [&](OpBuilder &b, ValueRange args) -> FailureOr<SmallVector<Value>> {
-        return SmallVector<Value>{inlineScalarRegion(b, mask, args)};
+        SmallVector<Value> all(args);
+        all.append(captures.begin(), captures.end());
+        return SmallVector<Value>{inlineScalarRegion(b, mask, all)};
+      },
+      [&](Operation &op, ArrayRef<Value> operands) {
+        return lowerCaptureRead(e.b, e.loc, op, operands, captures, fault);
       });
   if (failed(replayed))
     return failure();
@@ -40,22 +46,30 @@ struct LowerMaskClassify : OpRewritePattern<TileMaskClassifyOp> {
                                             DenseElementsAttr::get(flags, true));
     Value lanes = e.iota(width, rewriter.getIndexType());
     Value colsSplat = e.splat(op.getCols(), width);
+    Value lastCol = arith::MaxSIOp::create(
+        rewriter, e.loc, arith::SubIOp::create(rewriter, e.loc, op.getCols(), e.index(1)),
+        e.index(0));
     LogicalResult status = success();
     auto keyLoop = scf::ForOp::create(
         rewriter, e.loc, e.index(0), op.getCols(), e.index(width), ValueRange{none, every},
         [&](OpBuilder &, Location, Value j, ValueRange keyCarried) {
           Value offsets = arith::AddIOp::create(rewriter, e.loc, lanes, e.splat(j, width));
-          Value keys = arith::AddIOp::create(rewriter, e.loc, offsets,
-                                             e.splat(op.getColStart(), width));
           Value valid = arith::CmpIOp::create(rewriter, e.loc, arith::CmpIPredicate::slt,
                                               offsets, colsSplat);
+          // Lanes past the valid keys are evaluated at the last valid key (and ignored): the
+          // region never sees a key index past the sequence.
+          Value keys = arith::AddIOp::create(
+              rewriter, e.loc,
+              arith::MinSIOp::create(rewriter, e.loc, offsets, e.splat(lastCol, width)),
+              e.splat(op.getColStart(), width));
           Value invalid = arith::XOrIOp::create(rewriter, e.loc, valid, every);
           auto rowLoop = scf::ForOp::create(
               rewriter, e.loc, e.index(0), op.getRows(), e.index(1), keyCarried,
               [&](OpBuilder &, Location, Value i, ValueRange carried) {
                 Value row = e.add(op.getRowStart(), i);
                 FailureOr<Value> allowed =
-                    evaluateMask(e, op.getMask(), op.getBatch(), op.getHead(), row, keys, width);
+                    evaluateMask(e, op.getMask(), op.getBatch(), op.getHead(), row, keys, width,
+                                 op.getCaptures(), op.getFault());
                 if (failed(allowed)) {
                   status = failure();
                   scf::YieldOp::create(rewriter, e.loc, carried);
@@ -93,14 +107,14 @@ struct LowerMaskRegion : OpRewritePattern<TileMaskRegionOp> {
     Emit e{rewriter, op.getLoc()};
     auto shape = cast<MemRefType>(op.getScores().getType()).getShape();
     const int64_t cols = shape[1];
-    Value keys = e.keyIndices(op.getColStart(), cols);
+    Value keys = e.validKeyIndices(op.getColStart(), op.getCols(), cols);
     Value minusInf = e.splat(e.f32(-INFINITY), cols);
     Value end = arith::MinSIOp::create(rewriter, e.loc, op.getRows(), e.index(shape[0]));
     LogicalResult status = success();
     e.loop(e.index(0), end, 1, [&](Value i) {
       Value row = e.add(op.getRowStart(), i);
-      FailureOr<Value> allowed =
-          evaluateMask(e, op.getMask(), op.getBatch(), op.getHead(), row, keys, cols);
+      FailureOr<Value> allowed = evaluateMask(e, op.getMask(), op.getBatch(), op.getHead(),
+                                              row, keys, cols, op.getCaptures(), op.getFault());
       if (failed(allowed)) {
         status = failure();
         return;

@@ -19,7 +19,8 @@ namespace mlir::attn {
 #include "passes/Passes.h.inc"
 
 namespace {
-/// Emits `@<name>_fwd(q, k, v, o, lse, [kv_lengths,] batch, head, queryStart)`.
+/// Emits `@<name>_fwd(q, k, v, o, lse, [kv_lengths,] [captures..., fault,] batch, head,
+/// queryStart)`.
 void emitForwardKernel(KernelEmitter &e, Operation *anchor) {
   OpBuilder &b = e.b;
   Location loc = e.loc;
@@ -65,13 +66,13 @@ void emitForwardKernel(KernelEmitter &e, Operation *anchor) {
       TileLoadOp::create(b, loc, v, batch, kvHead, blockStart, count, values, UnitAttr(), FloatAttr());
       TileMatmulOp::create(b, loc, queries, keysT, scores, rows, e.index(d), count, Value(),
                            UnitAttr(), UnitAttr(), FloatAttr());
-      e.scoreModTile(scores, rows, batch, head, queryStart, blockStart, Value());
+      e.scoreModTile(scores, rows, count, batch, head, queryStart, blockStart, Value());
       Value needsMask = e.blockNeedsMask(queryStart, tq, blockStart, tk, queryLength, keyLength);
       scf::IfOp::create(b, loc, needsMask, [&](OpBuilder &, Location) {
         e.maskTile(scores, queryStart, blockStart, queryLength, keyLength);
         scf::YieldOp::create(b, loc);
       });
-      e.maskRegionTile(kind, scores, rows, batch, head, queryStart, blockStart);
+      e.maskRegionTile(kind, scores, rows, count, batch, head, queryStart, blockStart);
       auto normalize = TileNormalizeOp::create(b, loc, scores, rows, state, correction,
                                                keyLengthF32, normalizer);
       e.copyNormalizerBody(normalize.getNormalizerBody());

@@ -20,9 +20,10 @@
 #include "dialects/attn/AttnOps.h.inc"
 
 namespace mlir::attn {
-/// Checks that a scalar region has one block with `numArgs` arguments of the given types,
-/// holds only arith/math ops (IsolatedFromAbove forbids captures) and ends in an attn.yield of one
-/// `yieldType` (f32 when null). `what` names the region in diagnostics.
+/// Checks that a scalar region has one block with arguments of the given types, holds only
+/// arith/math ops and element reads (tensor.extract, memref.load) of its own tensor or memref
+/// arguments (the captured tensors; IsolatedFromAbove forbids reading anything else), and ends
+/// in an attn.yield of one `yieldType` (f32 when null). `what` names the region in diagnostics.
 LogicalResult verifyScalarRegion(Operation *op, Region &region, StringRef what,
                                  TypeRange expectedArgTypes, Type yieldType = {});
 

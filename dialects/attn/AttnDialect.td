@@ -14,7 +14,10 @@ def Attn_Dialect : Dialect {
     normalizer names.
   }];
   let useDefaultAttributePrinterParser = 1;
-  let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::math::MathDialect"];
+  // tensor and memref: the scalar regions read captured tensors (tensor.extract, and
+  // memref.load in the tile ops).
+  let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::math::MathDialect",
+                           "::mlir::tensor::TensorDialect", "::mlir::memref::MemRefDialect"];
 }
 
 #endif // ATTN_DIALECT_TD

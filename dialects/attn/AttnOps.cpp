@@ -143,6 +143,13 @@ LogicalResult AttentionOp::verify() {
     }
   }
 
+  for (auto [position, capture] : llvm::enumerate(getCaptures())) {
+    Type element = cast<RankedTensorType>(capture.getType()).getElementType();
+    if (!element.isF32() && !element.isSignlessInteger(32) && !element.isSignlessInteger(64))
+      return emitOpError() << "capture " << position << " element type must be f32, i32 or i64, got "
+                           << element;
+  }
+
   if (Value lengths = getKvLengths()) {
     auto lengthsType = cast<RankedTensorType>(lengths.getType());
     if (lengthsType.getRank() != 1)
@@ -157,6 +164,17 @@ LogicalResult AttentionOp::verify() {
                            << " entries but the batch is " << dimString(batch);
   }
   return success();
+}
+
+SmallVector<Type> AttentionOp::getRegionArgumentTypes(bool withScore) {
+  Builder builder(getContext());
+  SmallVector<Type> types;
+  if (withScore)
+    types.push_back(builder.getF32Type());
+  types.append(4, builder.getIndexType());
+  for (Value capture : getCaptures())
+    types.push_back(capture.getType());
+  return types;
 }
 
 LogicalResult AttentionOp::verifyRegions() {
@@ -176,10 +194,11 @@ LogicalResult AttentionOp::verifyRegions() {
     return failure();
   if (!getScoreMod().empty() &&
       failed(verifyScalarRegion(getOperation(), getScoreMod(), "score_mod",
-                                {f32, index, index, index, index})))
+                                getRegionArgumentTypes(/*withScore=*/true))))
     return failure();
   if (!getMask().empty() &&
-      failed(verifyScalarRegion(getOperation(), getMask(), "mask", {index, index, index, index},
+      failed(verifyScalarRegion(getOperation(), getMask(), "mask",
+                                getRegionArgumentTypes(/*withScore=*/false),
                                 IntegerType::get(context, 1))))
     return failure();
   return success();

@@ -26,7 +26,13 @@ def Attn_AttentionOp : Attn_Op<"attention", [Pure, AttrSizedOperandSegments, Iso
     q may see key k (a document mask, prefix-LM, a dilated or 2-D neighbourhood pattern); it is
     applied with the other masks, and the tiled kernels skip the key blocks it empties.
     `normalizer_body` (only with `#attn.custom`): `^bb0(%s: f32)` yielding one f32.
-    Both regions hold arith and math ops only.
+    Both regions hold arith and math ops only, plus `tensor.extract` from captured tensors.
+
+    `captures`: extra tensors (f32, i32 or i64, any rank, sizes may be dynamic) that the
+    score_mod and mask regions read: each region takes one more argument per capture, after its
+    index arguments, of the capture's type, and reads it with `tensor.extract` at indices it
+    computes from b, h, q and k (a document id per token, a relative-position bias table,
+    per-head slopes). A read outside a capture's bounds is an error at run time, not a clamp.
   }];
   let arguments = (ins
     AnyRankedTensor:$query,
@@ -34,6 +40,7 @@ def Attn_AttentionOp : Attn_Op<"attention", [Pure, AttrSizedOperandSegments, Iso
     AnyRankedTensor:$value,
     Optional<AnyRankedTensor>:$bias,
     Optional<AnyRankedTensor>:$kv_lengths,
+    Variadic<AnyRankedTensor>:$captures,
     Attn_NormalizerAttrInterface:$normalizer,
     OptionalAttr<F32Attr>:$scale,
     UnitAttr:$causal,
@@ -46,6 +53,7 @@ def Attn_AttentionOp : Attn_Op<"attention", [Pure, AttrSizedOperandSegments, Iso
     $query `,` $key `,` $value
     (`bias` `(` $bias^ `:` type($bias) `)`)?
     (`kv_lengths` `(` $kv_lengths^ `:` type($kv_lengths) `)`)?
+    (`captures` `(` $captures^ `:` type($captures) `)`)?
     `normalizer` `(` $normalizer `)`
     attr-dict `:` type($query) `,` type($key) `,` type($value) `->` type($result)
     (`normalizer_body` $normalizer_body^)?
@@ -58,6 +66,9 @@ def Attn_AttentionOp : Attn_Op<"attention", [Pure, AttrSizedOperandSegments, Iso
   let extraClassDeclaration = [{
     /// The scale actually applied: the attribute, or 1/sqrt(D) when it is absent.
     float getEffectiveScale();
+    /// The region argument types of the score_mod (with_score = true) and mask regions: the
+    /// score (score_mod only), b, h, q, k, then one argument per capture.
+    ::llvm::SmallVector<::mlir::Type> getRegionArgumentTypes(bool withScore);
     int64_t getHeadDim();
     int64_t getValueHeadDim();
   }];

@@ -53,6 +53,30 @@ LogicalResult checkBody(Operation *op, NormalizerAttrInterface normalizer, Regio
                               {Float32Type::get(op->getContext())});
   return success();
 }
+/// Captured tensors as memrefs, and the fault flags (one i32 per capture) their reads set when
+/// out of bounds: present exactly when there are captures.
+LogicalResult checkCaptures(Operation *op, ValueRange captures, Value fault) {
+  if (captures.empty() != !fault)
+    return op->emitOpError() << (fault ? "takes a fault memref but no captures"
+                                       : "reads captures but has no fault memref");
+  if (!fault)
+    return success();
+  auto type = cast<MemRefType>(fault.getType());
+  if (type.getRank() != 1 || !type.getElementType().isSignlessInteger(32))
+    return op->emitOpError() << "fault must be a rank-1 i32 memref, got " << type;
+  return success();
+}
+
+/// score (score_mod only), b, h, q, k, then the captures' memref types.
+SmallVector<Type> regionArgumentTypes(Builder &b, bool withScore, ValueRange captures) {
+  SmallVector<Type> types;
+  if (withScore)
+    types.push_back(b.getF32Type());
+  types.append(4, b.getIndexType());
+  for (Value capture : captures)
+    types.push_back(capture.getType());
+  return types;
+}
 } // namespace
 
 LogicalResult TileFillOp::verify() { return checkTile(*this, "tile", getTile(), -1); }
@@ -112,25 +136,29 @@ LogicalResult TileScoreModOp::verify() {
       return emitOpError() << "derivative " << getDerivative().getType()
                            << " must have the scores' shape " << getScores().getType();
   }
+  if (failed(checkCaptures(*this, getCaptures(), getFault())))
+    return failure();
   Builder b(getContext());
-  Type index = b.getIndexType();
   return verifyScalarRegion(*this, getScoreMod(), "score_mod",
-                            {b.getF32Type(), index, index, index, index});
+                            regionArgumentTypes(b, /*withScore=*/true, getCaptures()));
 }
 
 LogicalResult TileMaskClassifyOp::verify() {
+  if (failed(checkCaptures(*this, getCaptures(), getFault())))
+    return failure();
   Builder b(getContext());
-  Type index = b.getIndexType();
-  return verifyScalarRegion(*this, getMask(), "mask", {index, index, index, index},
+  return verifyScalarRegion(*this, getMask(), "mask",
+                            regionArgumentTypes(b, /*withScore=*/false, getCaptures()),
                             b.getI1Type());
 }
 
 LogicalResult TileMaskRegionOp::verify() {
-  if (failed(checkTile(*this, "scores", getScores(), 2)))
+  if (failed(checkTile(*this, "scores", getScores(), 2)) ||
+      failed(checkCaptures(*this, getCaptures(), getFault())))
     return failure();
   Builder b(getContext());
-  Type index = b.getIndexType();
-  return verifyScalarRegion(*this, getMask(), "mask", {index, index, index, index},
+  return verifyScalarRegion(*this, getMask(), "mask",
+                            regionArgumentTypes(b, /*withScore=*/false, getCaptures()),
                             b.getI1Type());
 }
 

@@ -94,54 +94,71 @@ def Attn_TileMaskOp : Attn_TileOp<"tile_mask"> {
   let hasVerifier = 1;
 }
 
-def Attn_TileMaskClassifyOp : Attn_TileOp<"tile_mask_classify"> {
+def Attn_TileMaskClassifyOp : Attn_TileOp<"tile_mask_classify", [AttrSizedOperandSegments]> {
   let summary = "classifies a block of scores by the mask region: empty, full or partial";
   let description = [{
-    Evaluates `mask(batch, head, row_start + i, col_start + j)` for the block's valid rows
-    i < rows and keys j < cols and returns 0 when it is false everywhere (the block can be
-    skipped), 1 when it is true everywhere (no element needs the region), 2 otherwise. An empty
-    extent gives 0.
+    Evaluates `mask(batch, head, row_start + i, col_start + j, captures...)` for the block's
+    valid rows i < rows and keys j < cols and returns 0 when it is false everywhere (the block
+    can be skipped), 1 when it is true everywhere (no element needs the region), 2 otherwise. An
+    empty extent gives 0.
+
+    `captures` are the attention op's captured tensors as memrefs; the region reads them with
+    `memref.load`. A read out of bounds sets `fault[c]` (c: the capture's position) to 1 and
+    reads element 0 instead, so the run time can report it.
   }];
   let arguments = (ins Index:$rows, Index:$cols, Index:$batch, Index:$head, Index:$row_start,
-                       Index:$col_start);
+                       Index:$col_start, Variadic<AnyMemRef>:$captures,
+                       Optional<AnyMemRef>:$fault);
   let results = (outs Index:$kind);
   let regions = (region SizedRegion<1>:$mask);
   let assemblyFormat = [{
     `rows` $rows `cols` $cols `batch` $batch `head` $head `at` $row_start `,` $col_start
-    attr-dict `:` type($kind) $mask
+    (`captures` `(` $captures^ `:` type($captures) `)`)?
+    (`fault` $fault^ `:` type($fault))? attr-dict `:` type($kind) $mask
   }];
   let hasVerifier = 1;
 }
 
-def Attn_TileMaskRegionOp : Attn_TileOp<"tile_mask_region"> {
+def Attn_TileMaskRegionOp : Attn_TileOp<"tile_mask_region", [AttrSizedOperandSegments]> {
   let summary = "sets the scores the mask region forbids to -inf (partial blocks only)";
   let description = [{
-    scores[i, j] = -inf where !mask(batch, head, row_start + i, col_start + j), for rows
-    i < rows.
+    scores[i, j] = -inf where !mask(batch, head, row_start + i, col_start + j, captures...),
+    for rows i < rows. Keys j >= cols (padding) are evaluated at the last valid key: their
+    scores are masked anyway, and the region never sees a key index past the sequence.
+    `captures` and `fault` as in tile_mask_classify.
   }];
   let arguments = (ins Arg<AnyMemRef, "", [MemRead, MemWrite]>:$scores, Index:$rows,
-                       Index:$batch, Index:$head, Index:$row_start, Index:$col_start);
+                       Index:$cols, Index:$batch, Index:$head, Index:$row_start,
+                       Index:$col_start, Variadic<AnyMemRef>:$captures,
+                       Optional<AnyMemRef>:$fault);
   let regions = (region SizedRegion<1>:$mask);
   let assemblyFormat = [{
-    $scores `rows` $rows `batch` $batch `head` $head `at` $row_start `,` $col_start attr-dict
-    `:` type($scores) $mask
+    $scores `rows` $rows `cols` $cols `batch` $batch `head` $head `at` $row_start `,` $col_start
+    (`captures` `(` $captures^ `:` type($captures) `)`)?
+    (`fault` $fault^ `:` type($fault))? attr-dict `:` type($scores) $mask
   }];
   let hasVerifier = 1;
 }
 
-def Attn_TileScoreModOp : Attn_TileOp<"tile_score_mod"> {
+def Attn_TileScoreModOp : Attn_TileOp<"tile_score_mod", [AttrSizedOperandSegments]> {
   let summary = "applies the score_mod region to every score of a tile";
   let description = [{
-    scores[i, j] = multiplier * mod(scores[i, j], batch, head, row_start + i, col_start + j);
-    with `derivative`, also derivative[i, j] = d mod / d s there (in natural units).
+    scores[i, j] = multiplier * mod(scores[i, j], batch, head, row_start + i, col_start + j,
+    captures...); with `derivative`, also derivative[i, j] = d mod / d s there (in natural
+    units). Keys j >= cols (padding) are evaluated at the last valid key (their scores are
+    masked later). `captures` and `fault` as in tile_mask_classify.
   }];
   let arguments = (ins Arg<AnyMemRef, "", [MemRead, MemWrite]>:$scores, Index:$rows,
-                       Index:$batch, Index:$head, Index:$row_start, Index:$col_start,
-                       Optional<AnyMemRef>:$derivative, F64Attr:$multiplier);
+                       Index:$cols, Index:$batch, Index:$head, Index:$row_start,
+                       Index:$col_start, Optional<AnyMemRef>:$derivative,
+                       Variadic<AnyMemRef>:$captures, Optional<AnyMemRef>:$fault,
+                       F64Attr:$multiplier);
   let regions = (region SizedRegion<1>:$score_mod);
   let assemblyFormat = [{
-    $scores `rows` $rows `batch` $batch `head` $head `at` $row_start `,` $col_start
-    (`derivative` $derivative^ `:` type($derivative))? attr-dict `:` type($scores) $score_mod
+    $scores `rows` $rows `cols` $cols `batch` $batch `head` $head `at` $row_start `,` $col_start
+    (`derivative` $derivative^ `:` type($derivative))?
+    (`captures` `(` $captures^ `:` type($captures) `)`)?
+    (`fault` $fault^ `:` type($fault))? attr-dict `:` type($scores) $score_mod
   }];
   let hasVerifier = 1;
 }

@@ -3,6 +3,8 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/IRMapping.h"
 
@@ -21,12 +23,28 @@ LogicalResult mlir::attn::verifyScalarRegion(Operation *op, Region &region, Stri
                                << ", got " << argument.getType();
 
   for (Operation &inner : block) {
+    // A captured tensor (a region argument of tensor or memref type) is read element by
+    // element, at indices the region computes.
+    Value source;
+    if (auto extract = dyn_cast<tensor::ExtractOp>(inner))
+      source = extract.getTensor();
+    else if (auto load = dyn_cast<memref::LoadOp>(inner))
+      source = load.getMemRef();
+    if (source) {
+      auto argument = dyn_cast<BlockArgument>(source);
+      if (!argument || argument.getOwner() != &block)
+        return inner.emitOpError() << "in " << what
+                                   << " must read a captured tensor (an argument of the region)";
+      continue;
+    }
     Dialect *innerDialect = inner.getDialect();
     StringRef dialect = innerDialect ? innerDialect->getNamespace() : inner.getName().getDialectNamespace();
     bool scalarDialect = innerDialect && isa<arith::ArithDialect, math::MathDialect>(innerDialect);
     if (!scalarDialect && !isa<YieldOp>(inner))
       return inner.emitOpError() << "is not allowed in " << what
-                                 << " (only arith and math ops), dialect '" << dialect << "'";
+                                 << " (only arith and math ops, and tensor.extract from a "
+                                    "captured tensor), dialect '"
+                                 << dialect << "'";
     if (inner.getNumRegions() != 0)
       return inner.emitOpError() << "with regions is not allowed in " << what;
   }

@@ -134,3 +134,41 @@ func.func @classify(%rows: index, %cols: index, %b: index, %h: index, %r0: index
   }
   return %kind : index
 }
+
+// -----
+
+// A score_mod reading captured tensors: a read at indices that vary over the keys (a relative
+// position table, by q - k) is one vector.gather from the flattened capture; a read at uniform
+// indices (a per-head slope) is one scalar load per row. Both are bounds-checked: an index
+// outside its dimension is replaced by 0 and sets the capture's fault flag (fault[0] for the
+// table, fault[1] for the slopes). Padding lanes are held at the last valid key, so they never
+// read past the sequence.
+// CHECK-LABEL: func.func @captured_bias
+// CHECK-DAG: %[[LAST:.*]] = arith.maxsi %{{.*}}, %c0 : index
+// CHECK: arith.minsi %{{.*}}, %{{.*}} : vector<16xindex>
+// CHECK: scf.for
+// CHECK: %[[INSIDE:.*]] = arith.andi %{{.*}}, %{{.*}} : vector<16xi1>
+// CHECK: %[[ALL:.*]] = vector.reduction <and>, %{{.*}} : vector<16xi1> into i1
+// CHECK: scf.if
+// CHECK: memref.store %c1_i32, %[[FAULT:.*]][%c0] : memref<?xi32>
+// CHECK: %[[FLAT:.*]] = memref.collapse_shape %[[TABLE:.*]] {{\[\[}}0, 1]] : memref<?x?xf32> into memref<?xf32>
+// CHECK: vector.gather %[[FLAT]][%c0] [%{{.*}}], %{{.*}}, %{{.*}} : memref<?xf32>, vector<16xindex>, vector<16xi1>, vector<16xf32> into vector<16xf32>
+// CHECK: scf.if
+// CHECK: memref.store %c1_i32, %[[FAULT]][%c1] : memref<?xi32>
+// CHECK: memref.load %[[SLOPES:.*]][%{{.*}}] : memref<?xf32>
+func.func @captured_bias(%s: memref<32x16xf32>, %rows: index, %cols: index, %b: index, %h: index,
+                         %r0: index, %k0: index, %table: memref<?x?xf32>, %slopes: memref<?xf32>,
+                         %fault: memref<?xi32>) {
+  attn.tile_score_mod %s rows %rows cols %cols batch %b head %h at %r0, %k0
+      captures(%table, %slopes : memref<?x?xf32>, memref<?xf32>) fault %fault : memref<?xi32>
+      {multiplier = 1.0 : f64} : memref<32x16xf32> {
+  ^bb0(%x: f32, %bb: index, %hh: index, %i: index, %j: index, %t: memref<?x?xf32>, %m: memref<?xf32>):
+    %rel = arith.subi %i, %j : index
+    %bias = memref.load %t[%hh, %rel] : memref<?x?xf32>
+    %slope = memref.load %m[%hh] : memref<?xf32>
+    %scaled = arith.mulf %slope, %bias : f32
+    %r = arith.addf %x, %scaled : f32
+    attn.yield %r : f32
+  }
+  return
+}

@@ -212,3 +212,37 @@ func.func @documents(%q: tensor<?x?x?x32xf32>, %k: tensor<?x?x?x32xf32>, %v: ten
   }
   return %o : tensor<?x?x?x32xf32>
 }
+
+// -----
+
+// Captured tensors become kernel arguments after kv_lengths, as memrefs, followed by one fault
+// flag per capture; the tile ops that evaluate the regions take them, and the regions read
+// them with memref.load.
+// CHECK-LABEL: func.func @captures_fwd
+// CHECK-SAME: %[[LENGTHS:[^:]*]]: memref<?xi64>, %[[DOCS:[^:]*]]: memref<?x?xi32>, %[[TABLE:[^:]*]]: memref<?x?xf32>, %[[FAULT:[^:]*]]: memref<?xi32>, %{{.*}}: index, %{{.*}}: index, %{{.*}}: index)
+// CHECK: attn.tile_mask_classify {{.*}} captures(%[[DOCS]], %[[TABLE]] : memref<?x?xi32>, memref<?x?xf32>) fault %[[FAULT]] : memref<?xi32>
+// CHECK: memref.load %{{.*}} : memref<?x?xi32>
+// CHECK: attn.tile_score_mod {{.*}} captures(%[[DOCS]], %[[TABLE]] : memref<?x?xi32>, memref<?x?xf32>) fault %[[FAULT]]
+// CHECK: memref.load %{{.*}} : memref<?x?xf32>
+// CHECK: attn.tile_mask_region {{.*}} captures(%[[DOCS]], %[[TABLE]] : memref<?x?xi32>, memref<?x?xf32>) fault %[[FAULT]]
+func.func @captures(%q: tensor<?x4x?x32xf32>, %lengths: tensor<?xi64>, %docs: tensor<?x?xi32>,
+                    %table: tensor<?x?xf32>) -> tensor<?x4x?x32xf32> {
+  %o = attn.attention %q, %q, %q kv_lengths(%lengths : tensor<?xi64>)
+      captures(%docs, %table : tensor<?x?xi32>, tensor<?x?xf32>) normalizer(#attn.softmax)
+      : tensor<?x4x?x32xf32>, tensor<?x4x?x32xf32>, tensor<?x4x?x32xf32> -> tensor<?x4x?x32xf32>
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %i: index, %j: index, %d: tensor<?x?xi32>, %t: tensor<?x?xf32>):
+    %rel = arith.subi %i, %j : index
+    %bias = tensor.extract %t[%h, %rel] : tensor<?x?xf32>
+    %r = arith.addf %s, %bias : f32
+    attn.yield %r : f32
+  }
+  mask {
+  ^bb0(%b: index, %h: index, %i: index, %j: index, %d: tensor<?x?xi32>, %t: tensor<?x?xf32>):
+    %di = tensor.extract %d[%b, %i] : tensor<?x?xi32>
+    %dj = tensor.extract %d[%b, %j] : tensor<?x?xi32>
+    %same = arith.cmpi eq, %di, %dj : i32
+    attn.yield %same : i1
+  }
+  return %o : tensor<?x4x?x32xf32>
+}

@@ -292,7 +292,7 @@ func.func @f(%q: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
   %o = attn.attention %q, %q, %q normalizer(#attn.custom) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
   normalizer_body {
   ^bb0(%s: f32):
-    // expected-error @+1 {{'ub.poison' op is not allowed in normalizer_body (only arith and math ops), dialect 'ub'}}
+    // expected-error @+1 {{'ub.poison' op is not allowed in normalizer_body (only arith and math ops, and tensor.extract from a captured tensor), dialect 'ub'}}
     %e = ub.poison : f32
     attn.yield %e : f32
   }
@@ -490,4 +490,49 @@ func.func @mask_takes_a_score(%q: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> 
     attn.yield %keep : i1
   }
   return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @capture_f16(%q: tensor<1x2x8x16xf32>, %c: tensor<8xf16>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{capture 0 element type must be f32, i32 or i64, got 'f16'}}
+  %o = attn.attention %q, %q, %q captures(%c : tensor<8xf16>) normalizer(#attn.softmax) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @score_mod_without_capture_argument(%q: tensor<1x2x8x16xf32>, %c: tensor<8xf32>) -> tensor<1x2x8x16xf32> {
+  // expected-error @+1 {{score_mod must take 6 arguments, got 5}}
+  %o = attn.attention %q, %q, %q captures(%c : tensor<8xf32>) normalizer(#attn.softmax) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %i: index, %j: index):
+    attn.yield %s : f32
+  }
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @extract_from_a_region_value(%q: tensor<1x2x8x16xf32>, %c: tensor<8xf32>) -> tensor<1x2x8x16xf32> {
+  %o = attn.attention %q, %q, %q captures(%c : tensor<8xf32>) normalizer(#attn.softmax) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %i: index, %j: index, %t: tensor<8xf32>):
+    %f = arith.constant dense<1.0> : tensor<8xf32>
+    // expected-error @+1 {{'tensor.extract' op in score_mod must read a captured tensor (an argument of the region)}}
+    %x = tensor.extract %f[%i] : tensor<8xf32>
+    attn.yield %x : f32
+  }
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @tile_capture_without_fault(%s: memref<32x64xf32>, %i: index, %c: memref<?xf32>) {
+  // expected-error @+1 {{reads captures but has no fault memref}}
+  attn.tile_score_mod %s rows %i cols %i batch %i head %i at %i, %i captures(%c : memref<?xf32>) {multiplier = 1.0 : f64} : memref<32x64xf32> {
+  ^bb0(%x: f32, %b: index, %h: index, %q: index, %k: index, %t: memref<?xf32>):
+    attn.yield %x : f32
+  }
+  return
 }

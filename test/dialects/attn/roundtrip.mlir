@@ -112,3 +112,36 @@ func.func @mask_region(%q: tensor<1x2x16x32xf32>) -> tensor<1x2x16x32xf32> {
   }
   return %o : tensor<1x2x16x32xf32>
 }
+
+// Captured tensors: operands after kv_lengths, one more argument per capture in each region,
+// read element by element with tensor.extract.
+// CHECK-LABEL: func.func @captures
+// CHECK: attn.attention %{{.*}}, %{{.*}}, %{{.*}} kv_lengths(%{{.*}} : tensor<?xi64>) captures(%[[DOCS:.*]], %[[TABLE:.*]] : tensor<?x?xi32>, tensor<?x?xf32>) normalizer(#attn.softmax)
+// CHECK: score_mod {
+// CHECK: ^bb0(%{{.*}}: f32, %{{.*}}: index, %[[H:.*]]: index, %{{.*}}: index, %{{.*}}: index, %{{.*}}: tensor<?x?xi32>, %[[T:.*]]: tensor<?x?xf32>):
+// CHECK: tensor.extract %[[T]][%[[H]], %{{.*}}] : tensor<?x?xf32>
+// CHECK: mask {
+// CHECK: ^bb0(%[[B:.*]]: index, %{{.*}}: index, %[[I:.*]]: index, %[[J:.*]]: index, %[[D:.*]]: tensor<?x?xi32>, %{{.*}}: tensor<?x?xf32>):
+// CHECK: tensor.extract %[[D]][%[[B]], %[[I]]] : tensor<?x?xi32>
+// CHECK: tensor.extract %[[D]][%[[B]], %[[J]]] : tensor<?x?xi32>
+func.func @captures(%q: tensor<?x4x?x32xf32>, %lengths: tensor<?xi64>, %docs: tensor<?x?xi32>,
+                    %table: tensor<?x?xf32>) -> tensor<?x4x?x32xf32> {
+  %o = attn.attention %q, %q, %q kv_lengths(%lengths : tensor<?xi64>)
+      captures(%docs, %table : tensor<?x?xi32>, tensor<?x?xf32>) normalizer(#attn.softmax)
+      : tensor<?x4x?x32xf32>, tensor<?x4x?x32xf32>, tensor<?x4x?x32xf32> -> tensor<?x4x?x32xf32>
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %i: index, %j: index, %d: tensor<?x?xi32>, %t: tensor<?x?xf32>):
+    %rel = arith.subi %i, %j : index
+    %bias = tensor.extract %t[%h, %rel] : tensor<?x?xf32>
+    %r = arith.addf %s, %bias : f32
+    attn.yield %r : f32
+  }
+  mask {
+  ^bb0(%b: index, %h: index, %i: index, %j: index, %d: tensor<?x?xi32>, %t: tensor<?x?xf32>):
+    %di = tensor.extract %d[%b, %i] : tensor<?x?xi32>
+    %dj = tensor.extract %d[%b, %j] : tensor<?x?xi32>
+    %same = arith.cmpi eq, %di, %dj : i32
+    attn.yield %same : i1
+  }
+  return %o : tensor<?x4x?x32xf32>
+}
