@@ -9,6 +9,7 @@
 
 #include "models/data/Augment.h"
 
+#include <algorithm>
 #include <filesystem>
 
 namespace attn::recipes {
@@ -32,7 +33,49 @@ ImageDataOptions parseImageDataOptions(train::Config &config, const std::string 
   o.folder = config.getString("image-folder", "", "root with train/<class>/ and test/<class>/ images (--dataset=folder)");
   o.size = config.getInt("image-size", 32, "folder images are resized to this (--dataset=folder)");
   o.channels = config.getInt("channels", 3, "folder images: 1 (gray) or 3 (RGB)");
+  const std::string classes = config.getString(
+      "classes", "", "keep only these classes, e.g. 0-4 or 5,7,9 (labels unchanged; empty: all)");
+  o.classes = parseClassList(classes);
   return o;
+}
+
+std::vector<int64_t> parseClassList(const std::string &text) {
+  std::vector<int64_t> classes;
+  auto number = [&](const std::string &item) -> int64_t {
+    if (item.empty() || item.find_first_not_of("0123456789") != std::string::npos)
+      throw UsageError("--classes: '" + text + "' is not a list of class numbers and ranges (e.g. 0-4 or 5,7,9)");
+    return std::stoll(item);
+  };
+  size_t start = 0;
+  while (!text.empty() && start <= text.size()) {
+    size_t comma = text.find(',', start);
+    std::string item = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    size_t dash = item.find('-');
+    int64_t first = number(item.substr(0, dash)), last = dash == std::string::npos ? first : number(item.substr(dash + 1));
+    if (last < first)
+      throw UsageError("--classes: the range '" + item + "' is empty");
+    for (int64_t c = first; c <= last; ++c)
+      if (std::find(classes.begin(), classes.end(), c) == classes.end())
+        classes.push_back(c);
+    if (comma == std::string::npos)
+      break;
+    start = comma + 1;
+  }
+  std::sort(classes.begin(), classes.end());
+  return classes;
+}
+
+data::ImageSet keepClasses(const data::ImageSet &set, const std::vector<int64_t> &classes) {
+  if (classes.empty())
+    return set;
+  auto wanted = torch::zeros({set.labels.size(0)}, torch::kBool);
+  for (int64_t c : classes)
+    wanted |= set.labels.eq(c);
+  auto rows = wanted.nonzero().squeeze(1);
+  data::ImageSet kept = set;
+  kept.images = set.images.index_select(0, rows);
+  kept.labels = set.labels.index_select(0, rows);
+  return kept;
 }
 
 ImageData loadImageData(const ImageDataOptions &options, const train::CommonOptions &common) {
@@ -53,6 +96,13 @@ ImageData loadImageData(const ImageDataOptions &options, const train::CommonOpti
   data.imageSize = data.splits.train.images.size(2);
   data.numClasses = data.splits.train.numClasses;
   data.normalisation = data::normalisationOf(data.splits.train);
+  data.allTrain = data.splits.train;
+  for (int64_t c : options.classes)
+    if (c >= data.numClasses)
+      throw UsageError("--classes: " + data.name + " has classes 0-" + std::to_string(data.numClasses - 1) +
+                       ", not " + std::to_string(c));
+  data.splits.train = keepClasses(data.splits.train, options.classes);
+  data.splits.test = keepClasses(data.splits.test, options.classes);
   return data;
 }
 
@@ -338,10 +388,12 @@ int64_t initFromCheckpoint(models::VisionTransformer &model, const std::string &
 EwcPenalty ewcFromCheckpoint(models::VisionTransformer &model, const std::vector<std::string> &fromCheckpoint,
                              const ImageData &data, const train::CommonOptions &common, int64_t samples,
                              double lambda) {
-  const int64_t n = std::min(samples, data.splits.train.size());
+  // The checkpoint's task is self-supervised pre-training on the whole training split: the
+  // Fisher is taken there, not only on the --classes the fine-tuning sees.
+  const int64_t n = std::min(samples, data.allTrain.size());
   std::vector<torch::Tensor> batches;
   for (int64_t start = 0; start < n; start += common.batchSize)
-    batches.push_back(imagesOn(data.splits.train, torch::arange(start, std::min(n, start + common.batchSize), torch::kInt64),
+    batches.push_back(imagesOn(data.allTrain, torch::arange(start, std::min(n, start + common.batchSize), torch::kInt64),
                                data, common));
   bool wasTraining = model->is_training();
   model->eval();

@@ -12,13 +12,17 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace attn::recipes {
 
 struct ImageData {
   std::string name;
-  data::ImageSplits splits;
-  data::Normalisation normalisation;
+  data::ImageSplits splits; ///< with --classes, only those classes' images (labels unchanged)
+  /// The whole training split, --classes or not: what self-supervised pre-training saw (EWC's
+  /// Fisher is taken on it).
+  data::ImageSet allTrain;
+  data::Normalisation normalisation; ///< of the whole training split
   int64_t channels = 1, imageSize = 28, numClasses = 10;
 };
 
@@ -29,11 +33,19 @@ train::RecipeDefaults selfSupervisedDefaults();
 struct ImageDataOptions {
   std::string dataset, folder;
   int64_t size = 32, channels = 3;
+  std::vector<int64_t> classes; ///< empty: all
 };
-/// --dataset=fashion-mnist|digits|folder (+ --image-folder, --image-size, --channels).
+/// --dataset=fashion-mnist|digits|folder (+ --image-folder, --image-size, --channels), and
+/// --classes=LIST ("0-4", "5,7,9"): keep only these classes in both splits, labels and the
+/// number of classes as they are, normalisation from the whole training split (a task on part of
+/// the data: e.g. fine-tune on 0-4, then measure what the features kept on 5-9).
 ImageDataOptions parseImageDataOptions(train::Config &config,
                                        const std::string &defaultDataset = "fashion-mnist");
 ImageData loadImageData(const ImageDataOptions &options, const train::CommonOptions &common);
+/// "0-4,7" → {0, 1, 2, 3, 4, 7} (sorted, no repeats); "" → {}; anything else a UsageError.
+std::vector<int64_t> parseClassList(const std::string &text);
+/// The images of `set` whose label is in `classes` (all when empty), in their order.
+data::ImageSet keepClasses(const data::ImageSet &set, const std::vector<int64_t> &classes);
 
 /// ViT options from --embed-dim, --depth, --heads, --patch-size, --mlp-ratio, --pool, --qk-norm,
 /// --norm, --layer-scale; attention variant and σReparam from the common options. `prefix`
@@ -135,7 +147,8 @@ int64_t initFromCheckpoint(models::VisionTransformer &model, const std::string &
 
 /// EWC toward `model`'s current weights (just loaded from a checkpoint) for the tensors named in
 /// `fromCheckpoint` (the others, fresh, are free): the diagonal Fisher of the pooled features
-/// (Ewc.h) on the first `samples` training images, in eval mode, seed --seed.
+/// (Ewc.h) on the first `samples` training images (of the whole split, --classes or not: the
+/// pre-training's data), in eval mode, seed --seed.
 EwcPenalty ewcFromCheckpoint(models::VisionTransformer &model, const std::vector<std::string> &fromCheckpoint,
                              const ImageData &data, const train::CommonOptions &common, int64_t samples,
                              double lambda);

@@ -105,6 +105,30 @@ TEST(SeedMethodsRun, EwcHoldsTheFineTunedBackboneNearTheSslCheckpoint) {
   EXPECT_NE(noInit.output.find("--ewc-lambda needs --init"), std::string::npos) << noInit.output;
 }
 
+TEST(SeedMethodsRun, ClassesMakeATaskOfPartOfTheDataAndAnSslRunMeasuresACheckpointOnTheRest) {
+  // The forgetting measurement of the results table: fine-tune on some classes, then the frozen
+  // backbone's k-NN on the others (byol --steps=1 --init: its _step0 figures are the checkpoint's).
+  auto tuned = freshDir("classes-tuned");
+  auto r = attnTrain("vit-supervised " + kDigits + "--classes=0,1 --steps=100 --lr=5e-3 --log-every=20 --out=" + tuned);
+  ASSERT_EQ(r.exitCode, 0) << r.output;
+  auto accuracy = column(tuned, "test_accuracy");
+  ASSERT_FALSE(accuracy.empty()) << r.output;
+  EXPECT_GT(accuracy.back(), 0.9) << "two classes only: 0 vs 1 is easy (all ten: 33 % in this run)";
+  auto held = freshDir("classes-held");
+  auto h = attnTrain("byol " + kDigits + kSsl + "--classes=2-9 --steps=1 --warmup-steps=0 --probe-steps=0 --init=" + tuned +
+                     "/model.pt --out=" + held);
+  ASSERT_EQ(h.exitCode, 0) << h.output;
+  auto knn = column(held, "knn_accuracy_step0");
+  ASSERT_EQ(knn.size(), 1u) << h.output;
+  EXPECT_GT(knn[0], 1.0 / 8);
+  auto tooMany = attnTrain("vit-supervised " + kDigits + "--classes=3-10 --out=" + freshDir("classes-bad"));
+  EXPECT_EQ(tooMany.exitCode, 2);
+  EXPECT_NE(tooMany.output.find("--classes: digits has classes 0-9, not 10"), std::string::npos) << tooMany.output;
+  auto notAList = attnTrain("vit-supervised --classes=a-b");
+  EXPECT_EQ(notAList.exitCode, 2);
+  EXPECT_NE(notAList.output.find("--classes: 'a-b' is not a list"), std::string::npos) << notAList.output;
+}
+
 TEST(SeedMethodsRun, Mp3sPretrainedBackboneFineTunesWithInit) {
   auto mp3 = freshDir("mp3-init");
   auto pre = attnTrain("mp3 " + kDigits + "--pretrain-steps=5 --steps=2 --log-every=1 --out=" + mp3);

@@ -6,6 +6,7 @@
 #include "models/recipes/Calibration.h"
 #include "models/recipes/ErBound.h"
 #include "models/recipes/Ewc.h"
+#include "models/recipes/Vision.h"
 
 #include <gtest/gtest.h>
 
@@ -250,6 +251,25 @@ TEST(Ewc, PenaltyAndGradientMatchAHandComputation) {
   EXPECT_TRUE(torch::allclose(layer->weight.grad(), torch::tensor({{6.0, 1.5}}, torch::kFloat64), 0, 1e-6));
   EXPECT_FALSE(layer->bias.grad().defined() && layer->bias.grad().abs().sum().item<double>() > 0);
   EXPECT_NEAR(penalty.fisherTotal(), 4.5, 1e-12);
+}
+
+// --- --classes: a fine-tuning task on part of the classes, the rest to measure forgetting on ----
+
+TEST(Classes, ListParsesRangesAndKeepsThoseImagesWithTheirLabels) {
+  EXPECT_EQ(recipes::parseClassList(""), std::vector<int64_t>{});
+  EXPECT_EQ(recipes::parseClassList("0-4"), (std::vector<int64_t>{0, 1, 2, 3, 4}));
+  EXPECT_EQ(recipes::parseClassList("9,5-6,5"), (std::vector<int64_t>{5, 6, 9}));
+  for (const char *bad : {"a", "1-", "-3", "4-2", "1,,2", "1;2", " 1"})
+    EXPECT_THROW(recipes::parseClassList(bad), attn::train::UsageError) << bad;
+  data::ImageSet set;
+  set.labels = torch::tensor({3, 0, 7, 3, 9, 1}, torch::kInt64);
+  set.images = torch::arange(6, torch::kFloat32).view({6, 1, 1, 1});
+  set.numClasses = 10;
+  auto kept = recipes::keepClasses(set, {3, 9});
+  EXPECT_TRUE(torch::equal(kept.labels, torch::tensor({3, 3, 9}, torch::kInt64)));
+  EXPECT_TRUE(torch::equal(kept.images.flatten(), torch::tensor({0.0f, 3.0f, 4.0f})));
+  EXPECT_EQ(kept.numClasses, 10);
+  EXPECT_EQ(recipes::keepClasses(set, {}).size(), 6);
 }
 
 } // namespace
