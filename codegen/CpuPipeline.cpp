@@ -96,8 +96,11 @@ void buildCpuLoweringPipeline(OpPassManager &pm, bool canonicalizeLlvm) {
 void buildCpuPipeline(OpPassManager &pm, CpuKernelOptions options) {
   pm.addPass(createCanonicalizerPass());
   pm.addPass(mlir::attn::createAttnLegalize());
-  pm.addPass(mlir::attn::createAttnDeriveBackward(
-      mlir::attn::AttnDeriveBackwardOptions{options.queryTile, options.keyTile}));
+  mlir::attn::AttnDeriveBackwardOptions backwardOptions;
+  backwardOptions.queryTile = options.queryTile;
+  backwardOptions.keyTile = options.keyTile;
+  backwardOptions.captureGradients = options.captureGradients;
+  pm.addPass(mlir::attn::createAttnDeriveBackward(backwardOptions));
   if (options.kernels != CpuKernelSet::All)
     pm.addPass(std::make_unique<KeepCpuKernelPass>(options.kernels));
   pm.addPass(mlir::attn::createAttnTile(
@@ -120,11 +123,24 @@ void registerCpuDialects(DialectRegistry &registry) {
   registerLLVMDialectTranslation(registry);
 }
 
+namespace {
+struct CpuPipelineOptions : PassPipelineOptions<CpuPipelineOptions> {
+  Option<bool> captureGradients{*this, "capture-gradients",
+                                llvm::cl::desc("the dQ kernel also accumulates the gradients "
+                                               "of the f32 captures"),
+                                llvm::cl::init(false)};
+};
+} // namespace
+
 void registerCpuPipelines() {
-  PassPipelineRegistration<>("attn-cpu-pipeline",
-                             "attn dialect to LLVM dialect: legalize, derive the backward, "
-                             "tile, lower",
-                             [](OpPassManager &pm) { buildCpuPipeline(pm); });
+  PassPipelineRegistration<CpuPipelineOptions>(
+      "attn-cpu-pipeline",
+      "attn dialect to LLVM dialect: legalize, derive the backward, tile, lower",
+      [](OpPassManager &pm, const CpuPipelineOptions &pipelineOptions) {
+        CpuKernelOptions options;
+        options.captureGradients = pipelineOptions.captureGradients;
+        buildCpuPipeline(pm, options);
+      });
   PassPipelineRegistration<>("attn-cpu-lower", "tiled kernels to LLVM dialect",
                              [](OpPassManager &pm) { buildCpuLoweringPipeline(pm); });
 }

@@ -23,6 +23,9 @@ struct CpuKernelOptions {
   /// Products with bf16 operands for bfloat16 inputs: "none", "avx512" (AVX512-BF16 dot
   /// products) or "amx" (AMX tiles); attn-lower-tiles-cpu's bf16-products.
   const char *bf16Products = "none";
+  /// The dQ kernel also accumulates the gradients of the f32 captures the score_mod reads
+  /// (attn-derive-backward's capture-gradients).
+  bool captureGradients = false;
   /// A last canonicalization of the LLVM dialect. The JIT skips it: LLVM's own passes do the
   /// same folding, and it cost ~7 ms per variant.
   bool canonicalizeLlvm = true;

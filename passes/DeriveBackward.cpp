@@ -15,6 +15,7 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
 
 namespace mlir::attn {
 #define GEN_PASS_DEF_ATTNDERIVEBACKWARD
@@ -26,6 +27,8 @@ struct BackwardTiles {
   Value queries, gradOut, lse, delta;  // per query block
   Value keysT, valuesT;                // per key block, transposed
   Value scores, probs, grads, modDerivative;
+  /// With capture gradients: the scores before the score_mod.
+  Value raw;
 
   BackwardTiles(KernelEmitter &e) {
     int64_t tq = e.tiles.query, tk = e.tiles.key;
@@ -42,6 +45,8 @@ struct BackwardTiles {
     grads = e.allocTile({tq, tk});
     if (e.hasScoreMod)
       modDerivative = e.allocTile({tq, tk});
+    if (!e.captureGradients.empty())
+      raw = e.allocTile({tq, tk});
   }
 
   /// Loads a query block's dO and row statistics (q is loaded by the caller: the dQ kernel
@@ -77,7 +82,13 @@ struct BackwardTiles {
     // (a GPU keeps the three score tiles in registers; this order keeps two alive, not three).
     TileMatmulOp::create(b, loc, gradOut, valuesT, grads, rows, e.index(e.valueHeadDim), keys,
                          Value(), UnitAttr(), UnitAttr(), FloatAttr());
-    e.scoreModTile(scores, rows, keys, batch, head, rowStart, keyStart, modDerivative);
+    // With capture gradients, the mod's partial derivatives (in s and in each capture read)
+    // come from tile_capture_gradient, which needs the scores the mod read.
+    bool withCaptureGradients = !e.captureGradients.empty();
+    if (withCaptureGradients)
+      TileCopyOp::create(b, loc, scores, raw);
+    e.scoreModTile(scores, rows, keys, batch, head, rowStart, keyStart,
+                   withCaptureGradients ? Value() : modDerivative);
     Value needsMask = e.blockNeedsMask(rowStart, e.tiles.query, keyStart, e.tiles.key,
                                        queryLength, keyLength);
     scf::IfOp::create(b, loc, needsMask, [&](OpBuilder &, Location) {
@@ -91,20 +102,25 @@ struct BackwardTiles {
         TileProbabilitiesOp::create(b, loc, scores, rows, lse, keyLengthF32, probs,
                                     e.normalizer);
     e.copyNormalizerBody(probabilities.getNormalizerBody());
-    auto gradient = TileScoreGradientOp::create(b, loc, scores, probs, grads, rows, delta,
-                                                modDerivative, keyLengthF32, e.normalizer);
+    auto gradient = TileScoreGradientOp::create(
+        b, loc, scores, probs, grads, rows, delta,
+        withCaptureGradients ? Value() : modDerivative, keyLengthF32, e.normalizer);
     e.copyNormalizerBody(gradient.getNormalizerBody());
+    if (withCaptureGradients)
+      e.captureGradientTile(raw, grads, rows, keys, batch, head, rowStart, keyStart);
   }
 };
 
-/// `@<name>_bwd_dq(q, k, v, dO, lse, delta, dQ, [kv_lengths,] [captures..., fault,] batch, head,
-/// queryStart)`.
-void emitQueryGradientKernel(KernelEmitter &e, Operation *anchor) {
+/// `@<name>_bwd_dq(q, k, v, dO, lse, delta, dQ, [kv_lengths,] [captures..., fault,]
+/// [gradients of the f32 captures...,] batch, head, queryStart)`: with `captureGradients` (and
+/// a score_mod), it also accumulates the captures' gradients, each score once.
+void emitQueryGradientKernel(KernelEmitter &e, Operation *anchor, bool captureGradients) {
   OpBuilder &b = e.b;
   Location loc = e.loc;
   MemRefType view4 = e.view4Type(), view3 = e.view3Type();
-  func::FuncOp kernel = e.createKernel(kernelBaseName(e.op) + "_bwd_dq",
-                                       {view4, view4, view4, view4, view3, view3, view4}, anchor);
+  func::FuncOp kernel =
+      e.createKernel(kernelBaseName(e.op) + "_bwd_dq",
+                     {view4, view4, view4, view4, view3, view3, view4}, anchor, captureGradients);
   auto args = kernel.getArguments();
   Value q = args[0], k = args[1], v = args[2], gradOut = args[3], lse = args[4],
         delta = args[5], gradQuery = args[6], batch, head, queryStart;
@@ -234,9 +250,10 @@ void emitKeyValueGradientKernel(KernelEmitter &e, Operation *anchor) {
   func::ReturnOp::create(b, loc);
 }
 
-/// Differentiates the score_mod and the normalizer once into a scratch block, so that an op
-/// without a derivative rule is a diagnostic on the attention op here, not in a lowering.
-LogicalResult checkDifferentiable(AttentionOp op) {
+/// Differentiates the score_mod (in s, and with `captureGradients` in each f32 capture read
+/// too) and the normalizer once into a scratch block, so that an op without a derivative rule
+/// is a diagnostic on the attention op here, not in a lowering.
+LogicalResult checkDifferentiable(AttentionOp op, bool captureGradients) {
   OpBuilder builder(op.getContext());
   Region scratch;
   Block *block = new Block();
@@ -253,7 +270,14 @@ LogicalResult checkDifferentiable(AttentionOp op) {
   if (!op.getScoreMod().empty()) {
     SmallVector<Value> modArguments = {args[0], args[5], args[6], args[7], args[8]};
     modArguments.append(args.begin() + 9, args.end());
-    result = emitRegionWithDerivative(builder, loc, op.getScoreMod(), modArguments);
+    Block &mod = op.getScoreMod().front();
+    SmallVector<Value> seeds = {mod.getArgument(0)};
+    if (captureGradients)
+      mod.walk([&](tensor::ExtractOp read) {
+        if (read.getType().isF32())
+          seeds.push_back(read.getResult());
+      });
+    result = emitRegionWithTangents(builder, loc, op.getScoreMod(), modArguments, seeds);
   }
   if (succeeded(result)) {
     NormalizerAttrInterface normalizer = op.getNormalizer();
@@ -271,13 +295,14 @@ struct AttnDeriveBackwardPass : impl::AttnDeriveBackwardBase<AttnDeriveBackwardP
     SmallVector<AttentionOp> ops;
     getOperation().walk([&](AttentionOp op) { ops.push_back(op); });
     for (AttentionOp op : ops) {
-      if (failed(KernelEmitter::checkLowerable(op)) || failed(checkDifferentiable(op)))
+      if (failed(KernelEmitter::checkLowerable(op)) || failed(checkDifferentiable(op, captureGradients)))
         return signalPassFailure();
       auto parent = op->getParentOfType<func::FuncOp>();
       Operation *anchor = parent ? parent.getOperation() : op.getOperation();
       OpBuilder builder(op.getContext());
       KernelEmitter emitter(op, builder, TileSizes{queryTile, keyTile});
-      emitQueryGradientKernel(emitter, anchor);
+      emitQueryGradientKernel(emitter, anchor,
+                              captureGradients && !op.getScoreMod().empty());
       // The dK/dV kernel may tile differently (a GPU puts keys on the warps there).
       TileSizes keyValueTiles{keyValueQueryTile ? keyValueQueryTile : queryTile,
                               keyValueKeyTile ? keyValueKeyTile : keyTile};

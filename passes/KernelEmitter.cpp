@@ -66,8 +66,8 @@ LogicalResult KernelEmitter::checkLowerable(AttentionOp op) {
       return op.emitOpError() << "head dim " << name << " = " << dim
                               << " is above the tiled kernels' limit of " << kMaxHeadDim;
   if (op.getBias())
-    return op.emitOpError("bias operand is not lowered by the tiled kernels yet; fold it "
-                          "into a score_mod");
+    return op.emitOpError("run attn-legalize first: it turns the bias operand into a "
+                          "captured tensor");
   return success();
 }
 
@@ -103,7 +103,7 @@ MemRefType KernelEmitter::lengthsType() const {
 }
 
 func::FuncOp KernelEmitter::createKernel(StringRef name, ArrayRef<Type> viewTypes,
-                                         Operation *anchor) {
+                                         Operation *anchor, bool withCaptureGradients) {
   SmallVector<Type> arguments(viewTypes);
   const bool withLengths = static_cast<bool>(op.getKvLengths());
   if (withLengths)
@@ -113,6 +113,13 @@ func::FuncOp KernelEmitter::createKernel(StringRef name, ArrayRef<Type> viewType
     arguments.push_back(captureType(cast<RankedTensorType>(capture.getType())));
   if (!op.getCaptures().empty())
     arguments.push_back(faultType());
+  const size_t firstGradient = arguments.size();
+  SmallVector<Type> gradientTypes;
+  if (withCaptureGradients)
+    for (Value capture : op.getCaptures())
+      if (auto type = cast<RankedTensorType>(capture.getType()); type.getElementType().isF32())
+        gradientTypes.push_back(captureType(type));
+  arguments.append(gradientTypes.begin(), gradientTypes.end());
   arguments.append(3, b.getIndexType());
   b.setInsertionPoint(anchor);
   auto kernel = func::FuncOp::create(b, loc, name, b.getFunctionType(arguments, {}));
@@ -125,6 +132,9 @@ func::FuncOp KernelEmitter::createKernel(StringRef name, ArrayRef<Type> viewType
     captures.push_back(kernel.getArgument(firstCapture + position));
   if (!captures.empty())
     fault = kernel.getArgument(firstCapture + captures.size());
+  captureGradients.clear();
+  for (size_t position = 0; position < gradientTypes.size(); ++position)
+    captureGradients.push_back(kernel.getArgument(firstGradient + position));
   return kernel;
 }
 
@@ -264,6 +274,15 @@ void KernelEmitter::scoreModTile(Value scores, Value rows, Value cols, Value bat
                                       keyStart, derivative, captures, fault,
                                       b.getF64FloatAttr(normalizer.getScoreMultiplier()));
   copyCaptureRegion(op.getScoreMod(), modOp.getScoreMod(), captures);
+}
+
+void KernelEmitter::captureGradientTile(Value raw, Value grads, Value rows, Value cols,
+                                        Value batch, Value head, Value rowStart,
+                                        Value keyStart) {
+  auto gradient = TileCaptureGradientOp::create(b, loc, raw, grads, rows, cols, batch, head,
+                                                rowStart, keyStart, captures, fault,
+                                                captureGradients);
+  copyCaptureRegion(op.getScoreMod(), gradient.getScoreMod(), captures);
 }
 
 void KernelEmitter::copyNormalizerBody(Region &region) {

@@ -48,7 +48,10 @@ public:
   /// %head: index, %start: index)` with the C interface, before `anchor`, and positions the
   /// builder in its body. The key lengths argument is there when the op has `kv_lengths`; the
   /// captures (captureType) and the fault flags when it has captures.
-  func::FuncOp createKernel(StringRef name, ArrayRef<Type> viewTypes, Operation *anchor);
+  /// With `withCaptureGradients`, one more memref per f32 capture follows the fault flags:
+  /// the gradient of that capture, accumulated into (the dQ kernel's).
+  func::FuncOp createKernel(StringRef name, ArrayRef<Type> viewTypes, Operation *anchor,
+                            bool withCaptureGradients = false);
   /// The kernel's trailing (batch, head, start) arguments.
   static std::tuple<Value, Value, Value> gridArguments(func::FuncOp kernel);
 
@@ -93,6 +96,11 @@ public:
   /// `cols` keys of the tile are valid.
   void scoreModTile(Value scores, Value rows, Value cols, Value batch, Value head,
                     Value rowStart, Value keyStart, Value derivative);
+  /// `attn.tile_capture_gradient`: accumulates the capture gradients of a tile from G (the
+  /// gradient w.r.t. the score_mod's result, in `grads`) and the scores the mod read (`raw`),
+  /// then turns `grads` into the gradient w.r.t. the raw scores.
+  void captureGradientTile(Value raw, Value grads, Value rows, Value cols, Value batch,
+                           Value head, Value rowStart, Value keyStart);
   /// Copies the op's normalizer_body region (if any) into `region`.
   void copyNormalizerBody(Region &region);
 
@@ -150,6 +158,8 @@ public:
   /// captures).
   SmallVector<Value> captures;
   Value fault;
+  /// The kernel's capture gradients (createKernel with captureGradients; else empty).
+  SmallVector<Value> captureGradients;
   SmallVector<Value> heapTiles;
 };
 

@@ -236,6 +236,21 @@ void forEachScoreRow(Emit &e, Value scores, Value rows, function_ref<void(Value,
          [&](Value i) { body(i, e.loadVector(scores, {i, e.index(0)}, shape[1])); });
 }
 
+/// dest[i, :] = source[i, :], a vector per row.
+struct LowerCopy : OpRewritePattern<TileCopyOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(TileCopyOp op, PatternRewriter &rewriter) const override {
+    Emit e{rewriter, op.getLoc()};
+    ArrayRef<int64_t> shape = shapeOf(op.getSource());
+    e.loop(shape[0], [&](Value i) {
+      e.storeVector(e.loadVector(op.getSource(), {i, e.index(0)}, shape[1]), op.getDest(),
+                    {i, e.index(0)});
+    });
+    rewriter.eraseOp(op);
+    return success();
+  }
+};
+
 struct LowerScoreMod : OpRewritePattern<TileScoreModOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(TileScoreModOp op, PatternRewriter &rewriter) const override {
@@ -483,7 +498,8 @@ void moveLoadMultipliersIntoProducts(ModuleOp module) {
 bool isTileOp(Operation *op) {
   return isa<TileFillOp, TileLoadOp, TileStoreOp, TileMatmulOp, TileMaskOp, TileScoreModOp,
              TileRowInitOp, TileNormalizeOp, TileRowFinalizeOp, TileProbabilitiesOp,
-             TileScoreGradientOp, TileMaskClassifyOp, TileMaskRegionOp>(op);
+             TileScoreGradientOp, TileMaskClassifyOp, TileMaskRegionOp, TileCopyOp,
+             TileCaptureGradientOp>(op);
 }
 
 struct AttnLowerTilesCpuPass : impl::AttnLowerTilesCpuBase<AttnLowerTilesCpuPass> {
@@ -527,12 +543,13 @@ struct AttnLowerTilesCpuPass : impl::AttnLowerTilesCpuBase<AttnLowerTilesCpuPass
       return signalPassFailure();
     MLIRContext *context = &getContext();
     RewritePatternSet patterns(context);
-    patterns.add<LowerFill, LowerStore, LowerMask, LowerScoreMod, LowerRowInit,
+    patterns.add<LowerFill, LowerStore, LowerMask, LowerCopy, LowerScoreMod, LowerRowInit,
                  LowerNormalize, LowerRowFinalize, LowerProbabilities, LowerScoreGradient>(
         context);
     patterns.add<LowerLoad>(context, target);
     populateTileMatmulCpuPatterns(patterns, target);
     populateMaskRegionCpuPatterns(patterns, target);
+    populateCaptureGradientCpuPatterns(patterns);
     AmxPackedOperands packedOperands;
     packLoadedAmxOperands(getOperation(), target, packedOperands);
     populateTileMatmulAmxPatterns(patterns, target, &packedOperands);

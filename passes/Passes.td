@@ -4,13 +4,17 @@
 include "mlir/Pass/PassBase.td"
 
 def AttnLegalize : Pass<"attn-legalize"> {
-  let summary = "Make the scale of attn.attention explicit";
+  let summary = "Make the scale of attn.attention explicit and its bias a captured tensor";
   let description = [{
     Fills `scale` with 1/sqrt(D) when absent. Normalizer parameters that default to a function
     of the key length (sigmoid bias = -ln(Sk), relu scale = 1/Sk) stay unset: the normalizer
     computes them from the run-time key length, never from a size written in the types.
+    An additive `bias` (f32) becomes the last capture, read by the score_mod at
+    [b or 0, h or 0, q, k] and added to its result, so it is lowered, and differentiated, as a
+    captured tensor.
   }];
-  let dependentDialects = ["::mlir::attn::AttnDialect"];
+  let dependentDialects = ["::mlir::attn::AttnDialect", "::mlir::arith::ArithDialect",
+                           "::mlir::tensor::TensorDialect"];
 }
 
 def AttnTile : Pass<"attn-tile", "::mlir::ModuleOp"> {
@@ -57,6 +61,9 @@ def AttnDeriveBackward : Pass<"attn-derive-backward", "::mlir::ModuleOp"> {
            "queries per block of the dK/dV kernel (0: query-tile)">,
     Option<"keyValueKeyTile", "key-value-key-tile", "int64_t", "0",
            "keys per tile of the dK/dV kernel (0: key-tile)">,
+    Option<"captureGradients", "capture-gradients", "bool", "false",
+           "the dQ kernel also accumulates the gradients of the f32 captures the score_mod "
+           "reads (one more memref argument per f32 capture)">,
   ];
   let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::math::MathDialect",
                            "::mlir::memref::MemRefDialect", "::mlir::scf::SCFDialect",

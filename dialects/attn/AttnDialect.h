@@ -38,6 +38,12 @@ Value inlineScalarRegion(OpBuilder &builder, Region &region, ValueRange argument
 FailureOr<std::pair<Value, Value>> emitRegionWithDerivative(OpBuilder &builder, Location loc,
                                                             Region &region,
                                                             ValueRange arguments);
+/// emitRegionWithDerivative with respect to several values of `region` at once: `seeds` are
+/// its block arguments or results of its ops (a captured tensor's element read by the
+/// score_mod). Returns the yielded value, then one derivative per seed.
+FailureOr<SmallVector<Value>> emitRegionWithTangents(OpBuilder &builder, Location loc,
+                                                     Region &region, ValueRange arguments,
+                                                     ArrayRef<Value> seeds);
 } // namespace mlir::attn
 
 #endif // DIALECTS_ATTN_ATTNDIALECT_H

@@ -105,7 +105,8 @@ include "dialects/attn/AttnTileOps.td"
 
 def Attn_YieldOp : Attn_Op<"yield", [Pure, Terminator, ReturnLike,
     ParentOneOf<["AttentionOp", "TileScoreModOp", "TileNormalizeOp", "TileProbabilitiesOp",
-                 "TileScoreGradientOp", "TileMaskClassifyOp", "TileMaskRegionOp"]>]> {
+                 "TileScoreGradientOp", "TileMaskClassifyOp", "TileMaskRegionOp",
+                 "TileCaptureGradientOp"]>]> {
   let summary = "yields the value of a scalar region (score_mod, normalizer_body)";
   let arguments = (ins Variadic<AnyType>:$values);
   let assemblyFormat = "attr-dict ($values^ `:` type($values))?";

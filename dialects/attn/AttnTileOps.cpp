@@ -143,6 +143,40 @@ LogicalResult TileScoreModOp::verify() {
                             regionArgumentTypes(b, /*withScore=*/true, getCaptures()));
 }
 
+LogicalResult TileCopyOp::verify() {
+  if (failed(checkTile(*this, "source", getSource(), 2)) ||
+      failed(checkTile(*this, "dest", getDest(), 2)))
+    return failure();
+  if (shapeOf(getSource()) != shapeOf(getDest()))
+    return emitOpError() << "dest " << getDest().getType() << " must have the source's shape "
+                         << getSource().getType();
+  return success();
+}
+
+LogicalResult TileCaptureGradientOp::verify() {
+  if (failed(checkTile(*this, "raw", getRaw(), 2)) ||
+      failed(checkTile(*this, "grads", getGrads(), 2)) ||
+      failed(checkCaptures(*this, getCaptures(), getFault())))
+    return failure();
+  if (shapeOf(getRaw()) != shapeOf(getGrads()))
+    return emitOpError() << "grads " << getGrads().getType() << " must have the raw scores' shape "
+                         << getRaw().getType();
+  SmallVector<MemRefType> floatCaptures;
+  for (Value capture : getCaptures())
+    if (auto type = cast<MemRefType>(capture.getType()); type.getElementType().isF32())
+      floatCaptures.push_back(type);
+  if (getGradients().size() != floatCaptures.size())
+    return emitOpError() << "takes one gradient per f32 capture (" << floatCaptures.size()
+                         << "), got " << getGradients().size();
+  for (auto [position, gradient, capture] : llvm::enumerate(getGradients(), floatCaptures))
+    if (gradient.getType() != capture)
+      return emitOpError() << "gradient " << position << " must have its capture's type "
+                           << capture << ", got " << gradient.getType();
+  Builder b(getContext());
+  return verifyScalarRegion(*this, getScoreMod(), "score_mod",
+                            regionArgumentTypes(b, /*withScore=*/true, getCaptures()));
+}
+
 LogicalResult TileMaskClassifyOp::verify() {
   if (failed(checkCaptures(*this, getCaptures(), getFault())))
     return failure();

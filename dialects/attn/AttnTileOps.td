@@ -163,6 +163,42 @@ def Attn_TileScoreModOp : Attn_TileOp<"tile_score_mod", [AttrSizedOperandSegment
   let hasVerifier = 1;
 }
 
+def Attn_TileCopyOp : Attn_TileOp<"tile_copy"> {
+  let summary = "copies a score tile into another of the same shape";
+  let arguments = (ins Arg<AnyMemRef, "", [MemRead]>:$source,
+                       Arg<AnyMemRef, "", [MemWrite]>:$dest);
+  let assemblyFormat = "$source `into` $dest attr-dict `:` type($source) `,` type($dest)";
+  let hasVerifier = 1;
+}
+
+def Attn_TileCaptureGradientOp : Attn_TileOp<"tile_capture_gradient",
+    [AttrSizedOperandSegments]> {
+  let summary = "gradients of the captured tensors a score_mod reads, and dS from dS'";
+  let description = [{
+    For the valid rows i < rows and keys j < cols, with G = grads[i, j] the gradient with
+    respect to the score_mod's result and s = raw[i, j] its score argument:
+    gradients[c][idx] += G * d mod / d x for every read x = captures[c][idx] of an f32
+    capture by the region (the partial derivative in that read), then grads[i, j] =
+    G * d mod / d s (the gradient with respect to the raw score). `gradients` holds one memref
+    per f32 capture, in capture order, of the capture's shape; the kernel accumulates into
+    them (the run time gives each thread its own and sums them). Where G = 0 (masked scores)
+    nothing is added. Reads are bounds-checked as in tile_score_mod.
+  }];
+  let arguments = (ins Arg<AnyMemRef, "", [MemRead]>:$raw,
+                       Arg<AnyMemRef, "", [MemRead, MemWrite]>:$grads, Index:$rows,
+                       Index:$cols, Index:$batch, Index:$head, Index:$row_start,
+                       Index:$col_start, Variadic<AnyMemRef>:$captures, AnyMemRef:$fault,
+                       Variadic<AnyMemRef>:$gradients);
+  let regions = (region SizedRegion<1>:$score_mod);
+  let assemblyFormat = [{
+    $raw `,` $grads `rows` $rows `cols` $cols `batch` $batch `head` $head `at` $row_start `,`
+    $col_start `captures` `(` $captures `:` type($captures) `)` `fault` $fault `:` type($fault)
+    `gradients` `(` $gradients `:` type($gradients) `)` attr-dict `:` type($raw) `,`
+    type($grads) $score_mod
+  }];
+  let hasVerifier = 1;
+}
+
 def Attn_TileRowInitOp : Attn_TileOp<"tile_row_init"> {
   let summary = "fills a row-wise normalizer's state tiles with its initial state";
   let arguments = (ins Variadic<AnyMemRef>:$state, Attn_NormalizerAttrInterface:$normalizer);

@@ -113,41 +113,71 @@ private:
 };
 } // namespace
 
-FailureOr<std::pair<Value, Value>>
-mlir::attn::emitRegionWithDerivative(OpBuilder &builder, Location loc, Region &region,
-                                     ValueRange arguments) {
+FailureOr<SmallVector<Value>> mlir::attn::emitRegionWithTangents(OpBuilder &builder,
+                                                                Location loc, Region &region,
+                                                                ValueRange arguments,
+                                                                ArrayRef<Value> seeds) {
   Block &block = region.front();
   IRMapping primal;
-  DenseMap<Value, Value> tangent; // original value -> derivative w.r.t. arguments[0]
+  // One tangent channel per seed: original value -> derivative w.r.t. that seed.
+  SmallVector<DenseMap<Value, Value>> tangents(seeds.size());
   for (auto [argument, value] : llvm::zip(block.getArguments(), arguments))
     primal.map(argument, value);
-  tangent[block.getArgument(0)] = arith::ConstantOp::create(builder, loc, builder.getF32FloatAttr(1.0));
+  auto one = [&] {
+    return arith::ConstantOp::create(builder, loc, builder.getF32FloatAttr(1.0)).getResult();
+  };
+  for (auto [channel, seed] : llvm::enumerate(seeds))
+    if (isa<BlockArgument>(seed))
+      tangents[channel][seed] = one();
 
   Differentiator differentiator(builder, loc);
   for (Operation &op : block.without_terminator()) {
     Operation *clone = builder.clone(op, primal);
-    SmallVector<Value> operands, operandTangents;
-    for (Value operand : op.getOperands()) {
+    SmallVector<Value> operands;
+    for (Value operand : op.getOperands())
       operands.push_back(primal.lookup(operand));
-      operandTangents.push_back(tangent.lookup(operand));
+    for (auto [channel, seed] : llvm::enumerate(seeds)) {
+      DenseMap<Value, Value> &tangent = tangents[channel];
+      // A seed that an op produces (a captured tensor's element) starts its channel.
+      if (op.getNumResults() == 1 && op.getResult(0) == seed) {
+        tangent[seed] = one();
+        continue;
+      }
+      // Comparisons and integer/index arithmetic are piecewise constant in the seed.
+      if (op.getNumResults() != 1 || !isa<FloatType>(op.getResult(0).getType()))
+        continue;
+      SmallVector<Value> operandTangents;
+      for (Value operand : op.getOperands())
+        operandTangents.push_back(tangent.lookup(operand));
+      FailureOr<Value> derivative =
+          differentiator.rule(&op, operands, operandTangents, clone->getResult(0));
+      if (failed(derivative))
+        return emitError(loc) << "cannot differentiate '" << op.getName()
+                              << "' in a normalizer or score_mod region; supported: arith "
+                                 "add/sub/mul/div/neg/max/min/select, math "
+                                 "exp/exp2/expm1/log/log2/log1p/tanh/sqrt/rsqrt/abs/sin/cos/"
+                                 "erf/fma/powf";
+      if (*derivative)
+        tangent[op.getResult(0)] = *derivative;
     }
-    // Comparisons and integer/index arithmetic are piecewise constant in the score.
-    if (op.getNumResults() != 1 || !isa<FloatType>(op.getResult(0).getType()))
-      continue;
-    FailureOr<Value> derivative =
-        differentiator.rule(&op, operands, operandTangents, clone->getResult(0));
-    if (failed(derivative))
-      return emitError(loc) << "cannot differentiate '" << op.getName()
-                            << "' in a normalizer or score_mod region; supported: arith "
-                               "add/sub/mul/div/neg/max/min/select, math "
-                               "exp/exp2/expm1/log/log2/log1p/tanh/sqrt/rsqrt/abs/sin/cos/"
-                               "erf/fma/powf";
-    if (*derivative)
-      tangent[op.getResult(0)] = *derivative;
   }
   Value yielded = block.getTerminator()->getOperand(0);
-  Value derivative = tangent.lookup(yielded);
-  if (!derivative)
-    derivative = arith::ConstantOp::create(builder, loc, builder.getF32FloatAttr(0.0));
-  return std::make_pair(primal.lookup(yielded), derivative);
+  SmallVector<Value> results = {primal.lookup(yielded)};
+  for (DenseMap<Value, Value> &tangent : tangents) {
+    Value derivative = tangent.lookup(yielded);
+    if (!derivative)
+      derivative = arith::ConstantOp::create(builder, loc, builder.getF32FloatAttr(0.0));
+    results.push_back(derivative);
+  }
+  return results;
+}
+
+FailureOr<std::pair<Value, Value>>
+mlir::attn::emitRegionWithDerivative(OpBuilder &builder, Location loc, Region &region,
+                                     ValueRange arguments) {
+  Value score = region.front().getArgument(0);
+  auto results = emitRegionWithTangents(builder, loc, region, arguments, ArrayRef<Value>(score));
+  if (failed(results))
+    return failure();
+  return std::make_pair((*results)[0], (*results)[1]);
 }

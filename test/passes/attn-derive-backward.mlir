@@ -1,5 +1,6 @@
 // RUN: attn-opt %s --split-input-file --attn-legalize --attn-derive-backward --verify-diagnostics --canonicalize --cse | FileCheck %s --enable-var-scope
 // RUN: attn-opt %s --split-input-file --attn-legalize --attn-derive-backward --attn-lower-tiles-cpu --verify-diagnostics --canonicalize --cse | FileCheck %s --check-prefix=LOWER --enable-var-scope
+// RUN: attn-opt %s --split-input-file --attn-legalize --attn-derive-backward=capture-gradients=true --verify-diagnostics --canonicalize --cse | FileCheck %s --check-prefix=CAPGRAD --enable-var-scope
 
 // The backward is the forward's tile IR plus the gradient tiles. dQ, per query tile over key
 // blocks: S = Q K^T, mask (boundary blocks), P from S and the LSE, dP = dO V^T, dS from the
@@ -160,6 +161,37 @@ func.func @prefix_lm(%q: tensor<?x?x?x32xf32>, %k: tensor<?x?x?x32xf32>, %v: ten
     %past = arith.cmpi sle, %j, %i : index
     %keep = arith.ori %prefix, %past : i1
     attn.yield %keep : i1
+  }
+  return %o : tensor<?x?x?x32xf32>
+}
+
+// -----
+
+// With capture-gradients, the dQ kernel takes one gradient memref per f32 capture (after the
+// fault flags; none for the i32 ids) and, per block: keeps the scores the score_mod reads
+// (tile_copy), takes dS' (the gradient w.r.t. the mod's result) from the normalizer without
+// the mod's derivative, and lets tile_capture_gradient scatter dS' times the mod's partials
+// into the captures' gradients and turn dS' into dS. The dK/dV kernel is unchanged: it
+// multiplies by the mod's derivative as before.
+// CAPGRAD-LABEL: func.func @captured_bias_bwd_dq
+// CAPGRAD-SAME: %[[IDS:[^:]*]]: memref<?xi32>, %[[TABLE:[^:]*]]: memref<?x?xf32>, %[[FAULT:[^:]*]]: memref<?xi32>, %[[GRAD:[^:]*]]: memref<?x?xf32>, %{{[^:]*}}: index
+// CAPGRAD: attn.tile_copy %[[S:[^ ]*]] into %[[RAW:[^ ]*]]
+// CAPGRAD: attn.tile_score_mod %[[S]] rows
+// CAPGRAD-NOT: derivative
+// CAPGRAD: attn.tile_score_gradient %[[S]], %{{[^ ]*}}, %[[G:[^ ]*]] rows %{{[^ ]*}} row_term %{{[^ ]*}} : memref<32xf32> keys
+// CAPGRAD: attn.tile_capture_gradient %[[RAW]], %[[G]] {{.*}} captures(%[[IDS]], %[[TABLE]] : memref<?xi32>, memref<?x?xf32>) fault %[[FAULT]] : memref<?xi32> gradients(%[[GRAD]] : memref<?x?xf32>)
+// CAPGRAD: attn.tile_matmul %[[G]]
+// CAPGRAD-LABEL: func.func @captured_bias_bwd_dkdv
+// CAPGRAD-NOT: tile_capture_gradient
+// CAPGRAD: attn.tile_score_gradient {{.*}} derivative
+func.func @captured_bias(%q: tensor<?x?x?x32xf32>, %ids: tensor<?xi32>, %table: tensor<?x?xf32>) -> tensor<?x?x?x32xf32> {
+  %o = attn.attention %q, %q, %q captures(%ids, %table : tensor<?xi32>, tensor<?x?xf32>) normalizer(#attn.softmax) : tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32> -> tensor<?x?x?x32xf32>
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %i: index, %j: index, %d: tensor<?xi32>, %t: tensor<?x?xf32>):
+    %rel = arith.subi %i, %j : index
+    %x = tensor.extract %t[%h, %rel] : tensor<?x?xf32>
+    %r = arith.addf %s, %x : f32
+    attn.yield %r : f32
   }
   return %o : tensor<?x?x?x32xf32>
 }

@@ -1,4 +1,4 @@
-// RUN: attn-opt %s --attn-legalize --split-input-file | FileCheck %s --enable-var-scope
+// RUN: attn-opt %s --attn-legalize --split-input-file --verify-diagnostics | FileCheck %s --enable-var-scope
 
 // The default scale 1/sqrt(D) becomes explicit; softmax has no other default.
 // CHECK-LABEL: func.func @scale_default
@@ -67,4 +67,55 @@ func.func @relu_static_length(%q: tensor<1x2x16x32xf32>, %k: tensor<1x2x256x32xf
 func.func @idempotent(%q: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
   %o = attn.attention %q, %q, %q normalizer(#attn.relu<scale = 0.125>) {scale = 0.25 : f32} : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
   return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+// The bias becomes the last capture; the score_mod (here created, there was none) adds
+// bias[b, 0, q, k]: its head dimension is a broadcast 1. The mask region gets the argument too.
+// CHECK-LABEL: func.func @bias_to_capture
+// CHECK: attn.attention %{{[^ ]*}}, %{{[^ ]*}}, %{{[^ ]*}} captures(%[[DOCS:.*]], %[[BIAS:.*]] : tensor<?xi32>, tensor<?x1x?x?xf32>) normalizer(#attn.softmax)
+// CHECK: score_mod {
+// CHECK: ^bb0(%[[S:[^:]*]]: f32, %[[B:[^:]*]]: index, %{{[^:]*}}: index, %[[Q:[^:]*]]: index, %[[K:[^:]*]]: index, %{{[^:]*}}: tensor<?xi32>, %[[T:[^:]*]]: tensor<?x1x?x?xf32>):
+// CHECK: %[[X:.*]] = tensor.extract %[[T]][%[[B]], %c0, %[[Q]], %[[K]]]
+// CHECK: %[[SUM:.*]] = arith.addf %[[S]], %[[X]] : f32
+// CHECK: attn.yield %[[SUM]] : f32
+// CHECK: mask {
+// CHECK: ^bb0({{.*}}: tensor<?xi32>, %{{[^:]*}}: tensor<?x1x?x?xf32>):
+func.func @bias_to_capture(%q: tensor<?x2x?x16xf32>, %docs: tensor<?xi32>, %bias: tensor<?x1x?x?xf32>) -> tensor<?x2x?x16xf32> {
+  %o = attn.attention %q, %q, %q bias(%bias : tensor<?x1x?x?xf32>) captures(%docs : tensor<?xi32>) normalizer(#attn.softmax) : tensor<?x2x?x16xf32>, tensor<?x2x?x16xf32>, tensor<?x2x?x16xf32> -> tensor<?x2x?x16xf32>
+  mask {
+  ^bb0(%b: index, %h: index, %i: index, %j: index, %d: tensor<?xi32>):
+    %di = tensor.extract %d[%i] : tensor<?xi32>
+    %dj = tensor.extract %d[%j] : tensor<?xi32>
+    %same = arith.cmpi eq, %di, %dj : i32
+    attn.yield %same : i1
+  }
+  return %o : tensor<?x2x?x16xf32>
+}
+
+// -----
+
+// An existing score_mod keeps its work; the bias is added to what it yields.
+// CHECK-LABEL: func.func @bias_after_score_mod
+// CHECK: %[[HALF:.*]] = arith.mulf
+// CHECK: %[[X:.*]] = tensor.extract
+// CHECK: arith.addf %[[HALF]], %[[X]] : f32
+func.func @bias_after_score_mod(%q: tensor<?x2x?x16xf32>, %bias: tensor<?x2x?x?xf32>) -> tensor<?x2x?x16xf32> {
+  %o = attn.attention %q, %q, %q bias(%bias : tensor<?x2x?x?xf32>) normalizer(#attn.softmax) : tensor<?x2x?x16xf32>, tensor<?x2x?x16xf32>, tensor<?x2x?x16xf32> -> tensor<?x2x?x16xf32>
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %i: index, %j: index):
+    %half = arith.constant 0.5 : f32
+    %r = arith.mulf %s, %half : f32
+    attn.yield %r : f32
+  }
+  return %o : tensor<?x2x?x16xf32>
+}
+
+// -----
+
+func.func @bias_f16(%q: tensor<1x2x8x16xf16>, %bias: tensor<1x2x8x8xf16>) -> tensor<1x2x8x16xf16> {
+  // expected-error @+1 {{the tiled kernels take an f32 bias, got 'f16' (convert it first)}}
+  %o = attn.attention %q, %q, %q bias(%bias : tensor<1x2x8x8xf16>) normalizer(#attn.softmax) : tensor<1x2x8x16xf16>, tensor<1x2x8x16xf16>, tensor<1x2x8x16xf16> -> tensor<1x2x8x16xf16>
+  return %o : tensor<1x2x8x16xf16>
 }

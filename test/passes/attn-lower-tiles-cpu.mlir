@@ -172,3 +172,36 @@ func.func @captured_bias(%s: memref<32x16xf32>, %rows: index, %cols: index, %b: 
   }
   return
 }
+
+// -----
+
+// tile_capture_gradient, per row: the region replayed with a tangent for the score and for
+// each f32 read; the table read (indices vary over the keys) scatters G * d/d(read) lane by
+// lane into its gradient (two lanes may hit one element), lanes past the valid keys and masked
+// scores (G = 0) contributing 0; the slope read (uniform) adds the row's sum once; then
+// grads = G * d/ds (here the slope).
+// CHECK-LABEL: func.func @capture_gradient
+// CHECK: scf.for
+// CHECK: %[[CONTRIBUTES:.*]] = arith.andi %{{.*}}, %{{.*}} : vector<16xi1>
+// CHECK: %[[FLATGRAD:.*]] = memref.collapse_shape %[[TGRAD:.*]] {{\[\[}}0, 1]] : memref<?x?xf32> into memref<?xf32>
+// CHECK-COUNT-16: memref.store %{{.*}}, %[[FLATGRAD]][%{{.*}}] : memref<?xf32>
+// CHECK: %[[SUM:.*]] = vector.reduction <add>, %{{.*}} : vector<16xf32> into f32
+// CHECK: memref.store %{{.*}}, %[[MGRAD:.*]][%{{.*}}] : memref<?xf32>
+// CHECK: vector.store %{{.*}}, %{{.*}}[%{{.*}}, %c0] : memref<32x16xf32>, vector<16xf32>
+func.func @capture_gradient(%raw: memref<32x16xf32>, %g: memref<32x16xf32>, %rows: index, %cols: index,
+                            %b: index, %h: index, %r0: index, %k0: index, %table: memref<?x?xf32>,
+                            %slopes: memref<?xf32>, %fault: memref<?xi32>, %dtable: memref<?x?xf32>,
+                            %dslopes: memref<?xf32>) {
+  attn.tile_capture_gradient %raw, %g rows %rows cols %cols batch %b head %h at %r0, %k0
+      captures(%table, %slopes : memref<?x?xf32>, memref<?xf32>) fault %fault : memref<?xi32>
+      gradients(%dtable, %dslopes : memref<?x?xf32>, memref<?xf32>) : memref<32x16xf32>, memref<32x16xf32> {
+  ^bb0(%x: f32, %bb: index, %hh: index, %i: index, %j: index, %t: memref<?x?xf32>, %m: memref<?xf32>):
+    %rel = arith.subi %i, %j : index
+    %bias = memref.load %t[%hh, %rel] : memref<?x?xf32>
+    %slope = memref.load %m[%hh] : memref<?xf32>
+    %scaled = arith.mulf %slope, %x : f32
+    %r = arith.addf %scaled, %bias : f32
+    attn.yield %r : f32
+  }
+  return
+}

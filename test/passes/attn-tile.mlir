@@ -86,11 +86,18 @@ func.func @window(%q: tensor<1x1x?x16xf32>, %k: tensor<1x1x?x16xf32>, %v: tensor
 
 // -----
 
-// Operands the tiled kernels do not lower yet are a diagnostic, not a crash.
-func.func @with_bias(%q: tensor<1x1x8x16xf32>, %bias: tensor<1x1x8x8xf32>) -> tensor<1x1x8x16xf32> {
-  // expected-error @+1 {{bias operand is not lowered by the tiled kernels yet}}
-  %o = attn.attention %q, %q, %q bias(%bias : tensor<1x1x8x8xf32>) normalizer(#attn.softmax) : tensor<1x1x8x16xf32>, tensor<1x1x8x16xf32>, tensor<1x1x8x16xf32> -> tensor<1x1x8x16xf32>
-  return %o : tensor<1x1x8x16xf32>
+// The bias is a captured tensor once attn-legalize ran: the forward kernel takes it as a memref
+// and the score_mod adds bias[0, h, q, k] (its batch dimension is a broadcast 1).
+// CHECK-LABEL: func.func @with_bias_fwd
+// CHECK-SAME: %[[BIAS:[^:]*]]: memref<1x?x?x?xf32>, %[[FAULT:[^:]*]]: memref<?xi32>
+// CHECK: attn.tile_score_mod {{.*}} captures(%[[BIAS]] : memref<1x?x?x?xf32>) fault %[[FAULT]]
+// CHECK: ^bb0(%[[S:[^:]*]]: f32, %{{[^:]*}}: index, %[[H:[^:]*]]: index, %[[Q:[^:]*]]: index, %[[K:[^:]*]]: index, %[[T:[^:]*]]: memref<1x?x?x?xf32>):
+// CHECK: %[[B:.*]] = memref.load %[[T]][%c0, %[[H]], %[[Q]], %[[K]]]
+// CHECK: %[[SUM:.*]] = arith.addf %[[S]], %[[B]] : f32
+// CHECK: attn.yield %[[SUM]]
+func.func @with_bias(%q: tensor<?x?x?x16xf32>, %bias: tensor<1x?x?x?xf32>) -> tensor<?x?x?x16xf32> {
+  %o = attn.attention %q, %q, %q bias(%bias : tensor<1x?x?x?xf32>) normalizer(#attn.softmax) : tensor<?x?x?x16xf32>, tensor<?x?x?x16xf32>, tensor<?x?x?x16xf32> -> tensor<?x?x?x16xf32>
+  return %o : tensor<?x?x?x16xf32>
 }
 
 // -----
