@@ -22,6 +22,7 @@
 #include "llvm/TargetParser/Host.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -29,6 +30,7 @@
 #include <future>
 #include <mutex>
 #include <sstream>
+#include <utility>
 
 #if defined(__linux__)
 #include <sys/syscall.h>
@@ -68,17 +70,135 @@ struct D1 {
 D1 describe(const KeyLengths &lengths) {
   return {lengths.data, lengths.data, 0, lengths.size, 1};
 }
-using ForwardFn = void (*)(D4 *, D4 *, D4 *, D4 *, D3 *, int64_t, int64_t, int64_t);
-using QueryGradFn = void (*)(D4 *, D4 *, D4 *, D4 *, D3 *, D3 *, D4 *, int64_t, int64_t, int64_t);
-using KeyGradFn = void (*)(D4 *, D4 *, D4 *, D4 *, D3 *, D3 *, D4 *, D4 *, int64_t, int64_t,
-                           int64_t);
-// The same kernels of a variant with per-batch key lengths (one more argument).
-using RaggedForwardFn = void (*)(D4 *, D4 *, D4 *, D4 *, D3 *, D1 *, int64_t, int64_t, int64_t);
-using RaggedQueryGradFn = void (*)(D4 *, D4 *, D4 *, D4 *, D3 *, D3 *, D4 *, D1 *, int64_t,
-                                   int64_t, int64_t);
-using RaggedKeyGradFn = void (*)(D4 *, D4 *, D4 *, D4 *, D3 *, D3 *, D4 *, D4 *, D1 *, int64_t,
-                                 int64_t, int64_t);
 
+// ---- One call for every kernel signature.
+// A kernel's C interface takes its memref arguments as pointers to their descriptors, then
+// (batch, head, start) as int64: views, [kv_lengths], [captures..., fault]. Pointers and
+// int64s are INTEGER-class arguments on x86-64 SysV and AArch64 alike, so a kernel is called
+// through `void (*)(void *, ..., void *, int64_t, int64_t, int64_t)` with as many pointers as
+// it takes; callKernel picks that type from a table by the count (up to kMaxKernelPointers).
+using KernelCall = void (*)(void *function, void *const *pointers, int64_t batch, int64_t head,
+                            int64_t start);
+
+template <size_t Index> using PointerArgument = void *;
+
+template <size_t... Indices>
+void callWithPointers(void *function, void *const *pointers, int64_t batch, int64_t head,
+                      int64_t start, std::index_sequence<Indices...>) {
+  using Function = void (*)(PointerArgument<Indices>..., int64_t, int64_t, int64_t);
+  reinterpret_cast<Function>(function)(pointers[Indices]..., batch, head, start);
+}
+
+template <size_t Count>
+void callWith(void *function, void *const *pointers, int64_t batch, int64_t head,
+              int64_t start) {
+  callWithPointers(function, pointers, batch, head, start, std::make_index_sequence<Count>{});
+}
+
+template <size_t... Counts>
+constexpr std::array<KernelCall, sizeof...(Counts)> callTable(std::index_sequence<Counts...>) {
+  return {&callWith<Counts>...};
+}
+
+constexpr std::array<KernelCall, kMaxKernelPointers + 1> kKernelCalls =
+    callTable(std::make_index_sequence<kMaxKernelPointers + 1>{});
+
+/// The pointer arguments of one kernel call, on the stack (no allocation per tile).
+struct KernelArguments {
+  void *pointers[kMaxKernelPointers];
+  size_t count = 0;
+  void add(void *pointer) { pointers[count++] = pointer; } // bounded by build()'s check
+  void call(void *function, int64_t batch, int64_t head, int64_t start) const {
+    kKernelCalls[count](function, pointers, batch, head, start);
+  }
+};
+
+/// The fixed views of the three kernels: forward q, k, v, o, lse; dQ adds dO, delta, dQ; dK/dV
+/// dO, delta, dK, dV. The most pointer arguments a variant's kernels take is dK/dV's.
+constexpr int64_t kMostViews = 8;
+
+std::string shapeText(const std::vector<int64_t> &sizes) {
+  std::string text = "[";
+  for (size_t i = 0; i < sizes.size(); ++i)
+    text += (i ? ", " : "") + (sizes[i] < 0 ? std::string("?") : std::to_string(sizes[i]));
+  return text + "]";
+}
+} // namespace
+
+/// Lays out a call's captures as the kernels' descriptors (friend of CaptureArguments).
+class CaptureBinder {
+public:
+  /// `views` in the call's order; `callIndex[j]`: the call capture of kernel capture j.
+  static CaptureArguments bind(const std::vector<CaptureDeclaration> &declarations,
+                               const std::vector<size_t> &callIndex,
+                               const std::vector<CaptureView> &views, const std::string &label) {
+    if (views.size() != declarations.size())
+      throw CallError(label + ": the kernels take " + std::to_string(declarations.size()) +
+                      " captured tensors, the call binds " + std::to_string(views.size()));
+    for (size_t i = 0; i < views.size(); ++i) {
+      const CaptureDeclaration &declared = declarations[i];
+      const std::vector<int64_t> &sizes = views[i].sizes;
+      bool fits = sizes.size() == declared.sizes.size();
+      for (size_t d = 0; fits && d < sizes.size(); ++d)
+        fits = declared.sizes[d] < 0 || declared.sizes[d] == sizes[d];
+      if (!fits)
+        throw CallError("capture " + std::to_string(i) + " has shape " + shapeText(sizes) +
+                        " but the variant declares " + declared.type + " (" +
+                        declared.argument + ")");
+    }
+    CaptureArguments bound;
+    if (callIndex.empty())
+      return bound;
+    // An empty capture has no element to read: its descriptor points at a zero so that the
+    // kernels' in-bounds fallback read stays inside memory; any read of it is a fault.
+    static const int64_t kNothing[1] = {0};
+    std::vector<size_t> starts;
+    for (size_t index : callIndex) {
+      const CaptureView &view = views[index];
+      const int64_t rank = static_cast<int64_t>(view.sizes.size());
+      int64_t elements = 1;
+      for (int64_t size : view.sizes)
+        elements *= size;
+      const void *data = elements > 0 ? view.data : kNothing;
+      starts.push_back(bound.words_.size());
+      const auto address = static_cast<int64_t>(reinterpret_cast<intptr_t>(data));
+      bound.words_.insert(bound.words_.end(), {address, address, 0});
+      bound.words_.insert(bound.words_.end(), view.sizes.begin(), view.sizes.end());
+      std::vector<int64_t> strides(rank, 1);
+      for (int64_t d = rank - 2; d >= 0; --d)
+        strides[d] = strides[d + 1] * std::max<int64_t>(view.sizes[d + 1], 1);
+      bound.words_.insert(bound.words_.end(), strides.begin(), strides.end());
+      bound.sizes_.push_back(view.sizes);
+    }
+    bound.fault_.assign(callIndex.size(), 0);
+    bound.callIndex_ = callIndex;
+    const auto faultAddress = static_cast<int64_t>(reinterpret_cast<intptr_t>(bound.fault_.data()));
+    starts.push_back(bound.words_.size());
+    bound.words_.insert(bound.words_.end(),
+                        {faultAddress, faultAddress, 0,
+                         static_cast<int64_t>(bound.fault_.size()), 1});
+    for (size_t start : starts)
+      bound.pointers_.push_back(bound.words_.data() + start);
+    return bound;
+  }
+
+  static void checkFaults(const std::vector<CaptureDeclaration> &declarations,
+                          const CaptureArguments &bound) {
+    for (size_t slot = 0; slot < bound.fault_.size(); ++slot) {
+      if (bound.fault_[slot] == 0)
+        continue;
+      const size_t index = bound.callIndex_[slot];
+      throw CallError("attn::attention: a score_mod or mask region indexed outside capture " +
+                      std::to_string(index) + " (" + declarations[index].argument + ", " +
+                      declarations[index].type + " in the IR) of shape " +
+                      shapeText(bound.sizes_[slot]) +
+                      ": the call has no result; pass a capture that covers every index the "
+                      "regions compute");
+    }
+  }
+};
+
+namespace {
 // Rows per query tile and keys per key/value block. Measured on AVX-512 (one thread, S=2048,
 // B=1, H=2, D=64 and 128; min of 4 x 25 runs of 64x64, 64x128 and 128x128): 128 x 128 was
 // fastest for softmax and relu (softmax D=64: 14.6 ms vs 17.0 ms at 64 x 64), since a
@@ -231,6 +351,8 @@ std::string describe(const VariantSpec &spec) {
         << (spec.variant.size() > 60 ? spec.variant.substr(0, 60) + "..." : spec.variant)
         << "' D=" << spec.headDim << " Dv=" << spec.valueHeadDim << (spec.causal ? " causal" : "")
         << (spec.keyLengths ? " kv_lengths" : "");
+  if (!spec.captures.empty())
+    label << " captures=" << spec.captures.size();
   return label.str();
 }
 
@@ -290,9 +412,9 @@ double millisBetween(std::chrono::steady_clock::time_point from,
 class JitCpuKernels final : public CpuKernels {
 public:
   JitCpuKernels(std::shared_ptr<const LoadedCpuObject> forward, KernelSource source,
-                bool rowWise, bool keyLengths, double millis)
+                bool rowWise, bool keyLengths, VariantCaptures captures, double millis)
       : forwardObject_(std::move(forward)), source_(std::move(source)), rowWise_(rowWise),
-        keyLengths_(keyLengths), compileMillis_(millis) {
+        keyLengths_(keyLengths), captures_(std::move(captures)), compileMillis_(millis) {
     forward_ = forwardObject_->lookup("_mlir_ciface_attention_fwd");
   }
 
@@ -302,56 +424,87 @@ public:
   double compileMillis() const override { return compileMillis_; }
   void prepareBackward() const override { backward(); }
 
+  const std::vector<CaptureDeclaration> &captures() const override {
+    return captures_.declarations;
+  }
+
+  CaptureArguments bindCaptures(const std::vector<CaptureView> &views) const override {
+    return CaptureBinder::bind(captures_.declarations, captures_.callIndex, views,
+                               source_.label);
+  }
+
+  void checkCaptureFaults(const CaptureArguments &captures) const override {
+    CaptureBinder::checkFaults(captures_.declarations, captures);
+  }
+
   void forwardTile(const View4 &q, const View4 &k, const View4 &v, const View4 &o, const View3 &lse,
-                   int64_t batch, int64_t head, int64_t queryStart,
-                   const KeyLengths &lengths) const override {
+                   int64_t batch, int64_t head, int64_t queryStart, const KeyLengths &lengths,
+                   const CaptureArguments *captures) const override {
     D4 dq = describe(q), dk = describe(k), dv = describe(v), dout = describe(o);
     D3 dlse = describe(lse);
-    if (!checkLengths(lengths, batch)) {
-      reinterpret_cast<ForwardFn>(forward_)(&dq, &dk, &dv, &dout, &dlse, batch, head, queryStart);
-      return;
-    }
-    D1 dlengths = describe(lengths);
-    reinterpret_cast<RaggedForwardFn>(forward_)(&dq, &dk, &dv, &dout, &dlse, &dlengths, batch,
-                                                head, queryStart);
+    KernelArguments arguments;
+    for (void *view : {(void *)&dq, (void *)&dk, (void *)&dv, (void *)&dout, (void *)&dlse})
+      arguments.add(view);
+    D1 dlengths;
+    addExtras(arguments, lengths, dlengths, captures, batch);
+    arguments.call(forward_, batch, head, queryStart);
   }
 
   void backwardQueryTile(const View4 &q, const View4 &k, const View4 &v, const View4 &gradOut,
                          const View3 &lse, const View3 &delta, const View4 &gradQuery,
                          int64_t batch, int64_t head, int64_t queryStart,
-                         const KeyLengths &lengths) const override {
+                         const KeyLengths &lengths,
+                         const CaptureArguments *captures) const override {
     D4 dq = describe(q), dk = describe(k), dv = describe(v), ddo = describe(gradOut),
        dgq = describe(gradQuery);
     D3 dlse = describe(lse), ddelta = describe(delta);
-    if (!checkLengths(lengths, batch)) {
-      reinterpret_cast<QueryGradFn>(backward().queryGrad)(&dq, &dk, &dv, &ddo, &dlse, &ddelta,
-                                                          &dgq, batch, head, queryStart);
-      return;
-    }
-    D1 dlengths = describe(lengths);
-    reinterpret_cast<RaggedQueryGradFn>(backward().queryGrad)(
-        &dq, &dk, &dv, &ddo, &dlse, &ddelta, &dgq, &dlengths, batch, head, queryStart);
+    KernelArguments arguments;
+    for (void *view : {(void *)&dq, (void *)&dk, (void *)&dv, (void *)&ddo, (void *)&dlse,
+                       (void *)&ddelta, (void *)&dgq})
+      arguments.add(view);
+    D1 dlengths;
+    addExtras(arguments, lengths, dlengths, captures, batch);
+    arguments.call(backward().queryGrad, batch, head, queryStart);
   }
 
   void backwardKeyTile(const View4 &q, const View4 &k, const View4 &v, const View4 &gradOut,
                        const View3 &lse, const View3 &delta, const View4 &gradKey,
                        const View4 &gradValue, int64_t batch, int64_t kvHead, int64_t keyStart,
-                       const KeyLengths &lengths) const override {
+                       const KeyLengths &lengths,
+                       const CaptureArguments *captures) const override {
     D4 dq = describe(q), dk = describe(k), dv = describe(v), ddo = describe(gradOut),
        dgk = describe(gradKey), dgv = describe(gradValue);
     D3 dlse = describe(lse), ddelta = describe(delta);
-    if (!checkLengths(lengths, batch)) {
-      reinterpret_cast<KeyGradFn>(backward().keyGrad)(&dq, &dk, &dv, &ddo, &dlse, &ddelta, &dgk,
-                                                      &dgv, batch, kvHead, keyStart);
-      return;
-    }
-    D1 dlengths = describe(lengths);
-    reinterpret_cast<RaggedKeyGradFn>(backward().keyGrad)(&dq, &dk, &dv, &ddo, &dlse, &ddelta,
-                                                          &dgk, &dgv, &dlengths, batch, kvHead,
-                                                          keyStart);
+    KernelArguments arguments;
+    for (void *view : {(void *)&dq, (void *)&dk, (void *)&dv, (void *)&ddo, (void *)&dlse,
+                       (void *)&ddelta, (void *)&dgk, (void *)&dgv})
+      arguments.add(view);
+    D1 dlengths;
+    addExtras(arguments, lengths, dlengths, captures, batch);
+    arguments.call(backward().keyGrad, batch, kvHead, keyStart);
   }
 
 private:
+  /// The arguments after the views: key lengths (described into `dlengths`), then the
+  /// captures and their fault flags. A call that disagrees with its variant is a caller bug
+  /// that would read arguments from the wrong registers: an error, not a call.
+  void addExtras(KernelArguments &arguments, const KeyLengths &lengths, D1 &dlengths,
+                 const CaptureArguments *captures, int64_t batch) const {
+    if (checkLengths(lengths, batch)) {
+      dlengths = describe(lengths);
+      arguments.add(&dlengths);
+    }
+    const size_t expected = captures_.callIndex.empty() ? 0 : captures_.callIndex.size() + 1;
+    const size_t given = captures ? captures->pointers().size() : 0;
+    if (given != expected)
+      throw CallError(source_.label + ": the kernels take " +
+                      std::to_string(captures_.callIndex.size()) +
+                      " captured tensors; bind the call's captures (bindCaptures) and pass them "
+                      "to every tile");
+    for (size_t i = 0; i < given; ++i)
+      arguments.add(captures->pointers()[i]);
+  }
+
   /// Whether the kernels take key lengths; a call that disagrees with its variant is a caller
   /// bug that would read arguments from the wrong registers.
   bool checkLengths(const KeyLengths &lengths, int64_t batch) const {
@@ -409,6 +562,7 @@ private:
   KernelSource source_;
   bool rowWise_;
   bool keyLengths_;
+  VariantCaptures captures_;
   double compileMillis_;
   void *forward_ = nullptr;
   mutable std::mutex backwardMutex_;
@@ -424,6 +578,15 @@ std::shared_ptr<const CpuKernels> build(const VariantSpec &spec) {
 
   // The disk key hashes the canonical IR, so spellings of one variant share an entry.
   CanonicalVariant variant = buildCanonicalVariant(spec, context);
+  const size_t pointers = kMostViews + (spec.keyLengths ? 1 : 0) +
+                          (variant.captures.callIndex.empty()
+                               ? 0
+                               : variant.captures.callIndex.size() + 1);
+  if (pointers > static_cast<size_t>(kMaxKernelPointers))
+    throw CompileError(describe(spec) + ": " + std::to_string(variant.captures.callIndex.size()) +
+                       " captured tensors are more than the CPU kernels take (their dK/dV "
+                       "kernel would take " + std::to_string(pointers) + " memref arguments, "
+                       "at most " + std::to_string(kMaxKernelPointers) + ")");
   KernelSource source;
   source.canonicalIr = std::move(variant.keyText);
   source.target = hostTargetDescription();
@@ -445,7 +608,8 @@ std::shared_ptr<const CpuKernels> build(const VariantSpec &spec) {
                            " ms, forward kernel " + std::to_string(millisBetween(prepared, done)) +
                            " ms");
   return std::make_shared<JitCpuKernels>(std::move(forward), std::move(source), variant.rowWise,
-                                         spec.keyLengths, millisBetween(start, done));
+                                         spec.keyLengths, std::move(variant.captures),
+                                         millisBetween(start, done));
 }
 } // namespace
 
@@ -459,6 +623,16 @@ std::string VariantSpec::cacheKey() const {
   key += causal ? "|causal|" : "|full|";
   key += bfloat16 ? "bf16|" : "";
   key += keyLengths ? "kv-lengths|" : "";
+  if (!captures.empty()) {
+    // Each capture's element kind and rank: "captures:i2,f1|".
+    key += "captures:";
+    for (const CaptureSignature &capture : captures) {
+      key += capture.floating ? 'f' : 'i';
+      key += std::to_string(capture.rank);
+      key += ',';
+    }
+    key += '|';
+  }
   if (scale) {
     char text[32];
     std::snprintf(text, sizeof text, "%.17g", *scale);

@@ -8,6 +8,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace attn::runtime {
 
@@ -28,6 +29,70 @@ struct KeyLengths {
   int64_t size = 0;
 };
 
+/// The element types a captured tensor may have in the IR (f32, i32, i64).
+enum class CaptureElement { Float32, Int32, Int64 };
+
+/// A captured tensor as a call passes it, as far as it decides the kernels (and the cache
+/// key): its rank and whether its elements are floating (for an f32 capture) or integers or
+/// bools (for an i32 or i64 capture). The call converts it to the IR's element type.
+struct CaptureSignature {
+  int64_t rank = 0;
+  bool floating = false;
+  /// What the call passed, for messages only (not part of the key), e.g. "an int64 tensor of
+  /// shape [2, 9]".
+  std::string description;
+};
+
+/// What a variant's IR declares for one capture (a function argument that feeds the
+/// attn.attention's `captures`), in the order the call passes them.
+struct CaptureDeclaration {
+  CaptureElement element = CaptureElement::Float32;
+  /// The sizes written in the IR, -1 where dynamic: every call's capture must match them.
+  std::vector<int64_t> sizes;
+  /// The IR type as written, e.g. "tensor<4x8xf32>", and the function argument, e.g.
+  /// "argument 4 of @f", for messages.
+  std::string type;
+  std::string argument;
+};
+
+/// One captured tensor of a call: contiguous (row-major), of its declaration's element type.
+struct CaptureView {
+  const void *data = nullptr;
+  std::vector<int64_t> sizes;
+};
+
+/// The captured tensors of one call as the kernels take them: the memref descriptors laid out
+/// once per call (a tile only passes pointers to them) and one fault flag per kernel capture,
+/// zero until a region reads outside that capture. Made by CpuKernels::bindCaptures; the
+/// tiles of one call share it (the kernels only ever set flags to 1).
+class CaptureArguments {
+public:
+  CaptureArguments() = default;
+  CaptureArguments(const CaptureArguments &) = delete;
+  CaptureArguments &operator=(const CaptureArguments &) = delete;
+  CaptureArguments(CaptureArguments &&) = default;
+  CaptureArguments &operator=(CaptureArguments &&) = default;
+
+  /// Descriptor pointers in the kernels' order: one per kernel capture, then the fault flags.
+  /// Empty for a variant without captures.
+  const std::vector<void *> &pointers() const { return pointers_; }
+
+private:
+  friend class CaptureBinder;
+  std::vector<int64_t> words_;   ///< the descriptors, {ptr, ptr, offset, sizes, strides} each
+  std::vector<int32_t> fault_;   ///< one flag per kernel capture
+  std::vector<size_t> callIndex_; ///< the call's capture index of each kernel capture
+  std::vector<std::vector<int64_t>> sizes_; ///< per kernel capture, for messages
+  std::vector<void *> pointers_;
+};
+
+/// A call that does not fit its variant (a capture of the wrong shape, a region that read
+/// outside a capture): the message names the capture and the numbers.
+class CallError : public std::runtime_error {
+public:
+  using std::runtime_error::runtime_error;
+};
+
 /// What a kernel specializes on (README invariant 2): never batch, heads or lengths.
 struct VariantSpec {
   /// A normalizer name with parameters (`softmax`, `sigmoid(bias=-3.5)`, `relu(scale=0.01)`,
@@ -46,6 +111,9 @@ struct VariantSpec {
   /// The kernels take per-batch key lengths (the op's `kv_lengths`): one launch serves a
   /// ragged batch padded to its longest sequence.
   bool keyLengths = false;
+  /// The call's captured tensors (only `mlir:` variants whose score_mod or mask regions read
+  /// them): their count, ranks and element kinds select the kernels; their sizes do not.
+  std::vector<CaptureSignature> captures;
 
   std::string cacheKey() const;
 };
@@ -65,6 +133,9 @@ public:
 /// With key lengths, the kernels read only the first `lengths.data[b]` keys of batch b and
 /// write no dK/dV rows at and past them: the caller zero-fills those (a key that no query
 /// sees has zero gradients).
+/// With captures, every tile takes the call's CaptureArguments (bindCaptures) and the call
+/// asks checkCaptureFaults after its last tile: a region that indexed outside a capture makes
+/// the call an error, never a result.
 class CpuKernels {
 public:
   virtual ~CpuKernels() = default;
@@ -85,18 +156,36 @@ public:
   virtual void forwardTile(const View4 &q, const View4 &k, const View4 &v, const View4 &o,
                            const View3 &lse, int64_t batch, int64_t head,
                            int64_t queryStart,
-                           const KeyLengths &lengths = {}) const = 0;
+                           const KeyLengths &lengths = {},
+                           const CaptureArguments *captures = nullptr) const = 0;
   virtual void backwardQueryTile(const View4 &q, const View4 &k, const View4 &v,
                                  const View4 &gradOut, const View3 &lse, const View3 &delta,
                                  const View4 &gradQuery, int64_t batch, int64_t head,
                                  int64_t queryStart,
-                           const KeyLengths &lengths = {}) const = 0;
+                           const KeyLengths &lengths = {},
+                           const CaptureArguments *captures = nullptr) const = 0;
   virtual void backwardKeyTile(const View4 &q, const View4 &k, const View4 &v,
                                const View4 &gradOut, const View3 &lse, const View3 &delta,
                                const View4 &gradKey, const View4 &gradValue, int64_t batch,
                                int64_t kvHead, int64_t keyStart,
-                           const KeyLengths &lengths = {}) const = 0;
+                           const KeyLengths &lengths = {},
+                           const CaptureArguments *captures = nullptr) const = 0;
+
+  /// What the variant's IR declares for each capture, in the call's order.
+  virtual const std::vector<CaptureDeclaration> &captures() const = 0;
+  /// Checks a call's captures (count, and sizes against the IR's static ones) and lays them
+  /// out for the kernels with fresh fault flags. `views[i]` is the call's capture i, converted
+  /// to captures()[i].element and contiguous; it must outlive the call. Throws CallError.
+  virtual CaptureArguments bindCaptures(const std::vector<CaptureView> &views) const = 0;
+  /// After a call's last tile: throws CallError naming the first capture a region read
+  /// outside of (its shape and the IR type).
+  virtual void checkCaptureFaults(const CaptureArguments &captures) const = 0;
 };
+
+/// The most memref arguments a CPU kernel takes (each a pointer to its descriptor): dK/dV's
+/// eight views, the key lengths, the captures and the fault flags must fit, so a variant has
+/// at most 15 captures (14 with key lengths); more is a CompileError.
+constexpr int kMaxKernelPointers = 24;
 
 /// Returns the compiled kernels of a variant, compiling on first use; thread-safe, and one
 /// compilation per key however many threads ask. Throws CompileError.

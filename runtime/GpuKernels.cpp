@@ -262,6 +262,7 @@ std::shared_ptr<const GpuKernels> build(const VariantSpec &spec, GpuDtype dtype,
   mlir::MLIRContext context(registry, mlir::MLIRContext::Threading::DISABLED);
   CanonicalVariant variant = buildCanonicalVariant(spec, context);
   mlir::OwningOpRef<mlir::ModuleOp> &module = variant.module;
+  const bool hasCaptures = !variant.captures.callIndex.empty();
 
   ArtifactRequest request;
   request.canonicalIr = std::move(variant.keyText);
@@ -305,6 +306,10 @@ std::shared_ptr<const GpuKernels> build(const VariantSpec &spec, GpuDtype dtype,
     }
     return serialize(program);
   });
+  // The GPU pipeline rejects captured tensors; should it ever compile some, these launches
+  // do not pass them: an error rather than kernels reading arguments that are not there.
+  if (hasCaptures)
+    throw CompileError("GPU kernels of " + request.label + " do not take captured tensors yet");
   GpuProgram program = deserialize(bytes);
   double millis =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();

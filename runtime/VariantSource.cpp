@@ -10,6 +10,7 @@
 #include "mlir/Transforms/Passes.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <sstream>
 
@@ -64,8 +65,105 @@ void generalizeSizes(func::FuncOp function, mlir::attn::AttentionOp op) {
   }
   if (Value lengths = op.getKvLengths())
     generalize(lengths, {});
+  // Captures: every size dynamic (the call's sizes are checked against the IR's static ones,
+  // recorded before this). The regions take one argument per capture of the operand's type.
+  for (Value capture : op.getCaptures())
+    generalize(capture, {});
+  const size_t captureCount = op.getCaptures().size();
+  for (Region *region : {&op.getScoreMod(), &op.getMask()}) {
+    if (captureCount == 0 || region->empty())
+      continue;
+    Block &block = region->front();
+    const size_t first = block.getNumArguments() - captureCount;
+    for (auto [position, capture] : llvm::enumerate(op.getCaptures()))
+      block.getArgument(first + position).setType(capture.getType());
+  }
   function.setFunctionType(FunctionType::get(function.getContext(), body.getArgumentTypes(),
                                              ret.getOperandTypes()));
+}
+
+std::string typeText(Type type) {
+  std::string text;
+  llvm::raw_string_ostream(text) << type;
+  return text;
+}
+
+/// The variant's captured tensors: the function arguments that feed `captures`, in argument
+/// order, checked against the call's (count, rank, element kind). Runs before generalizeSizes,
+/// so that the static sizes written in the IR are recorded for every call to be checked against.
+VariantCaptures collectCaptures(const VariantSpec &spec, func::FuncOp function,
+                                mlir::attn::AttentionOp op, const std::string &functionName) {
+  VariantCaptures result;
+  Block &body = function.getBody().front();
+  SmallVector<unsigned> arguments;
+  for (auto [position, operand] : llvm::enumerate(op.getCaptures())) {
+    auto argument = dyn_cast<BlockArgument>(operand);
+    if (!argument || argument.getOwner() != &body)
+      throw CompileError("attention variant IR: every attn.attention operand must be an "
+                         "argument of its function, capture " +
+                         std::to_string(position) + " is not");
+    arguments.push_back(argument.getArgNumber());
+  }
+  llvm::sort(arguments);
+  arguments.erase(std::unique(arguments.begin(), arguments.end()), arguments.end());
+  // An argument is a capture or one of q, k, v, bias, kv_lengths: the call passes it once.
+  for (Value other : {op.getQuery(), op.getKey(), op.getValue(), op.getBias(), op.getKvLengths()})
+    if (auto argument = dyn_cast_or_null<BlockArgument>(other))
+      if (llvm::is_contained(arguments, argument.getArgNumber()))
+        throw CompileError("attention variant IR: argument " +
+                           std::to_string(argument.getArgNumber()) + " of @" + functionName +
+                           " feeds both captures and q, k, v, bias or kv_lengths; pass a "
+                           "capture as an argument of its own");
+
+  auto argumentName = [&](unsigned number) {
+    return "argument " + std::to_string(number) + " of @" + functionName;
+  };
+  if (arguments.size() != spec.captures.size()) {
+    std::string declared;
+    for (unsigned number : arguments)
+      declared += (declared.empty() ? "" : ", ") + typeText(body.getArgument(number).getType());
+    throw CompileError(
+        "attention variant IR (@" + functionName + ") reads " +
+        std::to_string(arguments.size()) + " captured tensor" +
+        (arguments.size() == 1 ? "" : "s") + (declared.empty() ? "" : " (" + declared + ")") +
+        " but the call passes " + std::to_string(spec.captures.size()) +
+        (arguments.empty() ? ": only a score_mod or mask region that reads captures takes them"
+                           : ": pass one tensor per capture, in the function's argument order"));
+  }
+  for (auto [index, number] : llvm::enumerate(arguments)) {
+    auto type = cast<RankedTensorType>(body.getArgument(number).getType());
+    const CaptureSignature &given = spec.captures[index];
+    const std::string prefix = "capture " + std::to_string(index) + " (" + argumentName(number) +
+                               ") is " + typeText(type) + " in the variant IR, but the call " +
+                               "passes " + given.description;
+    CaptureDeclaration declaration;
+    Type element = type.getElementType();
+    if (element.isF32())
+      declaration.element = CaptureElement::Float32;
+    else if (element.isSignlessInteger(32))
+      declaration.element = CaptureElement::Int32;
+    else if (element.isSignlessInteger(64))
+      declaration.element = CaptureElement::Int64;
+    else
+      throw CompileError(prefix + ": captures must be f32, i32 or i64 tensors");
+    if (type.getRank() != given.rank)
+      throw CompileError(prefix + ": the ranks differ (" + std::to_string(type.getRank()) +
+                         " vs " + std::to_string(given.rank) + ")");
+    const bool floating = declaration.element == CaptureElement::Float32;
+    if (floating != given.floating)
+      throw CompileError(prefix + (floating ? ": an f32 capture takes a floating tensor"
+                                            : ": an integer capture takes an integer or bool "
+                                              "tensor"));
+    for (int64_t size : type.getShape())
+      declaration.sizes.push_back(ShapedType::isDynamic(size) ? -1 : size);
+    declaration.type = typeText(type);
+    declaration.argument = argumentName(number);
+    result.declarations.push_back(std::move(declaration));
+  }
+  for (Value operand : op.getCaptures())
+    result.callIndex.push_back(
+        llvm::find(arguments, cast<BlockArgument>(operand).getArgNumber()) - arguments.begin());
+  return result;
 }
 
 std::string generatedSource(const std::string &normalizer, const VariantSpec &spec) {
@@ -83,7 +181,8 @@ std::string generatedSource(const std::string &normalizer, const VariantSpec &sp
 }
 } // namespace
 
-OwningOpRef<ModuleOp> buildVariantModule(const VariantSpec &spec, MLIRContext &context) {
+OwningOpRef<ModuleOp> buildVariantModule(const VariantSpec &spec, MLIRContext &context,
+                                         VariantCaptures *captures) {
   if (spec.headDim <= 0 || spec.valueHeadDim <= 0)
     throw CompileError("head dims must be positive, got D = " + std::to_string(spec.headDim) +
                        ", Dv = " + std::to_string(spec.valueHeadDim));
@@ -93,6 +192,11 @@ OwningOpRef<ModuleOp> buildVariantModule(const VariantSpec &spec, MLIRContext &c
   if (fromIr) {
     source = spec.variant.substr(kMlirPrefix.size());
   } else {
+    if (!spec.captures.empty())
+      throw CompileError("attention variant '" + spec.variant + "' reads no captured tensors, "
+                         "but the call passes " + std::to_string(spec.captures.size()) +
+                         ": captures are read by the score_mod and mask regions of `mlir:` "
+                         "variants");
     std::string error;
     auto normalizer = mlir::attn::parseNormalizerShorthand(spec.variant, &context, error);
     if (failed(normalizer))
@@ -129,6 +233,7 @@ OwningOpRef<ModuleOp> buildVariantModule(const VariantSpec &spec, MLIRContext &c
   OwningOpRef<ModuleOp> module = ModuleOp::create(builder.getUnknownLoc());
   builder.setInsertionPointToEnd(module->getBody());
   auto copy = cast<func::FuncOp>(builder.clone(*function));
+  const std::string functionName = function.getSymName().str();
   copy.setSymName("attention");
   copy.walk([&](mlir::attn::AttentionOp op) {
     if (spec.causal)
@@ -155,7 +260,16 @@ OwningOpRef<ModuleOp> buildVariantModule(const VariantSpec &spec, MLIRContext &c
   } else if (!spec.keyLengths && attention.getKvLengths()) {
     throw CompileError("attention variant IR takes kv_lengths: pass the key lengths to the call");
   }
+  // The kernels' arguments are the views, kv_lengths and the captures the call binds: a bias
+  // operand (which attn-legalize may turn into a capture of its own) has no tensor to read.
+  if (attention.getBias())
+    throw CompileError("attention variant IR: the bias operand is not lowered for calls yet "
+                       "(the call passes no bias tensor); read the bias in a score_mod from a "
+                       "captured tensor instead");
+  VariantCaptures declared = collectCaptures(spec, copy, attention, functionName);
   generalizeSizes(copy, attention);
+  if (captures)
+    *captures = std::move(declared);
   if (failed(module->verify()))
     throw CompileError("attention variant IR does not verify:\n" + diagnostics.text());
   return module;
@@ -163,15 +277,22 @@ OwningOpRef<ModuleOp> buildVariantModule(const VariantSpec &spec, MLIRContext &c
 
 CanonicalVariant buildCanonicalVariant(const VariantSpec &spec, MLIRContext &context) {
   CanonicalVariant variant;
-  variant.module = buildVariantModule(spec, context);
+  variant.module = buildVariantModule(spec, context, &variant.captures);
   DiagnosticCollector diagnostics(context);
   PassManager canonicalize(&context);
   canonicalize.addPass(createCanonicalizerPass());
   if (failed(canonicalize.run(*variant.module)))
     throw CompileError("canonicalizing attention variant '" + spec.variant.substr(0, 200) +
                        "' failed:\n" + diagnostics.text());
-  variant.module->walk(
-      [&](mlir::attn::AttentionOp op) { variant.rowWise = op.getNormalizer().isRowWise(); });
+  variant.module->walk([&](mlir::attn::AttentionOp op) {
+    variant.rowWise = op.getNormalizer().isRowWise();
+    // The kernels take the op's captures in operand order: canonicalization must keep them.
+    if (op.getCaptures().size() != variant.captures.callIndex.size())
+      throw CompileError("canonicalizing attention variant '" + spec.variant.substr(0, 200) +
+                         "' changed its captures (" +
+                         std::to_string(variant.captures.callIndex.size()) + " before, " +
+                         std::to_string(op.getCaptures().size()) + " after)");
+  });
   llvm::raw_string_ostream keyStream(variant.keyText);
   variant.module->print(keyStream, OpPrintingFlags().printGenericOpForm());
   return variant;

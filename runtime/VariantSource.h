@@ -29,11 +29,24 @@ private:
   mlir::ScopedDiagnosticHandler handler_;
 };
 
+/// The captured tensors of a variant: the function arguments that feed the attn.attention's
+/// `captures`, in the function's argument order (the order a call passes them), and where the
+/// kernels take each.
+struct VariantCaptures {
+  /// Per call capture: what the IR declares (its static sizes recorded before they are made
+  /// dynamic).
+  std::vector<CaptureDeclaration> declarations;
+  /// Per kernel capture (the op's `captures` operands, in order): the call capture it reads.
+  std::vector<size_t> callIndex;
+};
+
 /// A module with one function `@attention` holding one attn.attention with the spec's head
-/// dims, causal flag and scale applied. Throws CompileError with the parser's or verifier's
+/// dims, causal flag and scale applied. The spec's captures are checked against the IR's
+/// (count, rank, element kind). Throws CompileError with the parser's or verifier's
 /// diagnostics.
 mlir::OwningOpRef<mlir::ModuleOp> buildVariantModule(const VariantSpec &spec,
-                                                     mlir::MLIRContext &context);
+                                                     mlir::MLIRContext &context,
+                                                     VariantCaptures *captures = nullptr);
 
 /// A variant's module after canonicalization, and what the kernel cache keys on.
 struct CanonicalVariant {
@@ -42,6 +55,7 @@ struct CanonicalVariant {
   std::string keyText;
   /// The normalizer needs running statistics (lse in, delta in the backward).
   bool rowWise = false;
+  VariantCaptures captures;
 };
 /// buildVariantModule, then the canonicalizer. Throws CompileError.
 CanonicalVariant buildCanonicalVariant(const VariantSpec &spec, mlir::MLIRContext &context);

@@ -176,6 +176,56 @@ TEST_F(JitInProcess, SizesWrittenInTheIrDoNotChangeTheKey) {
   EXPECT_EQ(after.diskHits - before.diskHits, 2u);
 }
 
+TEST_F(JitInProcess, CaptureSizesWrittenInTheIrDoNotChangeTheKey) {
+  // A capture's sizes become dynamic before keying (a call's sizes are checked against the
+  // ones written, not compiled into the kernels); its element kind and rank are in the key.
+  auto variantWith = [](const std::string &table, bool floating = true) {
+    VariantSpec spec;
+    spec.headDim = spec.valueHeadDim = 24;
+    const std::string t = "tensor<?x?x?x24xf32>";
+    spec.variant = "mlir:func.func @f(%q: " + t + ", %k: " + t + ", %v: " + t + ", %table: " +
+                   table + ") -> " + t + " {\n  %o = attn.attention %q, %k, %v captures(%table : " +
+                   table + ") normalizer(#attn.softmax) : " + t + ", " + t + ", " + t + " -> " +
+                   t + "\n  score_mod {\n  ^bb0(%s: f32, %b: index, %h: index, %i: index, "
+                   "%j: index, %x: " + table + "):\n    %c = tensor.extract %x[%h, %j] : " +
+                   table + "\n    %r = arith.addf %s, %c : f32\n    attn.yield %r : f32\n  }\n"
+                   "  return %o : " + t + "\n}";
+    spec.captures.push_back({2, floating, "a test tensor"});
+    return spec;
+  };
+  JitStatistics before = Jit::instance().statistics();
+  std::shared_ptr<const CpuKernels> written = getCpuKernels(variantWith("tensor<4x100xf32>"));
+  getCpuKernels(variantWith("tensor<?x?xf32>"));
+  JitStatistics after = Jit::instance().statistics();
+  EXPECT_EQ(after.compiles - before.compiles, 1u);
+  EXPECT_EQ(after.diskHits - before.diskHits, 1u);
+  ASSERT_EQ(written->captures().size(), 1u);
+  EXPECT_EQ(written->captures()[0].sizes, (std::vector<int64_t>{4, 100}));
+  EXPECT_EQ(written->captures()[0].type, "tensor<4x100xf32>");
+  EXPECT_NE(variantWith("tensor<?x?xf32>").cacheKey(),
+            variantWith("tensor<?x?xf32>", false).cacheKey());
+  try {
+    getCpuKernels(variantWith("tensor<?x?xf32>", false));
+    FAIL() << "an integer tensor was taken for an f32 capture";
+  } catch (const CompileError &error) {
+    EXPECT_NE(std::string(error.what()).find("capture 0 (argument 3 of @f) is tensor<?x?xf32> in "
+                                             "the variant IR, but the call passes a test tensor"),
+              std::string::npos)
+        << error.what();
+  }
+  // Binding checks the sizes written in the IR.
+  std::vector<float> data(4 * 99);
+  try {
+    written->bindCaptures({CaptureView{data.data(), {4, 99}}});
+    FAIL() << "a [4, 99] capture was bound to tensor<4x100xf32>";
+  } catch (const CallError &error) {
+    EXPECT_NE(std::string(error.what()).find("capture 0 has shape [4, 99] but the variant "
+                                             "declares tensor<4x100xf32>"),
+              std::string::npos)
+        << error.what();
+  }
+}
+
 TEST_F(JitInProcess, IntegerParametersAreAccepted) {
   // "bias=-2" once reached the IR as an integer literal, which MLIR rejects for an f64.
   VariantSpec spec;
