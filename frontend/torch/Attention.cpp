@@ -15,12 +15,15 @@ at::Tensor attention(const at::Tensor &q, const at::Tensor &k, const at::Tensor 
           .findSchemaOrThrow("attn::attention", "")
           .typed<at::Tensor(const at::Tensor &, const at::Tensor &, const at::Tensor &,
                             c10::string_view, c10::optional<double>, bool,
-                            const c10::optional<at::Tensor> &)>();
+                            const c10::optional<at::Tensor> &,
+                            const c10::optional<at::TensorList> &)>();
   const c10::optional<double> scale =
       options.scale ? c10::optional<double>(*options.scale) : c10::nullopt;
   const c10::optional<at::Tensor> kvLengths =
       options.kvLengths ? c10::optional<at::Tensor>(*options.kvLengths) : c10::nullopt;
-  return op.call(q, k, v, options.variant, scale, options.causal, kvLengths);
+  const c10::optional<at::TensorList> captures =
+      options.captures.empty() ? c10::nullopt : c10::optional<at::TensorList>(options.captures);
+  return op.call(q, k, v, options.variant, scale, options.causal, kvLengths, captures);
 }
 
 NormalizerInfo normalizer_info(const std::string &name) {

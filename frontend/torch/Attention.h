@@ -25,6 +25,13 @@ struct AttentionOptions {
   /// [B] integers: batch b attends to its first kv_lengths[b] keys (a padded ragged batch in
   /// one call); keys past the length get zero gradients.
   std::optional<at::Tensor> kvLengths;
+  /// The tensors an `mlir:` variant's score_mod and mask regions read (`captures(...)` of its
+  /// attn.attention), one per function argument that feeds them, in argument order: a
+  /// document id per token, a bias table, per-head slopes. f32 captures take floating tensors,
+  /// i32/i64 captures integer or bool tensors (converted, made contiguous); on q's device.
+  /// A region that indexes outside a capture makes the call throw. No gradients yet: a
+  /// capture that requires grad is an error.
+  std::vector<at::Tensor> captures;
 };
 
 /// q [B, Hq, Sq, D], k [B, Hkv, Sk, D], v [B, Hkv, Sk, Dv] with Hq % Hkv == 0 → [B, Hq, Sq, Dv]

@@ -15,17 +15,38 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include <sstream>
 #include <string>
 #include <tuple>
+#include <vector>
 
 namespace attn::torchop {
 namespace {
 
 using OptionalTensor = c10::optional<at::Tensor>;
+/// The schema's `Tensor[]? captures=None` (a tensor list cannot default to []): none given
+/// and an empty list mean the same.
+using OptionalTensorList = c10::optional<at::TensorList>;
+
+at::TensorList capturesOf(const OptionalTensorList &captures) {
+  return captures ? *captures : at::TensorList();
+}
+
+/// What a captured tensor is for the kernels: its rank and element kind, and a description
+/// for messages ("an int64 tensor of shape [2, 9]").
+runtime::CaptureSignature captureSignature(const at::Tensor &capture) {
+  runtime::CaptureSignature signature;
+  signature.rank = capture.dim();
+  signature.floating = at::isFloatingType(capture.scalar_type());
+  std::ostringstream description;
+  description << "a " << capture.scalar_type() << " tensor of shape " << capture.sizes();
+  signature.description = description.str();
+  return signature;
+}
 
 runtime::VariantSpec makeVariantSpec(const at::Tensor &q, const at::Tensor &v, std::string variant,
                                      c10::optional<double> scale, bool causal,
-                                     const OptionalTensor &kvLengths) {
+                                     const OptionalTensor &kvLengths, at::TensorList captures) {
   runtime::VariantSpec spec;
   spec.variant = std::move(variant);
   spec.headDim = q.size(3);
@@ -35,28 +56,40 @@ runtime::VariantSpec makeVariantSpec(const at::Tensor &q, const at::Tensor &v, s
   spec.keyLengths = kvLengths.has_value();
   if (scale)
     spec.scale = *scale;
+  for (const at::Tensor &capture : captures)
+    spec.captures.push_back(captureSignature(capture));
   return spec;
+}
+
+/// The GPU kernels do not read captured tensors yet (the GPU pipeline rejects them).
+void checkNoCapturesOnCuda(const at::Tensor &q, at::TensorList captures) {
+  TORCH_CHECK(!q.is_cuda() || captures.empty(),
+              "attn::attention (CUDA): captured tensors are not supported by the GPU kernels "
+              "yet (", captures.size(), " given); run the variant on CPU tensors");
 }
 
 AttentionForward attentionForward(const runtime::VariantSpec &spec, const at::Tensor &q,
                                   const at::Tensor &k, const at::Tensor &v,
-                                  const OptionalTensor &kvLengths) {
+                                  const OptionalTensor &kvLengths, at::TensorList captures) {
+  checkNoCapturesOnCuda(q, captures);
 #ifdef ATTN_TORCH_CUDA
   if (q.is_cuda())
     return cudaAttentionForward(spec, q, k, v, kvLengths);
 #endif
-  return cpuAttentionForward(spec, q, k, v, kvLengths);
+  return cpuAttentionForward(spec, q, k, v, kvLengths, captures);
 }
 
 AttentionGradients attentionBackward(const runtime::VariantSpec &spec, const at::Tensor &q,
                                      const at::Tensor &k, const at::Tensor &v,
                                      const at::Tensor &out, const at::Tensor &lse,
-                                     const at::Tensor &gradOut, const OptionalTensor &kvLengths) {
+                                     const at::Tensor &gradOut, const OptionalTensor &kvLengths,
+                                     at::TensorList captures) {
+  checkNoCapturesOnCuda(q, captures);
 #ifdef ATTN_TORCH_CUDA
   if (q.is_cuda())
     return cudaAttentionBackward(spec, q, k, v, out, lse, gradOut, kvLengths);
 #endif
-  return cpuAttentionBackward(spec, q, k, v, out, lse, gradOut, kvLengths);
+  return cpuAttentionBackward(spec, q, k, v, out, lse, gradOut, kvLengths, captures);
 }
 
 /// out [B, Hq, Sq, Dv] in q's dtype; lse [B, Hq, Sq] float32 (meaningful only for row-wise
@@ -64,11 +97,15 @@ AttentionGradients attentionBackward(const runtime::VariantSpec &spec, const at:
 std::tuple<at::Tensor, at::Tensor>
 attentionForwardKernel(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
                        c10::string_view variant, c10::optional<double> scale, bool isCausal,
-                       const OptionalTensor &kvLengths) {
+                       const OptionalTensor &kvLengths,
+                       const OptionalTensorList &capturesArgument) {
+  const at::TensorList captures = capturesOf(capturesArgument);
   checkAttentionInputs(q, k, v, scale);
   checkKeyLengths(q, kvLengths);
+  checkCaptures(q, captures);
   AttentionForward result = attentionForward(
-      makeVariantSpec(q, v, std::string(variant), scale, isCausal, kvLengths), q, k, v, kvLengths);
+      makeVariantSpec(q, v, std::string(variant), scale, isCausal, kvLengths, captures), q, k, v,
+      kvLengths, captures);
   return {result.out.to(q.scalar_type()), result.lse};
 }
 
@@ -77,30 +114,38 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor>
 attentionBackwardKernel(const at::Tensor &gradOut, const at::Tensor &q, const at::Tensor &k,
                         const at::Tensor &v, const at::Tensor &out, const at::Tensor &lse,
                         c10::string_view variant, c10::optional<double> scale, bool isCausal,
-                        const OptionalTensor &kvLengths) {
+                        const OptionalTensor &kvLengths,
+                        const OptionalTensorList &capturesArgument) {
+  const at::TensorList captures = capturesOf(capturesArgument);
   checkAttentionInputs(q, k, v, scale);
   checkKeyLengths(q, kvLengths);
+  checkCaptures(q, captures);
   AttentionGradients grads = attentionBackward(
-      makeVariantSpec(q, v, std::string(variant), scale, isCausal, kvLengths), q, k, v, out, lse,
-      gradOut, kvLengths);
+      makeVariantSpec(q, v, std::string(variant), scale, isCausal, kvLengths, captures), q, k, v,
+      out, lse, gradOut, kvLengths, captures);
   return {grads.q.to(q.scalar_type()), grads.k.to(k.scalar_type()), grads.v.to(v.scalar_type())};
 }
 
 /// Reached without autograd (inference mode, or below the Autograd kernel), on CPU or CUDA.
 at::Tensor attentionKernel(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
                            c10::string_view variant, c10::optional<double> scale, bool isCausal,
-                           const OptionalTensor &kvLengths) {
-  return std::get<0>(attentionForwardKernel(q, k, v, variant, scale, isCausal, kvLengths));
+                           const OptionalTensor &kvLengths,
+                           const OptionalTensorList &capturesArgument) {
+  const at::TensorList captures = capturesOf(capturesArgument);
+  return std::get<0>(
+      attentionForwardKernel(q, k, v, variant, scale, isCausal, kvLengths, captures));
 }
 
 // ---- Meta (fake) kernels: shapes and dtypes only; sizes may be symbolic under torch.compile.
 
-std::tuple<at::Tensor, at::Tensor> attentionForwardMeta(const at::Tensor &q, const at::Tensor &k,
-                                                        const at::Tensor &v, c10::string_view,
-                                                        c10::optional<double> scale, bool,
-                                                        const OptionalTensor &kvLengths) {
+std::tuple<at::Tensor, at::Tensor>
+attentionForwardMeta(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
+                     c10::string_view, c10::optional<double> scale, bool,
+                     const OptionalTensor &kvLengths, const OptionalTensorList &capturesArgument) {
+  const at::TensorList captures = capturesOf(capturesArgument);
   checkAttentionInputs(q, k, v, scale);
   checkKeyLengths(q, kvLengths);
+  checkCaptures(q, captures);
   at::Tensor out =
       at::empty_symint({q.sym_size(0), q.sym_size(1), q.sym_size(2), v.sym_size(3)}, q.options());
   at::Tensor lse = at::empty_symint({q.sym_size(0), q.sym_size(1), q.sym_size(2)},
@@ -111,9 +156,12 @@ std::tuple<at::Tensor, at::Tensor> attentionForwardMeta(const at::Tensor &q, con
 std::tuple<at::Tensor, at::Tensor, at::Tensor>
 attentionBackwardMeta(const at::Tensor &, const at::Tensor &q, const at::Tensor &k,
                       const at::Tensor &v, const at::Tensor &, const at::Tensor &, c10::string_view,
-                      c10::optional<double> scale, bool, const OptionalTensor &kvLengths) {
+                      c10::optional<double> scale, bool, const OptionalTensor &kvLengths,
+                      const OptionalTensorList &capturesArgument) {
+  const at::TensorList captures = capturesOf(capturesArgument);
   checkAttentionInputs(q, k, v, scale);
   checkKeyLengths(q, kvLengths);
+  checkCaptures(q, captures);
   return {at::empty_symint(q.sym_sizes(), q.options()),
           at::empty_symint(k.sym_sizes(), k.options()),
           at::empty_symint(v.sym_sizes(), v.options())};
@@ -121,8 +169,11 @@ attentionBackwardMeta(const at::Tensor &, const at::Tensor &q, const at::Tensor 
 
 at::Tensor attentionMeta(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
                          c10::string_view variant, c10::optional<double> scale, bool isCausal,
-                         const OptionalTensor &kvLengths) {
-  return std::get<0>(attentionForwardMeta(q, k, v, variant, scale, isCausal, kvLengths));
+                         const OptionalTensor &kvLengths,
+                         const OptionalTensorList &capturesArgument) {
+  const at::TensorList captures = capturesOf(capturesArgument);
+  return std::get<0>(
+      attentionForwardMeta(q, k, v, variant, scale, isCausal, kvLengths, captures));
 }
 
 // ---- Autograd: the forward and backward ops, called through the dispatcher below autograd.
@@ -130,35 +181,48 @@ at::Tensor attentionMeta(const at::Tensor &q, const at::Tensor &k, const at::Ten
 std::tuple<at::Tensor, at::Tensor> callForward(const at::Tensor &q, const at::Tensor &k,
                                                const at::Tensor &v, const std::string &variant,
                                                c10::optional<double> scale, bool isCausal,
-                                               const OptionalTensor &kvLengths) {
+                                               const OptionalTensor &kvLengths,
+                                               const OptionalTensorList &capturesArgument) {
+  const at::TensorList captures = capturesOf(capturesArgument);
   static const auto op = c10::Dispatcher::singleton()
                              .findSchemaOrThrow("attn::_attention_forward", "")
                              .typed<decltype(attentionForwardKernel)>();
-  return op.call(q, k, v, variant, scale, isCausal, kvLengths);
+  return op.call(q, k, v, variant, scale, isCausal, kvLengths, captures);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor>
 callBackward(const at::Tensor &gradOut, const at::Tensor &q, const at::Tensor &k,
              const at::Tensor &v, const at::Tensor &out, const at::Tensor &lse,
              const std::string &variant, c10::optional<double> scale, bool isCausal,
-             const OptionalTensor &kvLengths) {
+             const OptionalTensor &kvLengths,
+             const OptionalTensorList &capturesArgument) {
+  const at::TensorList captures = capturesOf(capturesArgument);
   static const auto op = c10::Dispatcher::singleton()
                              .findSchemaOrThrow("attn::_attention_backward", "")
                              .typed<decltype(attentionBackwardKernel)>();
-  return op.call(gradOut, q, k, v, out, lse, variant, scale, isCausal, kvLengths);
+  return op.call(gradOut, q, k, v, out, lse, variant, scale, isCausal, kvLengths, captures);
 }
 
-/// Saves the forward's output and log-sum-exp, which the backward kernels read.
+/// Saves the forward's output and log-sum-exp, which the backward kernels read, and the
+/// captures, which they read too. The saved variables are q, k, v, out, lse, kv_lengths (or
+/// an undefined tensor), then the captures: kFirstCapture onwards.
 class AttentionFunction : public torch::autograd::Function<AttentionFunction> {
 public:
+  static constexpr size_t kFirstCapture = 6;
+  /// The forward's arguments before the captures (q, k, v, variant, scale, is_causal,
+  /// kv_lengths): backward returns one gradient per argument and one per capture.
+  static constexpr size_t kArgumentsBeforeCaptures = 7;
+
   static at::Tensor forward(torch::autograd::AutogradContext *ctx, const at::Tensor &q,
                             const at::Tensor &k, const at::Tensor &v, const std::string &variant,
                             c10::optional<double> scale, bool isCausal,
-                            const OptionalTensor &kvLengths) {
+                            const OptionalTensor &kvLengths, at::TensorList captures) {
     at::AutoDispatchBelowADInplaceOrView belowAutograd;
-    auto [out, lse] = callForward(q, k, v, variant, scale, isCausal, kvLengths);
+    auto [out, lse] = callForward(q, k, v, variant, scale, isCausal, kvLengths, captures);
     // An undefined tensor stands for "no lengths" among the saved variables.
-    ctx->save_for_backward({q, k, v, out, lse, kvLengths.value_or(at::Tensor())});
+    torch::autograd::variable_list saved{q, k, v, out, lse, kvLengths.value_or(at::Tensor())};
+    saved.insert(saved.end(), captures.begin(), captures.end());
+    ctx->save_for_backward(saved);
     ctx->saved_data["variant"] = variant;
     ctx->saved_data["scale"] = scale;
     ctx->saved_data["is_causal"] = isCausal;
@@ -168,20 +232,33 @@ public:
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext *ctx,
                                                  torch::autograd::variable_list gradOutputs) {
     const torch::autograd::variable_list saved = ctx->get_saved_variables();
+    const std::vector<at::Tensor> captures(saved.begin() + kFirstCapture, saved.end());
     auto [dq, dk, dv] = callBackward(gradOutputs[0], saved[0], saved[1], saved[2], saved[3],
                                      saved[4], ctx->saved_data["variant"].toStringRef(),
                                      ctx->saved_data["scale"].toOptional<double>(),
                                      ctx->saved_data["is_causal"].toBool(),
-                                     saved[5].defined() ? OptionalTensor(saved[5]) : c10::nullopt);
-    // One gradient per forward argument; variant, scale, is_causal and kv_lengths have none.
-    return {dq, dk, dv, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+                                     saved[5].defined() ? OptionalTensor(saved[5]) : c10::nullopt,
+                                     captures);
+    // One gradient per forward argument; variant, scale, is_causal and kv_lengths have none,
+    // and the captures none yet (attentionAutograd refuses captures that require grad).
+    torch::autograd::variable_list grads{dq, dk, dv};
+    grads.resize(kArgumentsBeforeCaptures + captures.size());
+    return grads;
   }
 };
 
 at::Tensor attentionAutograd(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
                              c10::string_view variant, c10::optional<double> scale, bool isCausal,
-                             const OptionalTensor &kvLengths) {
-  return AttentionFunction::apply(q, k, v, std::string(variant), scale, isCausal, kvLengths);
+                             const OptionalTensor &kvLengths,
+                             const OptionalTensorList &capturesArgument) {
+  const at::TensorList captures = capturesOf(capturesArgument);
+  if (at::GradMode::is_enabled())
+    for (size_t i = 0; i < captures.size(); ++i)
+      TORCH_CHECK(!captures[i].requires_grad(), "attn::attention: capture ", i,
+                  " requires grad, but gradients for captured tensors are not supported yet; "
+                  "pass it detached (capture.detach())");
+  return AttentionFunction::apply(q, k, v, std::string(variant), scale, isCausal, kvLengths,
+                                  captures);
 }
 
 } // namespace
@@ -190,13 +267,17 @@ at::Tensor attentionAutograd(const at::Tensor &q, const at::Tensor &k, const at:
 TORCH_LIBRARY(attn, m) {
   // kv_lengths [B] (integers): batch b attends to its first kv_lengths[b] keys, so a padded
   // ragged batch runs in one call; keys past the length get zero gradients.
+  // captures: the tensors an `mlir:` variant's score_mod and mask regions read, one per
+  // function argument that feeds the op's `captures`, in argument order (f32 captures take
+  // floating tensors, i32/i64 captures integer or bool tensors; converted and made contiguous).
   m.def("attention(Tensor q, Tensor k, Tensor v, str variant=\"softmax\", float? scale=None, "
-        "bool is_causal=False, Tensor? kv_lengths=None) -> Tensor");
+        "bool is_causal=False, Tensor? kv_lengths=None, Tensor[]? captures=None) -> Tensor");
   m.def("_attention_forward(Tensor q, Tensor k, Tensor v, str variant, float? scale, "
-        "bool is_causal, Tensor? kv_lengths=None) -> (Tensor out, Tensor lse)");
+        "bool is_causal, Tensor? kv_lengths=None, Tensor[]? captures=None) -> "
+        "(Tensor out, Tensor lse)");
   m.def("_attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, "
-        "Tensor lse, str variant, float? scale, bool is_causal, Tensor? kv_lengths=None) -> "
-        "(Tensor, Tensor, Tensor)");
+        "Tensor lse, str variant, float? scale, bool is_causal, Tensor? kv_lengths=None, "
+        "Tensor[]? captures=None) -> (Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(attn, CPU, m) {

@@ -4,6 +4,8 @@
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 
+#include <vector>
+
 namespace attn::torchop {
 namespace {
 
@@ -77,15 +79,63 @@ runtime::KeyLengths keyLengthsOf(const c10::optional<at::Tensor> &kvLengths, int
   return {storage.data_ptr<int64_t>(), storage.size(0)};
 }
 
+at::ScalarType dtypeOf(runtime::CaptureElement element) {
+  switch (element) {
+  case runtime::CaptureElement::Float32:
+    return at::kFloat;
+  case runtime::CaptureElement::Int32:
+    return at::kInt;
+  case runtime::CaptureElement::Int64:
+    return at::kLong;
+  }
+  return at::kFloat;
+}
+
+/// A call's captures as the kernels take them: converted to the IR's element types and
+/// contiguous (kept alive by `storage`), checked against the IR's static sizes, with fresh
+/// fault flags.
+runtime::CaptureArguments bindCaptures(const runtime::CpuKernels &kernels,
+                                       at::TensorList captures, std::vector<at::Tensor> &storage) {
+  const std::vector<runtime::CaptureDeclaration> &declared = kernels.captures();
+  TORCH_CHECK(declared.size() == captures.size(), "attn::attention: the variant reads ",
+              declared.size(), " captured tensors, the call passes ", captures.size());
+  std::vector<runtime::CaptureView> views;
+  for (size_t i = 0; i < captures.size(); ++i) {
+    storage.push_back(captures[i].to(dtypeOf(declared[i].element)).contiguous());
+    runtime::CaptureView view;
+    view.data = storage.back().data_ptr();
+    view.sizes.assign(storage.back().sizes().begin(), storage.back().sizes().end());
+    views.push_back(std::move(view));
+  }
+  try {
+    return kernels.bindCaptures(views);
+  } catch (const runtime::CallError &error) {
+    TORCH_CHECK(false, "attn::attention: ", error.what());
+  }
+}
+
+/// After a call's tiles: a region that read outside a capture fails the call.
+void checkCaptureFaults(const runtime::CpuKernels &kernels,
+                        const runtime::CaptureArguments &bound) {
+  try {
+    kernels.checkCaptureFaults(bound);
+  } catch (const runtime::CallError &error) {
+    TORCH_CHECK(false, error.what());
+  }
+}
+
 } // namespace
 
 AttentionForward cpuAttentionForward(const runtime::VariantSpec &spec, const at::Tensor &q,
                                      const at::Tensor &k, const at::Tensor &v,
-                                     const c10::optional<at::Tensor> &kvLengths) {
+                                     const c10::optional<at::Tensor> &kvLengths,
+                                     at::TensorList captures) {
   // Compiled even when there is nothing to compute, so that a bad variant always fails.
   std::shared_ptr<const runtime::CpuKernels> kernels = loadKernels(spec);
   at::Tensor lengthsStorage;
   const runtime::KeyLengths lengths = keyLengthsOf(kvLengths, k.size(2), lengthsStorage);
+  std::vector<at::Tensor> captureStorage;
+  runtime::CaptureArguments bound = bindCaptures(*kernels, captures, captureStorage);
   const int64_t batches = q.size(0), heads = q.size(1), queries = q.size(2);
   const at::TensorOptions floatOptions = q.options().dtype(at::kFloat);
   if (hasNoKeysOrQueries(q, k)) {
@@ -102,8 +152,10 @@ AttentionForward cpuAttentionForward(const runtime::VariantSpec &spec, const at:
   const runtime::View3 lsev = viewOf<3>(result.lse);
   forEachTile(batches, heads, queries, kernels->queryTile(),
               [&](int64_t batch, int64_t head, int64_t queryStart) {
-                kernels->forwardTile(qv, kv, vv, ov, lsev, batch, head, queryStart, lengths);
+                kernels->forwardTile(qv, kv, vv, ov, lsev, batch, head, queryStart, lengths,
+                                     &bound);
               });
+  checkCaptureFaults(*kernels, bound);
   return result;
 }
 
@@ -111,10 +163,13 @@ AttentionGradients cpuAttentionBackward(const runtime::VariantSpec &spec, const 
                                         const at::Tensor &k, const at::Tensor &v,
                                         const at::Tensor &out, const at::Tensor &lse,
                                         const at::Tensor &gradOut,
-                                        const c10::optional<at::Tensor> &kvLengths) {
+                                        const c10::optional<at::Tensor> &kvLengths,
+                                        at::TensorList captures) {
   std::shared_ptr<const runtime::CpuKernels> kernels = loadKernels(spec, /*backward=*/true);
   at::Tensor lengthsStorage;
   const runtime::KeyLengths lengths = keyLengthsOf(kvLengths, k.size(2), lengthsStorage);
+  std::vector<at::Tensor> captureStorage;
+  runtime::CaptureArguments bound = bindCaptures(*kernels, captures, captureStorage);
   const at::TensorOptions floatOptions = q.options().dtype(at::kFloat);
   if (hasNoKeysOrQueries(q, k)) {
     return {at::zeros(q.sizes(), floatOptions), at::zeros(k.sizes(), floatOptions),
@@ -140,13 +195,14 @@ AttentionGradients cpuAttentionBackward(const runtime::VariantSpec &spec, const 
   forEachTile(q.size(0), q.size(1), q.size(2), kernels->queryTile(),
               [&](int64_t batch, int64_t head, int64_t queryStart) {
                 kernels->backwardQueryTile(qv, kv, vv, gradOutv, lsev, deltav, gradQv, batch,
-                                           head, queryStart, lengths);
+                                           head, queryStart, lengths, &bound);
               });
   forEachTile(k.size(0), k.size(1), k.size(2), kernels->keyTile(),
               [&](int64_t batch, int64_t kvHead, int64_t keyStart) {
                 kernels->backwardKeyTile(qv, kv, vv, gradOutv, lsev, deltav, gradKv, gradVv,
-                                         batch, kvHead, keyStart, lengths);
+                                         batch, kvHead, keyStart, lengths, &bound);
               });
+  checkCaptureFaults(*kernels, bound);
   return grads;
 }
 

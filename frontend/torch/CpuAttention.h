@@ -6,6 +6,7 @@
 #include "runtime/CpuKernels.h"
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/ArrayRef.h>
 
 namespace attn::torchop {
 
@@ -20,10 +21,13 @@ struct AttentionGradients {
 
 /// q, k, v of any floating dtype; the results are float32. Throws c10::Error when the variant
 /// cannot be compiled. `kvLengths` ([B] integers, given exactly when spec.keyLengths): batch b
-/// attends to its first kvLengths[b] keys (clamped to [0, Sk]).
+/// attends to its first kvLengths[b] keys (clamped to [0, Sk]). `captures` (one per
+/// spec.captures) are converted to the element types the variant's IR declares and made
+/// contiguous; a region that read outside one makes the call an error (c10::Error).
 AttentionForward cpuAttentionForward(const runtime::VariantSpec &spec, const at::Tensor &q,
                                      const at::Tensor &k, const at::Tensor &v,
-                                     const c10::optional<at::Tensor> &kvLengths = c10::nullopt);
+                                     const c10::optional<at::Tensor> &kvLengths = c10::nullopt,
+                                     at::TensorList captures = {});
 
 /// `out` and `lse` are cpuAttentionForward's results for the same q, k, v, lengths and spec.
 /// Keys at and past a batch's length get zero gradients.
@@ -31,7 +35,8 @@ AttentionGradients cpuAttentionBackward(const runtime::VariantSpec &spec, const 
                                         const at::Tensor &k, const at::Tensor &v,
                                         const at::Tensor &out, const at::Tensor &lse,
                                         const at::Tensor &gradOut,
-                                        const c10::optional<at::Tensor> &kvLengths = c10::nullopt);
+                                        const c10::optional<at::Tensor> &kvLengths = c10::nullopt,
+                                        at::TensorList captures = {});
 
 } // namespace attn::torchop
 

@@ -74,4 +74,15 @@ void checkKeyLengths(const at::Tensor &q, const c10::optional<at::Tensor> &kvLen
               "device ", q.device(), ", got ", lengths.device());
 }
 
+void checkCaptures(const at::Tensor &q, at::TensorList captures) {
+  for (size_t i = 0; i < captures.size(); ++i) {
+    const at::Tensor &capture = captures[i];
+    TORCH_CHECK(capture.defined(), "attn::attention: capture ", i, " is an undefined tensor");
+    TORCH_CHECK(!at::isComplexType(capture.scalar_type()), "attn::attention: capture ", i,
+                " must be a floating, integer or bool tensor, got ", capture.scalar_type());
+    TORCH_CHECK(capture.device() == q.device(), "attn::attention: capture ", i,
+                " must be on q's device ", q.device(), ", got ", capture.device());
+  }
+}
+
 } // namespace attn::torchop

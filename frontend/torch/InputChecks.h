@@ -17,6 +17,10 @@ void checkAttentionInputs(const at::Tensor &q, const at::Tensor &k, const at::Te
 /// Checks kv_lengths, when given: [B] of an integer dtype, on q's device.
 void checkKeyLengths(const at::Tensor &q, const c10::optional<at::Tensor> &kvLengths);
 
+/// Checks captured tensors: defined, floating, integer or bool (not complex), on q's device.
+/// Their ranks, element kinds and sizes are checked against the variant's IR when it compiles.
+void checkCaptures(const at::Tensor &q, at::TensorList captures);
+
 } // namespace attn::torchop
 
 #endif // FRONTEND_TORCH_INPUTCHECKS_H

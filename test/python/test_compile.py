@@ -19,6 +19,40 @@ def attention_samples():
     yield (*qkv(17, 17), "sigmoid", 0.25, True)
     yield (*qkv(5, 7, grad=False), "relu", None, False)
     yield (*qkv(9, 13), "softmax", None, True, torch.tensor([13, 4]))
+    # Captures: a document mask from ids [B, S] (i32) and an ALiBi score_mod from per-head
+    # slopes [H] (f32, no gradient), with key lengths.
+    docs = torch.tensor([[0] * 4 + [1] * 9, [0] * 10 + [1] * 3], dtype=torch.int32)
+    slopes = torch.rand(4, generator=generator)
+    yield (*qkv(13, 13), CAPTURE_VARIANT, None, False, torch.tensor([13, 11]), [docs, slopes])
+    yield (*qkv(13, 13), CAPTURE_VARIANT, 0.3, True, None, [docs.long(), slopes.double()])
+
+
+CAPTURE_VARIANT = """mlir:func.func @f(%q: tensor<?x?x?x16xf32>, %k: tensor<?x?x?x16xf32>,
+    %v: tensor<?x?x?x16xf32>, %docs: tensor<?x?xi32>, %slopes: tensor<?xf32>)
+    -> tensor<?x?x?x16xf32> {
+  %o = attn.attention %q, %k, %v captures(%docs, %slopes : tensor<?x?xi32>, tensor<?xf32>)
+      normalizer(#attn.softmax)
+      : tensor<?x?x?x16xf32>, tensor<?x?x?x16xf32>, tensor<?x?x?x16xf32> -> tensor<?x?x?x16xf32>
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %i: index, %j: index, %d: tensor<?x?xi32>,
+       %m: tensor<?xf32>):
+    %slope = tensor.extract %m[%h] : tensor<?xf32>
+    %distance = arith.subi %i, %j : index
+    %di = arith.index_cast %distance : index to i64
+    %df = arith.sitofp %di : i64 to f32
+    %penalty = arith.mulf %slope, %df : f32
+    %r = arith.subf %s, %penalty : f32
+    attn.yield %r : f32
+  }
+  mask {
+  ^bb0(%b: index, %h: index, %i: index, %j: index, %d: tensor<?x?xi32>, %m: tensor<?xf32>):
+    %di = tensor.extract %d[%b, %i] : tensor<?x?xi32>
+    %dj = tensor.extract %d[%b, %j] : tensor<?x?xi32>
+    %same = arith.cmpi eq, %di, %dj : i32
+    attn.yield %same : i1
+  }
+  return %o : tensor<?x?x?x16xf32>
+}"""
 
 
 @pytest.mark.parametrize("sample", list(attention_samples()))
@@ -26,13 +60,33 @@ def test_opcheck_attention(sample):
     torch.library.opcheck(torch.ops.attn.attention.default, sample)
 
 
-def test_opcheck_attention_forward_and_backward_ops():
-    q, k, v, *options = next(attention_samples())
+@pytest.mark.parametrize("index", [0, 4])  # without and with captures
+def test_opcheck_attention_forward_and_backward_ops(index):
+    q, k, v, *options = list(attention_samples())[index]
     q, k, v = (t.detach() for t in (q, k, v))
     torch.library.opcheck(torch.ops.attn._attention_forward.default, (q, k, v, *options))
     out, lse = torch.ops.attn._attention_forward(q, k, v, *options)
     torch.library.opcheck(torch.ops.attn._attention_backward.default,
                           (torch.randn_like(out), q, k, v, out, lse, *options))
+
+
+def test_compiled_call_with_captures_matches_eager():
+    """attn.attention with captures under torch.compile(fullgraph=True), forward and backward."""
+    q, k, v, variant, scale, causal, lengths, captures = list(attention_samples())[4]
+
+    def run(q, k, v, docs, slopes):
+        return attn.attention(q, k, v, variant, scale, causal, lengths, captures=[docs, slopes])
+
+    torch._dynamo.reset()
+    compiled = torch.compile(run, fullgraph=True)
+    grad = torch.randn(2, 4, 13, 16)
+    results = []
+    for function in (run, compiled):
+        inputs = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+        out = function(*inputs, *captures)
+        results.append((out.detach(), *torch.autograd.grad(out, inputs, grad)))
+    for got, want in zip(results[1], results[0]):
+        assert reference.relative_error(got, want) < 1e-6
 
 
 def reparam_samples():

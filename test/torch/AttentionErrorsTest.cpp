@@ -167,5 +167,40 @@ TEST(AttentionErrors, IrWhoseFunctionDoesMoreThanAttentionIsRejected) {
                         "'arith.addf'"));
 }
 
+/// ALiBi with per-head slopes read from a captured [H] tensor.
+std::string alibiSlopesVariant() {
+  const std::string t = "tensor<?x?x?x16xf32>";
+  return "mlir:func.func @f(%q: " + t + ", %k: " + t + ", %v: " + t +
+         ", %slopes: tensor<?xf32>) -> " + t +
+         " {\n  %o = attn.attention %q, %k, %v captures(%slopes : tensor<?xf32>) "
+         "normalizer(#attn.softmax) : " + t + ", " + t + ", " + t + " -> " + t +
+         "\n  score_mod {\n  ^bb0(%s: f32, %b: index, %h: index, %i: index, %j: index, "
+         "%m: tensor<?xf32>):\n"
+         "    %slope = tensor.extract %m[%h] : tensor<?xf32>\n"
+         "    %d = arith.subi %i, %j : index\n"
+         "    %di = arith.index_cast %d : index to i64\n"
+         "    %df = arith.sitofp %di : i64 to f32\n"
+         "    %p = arith.mulf %slope, %df : f32\n"
+         "    %r = arith.subf %s, %p : f32\n"
+         "    attn.yield %r : f32\n  }\n  return %o : " + t + "\n}";
+}
+
+TEST(AttentionErrors, CapturesThroughTheCppApi) {
+  const at::Tensor q = tensor({2, 3, 9, 16}), k = tensor({2, 3, 11, 16}), v = tensor({2, 3, 11, 16});
+  AttentionOptions options;
+  options.variant = alibiSlopesVariant();
+  // Zero slopes: plain softmax attention.
+  options.captures = {at::zeros({3})};
+  const at::Tensor out = attention(q, k, v, options);
+  EXPECT_TRUE(at::allclose(out, attention(q, k, v), 1e-5, 1e-6));
+  // Slopes for two of three heads: head 2 reads outside the capture, an error, not a result.
+  options.captures = {at::zeros({2})};
+  EXPECT_THAT(errorMessageOf([&] { attention(q, k, v, options); }),
+              AllOf(HasSubstr("indexed outside capture 0"), HasSubstr("of shape [2]")));
+  options.captures = {};
+  EXPECT_THAT(errorMessageOf([&] { attention(q, k, v, options); }),
+              HasSubstr("reads 1 captured tensor (tensor<?xf32>) but the call passes 0"));
+}
+
 } // namespace
 } // namespace attn

@@ -1,13 +1,14 @@
 """attn: attention compiled from an MLIR dialect, as torch ops.
 
-``attn.attention(q, k, v, variant="softmax", scale=None, is_causal=False, kv_lengths=None)`` runs the attention the
+``attn.attention(q, k, v, variant="softmax", scale=None, is_causal=False, kv_lengths=None,
+captures=())`` runs the attention the
 variant names (``softmax``, ``sigmoid``, ``sigmoid(bias=-3.5)``, ``relu``, ``relu(scale=0.01)``, any
 normalizer the dialect defines, or ``mlir:`` followed by a module holding an ``attn.attention``,
 whose batch, head and sequence sizes are only an example), JIT-compiled for the tensors'
 device and cached. ``attn.reparam_linear`` is the σReparam linear; ``attn.nn`` holds modules.
 Both ops have autograd and fake (meta) kernels, so they work under ``torch.compile``.
 """
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
@@ -21,15 +22,27 @@ __all__ = ["__version__", "attention", "reparam_linear", "library_path", "nn"]
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, variant: str = "softmax",
               scale: Optional[float] = None, is_causal: bool = False,
-              kv_lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+              kv_lengths: Optional[torch.Tensor] = None,
+              captures: Sequence[torch.Tensor] = ()) -> torch.Tensor:
     """q [B, Hq, Sq, D], k [B, Hkv, Sk, D], v [B, Hkv, Sk, Dv], Hq a multiple of Hkv (GQA)
     → [B, Hq, Sq, Dv] in q's dtype. ``scale`` multiplies q·kᵀ (default: the variant's own, else
     1/sqrt(D)); ``is_causal`` masks key j > query i (top-left aligned, as SDPA);
     ``kv_lengths`` ([B] integers) lets batch b attend only to its first ``kv_lengths[b]`` keys, so
     a ragged batch padded to its longest sequence runs in one call (padding keys get zero
     gradients). A query row with no allowed key gives 0. Float32, bfloat16, float16 and float64
-    on CPU; CUDA where built."""
-    return torch.ops.attn.attention(q, k, v, variant, scale, is_causal, kv_lengths)
+    on CPU; CUDA where built.
+
+    ``captures``: the tensors an ``mlir:`` variant's ``score_mod`` and ``mask`` regions read with
+    ``tensor.extract`` (its ``attn.attention ... captures(%docs, %table : ...)``), one per
+    function argument that feeds them, in the function's argument order: a document id per
+    token [B, S], a relative-position bias table [H, 2S-1], per-head ALiBi slopes [H], ... Any
+    rank; an ``f32`` capture takes a floating tensor, an ``i32``/``i64`` capture an integer or
+    bool tensor (converted, made contiguous); on q's device (CPU only for now). Sizes written
+    in the IR are checked; ``?`` sizes take any. A region that indexes outside a capture raises
+    an error naming it (never a clamped result). Captures have no gradients yet: one that
+    requires grad is an error (pass ``t.detach()``)."""
+    return torch.ops.attn.attention(q, k, v, variant, scale, is_causal, kv_lengths,
+                                    list(captures))
 
 
 def reparam_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
