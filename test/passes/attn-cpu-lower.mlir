@@ -4,6 +4,8 @@
 // RUN: attn-opt %attn_src/frontend/examples/custom.mlir --attn-cpu-pipeline | FileCheck %s
 // RUN: attn-opt %attn_src/frontend/examples/alibi.mlir --attn-cpu-pipeline | FileCheck %s
 // RUN: attn-opt %attn_src/frontend/examples/relu.mlir --attn-cpu-pipeline | FileCheck %s
+// Captured tensors (mask and score_mod regions reading them) lower to plain loads and gathers.
+// RUN: attn-opt %attn_src/frontend/examples/captures.mlir --attn-cpu-pipeline | FileCheck %s
 // CHECK-DAG: llvm.func @_mlir_ciface_{{.*}}_fwd(
 // CHECK-DAG: llvm.func @_mlir_ciface_{{.*}}_bwd_dq(
 // CHECK-DAG: llvm.func @_mlir_ciface_{{.*}}_bwd_dkdv(

@@ -44,10 +44,10 @@ def softmax_rows(scores, allowed):
 
 
 def check_forward_and_gradients(variant, q, k, v, probabilities, tolerance=F32_TOLERANCE,
-                                kv_lengths=None):
+                                kv_lengths=None, captures=None):
     """Output and the three gradients against float64 autograd through `probabilities`."""
     q, k, v = (t.detach().clone().requires_grad_() for t in (q, k, v))
-    out = torch.ops.attn.attention(q, k, v, variant, None, False, kv_lengths)
+    out = torch.ops.attn.attention(q, k, v, variant, None, False, kv_lengths, captures)
     grad = torch.randn_like(out)
     out.backward(grad)
     q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
@@ -203,6 +203,41 @@ EXAMPLE_REFERENCES.update({
     "natten_2d": (lambda q, k: torch.sigmoid(scores_of(q, k) - math.log(k.shape[2]))
                   * natten_allowed(q.shape[2], k.shape[2], 32, 3), 32, 32, 2, 1, 640, 640),
 })
+# The captured-tensor examples (frontend/examples/captures.mlir): each example's captures for
+# batch 2 at its reference sizes (EXAMPLE_CAPTURES), and what it computes with them.
+CAPTURE_DOCUMENTS = torch.tensor([[0] * 100 + [1] * 3 + [2] * 197, [0] * 250 + [1] * 50],
+                                 dtype=torch.int32)
+CAPTURE_TABLE = torch.randn(3, 2047, generator=torch.Generator().manual_seed(15))
+CAPTURE_SLOPES = torch.exp2(-8 * torch.arange(1, 5, dtype=torch.float64) / 4).float()
+EXAMPLE_CAPTURES = {
+    "document_ids": [CAPTURE_DOCUMENTS],
+    "relative_position_bias": [CAPTURE_TABLE],
+    "alibi_slopes": [CAPTURE_SLOPES],
+}
+
+
+def relative_bias_scores(q, k):
+    i = torch.arange(q.shape[2]).view(-1, 1)
+    j = torch.arange(k.shape[2]).view(1, -1)
+    return scores_of(q, k) + CAPTURE_TABLE.double()[:, i - j + 1023].unsqueeze(0)
+
+
+def alibi_slope_scores(q, k):
+    i = torch.arange(q.shape[2], dtype=torch.float64).view(-1, 1)
+    j = torch.arange(k.shape[2], dtype=torch.float64).view(1, -1)
+    return scores_of(q, k) - CAPTURE_SLOPES.double().view(1, -1, 1, 1) * (i - j)
+
+
+EXAMPLE_REFERENCES.update({
+    "document_ids": (lambda q, k: softmax_rows(
+        scores_of(q, k), CAPTURE_DOCUMENTS[:, None, :, None] == CAPTURE_DOCUMENTS[:, None, None, :]),
+        64, 64, 8, 4, 300, 300),
+    "relative_position_bias": (lambda q, k: softmax_rows(relative_bias_scores(q, k),
+                                                         mask_of(q.shape[2], k.shape[2])),
+                               64, 64, 3, 1, 77, 140),
+    "alibi_slopes": (lambda q, k: torch.sigmoid(alibi_slope_scores(q, k) - math.log(k.shape[2]))
+                     * mask_of(q.shape[2], k.shape[2], True), 64, 64, 4, 2, 57, 57),
+})
 # Key lengths for the examples that take kv_lengths (batch 2).
 EXAMPLE_KEY_LENGTHS = torch.tensor([29, 0])
 # Examples with operands the torch op does not take yet: a clear error, never a wrong number.
@@ -227,7 +262,11 @@ def test_example_runs_at_other_sizes(file, name, text):
     torch.manual_seed(len(name))
     q, k, v = torch.randn(2, hq, sq, d), torch.randn(2, hkv, sk, d), torch.randn(2, hkv, sk, dv)
     lengths = EXAMPLE_KEY_LENGTHS if "kv_lengths(" in text else None
-    check_forward_and_gradients(variant, q, k, v, probabilities, kv_lengths=lengths)
+    captures = EXAMPLE_CAPTURES.get(name)
+    assert (captures is not None) == ("captures(" in text), (
+        f"example {file}:@{name}: its captures belong in EXAMPLE_CAPTURES")
+    check_forward_and_gradients(variant, q, k, v, probabilities, kv_lengths=lengths,
+                                captures=captures)
 
 
 def softmax1_rows(scores, allowed):
