@@ -119,21 +119,6 @@ void populateTileMatmulCpuPatterns(RewritePatternSet &patterns, VectorTarget tar
 /// attn.tile_mask_classify and attn.tile_mask_region: the mask region replayed over vectors
 /// of key indices (MaskRegionCpu.cpp).
 void populateMaskRegionCpuPatterns(RewritePatternSet &patterns, VectorTarget target);
-/// One lowered read of a captured tensor: which capture, its indices clamped into bounds, and,
-/// when they vary over the keys, the row-major offsets of the lanes (null when uniform).
-struct CaptureRead {
-  size_t capture;
-  SmallVector<Value> clamped;
-  Value offsets;
-};
-/// The replay hook (ElementwiseReplay.h) for a tile op's region that reads captured tensors:
-/// `memref.load` of one of `captures` becomes a bounds-checked scalar load (uniform indices)
-/// or vector.gather (indices varying over the keys); a read out of bounds sets
-/// fault[capture] = 1. Null for any other op. Each lowered read is appended to `reads` when
-/// given (CapturesCpu.cpp).
-FailureOr<Value> lowerCaptureRead(OpBuilder &builder, Location loc, Operation &op,
-                                  ArrayRef<Value> operands, ValueRange captures, Value fault,
-                                  SmallVectorImpl<CaptureRead> *reads = nullptr);
 /// attn.tile_capture_gradient (CapturesCpu.cpp).
 void populateCaptureGradientCpuPatterns(RewritePatternSet &patterns);
 /// Per AMX product, its lhs and rhs already packed to bf16 (null where not).

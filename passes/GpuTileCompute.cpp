@@ -2,6 +2,8 @@
 // over the operands' placements, and the elementwise tile ops (mask, score_mod, normalizer,
 // probabilities, score gradient) per register at its fragment position, with quad-shuffle row
 // reductions.
+#include "passes/CaptureReads.h"
+#include "passes/ElementwiseReplay.h"
 #include "passes/GpuTileLowering.h"
 #include "passes/MaskedScoreProbes.h"
 
@@ -195,21 +197,43 @@ LogicalResult KernelLowering::lowerScoreMod(TileScoreModOp op) {
   Value batch = mapped(op.getBatch()), head = mapped(op.getHead());
   Value rowStart = mapped(op.getRowStart()), colStart = mapped(op.getColStart());
   double multiplier = op.getMultiplier().convertToDouble();
+  SmallVector<Value> captures;
+  for (Value capture : op.getCaptures())
+    captures.push_back(mapped(capture));
+  Value fault = op.getFault() ? mapped(op.getFault()) : Value();
+  // Padding keys are evaluated at the last valid one (their scores are masked anyway), so a
+  // region never reads a capture past the sequence.
+  Value lastKey = g->add(colStart, arith::MaxSIOp::create(b, loc, g->sub(mapped(op.getCols()),
+                                                                            g->idx(1)),
+                                                           g->idx(0)));
   SmallVector<Value> out, derivative;
   for (size_t i = 0; i < scores->size(); ++i) {
     auto [r, c] = position(l, i);
-    SmallVector<Value> args{(*scores)[i], batch, head, g->add(rowStart, r),
-                            g->add(colStart, c)};
-    Value value;
-    if (op.getDerivative()) {
-      auto both = emitRegionWithDerivative(b, loc, op.getScoreMod(), args);
-      if (failed(both))
-        return failure();
-      value = both->first;
-      derivative.push_back(both->second);
-    } else {
-      value = inlineScalarRegion(b, op.getScoreMod(), args);
-    }
+    Value key = g->add(colStart, c);
+    if (!captures.empty())
+      key = arith::MinSIOp::create(b, loc, key, lastKey);
+    SmallVector<Value> args{(*scores)[i], batch, head, g->add(rowStart, r), key};
+    // Scalar code per register; a captured tensor's read becomes a bounds-checked global load.
+    auto replayed = replayElementwise(
+        b, loc, args,
+        [&](OpBuilder &builder, ValueRange standIns) -> FailureOr<SmallVector<Value>> {
+          SmallVector<Value> all(standIns);
+          all.append(captures.begin(), captures.end());
+          if (!op.getDerivative())
+            return SmallVector<Value>{inlineScalarRegion(builder, op.getScoreMod(), all)};
+          auto both = emitRegionWithDerivative(builder, loc, op.getScoreMod(), all);
+          if (failed(both))
+            return failure();
+          return SmallVector<Value>{both->first, both->second};
+        },
+        [&](Operation &inner, ArrayRef<Value> operands) {
+          return lowerCaptureRead(b, loc, inner, operands, captures, fault);
+        });
+    if (failed(replayed))
+      return failure();
+    Value value = (*replayed)[0];
+    if (op.getDerivative())
+      derivative.push_back((*replayed)[1]);
     if (multiplier != 1.0)
       value = g->fmul(value, g->f32(multiplier));
     out.push_back(value);

@@ -22,8 +22,8 @@ void copyRegion(Region &from, Region &into) {
 }
 
 /// copyRegion for a score_mod or mask region that may read captured tensors: its trailing
-/// tensor arguments become the kernel's capture memrefs' types and each `tensor.extract` of
-/// them a `memref.load`, as the tile ops read them.
+/// tensor arguments become the kernel's capture memrefs' types and each `tensor.extract` /
+/// `tensor.dim` of them a `memref.load` / `memref.dim`, as the tile ops read them.
 void copyCaptureRegion(Region &from, Region &into, ValueRange captures) {
   copyRegion(from, into);
   if (captures.empty() || into.empty())
@@ -32,14 +32,21 @@ void copyCaptureRegion(Region &from, Region &into, ValueRange captures) {
   unsigned first = block.getNumArguments() - captures.size();
   for (auto [position, capture] : llvm::enumerate(captures))
     block.getArgument(first + position).setType(capture.getType());
-  SmallVector<tensor::ExtractOp> extracts;
-  block.walk([&](tensor::ExtractOp extract) { extracts.push_back(extract); });
-  for (tensor::ExtractOp extract : extracts) {
-    OpBuilder builder(extract);
-    Value load = memref::LoadOp::create(builder, extract.getLoc(), extract.getTensor(),
-                                        extract.getIndices());
-    extract.getResult().replaceAllUsesWith(load);
-    extract.erase();
+  SmallVector<Operation *> reads;
+  block.walk([&](Operation *read) {
+    if (isa<tensor::ExtractOp, tensor::DimOp>(read))
+      reads.push_back(read);
+  });
+  for (Operation *read : reads) {
+    OpBuilder builder(read);
+    Value replacement;
+    if (auto extract = dyn_cast<tensor::ExtractOp>(read))
+      replacement = memref::LoadOp::create(builder, extract.getLoc(), extract.getTensor(),
+                                           extract.getIndices());
+    else if (auto dim = dyn_cast<tensor::DimOp>(read))
+      replacement = memref::DimOp::create(builder, dim.getLoc(), dim.getSource(), dim.getIndex());
+    read->getResult(0).replaceAllUsesWith(replacement);
+    read->erase();
   }
 }
 } // namespace

@@ -6,6 +6,7 @@
 //   loads, stores and masks: row vectors.
 // math.exp2/exp/tanh are left for attn-cpu-fast-math to turn into polynomials.
 #include "dialects/attn/AttnDialect.h"
+#include "passes/CaptureReads.h"
 #include "passes/CpuTileLowering.h"
 #include "passes/ElementwiseReplay.h"
 #include "passes/MaskedScoreProbes.h"

@@ -34,14 +34,17 @@ LogicalResult KernelLowering::emit(gpu::GPUModuleOp module) {
   StringRef name = source.getName();
   bool keyBlocks = name.ends_with("_bwd_dkdv");
   // Views: rank-4 f32 views become views of the storage type; rank-3 ones (lse, delta) stay f32;
-  // the per-batch key lengths (rank 1, i64) are read as they are.
+  // the per-batch key lengths and fault flags (rank 1) are read as they are, and so are the
+  // captured tensors (identity layout, any rank).
   SmallVector<Type> arguments;
   unsigned viewCount = source.getNumArguments() - 3;
   for (unsigned i = 0; i < viewCount; ++i) {
     auto type = cast<MemRefType>(source.getArgument(i).getType());
-    arguments.push_back(type.getRank() == 4   ? globalView(options.element, 4)
-                        : type.getRank() == 3 ? globalView(b.getF32Type(), 3)
-                                              : globalView(type.getElementType(), 1));
+    bool view = isa<StridedLayoutAttr>(type.getLayout());
+    arguments.push_back(view && type.getRank() == 4   ? globalView(options.element, 4)
+                        : view && type.getRank() == 3 ? globalView(b.getF32Type(), 3)
+                        : type.getRank() == 1         ? globalView(type.getElementType(), 1)
+                                                      : Type(type));
   }
   int64_t sharedBytes = 0;
   bool anyAtoms = false;

@@ -2,6 +2,7 @@
 // vector of key indices (one row of a block at a time), so a block is classified, or its
 // scores masked, with vector compares rather than one scalar call per score.
 #include "dialects/attn/AttnDialect.h"
+#include "passes/CaptureReads.h"
 #include "passes/CpuTileLowering.h"
 #include "passes/ElementwiseReplay.h"
 

@@ -40,9 +40,6 @@ struct AttnTileGpuPass : impl::AttnTileGpuBase<AttnTileGpuPass> {
     if (!op.getMask().empty())
       return op.emitOpError("mask regions are not lowered for the GPU yet (the CPU kernels "
                             "take them); write the mask as a score_mod returning -inf");
-    if (!op.getCaptures().empty())
-      return op.emitOpError("captured tensors (and the bias operand, which becomes one) are "
-                            "not lowered for the GPU yet (the CPU kernels take them)");
     for (int64_t dim : {op.getHeadDim(), op.getValueHeadDim()})
       if (dim % 16 != 0 || dim < 16 || dim > 256)
         return op.emitOpError("GPU kernels need head dims that are multiples of 16 in "

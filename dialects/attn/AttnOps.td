@@ -26,7 +26,8 @@ def Attn_AttentionOp : Attn_Op<"attention", [Pure, AttrSizedOperandSegments, Iso
     q may see key k (a document mask, prefix-LM, a dilated or 2-D neighbourhood pattern); it is
     applied with the other masks, and the tiled kernels skip the key blocks it empties.
     `normalizer_body` (only with `#attn.custom`): `^bb0(%s: f32)` yielding one f32.
-    Both regions hold arith and math ops only, plus `tensor.extract` from captured tensors.
+    Both regions hold arith and math ops only, plus `tensor.extract` and `tensor.dim` of
+    captured tensors.
 
     `captures`: extra tensors (f32, i32 or i64, any rank, sizes may be dynamic) that the
     score_mod and mask regions read: each region takes one more argument per capture, after its

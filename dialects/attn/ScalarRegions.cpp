@@ -24,12 +24,16 @@ LogicalResult mlir::attn::verifyScalarRegion(Operation *op, Region &region, Stri
 
   for (Operation &inner : block) {
     // A captured tensor (a region argument of tensor or memref type) is read element by
-    // element, at indices the region computes.
+    // element, at indices the region computes, and its sizes may be read.
     Value source;
     if (auto extract = dyn_cast<tensor::ExtractOp>(inner))
       source = extract.getTensor();
     else if (auto load = dyn_cast<memref::LoadOp>(inner))
       source = load.getMemRef();
+    else if (auto dim = dyn_cast<tensor::DimOp>(inner))
+      source = dim.getSource();
+    else if (auto dim = dyn_cast<memref::DimOp>(inner))
+      source = dim.getSource();
     if (source) {
       auto argument = dyn_cast<BlockArgument>(source);
       if (!argument || argument.getOwner() != &block)
@@ -42,8 +46,8 @@ LogicalResult mlir::attn::verifyScalarRegion(Operation *op, Region &region, Stri
     bool scalarDialect = innerDialect && isa<arith::ArithDialect, math::MathDialect>(innerDialect);
     if (!scalarDialect && !isa<YieldOp>(inner))
       return inner.emitOpError() << "is not allowed in " << what
-                                 << " (only arith and math ops, and tensor.extract from a "
-                                    "captured tensor), dialect '"
+                                 << " (only arith and math ops, and tensor.extract and tensor.dim "
+                                    "of a captured tensor), dialect '"
                                  << dialect << "'";
     if (inner.getNumRegions() != 0)
       return inner.emitOpError() << "with regions is not allowed in " << what;

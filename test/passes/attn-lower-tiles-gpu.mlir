@@ -92,3 +92,33 @@ func.func @softmax(%q: tensor<?x?x?x64xf32>, %k: tensor<?x?x?x64xf32>, %v: tenso
   return %o : tensor<?x?x?x64xf32>
 }
 
+
+// -----
+
+// Captured tensors on the GPU: the score_mod runs per register, so a capture read is a scalar
+// global load, bounds-checked like the CPU's (an index outside is replaced by 0 and sets the
+// capture's fault flag); the kernel takes the captures and the flags as they are.
+// CHECK-LABEL: gpu.func @captured_fwd
+// CHECK-SAME: %[[TABLE:[^:]*]]: memref<?x?xf32>, %[[SLOPES:[^:]*]]: memref<?xf32, strided<[?], offset: ?>>, %[[FAULT:[^:]*]]: memref<?xi32, strided<[1], offset: ?>>
+// CHECK: memref.store %c1_i32, %[[FAULT]][%c0]
+// CHECK: memref.load %[[TABLE]][%{{.*}}, %{{.*}}] : memref<?x?xf32>
+// CHECK: memref.store %c1_i32, %[[FAULT]][%c1]
+// CHECK: memref.load %[[SLOPES]][%{{.*}}]
+func.func @captured(%q: tensor<?x?x?x64xbf16>, %table: tensor<?x?xf32>, %slopes: tensor<?xf32>) -> tensor<?x?x?x64xbf16> {
+  %o = attn.attention %q, %q, %q captures(%table, %slopes : tensor<?x?xf32>, tensor<?xf32>) normalizer(#attn.softmax)
+      : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16> -> tensor<?x?x?x64xbf16>
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %i: index, %j: index, %t: tensor<?x?xf32>, %m: tensor<?xf32>):
+    %c1 = arith.constant 1 : index
+    %width = tensor.dim %t, %c1 : tensor<?x?xf32>
+    %center = arith.divsi %width, %c1 : index
+    %rel = arith.subi %i, %j : index
+    %at = arith.addi %rel, %center : index
+    %x = tensor.extract %t[%h, %at] : tensor<?x?xf32>
+    %slope = tensor.extract %m[%h] : tensor<?xf32>
+    %y = arith.mulf %slope, %x : f32
+    %r = arith.addf %s, %y : f32
+    attn.yield %r : f32
+  }
+  return %o : tensor<?x?x?x64xbf16>
+}

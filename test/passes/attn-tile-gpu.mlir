@@ -221,16 +221,3 @@ func.func @masked_by_region(%q: tensor<?x?x?x64xbf16>) -> tensor<?x?x?x64xbf16> 
   return %o : tensor<?x?x?x64xbf16>
 }
 
-// -----
-
-func.func @captured_table(%q: tensor<?x?x?x64xbf16>, %t: tensor<?xf32>) -> tensor<?x?x?x64xbf16> {
-  // expected-error @+1 {{captured tensors (and the bias operand, which becomes one) are not lowered for the GPU yet}}
-  %o = attn.attention %q, %q, %q captures(%t : tensor<?xf32>) normalizer(#attn.softmax) : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16> -> tensor<?x?x?x64xbf16>
-  score_mod {
-  ^bb0(%s: f32, %b: index, %h: index, %i: index, %j: index, %table: tensor<?xf32>):
-    %x = tensor.extract %table[%j] : tensor<?xf32>
-    %r = arith.addf %s, %x : f32
-    attn.yield %r : f32
-  }
-  return %o : tensor<?x?x?x64xbf16>
-}

@@ -292,7 +292,7 @@ func.func @f(%q: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
   %o = attn.attention %q, %q, %q normalizer(#attn.custom) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
   normalizer_body {
   ^bb0(%s: f32):
-    // expected-error @+1 {{'ub.poison' op is not allowed in normalizer_body (only arith and math ops, and tensor.extract from a captured tensor), dialect 'ub'}}
+    // expected-error @+1 {{'ub.poison' op is not allowed in normalizer_body (only arith and math ops, and tensor.extract and tensor.dim of a captured tensor), dialect 'ub'}}
     %e = ub.poison : f32
     attn.yield %e : f32
   }
