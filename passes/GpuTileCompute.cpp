@@ -189,6 +189,107 @@ LogicalResult KernelLowering::lowerMask(TileMaskOp op) {
   return success();
 }
 
+FailureOr<SmallVector<Value>> KernelLowering::evaluateRegion(Region &region, ValueRange args,
+                                                             ValueRange captures, Value fault,
+                                                             bool derivative) {
+  // Scalar code per register; a captured tensor's read becomes a bounds-checked global load.
+  return replayElementwise(
+      b, loc, args,
+      [&](OpBuilder &builder, ValueRange standIns) -> FailureOr<SmallVector<Value>> {
+        SmallVector<Value> all(standIns);
+        all.append(captures.begin(), captures.end());
+        if (!derivative)
+          return SmallVector<Value>{inlineScalarRegion(builder, region, all)};
+        auto both = emitRegionWithDerivative(builder, loc, region, all);
+        if (failed(both))
+          return failure();
+        return SmallVector<Value>{both->first, both->second};
+      },
+      [&](Operation &inner, ArrayRef<Value> operands) {
+        return lowerCaptureRead(b, loc, inner, operands, captures, fault);
+      });
+}
+
+/// The CTA evaluates the mask region over the block's rows x cols positions, each thread a
+/// strided share, and votes with two barrier reductions (some allowed, all allowed): the
+/// classification is uniform over the CTA, as the block loop's branch on it needs.
+LogicalResult KernelLowering::lowerMaskClassify(TileMaskClassifyOp op) {
+  Value rows = mapped(op.getRows()), cols = mapped(op.getCols());
+  Value batch = mapped(op.getBatch()), head = mapped(op.getHead());
+  Value rowStart = mapped(op.getRowStart()), colStart = mapped(op.getColStart());
+  SmallVector<Value> captures;
+  for (Value capture : op.getCaptures())
+    captures.push_back(mapped(capture));
+  Value fault = op.getFault() ? mapped(op.getFault()) : Value();
+  Value total = arith::MulIOp::create(b, loc, rows, cols);
+  Value safeCols = arith::MaxSIOp::create(b, loc, cols, g->idx(1));
+  Value none = arith::ConstantOp::create(b, loc, b.getBoolAttr(false));
+  Value every = arith::ConstantOp::create(b, loc, b.getBoolAttr(true));
+  LogicalResult status = success();
+  auto loop = scf::ForOp::create(
+      b, loc, g->threadId, total, g->idx(g->threads()), ValueRange{none, every},
+      [&](OpBuilder &, Location, Value e, ValueRange carried) {
+        Value row = g->add(rowStart, arith::DivUIOp::create(b, loc, e, safeCols));
+        Value key = g->add(colStart, arith::RemUIOp::create(b, loc, e, safeCols));
+        auto allowed = evaluateRegion(op.getMask(), {batch, head, row, key}, captures, fault,
+                                      /*derivative=*/false);
+        if (failed(allowed)) {
+          status = failure();
+          scf::YieldOp::create(b, loc, carried);
+          return;
+        }
+        Value keep = (*allowed)[0];
+        scf::YieldOp::create(b, loc, ValueRange{arith::OrIOp::create(b, loc, carried[0], keep),
+                                               g->andI(carried[1], keep)});
+      });
+  if (failed(status))
+    return failure();
+  auto vote = [&](NVVM::BarrierReduction kind, Value flag) {
+    Value predicate = arith::ExtUIOp::create(b, loc, b.getI32Type(), flag);
+    Value result = NVVM::BarrierOp::create(b, loc, b.getI32Type(), Value(), Value(),
+                                           NVVM::BarrierReductionAttr::get(b.getContext(), kind),
+                                           predicate)
+                       .getRes();
+    return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, result,
+                                 arith::ConstantOp::create(b, loc, b.getI32IntegerAttr(0)));
+  };
+  Value some = vote(NVVM::BarrierReduction::OR, loop.getResult(0));
+  Value all = vote(NVVM::BarrierReduction::AND, loop.getResult(1));
+  // An empty extent has no position: "some" is false, so the block is empty (0).
+  Value kind = g->select(some, g->select(all, g->idx(1), g->idx(2)), g->idx(0));
+  map.map(op.getKind(), kind);
+  return success();
+}
+
+/// Per register, as tile_mask: the region's verdict at its (row, key), -inf where false.
+LogicalResult KernelLowering::lowerMaskRegion(TileMaskRegionOp op) {
+  TileLayout &l = layout(op.getScores());
+  auto scores = valuesOf(op, op.getScores());
+  if (failed(scores))
+    return failure();
+  Value batch = mapped(op.getBatch()), head = mapped(op.getHead());
+  Value rowStart = mapped(op.getRowStart()), colStart = mapped(op.getColStart());
+  SmallVector<Value> captures;
+  for (Value capture : op.getCaptures())
+    captures.push_back(mapped(capture));
+  Value fault = op.getFault() ? mapped(op.getFault()) : Value();
+  Value lastKey = g->add(colStart, arith::MaxSIOp::create(b, loc, g->sub(mapped(op.getCols()),
+                                                                            g->idx(1)),
+                                                           g->idx(0)));
+  SmallVector<Value> out;
+  for (size_t i = 0; i < scores->size(); ++i) {
+    auto [r, c] = position(l, i);
+    Value key = arith::MinSIOp::create(b, loc, g->add(colStart, c), lastKey);
+    auto allowed = evaluateRegion(op.getMask(), {batch, head, g->add(rowStart, r), key},
+                                  captures, fault, /*derivative=*/false);
+    if (failed(allowed))
+      return failure();
+    out.push_back(g->select((*allowed)[0], (*scores)[i], g->f32(-INFINITY)));
+  }
+  registers[op.getScores()] = out;
+  return success();
+}
+
 LogicalResult KernelLowering::lowerScoreMod(TileScoreModOp op) {
   TileLayout &l = layout(op.getScores());
   auto scores = valuesOf(op, op.getScores());
@@ -213,22 +314,8 @@ LogicalResult KernelLowering::lowerScoreMod(TileScoreModOp op) {
     if (!captures.empty())
       key = arith::MinSIOp::create(b, loc, key, lastKey);
     SmallVector<Value> args{(*scores)[i], batch, head, g->add(rowStart, r), key};
-    // Scalar code per register; a captured tensor's read becomes a bounds-checked global load.
-    auto replayed = replayElementwise(
-        b, loc, args,
-        [&](OpBuilder &builder, ValueRange standIns) -> FailureOr<SmallVector<Value>> {
-          SmallVector<Value> all(standIns);
-          all.append(captures.begin(), captures.end());
-          if (!op.getDerivative())
-            return SmallVector<Value>{inlineScalarRegion(builder, op.getScoreMod(), all)};
-          auto both = emitRegionWithDerivative(builder, loc, op.getScoreMod(), all);
-          if (failed(both))
-            return failure();
-          return SmallVector<Value>{both->first, both->second};
-        },
-        [&](Operation &inner, ArrayRef<Value> operands) {
-          return lowerCaptureRead(b, loc, inner, operands, captures, fault);
-        });
+    auto replayed = evaluateRegion(op.getScoreMod(), args, captures, fault,
+                                   static_cast<bool>(op.getDerivative()));
     if (failed(replayed))
       return failure();
     Value value = (*replayed)[0];

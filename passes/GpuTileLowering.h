@@ -81,6 +81,13 @@ private:
   LogicalResult lowerMatmul(TileMatmulOp op);
   LogicalResult lowerMask(TileMaskOp op);
   LogicalResult lowerScoreMod(TileScoreModOp op);
+  LogicalResult lowerMaskClassify(TileMaskClassifyOp op);
+  LogicalResult lowerMaskRegion(TileMaskRegionOp op);
+  /// A scalar region (score_mod, mask) at `args`, its capture reads bounds-checked global
+  /// loads; with `derivative`, also d(result)/d(args[0]).
+  FailureOr<SmallVector<Value>> evaluateRegion(Region &region, ValueRange args,
+                                               ValueRange captures, Value fault,
+                                               bool derivative);
   LogicalResult lowerNormalize(TileNormalizeOp op);
   LogicalResult lowerRowFinalize(TileRowFinalizeOp op);
   LogicalResult lowerProbabilities(TileProbabilitiesOp op);

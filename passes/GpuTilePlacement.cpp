@@ -19,6 +19,8 @@ SmallVector<Value> writtenTiles(Operation *op) {
     return {matmul.getAcc()};
   if (auto mask = dyn_cast<TileMaskOp>(op))
     return {mask.getScores()};
+  if (auto mask = dyn_cast<TileMaskRegionOp>(op))
+    return {mask.getScores()};
   if (auto mod = dyn_cast<TileScoreModOp>(op)) {
     SmallVector<Value> out{mod.getScores()};
     if (mod.getDerivative())

@@ -128,6 +128,10 @@ LogicalResult KernelLowering::lowerOp(Operation *op) {
     return lowerMatmul(matmul);
   if (auto mask = dyn_cast<TileMaskOp>(op))
     return lowerMask(mask);
+  if (auto classify = dyn_cast<TileMaskClassifyOp>(op))
+    return lowerMaskClassify(classify);
+  if (auto maskRegion = dyn_cast<TileMaskRegionOp>(op))
+    return lowerMaskRegion(maskRegion);
   if (auto mod = dyn_cast<TileScoreModOp>(op))
     return lowerScoreMod(mod);
   if (auto normalize = dyn_cast<TileNormalizeOp>(op))

@@ -35,11 +35,6 @@ struct AttnTileGpuPass : impl::AttnTileGpuBase<AttnTileGpuPass> {
 
   /// Tile constraints, as diagnostics on the op.
   LogicalResult checkShapes(AttentionOp op) {
-    // The block classification needs a CTA-wide vote per block, which the GPU lowering does
-    // not emit yet; a clear error rather than kernels that ignore the mask.
-    if (!op.getMask().empty())
-      return op.emitOpError("mask regions are not lowered for the GPU yet (the CPU kernels "
-                            "take them); write the mask as a score_mod returning -inf");
     for (int64_t dim : {op.getHeadDim(), op.getValueHeadDim()})
       if (dim % 16 != 0 || dim < 16 || dim > 256)
         return op.emitOpError("GPU kernels need head dims that are multiples of 16 in "

@@ -122,3 +122,28 @@ func.func @captured(%q: tensor<?x?x?x64xbf16>, %table: tensor<?x?xf32>, %slopes:
   }
   return %o : tensor<?x?x?x64xbf16>
 }
+
+// -----
+
+// A mask region on the GPU: each thread evaluates the region on a strided share of the block's
+// positions, and the CTA votes with two barrier reductions (some allowed, all allowed), so the
+// branch that skips empty blocks is uniform; partial blocks apply the region per register.
+// CHECK-LABEL: gpu.func @documents_fwd
+// CHECK: scf.for %{{.*}} = %{{.*}} to %{{.*}} step %c128 iter_args({{.*}}) -> (i1, i1)
+// CHECK: nvvm.barrier #nvvm.reduction<or> %{{.*}} -> i32
+// CHECK: nvvm.barrier #nvvm.reduction<and> %{{.*}} -> i32
+// CHECK: arith.select
+// CHECK: scf.if
+func.func @documents(%q: tensor<?x?x?x64xbf16>) -> tensor<?x?x?x64xbf16> {
+  %o = attn.attention %q, %q, %q normalizer(#attn.softmax)
+      : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16> -> tensor<?x?x?x64xbf16>
+  mask {
+  ^bb0(%b: index, %h: index, %i: index, %j: index):
+    %c100 = arith.constant 100 : index
+    %di = arith.divsi %i, %c100 : index
+    %dj = arith.divsi %j, %c100 : index
+    %same = arith.cmpi eq, %di, %dj : index
+    attn.yield %same : i1
+  }
+  return %o : tensor<?x?x?x64xbf16>
+}

@@ -208,16 +208,3 @@ func.func @ragged(%q: tensor<?x?x?x64xbf16>, %k: tensor<?x?x?x64xbf16>, %v: tens
   return %o : tensor<?x?x?x64xbf16>
 }
 
-// -----
-
-func.func @masked_by_region(%q: tensor<?x?x?x64xbf16>) -> tensor<?x?x?x64xbf16> {
-  // expected-error @+1 {{mask regions are not lowered for the GPU yet}}
-  %o = attn.attention %q, %q, %q normalizer(#attn.softmax) : tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16>, tensor<?x?x?x64xbf16> -> tensor<?x?x?x64xbf16>
-  mask {
-  ^bb0(%b: index, %h: index, %i: index, %j: index):
-    %keep = arith.cmpi sle, %j, %i : index
-    attn.yield %keep : i1
-  }
-  return %o : tensor<?x?x?x64xbf16>
-}
-
