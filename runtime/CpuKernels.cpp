@@ -10,6 +10,7 @@
 #include "runtime/HostObject.h"
 #include "runtime/Jit.h"
 #include "runtime/Log.h"
+#include "runtime/TieredObject.h"
 #include "runtime/VariantSource.h"
 
 #include "mlir/ExecutionEngine/OptUtils.h"
@@ -306,9 +307,11 @@ codegen::CpuKernelOptions hostKernelOptions(bool bfloat16Inputs) {
 using codegen::CpuKernelSet;
 
 /// attn IR (canonical) -> one tiled kernel -> LLVM dialect -> optimized LLVM IR -> ELF object.
-std::string compileObject(mlir::ModuleOp module, codegen::CpuKernelOptions kernelOptions,
-                          CpuKernelSet kernel, const std::string &label,
-                          const std::string &dumpFolder) {
+/// `tiered`: the object is the quick tier's, with a job that generates the optimized one
+/// from the same LLVM IR (runtime/TieredObject.h).
+TieredCompile compileObject(mlir::ModuleOp module, codegen::CpuKernelOptions kernelOptions,
+                            CpuKernelSet kernel, const std::string &label,
+                            const std::string &dumpFolder, bool tiered) {
   mlir::MLIRContext &context = *module.getContext();
   DiagnosticCollector diagnostics(context);
   mlir::PassManager pm(&context);
@@ -332,17 +335,20 @@ std::string compileObject(mlir::ModuleOp module, codegen::CpuKernelOptions kerne
   std::snprintf(millis, sizeof millis, "%.1f",
                 std::chrono::duration<double, std::milli>(Clock::now() - start).count());
   std::string phases = std::string("MLIR passes ") + millis + " ms";
-  std::string object;
+  TieredCompile compiled;
   try {
     // The kernels' vectors are sized to the host's registers: LLVM must not split 512-bit
     // vectors on CPUs it tunes for 256-bit ones.
-    object = emitHostObject(module, kernelOptions.lanes * 32, "attention " + label, dumpFolder,
-                            &phases);
+    std::shared_ptr<HostModule> host = translateHostModule(
+        module, kernelOptions.lanes * 32, "attention " + label, dumpFolder, &phases);
+    compiled.bytes = emitHostCode(*host, tiered ? CodeTier::Quick : CodeTier::Optimized, &phases);
+    if (tiered)
+      compiled.optimize = [host] { return emitHostCode(*host, CodeTier::Optimized); };
   } catch (const CompileError &error) {
     throw CompileError(std::string(error.what()) + ":\n" + diagnostics.text());
   }
   log(LogLevel::Debug, label + ": " + phases);
-  return object;
+  return compiled;
 }
 
 std::string describe(const VariantSpec &spec) {
@@ -370,22 +376,24 @@ struct KernelSource {
 
 /// The artifact of one kernel: from the disk cache, or compiled from `module` (parsed from
 /// the canonical IR when null, in a context of this call's own: backward kernels compile on
-/// two threads at once).
-std::shared_ptr<const LoadedCpuObject> obtainKernel(const KernelSource &source,
-                                                     CpuKernelSet kernel,
-                                                     mlir::ModuleOp module = nullptr) {
+/// two threads at once). Compiled, it is the quick tier until the optimized object, made on
+/// the background compile thread, replaces it (JitConfig::tiered).
+std::shared_ptr<TieredKernel> obtainKernel(const KernelSource &source, CpuKernelSet kernel,
+                                           mlir::ModuleOp module = nullptr) {
   const std::string suffix = codegen::cpuKernelSuffix(kernel);
   ArtifactRequest request;
   request.canonicalIr = source.canonicalIr;
   request.target = source.target;
   request.options = source.options + " kernel=" + suffix.substr(1);
   request.label = source.label + " " + suffix.substr(1);
-  std::string object = Jit::instance().artifact(request, [&](const std::string &dumpFolder) {
+  const bool tiered = Jit::instance().config().tiered;
+  auto compile = [&](const std::string &dumpFolder) {
     if (module) {
       if (!dumpFolder.empty())
         writeFile(dumpFolder + "/attn-canonical.mlir",
                   [&](llvm::raw_ostream &os) { module.print(os); });
-      return compileObject(module, source.kernelOptions, kernel, request.label, dumpFolder);
+      return compileObject(module, source.kernelOptions, kernel, request.label, dumpFolder,
+                           tiered);
     }
     mlir::DialectRegistry registry;
     codegen::registerCpuDialects(registry);
@@ -399,9 +407,32 @@ std::shared_ptr<const LoadedCpuObject> obtainKernel(const KernelSource &source,
     if (!dumpFolder.empty())
       writeFile(dumpFolder + "/attn-canonical.mlir",
                 [&](llvm::raw_ostream &os) { parsed->print(os); });
-    return compileObject(*parsed, source.kernelOptions, kernel, request.label, dumpFolder);
-  });
-  return loadCpuObject(object, request.label);
+    return compileObject(*parsed, source.kernelOptions, kernel, request.label, dumpFolder,
+                         tiered);
+  };
+  // The optimized object may be ready before the quick one is loaded: its loader waits for
+  // the kernel made below (or for nothing, when loading failed).
+  auto made = std::make_shared<std::promise<std::shared_ptr<TieredKernel>>>();
+  std::shared_future<std::shared_ptr<TieredKernel>> kernelMade = made->get_future().share();
+  bool final = true;
+  std::string object = Jit::instance().tieredArtifact(
+      request, compile,
+      [kernelMade, label = request.label](const std::string &bytes) {
+        if (std::shared_ptr<TieredKernel> loaded = kernelMade.get())
+          loaded->replace(loadCpuObject(bytes, label + " (optimized)"));
+      },
+      final);
+  std::shared_ptr<TieredKernel> loaded;
+  try {
+    loaded = std::make_shared<TieredKernel>(loadCpuObject(object, request.label),
+                                            std::string("_mlir_ciface_attention") + suffix,
+                                            final);
+  } catch (...) {
+    made->set_value(nullptr);
+    throw;
+  }
+  made->set_value(loaded);
+  return loaded;
 }
 
 double millisBetween(std::chrono::steady_clock::time_point from,
@@ -409,20 +440,43 @@ double millisBetween(std::chrono::steady_clock::time_point from,
   return std::chrono::duration<double, std::milli>(to - from).count();
 }
 
+/// The backward kernels, being obtained on two threads of their own beside the forward
+/// (JitConfig::speculateBackward): from the disk cache, or compiled at a lower priority than
+/// the forward, so that a training step's backward finds them ready and the forward is not
+/// slowed down by them. Destroying it waits for both.
+struct SpeculativeBackward {
+  std::future<std::shared_ptr<TieredKernel>> query, key;
+
+  static std::unique_ptr<SpeculativeBackward> start(const KernelSource &source) {
+    auto shared = std::make_shared<const KernelSource>(source);
+    auto obtain = [shared](CpuKernelSet kernel) {
+      lowerThreadPriority(5);
+      return obtainKernel(*shared, kernel);
+    };
+    auto started = std::make_unique<SpeculativeBackward>();
+    started->key = std::async(std::launch::async, obtain, CpuKernelSet::KeyGrad);
+    started->query = std::async(std::launch::async, obtain, CpuKernelSet::QueryGrad);
+    return started;
+  }
+};
+
 class JitCpuKernels final : public CpuKernels {
 public:
-  JitCpuKernels(std::shared_ptr<const LoadedCpuObject> forward, KernelSource source,
+  JitCpuKernels(std::shared_ptr<TieredKernel> forward, KernelSource source,
                 bool rowWise, bool keyLengths, VariantCaptures captures, double millis)
-      : forwardObject_(std::move(forward)), source_(std::move(source)), rowWise_(rowWise),
-        keyLengths_(keyLengths), captures_(std::move(captures)), compileMillis_(millis) {
-    forward_ = forwardObject_->lookup("_mlir_ciface_attention_fwd");
-  }
+      : forward_(std::move(forward)), source_(std::move(source)), rowWise_(rowWise),
+        keyLengths_(keyLengths), captures_(std::move(captures)), compileMillis_(millis) {}
 
   int64_t queryTile() const override { return source_.kernelOptions.queryTile; }
   int64_t keyTile() const override { return source_.kernelOptions.keyTile; }
   bool rowWise() const override { return rowWise_; }
   double compileMillis() const override { return compileMillis_; }
   void prepareBackward() const override { backward(); }
+  /// The backward kernels' speculative compile, started beside the forward's.
+  void adoptSpeculation(std::unique_ptr<SpeculativeBackward> speculative) {
+    std::lock_guard<std::mutex> lock(backwardMutex_);
+    speculative_ = std::move(speculative);
+  }
 
   const std::vector<CaptureDeclaration> &captures() const override {
     return captures_.declarations;
@@ -521,10 +575,9 @@ private:
   }
 
   struct Backward {
-    std::shared_ptr<const LoadedCpuObject> queryObject, keyObject;
-    // Symbols, called through the function type of the variant (with or without lengths).
-    void *queryGrad = nullptr;
-    void *keyGrad = nullptr;
+    // Symbols (the current tier's code at each call), called with the variant's arguments.
+    TieredSymbol queryGrad;
+    TieredSymbol keyGrad;
   };
 
   /// The backward kernels, obtained on first use: dQ on this thread and dK/dV on another
@@ -537,19 +590,26 @@ private:
       return *ready;
     auto start = std::chrono::steady_clock::now();
     auto made = std::make_unique<Backward>();
-    std::future<std::shared_ptr<const LoadedCpuObject>> keyObject =
+    if (std::unique_ptr<SpeculativeBackward> speculative = std::move(speculative_)) {
+      // Started beside the forward; a failure is thrown here, and the next call retries.
+      speculative->key.wait();
+      made->queryGrad = TieredSymbol(speculative->query.get());
+      made->keyGrad = TieredSymbol(speculative->key.get());
+      backwardStorage_ = std::move(made);
+      backward_.store(backwardStorage_.get(), std::memory_order_release);
+      return *backwardStorage_;
+    }
+    std::future<std::shared_ptr<TieredKernel>> keyObject =
         std::async(std::launch::async, [this] {
           return obtainKernel(source_, CpuKernelSet::KeyGrad);
         });
     try {
-      made->queryObject = obtainKernel(source_, CpuKernelSet::QueryGrad);
+      made->queryGrad = TieredSymbol(obtainKernel(source_, CpuKernelSet::QueryGrad));
     } catch (...) {
       keyObject.wait();
       throw;
     }
-    made->keyObject = keyObject.get();
-    made->queryGrad = made->queryObject->lookup("_mlir_ciface_attention_bwd_dq");
-    made->keyGrad = made->keyObject->lookup("_mlir_ciface_attention_bwd_dkdv");
+    made->keyGrad = TieredSymbol(keyObject.get());
     log(LogLevel::Debug, source_.label + ": backward kernels in " +
                              std::to_string(millisBetween(start, std::chrono::steady_clock::now())) +
                              " ms");
@@ -558,14 +618,14 @@ private:
     return *backwardStorage_;
   }
 
-  std::shared_ptr<const LoadedCpuObject> forwardObject_;
+  TieredSymbol forward_; ///< the current tier's code at each call
   KernelSource source_;
   bool rowWise_;
   bool keyLengths_;
   VariantCaptures captures_;
   double compileMillis_;
-  void *forward_ = nullptr;
   mutable std::mutex backwardMutex_;
+  mutable std::unique_ptr<SpeculativeBackward> speculative_;
   mutable std::unique_ptr<Backward> backwardStorage_;
   mutable std::atomic<const Backward *> backward_{nullptr};
 };
@@ -600,16 +660,23 @@ std::shared_ptr<const CpuKernels> build(const VariantSpec &spec) {
   source.label = describe(spec);
 
   auto prepared = std::chrono::steady_clock::now();
-  std::shared_ptr<const LoadedCpuObject> forward =
+  std::unique_ptr<SpeculativeBackward> speculative;
+  if (Jit::instance().config().speculateBackward)
+    speculative = SpeculativeBackward::start(source);
+  std::shared_ptr<TieredKernel> forward =
       obtainKernel(source, CpuKernelSet::Forward, *variant.module);
   auto done = std::chrono::steady_clock::now();
   log(LogLevel::Debug, source.label + ": canonical IR and key " +
                            std::to_string(millisBetween(start, prepared)) +
                            " ms, forward kernel " + std::to_string(millisBetween(prepared, done)) +
                            " ms");
-  return std::make_shared<JitCpuKernels>(std::move(forward), std::move(source), variant.rowWise,
-                                         spec.keyLengths, std::move(variant.captures),
-                                         millisBetween(start, done));
+  auto kernels = std::make_shared<JitCpuKernels>(std::move(forward), std::move(source),
+                                                 variant.rowWise, spec.keyLengths,
+                                                 std::move(variant.captures),
+                                                 millisBetween(start, done));
+  if (speculative)
+    kernels->adoptSpeculation(std::move(speculative));
+  return kernels;
 }
 } // namespace
 

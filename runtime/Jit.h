@@ -15,6 +15,7 @@
 #include <functional>
 #include <future>
 #include <memory>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <unordered_map>
@@ -26,10 +27,18 @@ namespace attn::runtime {
 ///   ATTN_CACHE_DISABLE=1  no disk cache (kernels still live in memory for the process);
 ///   ATTN_DUMP_DIR=DIR  every compile writes each stage's IR, LLVM IR and PTX under DIR
 ///                      (and bypasses the disk cache so that there is something to dump);
-///   ATTN_LOG=info      logs compiles, disk hits and kernel resources (see Log.h).
+///   ATTN_LOG=info      logs compiles, disk hits and kernel resources (see Log.h);
+///   ATTN_TIERED_COMPILE=0  CPU kernels compile optimized before their first call, instead of
+///                      a quick object first and the optimized one in the background
+///                      (runtime/TieredObject.h). Dumping implies 0;
+///   ATTN_SPECULATE_BACKWARD=0  CPU backward kernels compile on first use only, instead of
+///                      beside the forward, at a lower priority, as soon as a variant is asked
+///                      for (an inference-only process then never compiles them).
 struct JitConfig {
   std::string cacheDirectory; ///< empty: disk cache disabled
   std::string dumpDirectory;  ///< empty: no dumps
+  bool tiered = true;         ///< tieredArtifact may return a quick object first
+  bool speculateBackward = true;
   static JitConfig fromEnvironment();
 };
 
@@ -38,6 +47,16 @@ struct JitStatistics {
   uint64_t compiles = 0;   ///< artifacts built by the compiler
   uint64_t diskHits = 0;   ///< artifacts read from the disk cache
   uint64_t memoryHits = 0; ///< requests answered by the in-process cache
+  uint64_t quickObjects = 0;     ///< compiles that first returned a quick-tier object
+  uint64_t optimizedLater = 0;   ///< optimized objects that replaced a quick one
+};
+
+/// What a compile that may deliver in two tiers returns (tieredArtifact).
+struct TieredCompile {
+  std::string bytes; ///< object code usable now
+  /// Empty: `bytes` are the final object. Otherwise makes the final object; runs later on the
+  /// background compile thread (runtime/TieredObject.h), so it owns everything it needs.
+  std::function<std::string()> optimize;
 };
 
 /// The key material of one artifact. `canonicalIr` is the canonicalized attn IR; target and
@@ -64,6 +83,18 @@ public:
   std::string artifact(const ArtifactRequest &request,
                        const std::function<std::string(const std::string &dumpDirectory)> &compile);
 
+  /// Like artifact(), in tiers. A disk hit returns its (final) bytes and `final` = true. A
+  /// miss calls `compile`; when it returns an `optimize` job, the job runs on the background
+  /// compile thread, its bytes are stored in the disk cache (the quick bytes never are) and
+  /// passed to `ready`. Processes racing on the key still compile it once: the key's file
+  /// lock is held until the final bytes are stored.
+  std::string tieredArtifact(const ArtifactRequest &request,
+                             const std::function<TieredCompile(const std::string &)> &compile,
+                             std::function<void(const std::string &finalBytes)> ready,
+                             bool &final);
+  /// Blocks until every background (optimized-tier) compile queued so far is done.
+  void waitForBackgroundCompiles();
+
   JitStatistics statistics() const;
   void resetStatistics();
   void countMemoryHit() { memoryHits_.fetch_add(1, std::memory_order_relaxed); }
@@ -75,7 +106,12 @@ private:
   Jit();
   JitConfig config_;
   KernelCache cache_;
-  std::atomic<uint64_t> compiles_{0}, diskHits_{0}, memoryHits_{0};
+  /// A disk hit, or nullopt with `lock` holding the key's lock (when the cache is enabled).
+  std::optional<std::string> diskLookup(const ArtifactRequest &request, const std::string &key,
+                                        KernelCache::KeyLock &lock);
+  std::string dumpFolderFor(const ArtifactRequest &request, const std::string &key) const;
+  std::atomic<uint64_t> compiles_{0}, diskHits_{0}, memoryHits_{0}, quickObjects_{0},
+      optimizedLater_{0};
 };
 
 /// The in-process level: compile-once per key across threads, kept for the process lifetime

@@ -2,10 +2,12 @@
 // restart, recovery from a damaged entry, a read-only cache, and the environment switches.
 #include "runtime/CpuKernels.h"
 #include "runtime/Jit.h"
+#include "runtime/TieredObject.h"
 #include "test/runtime/ProcessRunner.h"
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <fstream>
 #include <sys/stat.h>
 #include <thread>
@@ -22,6 +24,8 @@ test::ProcessSpec probe(const std::string &cacheDirectory, std::vector<std::stri
   spec.environment["ATTN_CACHE_DIR"] = cacheDirectory;
   spec.environment.emplace("ATTN_CACHE_DISABLE", "0");
   spec.environment.emplace("ATTN_DUMP_DIR", "");
+  // The counts below are of the forward alone (the probe never runs the backward).
+  spec.environment.emplace("ATTN_SPECULATE_BACKWARD", "0");
   return spec;
 }
 
@@ -49,9 +53,13 @@ protected:
     setenv("ATTN_CACHE_DIR", directory.path().c_str(), 1);
     unsetenv("ATTN_CACHE_DISABLE");
     unsetenv("ATTN_DUMP_DIR");
+    // Counts of the forward alone; SpeculativeBackwardCompilesEachKernelOnce turns it on.
+    setenv("ATTN_SPECULATE_BACKWARD", "0", 1);
     Jit::instance().reconfigureFromEnvironment();
   }
   void TearDown() override {
+    Jit::instance().waitForBackgroundCompiles();
+    unsetenv("ATTN_SPECULATE_BACKWARD");
     unsetenv("ATTN_CACHE_DIR");
     Jit::instance().reconfigureFromEnvironment();
   }
@@ -80,6 +88,7 @@ TEST_F(JitInProcess, SixteenThreadsAskingForOneKeyCompileOnce) {
   EXPECT_EQ(after.diskHits - before.diskHits, 0u);
   for (const auto &result : results)
     EXPECT_EQ(result.get(), results.front().get()) << "threads got different kernels";
+  Jit::instance().waitForBackgroundCompiles(); // the optimized tier is what is stored
   EXPECT_EQ(entries(directory, ".kernel").size(), 1u);
   getCpuKernels(spec);
   EXPECT_GE(Jit::instance().statistics().memoryHits - after.memoryHits, 1u);
@@ -88,12 +97,15 @@ TEST_F(JitInProcess, SixteenThreadsAskingForOneKeyCompileOnce) {
 TEST_F(JitInProcess, BackwardCompilesOnFirstUseOnceAcrossThreads) {
   // The forward is an artifact of its own; dQ and dK/dV follow on the first backward use,
   // once however many threads ask at the same moment.
+  // (With speculation off, as in every test of this fixture but one: by default the backward
+  // compiles beside the forward.)
   VariantSpec spec;
   spec.variant = "relu(scale=0.0417)";
   spec.headDim = spec.valueHeadDim = 16;
   JitStatistics before = Jit::instance().statistics();
   std::shared_ptr<const CpuKernels> kernels = getCpuKernels(spec);
   EXPECT_EQ(Jit::instance().statistics().compiles - before.compiles, 1u) << "forward only";
+  Jit::instance().waitForBackgroundCompiles(); // the optimized tier is what is stored
   EXPECT_EQ(entries(directory, ".kernel").size(), 1u);
 
   std::atomic<int> ready{0};
@@ -109,17 +121,129 @@ TEST_F(JitInProcess, BackwardCompilesOnFirstUseOnceAcrossThreads) {
     thread.join();
   EXPECT_EQ(Jit::instance().statistics().compiles - before.compiles, 3u)
       << "the backward is two artifacts, compiled once";
+  Jit::instance().waitForBackgroundCompiles();
   EXPECT_EQ(entries(directory, ".kernel").size(), 3u);
   kernels->prepareBackward();
   EXPECT_EQ(Jit::instance().statistics().compiles - before.compiles, 3u);
 
   // A new process: all three from the disk, the backward still only when asked for.
   test::ProcessResult second =
-      test::run(probe(directory.path(), {"--variant=relu(scale=0.0417)", "--head-dim=16"}));
+      test::run(probe(directory.path(), {"--variant=relu(scale=0.0417)", "--head-dim=16"},
+                      {{"ATTN_SPECULATE_BACKWARD", "0"}}));
   ASSERT_EQ(second.exitCode, 0) << second.err;
   test::ProbeCounts warm = test::parseProbe(second);
   EXPECT_EQ(warm.compiles, 0);
   EXPECT_EQ(warm.diskHits, 1);
+}
+
+TEST_F(JitInProcess, SpeculativeBackwardCompilesEachKernelOnce) {
+  // The backward compiles beside the forward; a backward asked for at once waits for those
+  // compiles instead of starting its own.
+  setenv("ATTN_SPECULATE_BACKWARD", "1", 1);
+  Jit::instance().reconfigureFromEnvironment();
+  VariantSpec spec;
+  spec.variant = "relu(scale=0.0419)";
+  spec.headDim = spec.valueHeadDim = 16;
+  JitStatistics before = Jit::instance().statistics();
+  std::shared_ptr<const CpuKernels> kernels = getCpuKernels(spec);
+  kernels->prepareBackward();
+  EXPECT_EQ(Jit::instance().statistics().compiles - before.compiles, 3u);
+  Jit::instance().waitForBackgroundCompiles();
+  EXPECT_EQ(entries(directory, ".kernel").size(), 3u);
+}
+
+/// Runs the forward, dQ and dK/dV tiles of one small problem; returns every output.
+std::vector<float> runAllKernels(const CpuKernels &kernels, int64_t length, int64_t dim) {
+  const int64_t heads = 2;
+  auto fill = [](std::vector<float> &data, uint32_t seed) {
+    for (float &value : data) {
+      seed = seed * 1664525u + 1013904223u;
+      value = static_cast<float>(seed >> 8) / 16777216.0f - 0.5f;
+    }
+  };
+  std::vector<float> q(heads * length * dim), k(q.size()), v(q.size()), dout(q.size());
+  fill(q, 1), fill(k, 2), fill(v, 3), fill(dout, 4);
+  std::vector<float> o(q.size(), NAN), dq(q.size(), NAN), dk(q.size(), NAN), dv(q.size(), NAN);
+  std::vector<float> lse(heads * length, NAN), delta(heads * length, 0.25f);
+  auto view4 = [&](std::vector<float> &data) {
+    View4 view;
+    view.data = data.data();
+    const int64_t sizes[4] = {1, heads, length, dim};
+    const int64_t strides[4] = {heads * length * dim, length * dim, dim, 1};
+    std::copy(sizes, sizes + 4, view.sizes);
+    std::copy(strides, strides + 4, view.strides);
+    return view;
+  };
+  auto view3 = [&](std::vector<float> &data) {
+    View3 view;
+    view.data = data.data();
+    const int64_t sizes[3] = {1, heads, length}, strides[3] = {heads * length, length, 1};
+    std::copy(sizes, sizes + 3, view.sizes);
+    std::copy(strides, strides + 3, view.strides);
+    return view;
+  };
+  for (int64_t head = 0; head < heads; ++head)
+    for (int64_t start = 0; start < length; start += kernels.queryTile())
+      kernels.forwardTile(view4(q), view4(k), view4(v), view4(o), view3(lse), 0, head, start);
+  for (int64_t head = 0; head < heads; ++head) {
+    for (int64_t start = 0; start < length; start += kernels.queryTile())
+      kernels.backwardQueryTile(view4(q), view4(k), view4(v), view4(dout), view3(lse),
+                                view3(delta), view4(dq), 0, head, start);
+    for (int64_t start = 0; start < length; start += kernels.keyTile())
+      kernels.backwardKeyTile(view4(q), view4(k), view4(v), view4(dout), view3(lse),
+                              view3(delta), view4(dk), view4(dv), 0, head, start);
+  }
+  std::vector<float> all = o;
+  for (const std::vector<float> *part : {&lse, &dq, &dk, &dv})
+    all.insert(all.end(), part->begin(), part->end());
+  return all;
+}
+
+TEST_F(JitInProcess, OptimizedTierReplacesTheQuickOneUnderRunningCalls) {
+  // Kernels start as the quick tier; the optimized objects replace them while four threads
+  // keep calling all three kernels. Every call's results are the quick tier's, bit for bit
+  // (the same IR, the same arithmetic), before, during and after the switch.
+  BackgroundCompiles::instance().hold(true);
+  VariantSpec spec;
+  spec.variant = "softmax";
+  spec.headDim = spec.valueHeadDim = 32;
+  spec.scale = 0.1729;
+  JitStatistics before = Jit::instance().statistics();
+  std::shared_ptr<const CpuKernels> kernels = getCpuKernels(spec);
+  kernels->prepareBackward();
+  const JitStatistics quick = Jit::instance().statistics();
+  ASSERT_EQ(quick.quickObjects - before.quickObjects, 3u) << "tiering is on by default";
+  ASSERT_EQ(quick.optimizedLater, before.optimizedLater) << "held: nothing optimized yet";
+  const int64_t length = 300, dim = 32; // odd length: the tails too
+  const std::vector<float> reference = runAllKernels(*kernels, length, dim);
+  for (float value : reference)
+    ASSERT_TRUE(std::isfinite(value));
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> mismatches{0}, calls{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i)
+    threads.emplace_back([&] {
+      while (!stop.load()) {
+        if (runAllKernels(*kernels, length, dim) != reference)
+          mismatches.fetch_add(1);
+        calls.fetch_add(1);
+      }
+    });
+  while (calls.load() < 4) {
+  }
+  BackgroundCompiles::instance().hold(false);
+  Jit::instance().waitForBackgroundCompiles();
+  const int switched = calls.load();
+  while (calls.load() < switched + 8) {
+  }
+  stop = true;
+  for (std::thread &thread : threads)
+    thread.join();
+  EXPECT_EQ(Jit::instance().statistics().optimizedLater - before.optimizedLater, 3u);
+  EXPECT_EQ(mismatches.load(), 0) << "of " << calls.load() << " runs";
+  EXPECT_EQ(runAllKernels(*kernels, length, dim), reference) << "the optimized tier";
+  EXPECT_EQ(entries(directory, ".kernel").size(), 3u) << "only optimized objects are stored";
 }
 
 TEST_F(JitInProcess, SpellingsOfOneVariantShareTheDiskEntry) {

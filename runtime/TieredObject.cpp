@@ -1,0 +1,145 @@
+#include "runtime/TieredObject.h"
+
+#include "runtime/Log.h"
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <exception>
+
+#if defined(__linux__)
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+namespace attn::runtime {
+
+TieredKernel::TieredKernel(std::shared_ptr<const LoadedCpuObject> object, std::string symbol,
+                           bool final)
+    : symbol_(std::move(symbol)) {
+  void *address = object->lookup(symbol_);
+  objects_.push_back(std::move(object));
+  optimized_.store(final, std::memory_order_relaxed);
+  address_.store(address, std::memory_order_release);
+}
+
+void TieredKernel::replace(std::shared_ptr<const LoadedCpuObject> object) {
+  void *address = object->lookup(symbol_);
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (optimized_.load(std::memory_order_relaxed))
+    return;
+  // The old object stays in objects_: calls that read the old address may still be running.
+  objects_.push_back(std::move(object));
+  address_.store(address, std::memory_order_release);
+  optimized_.store(true, std::memory_order_release);
+}
+
+BackgroundCompiles &BackgroundCompiles::instance() {
+  // Leaked: the worker is joined by the exit handler, never by a static destructor.
+  static BackgroundCompiles &compiles = *new BackgroundCompiles;
+  return compiles;
+}
+
+void BackgroundCompiles::submit(std::function<void()> job) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  jobs_.push_back(std::move(job));
+  ensureExitHandler();
+  if (!started_) {
+    started_ = true;
+    worker_ = std::thread([this] { run(); });
+  }
+  changed_.notify_all();
+}
+
+void BackgroundCompiles::run() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  for (;;) {
+    changed_.wait(lock, [this] {
+      return (exiting_ && jobs_.empty()) ||
+             (!jobs_.empty() && (exiting_ || (!held_ && foreground_ == 0)));
+    });
+    if (jobs_.empty())
+      return; // exiting
+    std::function<void()> job = std::move(jobs_.front());
+    jobs_.pop_front();
+    running_ = true;
+    lock.unlock();
+    try {
+      job();
+    } catch (const std::exception &error) {
+      log(LogLevel::Warning, std::string("background compile failed (the quick code stays): ") +
+                                 error.what());
+    } catch (...) {
+      log(LogLevel::Warning, "background compile failed (the quick code stays)");
+    }
+    job = nullptr;
+    lock.lock();
+    running_ = false;
+    finished_.fetch_add(1, std::memory_order_release);
+    changed_.notify_all();
+  }
+}
+
+void BackgroundCompiles::waitIdle() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  changed_.wait(lock, [this] { return jobs_.empty() && !running_; });
+}
+
+void BackgroundCompiles::hold(bool held) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  held_ = held;
+  changed_.notify_all();
+}
+
+void BackgroundCompiles::ensureExitHandler() {
+  if (exitHandler_)
+    return;
+  exitHandler_ = true;
+  // Registered after LLVM's and MLIR's globals were constructed (at the first compile), so it
+  // runs before their destructors.
+  std::atexit([] { BackgroundCompiles::instance().drainAtExit(); });
+}
+
+void BackgroundCompiles::drainAtExit() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  exiting_ = true;
+  changed_.notify_all();
+  // Compiles on other threads (speculative ones) finish first; bounded, since exit() may come
+  // from inside a compile (an LLVM fatal error) on this very thread.
+  changed_.wait_for(lock, std::chrono::seconds(2), [this] { return foreground_ == 0; });
+  const bool joinable = worker_.joinable() && worker_.get_id() != std::this_thread::get_id();
+  lock.unlock();
+  if (joinable)
+    worker_.join();
+}
+
+BackgroundCompiles::Foreground::Foreground() {
+  BackgroundCompiles &compiles = instance();
+  std::lock_guard<std::mutex> lock(compiles.mutex_);
+  ++compiles.foreground_;
+  compiles.ensureExitHandler();
+}
+
+BackgroundCompiles::Foreground::~Foreground() {
+  BackgroundCompiles &compiles = instance();
+  std::lock_guard<std::mutex> lock(compiles.mutex_);
+  --compiles.foreground_;
+  compiles.changed_.notify_all();
+}
+
+} // namespace attn::runtime
+
+namespace attn::runtime {
+void lowerThreadPriority(int niceIncrement) {
+#if defined(__linux__)
+  const auto thread = static_cast<id_t>(::syscall(SYS_gettid));
+  errno = 0;
+  const int current = ::getpriority(PRIO_PROCESS, thread);
+  if (errno == 0)
+    (void)::setpriority(PRIO_PROCESS, thread, current + niceIncrement);
+#else
+  (void)niceIncrement;
+#endif
+}
+} // namespace attn::runtime

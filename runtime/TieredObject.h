@@ -1,0 +1,115 @@
+// The tiered CPU JIT's moving parts, free of MLIR and torch types:
+//   TieredKernel — one kernel symbol whose address may change once, from the quick tier's code
+//     to the optimized tier's, while other threads call it;
+//   BackgroundCompiles — the one thread that generates the optimized objects, after the quick
+//     objects that callers wait for.
+// A kernel is first compiled with the quick code generator (runtime/HostObject.h, CodeTier)
+// so that it is callable early; the optimized object is generated on the background thread,
+// stored in the disk cache (the quick one never is) and then replaces the function pointer.
+// A process that finds the optimized object on disk never sees the quick tier.
+#ifndef RUNTIME_TIEREDOBJECT_H
+#define RUNTIME_TIEREDOBJECT_H
+
+#include "runtime/CpuExecutor.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace attn::runtime {
+
+/// One kernel symbol of a loaded object, replaceable once by the same symbol of a better
+/// object. Callers read address() for every call (an acquire load); a call that started on
+/// the old code finishes on it: every object stays loaded and referenced as long as this
+/// kernel lives (the executor that holds it), so no code is unmapped under a running call.
+class TieredKernel {
+public:
+  /// `final`: the object is already the optimized one (a disk hit, or tiering off).
+  TieredKernel(std::shared_ptr<const LoadedCpuObject> object, std::string symbol, bool final);
+
+  void *address() const { return address_.load(std::memory_order_acquire); }
+  /// Whether address() is the optimized code.
+  bool optimized() const { return optimized_.load(std::memory_order_acquire); }
+  /// Publishes the optimized object's code (thread-safe; later calls are ignored).
+  void replace(std::shared_ptr<const LoadedCpuObject> object);
+
+private:
+  std::string symbol_;
+  std::mutex mutex_;
+  std::vector<std::shared_ptr<const LoadedCpuObject>> objects_; // every tier's, kept loaded
+  std::atomic<void *> address_{nullptr};
+  std::atomic<bool> optimized_{false};
+};
+
+/// A kernel handle that converts to the current code address: `call(kernel, ...)` reads the
+/// tier at each call. Empty until assigned.
+class TieredSymbol {
+public:
+  TieredSymbol() = default;
+  explicit TieredSymbol(std::shared_ptr<TieredKernel> kernel) : kernel_(std::move(kernel)) {}
+  operator void *() const { return kernel_ ? kernel_->address() : nullptr; }
+  const std::shared_ptr<TieredKernel> &kernel() const { return kernel_; }
+
+private:
+  std::shared_ptr<TieredKernel> kernel_;
+};
+
+/// The process's background compile thread: runs jobs (the optimized tiers) one at a time,
+/// in order, and never while a foreground compile (a caller waiting for a quick tier) is in
+/// flight, so that the quick tiers have the cores. At process exit it finishes every queued
+/// job (their objects go to the disk cache) before LLVM's globals are destroyed.
+class BackgroundCompiles {
+public:
+  static BackgroundCompiles &instance();
+
+  void submit(std::function<void()> job);
+  /// Blocks until no job is queued or running.
+  void waitIdle();
+  /// Tests: while held, no job starts (queued jobs wait for release).
+  void hold(bool held);
+  /// Jobs finished since process start.
+  uint64_t finished() const { return finished_.load(std::memory_order_acquire); }
+
+  /// Marks a foreground compile in flight for its lifetime. At process exit, foreground
+  /// compiles on other threads are waited for (a little while) too.
+  class Foreground {
+  public:
+    Foreground();
+    ~Foreground();
+    Foreground(const Foreground &) = delete;
+    Foreground &operator=(const Foreground &) = delete;
+  };
+
+private:
+  BackgroundCompiles() = default;
+  void run();
+  void drainAtExit();
+  void ensureExitHandler(); // with mutex_ held
+
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::deque<std::function<void()>> jobs_;
+  int foreground_ = 0;
+  bool running_ = false;
+  bool held_ = false;
+  bool exiting_ = false;
+  bool started_ = false;
+  bool exitHandler_ = false;
+  std::thread worker_;
+  std::atomic<uint64_t> finished_{0};
+};
+
+/// Lowers the calling thread's scheduling priority by `niceIncrement` (Linux: per thread;
+/// elsewhere nothing): speculative compiles yield to the ones a caller waits for.
+void lowerThreadPriority(int niceIncrement);
+
+} // namespace attn::runtime
+
+#endif // RUNTIME_TIEREDOBJECT_H
