@@ -13,11 +13,10 @@ namespace mlir::attn {
 #define GEN_PASS_DEF_ATTNLEGALIZE
 #include "passes/Passes.h.inc"
 
-namespace {
 /// `bias(%b)` becomes the last capture, and the score_mod (an identity one when there is none)
 /// adds `%b[b or 0, h or 0, q, k]` to its result: a broadcast dimension is a static 1 in the
 /// bias's type. The bias's gradient is then a capture gradient like any other.
-LogicalResult biasToCapture(AttentionOp op) {
+LogicalResult moveBiasIntoCaptures(AttentionOp op) {
   Value bias = op.getBias();
   if (!bias)
     return success();
@@ -57,12 +56,14 @@ LogicalResult biasToCapture(AttentionOp op) {
   return success();
 }
 
+namespace {
+
 struct AttnLegalizePass : impl::AttnLegalizeBase<AttnLegalizePass> {
   void runOnOperation() override {
     WalkResult result = getOperation()->walk([](AttentionOp op) {
       if (!op.getScaleAttr())
         op.setScaleAttr(Builder(op).getF32FloatAttr(op.getEffectiveScale()));
-      return failed(biasToCapture(op)) ? WalkResult::interrupt() : WalkResult::advance();
+      return failed(moveBiasIntoCaptures(op)) ? WalkResult::interrupt() : WalkResult::advance();
     });
     if (result.wasInterrupted())
       signalPassFailure();

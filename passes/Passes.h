@@ -21,6 +21,13 @@ class AttnDialect;
 
 #define GEN_PASS_REGISTRATION
 #include "passes/Passes.h.inc"
+
+class AttentionOp;
+/// attn-legalize's rewrite of an f32 `bias` operand into the op's last capture, added to the
+/// score_mod's result at [b or 0, h or 0, q, k] (a broadcast dimension is a static 1 in the
+/// bias's type). No-op without a bias; a diagnostic on the op when the bias is not f32. The run
+/// time applies it before it collects a variant's captures, so the call passes the bias as one.
+LogicalResult moveBiasIntoCaptures(AttentionOp op);
 } // namespace mlir::attn
 
 #endif // PASSES_PASSES_H

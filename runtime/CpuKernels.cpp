@@ -183,6 +183,36 @@ public:
     return bound;
   }
 
+  /// The gradient buffers of the f32 kernel captures, in kernel order (no fault flags).
+  static CaptureArguments bindGradients(const std::vector<CaptureDeclaration> &declarations,
+                                        const std::vector<size_t> &callIndex,
+                                        const std::vector<CaptureView> &gradients,
+                                        const std::string &label) {
+    if (gradients.size() != declarations.size())
+      throw CallError(label + ": " + std::to_string(gradients.size()) +
+                      " capture gradient buffers for " + std::to_string(declarations.size()) +
+                      " captures");
+    CaptureArguments bound;
+    std::vector<size_t> starts;
+    for (size_t index : callIndex) {
+      if (declarations[index].element != CaptureElement::Float32)
+        continue;
+      const CaptureView &view = gradients[index];
+      const int64_t rank = static_cast<int64_t>(view.sizes.size());
+      starts.push_back(bound.words_.size());
+      const auto address = static_cast<int64_t>(reinterpret_cast<intptr_t>(view.data));
+      bound.words_.insert(bound.words_.end(), {address, address, 0});
+      bound.words_.insert(bound.words_.end(), view.sizes.begin(), view.sizes.end());
+      std::vector<int64_t> strides(rank, 1);
+      for (int64_t d = rank - 2; d >= 0; --d)
+        strides[d] = strides[d + 1] * std::max<int64_t>(view.sizes[d + 1], 1);
+      bound.words_.insert(bound.words_.end(), strides.begin(), strides.end());
+    }
+    for (size_t start : starts)
+      bound.pointers_.push_back(bound.words_.data() + start);
+    return bound;
+  }
+
   static void checkFaults(const std::vector<CaptureDeclaration> &declarations,
                           const CaptureArguments &bound) {
     for (size_t slot = 0; slot < bound.fault_.size(); ++slot) {
@@ -487,6 +517,11 @@ public:
                                source_.label);
   }
 
+  CaptureArguments bindCaptureGradients(const std::vector<CaptureView> &gradients) const override {
+    return CaptureBinder::bindGradients(captures_.declarations, captures_.callIndex, gradients,
+                                        source_.label);
+  }
+
   void checkCaptureFaults(const CaptureArguments &captures) const override {
     CaptureBinder::checkFaults(captures_.declarations, captures);
   }
@@ -507,8 +542,8 @@ public:
   void backwardQueryTile(const View4 &q, const View4 &k, const View4 &v, const View4 &gradOut,
                          const View3 &lse, const View3 &delta, const View4 &gradQuery,
                          int64_t batch, int64_t head, int64_t queryStart,
-                         const KeyLengths &lengths,
-                         const CaptureArguments *captures) const override {
+                         const KeyLengths &lengths, const CaptureArguments *captures,
+                         const CaptureArguments *captureGradients) const override {
     D4 dq = describe(q), dk = describe(k), dv = describe(v), ddo = describe(gradOut),
        dgq = describe(gradQuery);
     D3 dlse = describe(lse), ddelta = describe(delta);
@@ -518,6 +553,16 @@ public:
       arguments.add(view);
     D1 dlengths;
     addExtras(arguments, lengths, dlengths, captures, batch);
+    // The capture-gradient kernels take one gradient buffer per f32 capture after the faults.
+    if (source_.kernelOptions.captureGradients != (captureGradients != nullptr))
+      throw CallError(source_.label + (captureGradients
+                                           ? ": capture gradients given to kernels compiled "
+                                             "without them"
+                                           : ": the kernels accumulate capture gradients and "
+                                             "no buffers were given"));
+    if (captureGradients)
+      for (void *pointer : captureGradients->pointers())
+        arguments.add(pointer);
     arguments.call(backward().queryGrad, batch, head, queryStart);
   }
 
@@ -638,10 +683,15 @@ std::shared_ptr<const CpuKernels> build(const VariantSpec &spec) {
 
   // The disk key hashes the canonical IR, so spellings of one variant share an entry.
   CanonicalVariant variant = buildCanonicalVariant(spec, context);
-  const size_t pointers = kMostViews + (spec.keyLengths ? 1 : 0) +
-                          (variant.captures.callIndex.empty()
-                               ? 0
-                               : variant.captures.callIndex.size() + 1);
+  size_t floatCaptures = 0;
+  for (size_t index : variant.captures.callIndex)
+    floatCaptures += variant.captures.declarations[index].element == CaptureElement::Float32;
+  const size_t capturePointers =
+      variant.captures.callIndex.empty() ? 0 : variant.captures.callIndex.size() + 1;
+  // dK/dV has the most views; dQ one fewer, plus the gradient buffers with capture gradients.
+  const size_t pointers =
+      (spec.keyLengths ? 1 : 0) + capturePointers +
+      std::max<size_t>(kMostViews, kMostViews - 1 + (spec.captureGradients ? floatCaptures : 0));
   if (pointers > static_cast<size_t>(kMaxKernelPointers))
     throw CompileError(describe(spec) + ": " + std::to_string(variant.captures.callIndex.size()) +
                        " captured tensors are more than the CPU kernels take (their dK/dV "
@@ -652,10 +702,12 @@ std::shared_ptr<const CpuKernels> build(const VariantSpec &spec) {
   source.target = hostTargetDescription();
   std::ostringstream options;
   source.kernelOptions = hostKernelOptions(spec.bfloat16);
+  source.kernelOptions.captureGradients = spec.captureGradients;
   const codegen::CpuKernelOptions &kernelOptions = source.kernelOptions;
   options << "cpu-object O3 pic tile-ir query-tile=" << kernelOptions.queryTile
           << " key-tile=" << kernelOptions.keyTile << " lanes=" << kernelOptions.lanes
-          << " bf16-products=" << kernelOptions.bf16Products << " llvm=" << hostObjectLlvmPipeline();
+          << " bf16-products=" << kernelOptions.bf16Products
+          << (kernelOptions.captureGradients ? " capture-gradients" : "") << " llvm=" << hostObjectLlvmPipeline();
   source.options = options.str();
   source.label = describe(spec);
 
@@ -690,6 +742,7 @@ std::string VariantSpec::cacheKey() const {
   key += causal ? "|causal|" : "|full|";
   key += bfloat16 ? "bf16|" : "";
   key += keyLengths ? "kv-lengths|" : "";
+  key += captureGradients ? "capture-gradients|" : "";
   if (!captures.empty()) {
     // Each capture's element kind and rank: "captures:i2,f1|".
     key += "captures:";

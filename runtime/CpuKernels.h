@@ -114,6 +114,9 @@ struct VariantSpec {
   /// The call's captured tensors (only `mlir:` variants whose score_mod or mask regions read
   /// them): their count, ranks and element kinds select the kernels; their sizes do not.
   std::vector<CaptureSignature> captures;
+  /// The dQ kernel also accumulates the gradients of the f32 captures (the backward of a call
+  /// whose floating captures require grad): backwardQueryTile then takes their buffers.
+  bool captureGradients = false;
 
   std::string cacheKey() const;
 };
@@ -163,7 +166,8 @@ public:
                                  const View4 &gradQuery, int64_t batch, int64_t head,
                                  int64_t queryStart,
                            const KeyLengths &lengths = {},
-                           const CaptureArguments *captures = nullptr) const = 0;
+                           const CaptureArguments *captures = nullptr,
+                           const CaptureArguments *captureGradients = nullptr) const = 0;
   virtual void backwardKeyTile(const View4 &q, const View4 &k, const View4 &v,
                                const View4 &gradOut, const View3 &lse, const View3 &delta,
                                const View4 &gradKey, const View4 &gradValue, int64_t batch,
@@ -177,15 +181,20 @@ public:
   /// out for the kernels with fresh fault flags. `views[i]` is the call's capture i, converted
   /// to captures()[i].element and contiguous; it must outlive the call. Throws CallError.
   virtual CaptureArguments bindCaptures(const std::vector<CaptureView> &views) const = 0;
+  /// With spec.captureGradients: the gradient buffers of one thread's dQ tiles, laid out for
+  /// the kernels. `gradients[i]` is the buffer of the call's capture i (f32, contiguous, its
+  /// capture's sizes, accumulated into; ignored for integer captures). Each thread running dQ
+  /// tiles needs its own (the kernels add without atomics); the call sums them.
+  virtual CaptureArguments bindCaptureGradients(const std::vector<CaptureView> &gradients) const = 0;
   /// After a call's last tile: throws CallError naming the first capture a region read
   /// outside of (its shape and the IR type).
   virtual void checkCaptureFaults(const CaptureArguments &captures) const = 0;
 };
 
 /// The most memref arguments a CPU kernel takes (each a pointer to its descriptor): dK/dV's
-/// eight views, the key lengths, the captures and the fault flags must fit, so a variant has
-/// at most 15 captures (14 with key lengths); more is a CompileError.
-constexpr int kMaxKernelPointers = 24;
+/// eight views (dQ's seven and, with capture gradients, one buffer per f32 capture), the key
+/// lengths, the captures and the fault flags must fit; more is a CompileError.
+constexpr int kMaxKernelPointers = 32;
 
 /// Returns the compiled kernels of a variant, compiling on first use; thread-safe, and one
 /// compilation per key however many threads ask. Throws CompileError.

@@ -2,6 +2,7 @@
 
 #include "dialects/attn/AttnDialect.h"
 #include "dialects/attn/NormalizerShorthand.h"
+#include "passes/Passes.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Diagnostics.h"
@@ -260,12 +261,15 @@ OwningOpRef<ModuleOp> buildVariantModule(const VariantSpec &spec, MLIRContext &c
   } else if (!spec.keyLengths && attention.getKvLengths()) {
     throw CompileError("attention variant IR takes kv_lengths: pass the key lengths to the call");
   }
-  // The kernels' arguments are the views, kv_lengths and the captures the call binds: a bias
-  // operand (which attn-legalize may turn into a capture of its own) has no tensor to read.
-  if (attention.getBias())
-    throw CompileError("attention variant IR: the bias operand is not lowered for calls yet "
-                       "(the call passes no bias tensor); read the bias in a score_mod from a "
-                       "captured tensor instead");
+  // A bias operand is a captured tensor for the kernels (attn-legalize's rewrite, done here
+  // first): the call passes it among the captures, at its function argument's position.
+  if (attention.getBias()) {
+    if (!isa<BlockArgument>(attention.getBias()))
+      throw CompileError("attention variant IR: every attn.attention operand must be an "
+                         "argument of its function, the bias is not");
+    if (failed(mlir::attn::moveBiasIntoCaptures(attention)))
+      throw CompileError("attention variant IR: " + diagnostics.text());
+  }
   VariantCaptures declared = collectCaptures(spec, copy, attention, functionName);
   generalizeSizes(copy, attention);
   if (captures)

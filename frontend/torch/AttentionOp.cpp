@@ -46,7 +46,8 @@ runtime::CaptureSignature captureSignature(const at::Tensor &capture) {
 
 runtime::VariantSpec makeVariantSpec(const at::Tensor &q, const at::Tensor &v, std::string variant,
                                      c10::optional<double> scale, bool causal,
-                                     const OptionalTensor &kvLengths, at::TensorList captures) {
+                                     const OptionalTensor &kvLengths, at::TensorList captures,
+                                     bool captureGradients = false) {
   runtime::VariantSpec spec;
   spec.variant = std::move(variant);
   spec.headDim = q.size(3);
@@ -58,6 +59,7 @@ runtime::VariantSpec makeVariantSpec(const at::Tensor &q, const at::Tensor &v, s
     spec.scale = *scale;
   for (const at::Tensor &capture : captures)
     spec.captures.push_back(captureSignature(capture));
+  spec.captureGradients = captureGradients;
   return spec;
 }
 
@@ -109,21 +111,29 @@ attentionForwardKernel(const at::Tensor &q, const at::Tensor &k, const at::Tenso
   return {result.out.to(q.scalar_type()), result.lse};
 }
 
-/// Gradients in the dtypes of q, k and v.
-std::tuple<at::Tensor, at::Tensor, at::Tensor>
+/// Gradients in the dtypes of q, k and v; with `captureGradients`, those of the floating
+/// captures too (in their dtypes, in capture order; integer captures have none), else an empty
+/// list.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>>
 attentionBackwardKernel(const at::Tensor &gradOut, const at::Tensor &q, const at::Tensor &k,
                         const at::Tensor &v, const at::Tensor &out, const at::Tensor &lse,
                         c10::string_view variant, c10::optional<double> scale, bool isCausal,
                         const OptionalTensor &kvLengths,
-                        const OptionalTensorList &capturesArgument) {
+                        const OptionalTensorList &capturesArgument, bool captureGradients) {
   const at::TensorList captures = capturesOf(capturesArgument);
   checkAttentionInputs(q, k, v, scale);
   checkKeyLengths(q, kvLengths);
   checkCaptures(q, captures);
   AttentionGradients grads = attentionBackward(
-      makeVariantSpec(q, v, std::string(variant), scale, isCausal, kvLengths, captures), q, k, v,
-      out, lse, gradOut, kvLengths, captures);
-  return {grads.q.to(q.scalar_type()), grads.k.to(k.scalar_type()), grads.v.to(v.scalar_type())};
+      makeVariantSpec(q, v, std::string(variant), scale, isCausal, kvLengths, captures,
+                      captureGradients),
+      q, k, v, out, lse, gradOut, kvLengths, captures);
+  std::vector<at::Tensor> captureGrads;
+  for (size_t i = 0; i < grads.captures.size(); ++i)
+    if (grads.captures[i].defined())
+      captureGrads.push_back(grads.captures[i].to(captures[i].scalar_type()));
+  return {grads.q.to(q.scalar_type()), grads.k.to(k.scalar_type()), grads.v.to(v.scalar_type()),
+          std::move(captureGrads)};
 }
 
 /// Reached without autograd (inference mode, or below the Autograd kernel), on CPU or CUDA.
@@ -153,18 +163,23 @@ attentionForwardMeta(const at::Tensor &q, const at::Tensor &k, const at::Tensor 
   return {out, lse};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>>
 attentionBackwardMeta(const at::Tensor &, const at::Tensor &q, const at::Tensor &k,
                       const at::Tensor &v, const at::Tensor &, const at::Tensor &, c10::string_view,
                       c10::optional<double> scale, bool, const OptionalTensor &kvLengths,
-                      const OptionalTensorList &capturesArgument) {
+                      const OptionalTensorList &capturesArgument, bool captureGradients) {
   const at::TensorList captures = capturesOf(capturesArgument);
   checkAttentionInputs(q, k, v, scale);
   checkKeyLengths(q, kvLengths);
   checkCaptures(q, captures);
+  std::vector<at::Tensor> captureGrads;
+  if (captureGradients)
+    for (const at::Tensor &capture : captures)
+      if (at::isFloatingType(capture.scalar_type()))
+        captureGrads.push_back(at::empty_symint(capture.sym_sizes(), capture.options()));
   return {at::empty_symint(q.sym_sizes(), q.options()),
           at::empty_symint(k.sym_sizes(), k.options()),
-          at::empty_symint(v.sym_sizes(), v.options())};
+          at::empty_symint(v.sym_sizes(), v.options()), std::move(captureGrads)};
 }
 
 at::Tensor attentionMeta(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
@@ -190,17 +205,18 @@ std::tuple<at::Tensor, at::Tensor> callForward(const at::Tensor &q, const at::Te
   return op.call(q, k, v, variant, scale, isCausal, kvLengths, captures);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>>
 callBackward(const at::Tensor &gradOut, const at::Tensor &q, const at::Tensor &k,
              const at::Tensor &v, const at::Tensor &out, const at::Tensor &lse,
              const std::string &variant, c10::optional<double> scale, bool isCausal,
              const OptionalTensor &kvLengths,
-             const OptionalTensorList &capturesArgument) {
+             const OptionalTensorList &capturesArgument, bool captureGradients) {
   const at::TensorList captures = capturesOf(capturesArgument);
   static const auto op = c10::Dispatcher::singleton()
                              .findSchemaOrThrow("attn::_attention_backward", "")
                              .typed<decltype(attentionBackwardKernel)>();
-  return op.call(gradOut, q, k, v, out, lse, variant, scale, isCausal, kvLengths, captures);
+  return op.call(gradOut, q, k, v, out, lse, variant, scale, isCausal, kvLengths, captures,
+                 captureGradients);
 }
 
 /// Saves the forward's output and log-sum-exp, which the backward kernels read, and the
@@ -233,16 +249,26 @@ public:
                                                  torch::autograd::variable_list gradOutputs) {
     const torch::autograd::variable_list saved = ctx->get_saved_variables();
     const std::vector<at::Tensor> captures(saved.begin() + kFirstCapture, saved.end());
-    auto [dq, dk, dv] = callBackward(gradOutputs[0], saved[0], saved[1], saved[2], saved[3],
-                                     saved[4], ctx->saved_data["variant"].toStringRef(),
-                                     ctx->saved_data["scale"].toOptional<double>(),
-                                     ctx->saved_data["is_causal"].toBool(),
-                                     saved[5].defined() ? OptionalTensor(saved[5]) : c10::nullopt,
-                                     captures);
+    // The kernels derive the floating captures' gradients only when one is asked for (they
+    // cost a scatter per score read).
+    bool captureGradients = false;
+    for (const at::Tensor &capture : captures)
+      captureGradients |= at::isFloatingType(capture.scalar_type()) && capture.requires_grad();
+    auto [dq, dk, dv, captureGrads] = callBackward(
+        gradOutputs[0], saved[0], saved[1], saved[2], saved[3], saved[4],
+        ctx->saved_data["variant"].toStringRef(), ctx->saved_data["scale"].toOptional<double>(),
+        ctx->saved_data["is_causal"].toBool(),
+        saved[5].defined() ? OptionalTensor(saved[5]) : c10::nullopt, captures,
+        captureGradients);
     // One gradient per forward argument; variant, scale, is_causal and kv_lengths have none,
-    // and the captures none yet (attentionAutograd refuses captures that require grad).
+    // nor do integer captures.
     torch::autograd::variable_list grads{dq, dk, dv};
     grads.resize(kArgumentsBeforeCaptures + captures.size());
+    size_t next = 0;
+    if (captureGradients)
+      for (size_t i = 0; i < captures.size(); ++i)
+        if (at::isFloatingType(captures[i].scalar_type()))
+          grads[kArgumentsBeforeCaptures + i] = captureGrads[next++];
     return grads;
   }
 };
@@ -254,9 +280,8 @@ at::Tensor attentionAutograd(const at::Tensor &q, const at::Tensor &k, const at:
   const at::TensorList captures = capturesOf(capturesArgument);
   if (at::GradMode::is_enabled())
     for (size_t i = 0; i < captures.size(); ++i)
-      TORCH_CHECK(!captures[i].requires_grad(), "attn::attention: capture ", i,
-                  " requires grad, but gradients for captured tensors are not supported yet; "
-                  "pass it detached (capture.detach())");
+      TORCH_CHECK(!captures[i].requires_grad() || !q.is_cuda(), "attn::attention: capture ", i,
+                  " requires grad, but the GPU kernels do not derive captures' gradients yet");
   return AttentionFunction::apply(q, k, v, std::string(variant), scale, isCausal, kvLengths,
                                   captures);
 }
@@ -275,9 +300,11 @@ TORCH_LIBRARY(attn, m) {
   m.def("_attention_forward(Tensor q, Tensor k, Tensor v, str variant, float? scale, "
         "bool is_causal, Tensor? kv_lengths=None, Tensor[]? captures=None) -> "
         "(Tensor out, Tensor lse)");
+  // capture_gradients: also return the floating captures' gradients, in capture order.
   m.def("_attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, "
         "Tensor lse, str variant, float? scale, bool is_causal, Tensor? kv_lengths=None, "
-        "Tensor[]? captures=None) -> (Tensor, Tensor, Tensor)");
+        "Tensor[]? captures=None, bool capture_gradients=False) -> "
+        "(Tensor, Tensor, Tensor, Tensor[])");
 }
 
 TORCH_LIBRARY_IMPL(attn, CPU, m) {

@@ -171,9 +171,39 @@ AttentionGradients cpuAttentionBackward(const runtime::VariantSpec &spec, const 
   std::vector<at::Tensor> captureStorage;
   runtime::CaptureArguments bound = bindCaptures(*kernels, captures, captureStorage);
   const at::TensorOptions floatOptions = q.options().dtype(at::kFloat);
+  // Capture gradients: per floating capture, one zeroed buffer per thread that runs dQ tiles
+  // (the kernels add without atomics), bound once per thread, summed after the tiles.
+  std::vector<at::Tensor> gradientBuffers(captures.size());
+  std::vector<runtime::CaptureArguments> threadGradients;
+  const int64_t threads = spec.captureGradients ? at::get_num_threads() : 0;
+  if (spec.captureGradients) {
+    for (size_t i = 0; i < captures.size(); ++i)
+      if (at::isFloatingType(captures[i].scalar_type())) {
+        std::vector<int64_t> sizes{threads};
+        sizes.insert(sizes.end(), captures[i].sizes().begin(), captures[i].sizes().end());
+        gradientBuffers[i] = at::zeros(sizes, floatOptions);
+      }
+    for (int64_t thread = 0; thread < threads; ++thread) {
+      std::vector<runtime::CaptureView> views(captures.size());
+      for (size_t i = 0; i < captures.size(); ++i) {
+        views[i].sizes = captures[i].sizes().vec();
+        if (gradientBuffers[i].defined())
+          views[i].data = gradientBuffers[i][thread].data_ptr<float>();
+      }
+      threadGradients.push_back(kernels->bindCaptureGradients(views));
+    }
+  }
+  auto captureGradients = [&] {
+    std::vector<at::Tensor> summed(captures.size());
+    for (size_t i = 0; i < captures.size(); ++i)
+      if (gradientBuffers[i].defined())
+        summed[i] = gradientBuffers[i].sum(0);
+    return summed;
+  };
   if (hasNoKeysOrQueries(q, k)) {
     return {at::zeros(q.sizes(), floatOptions), at::zeros(k.sizes(), floatOptions),
-            at::zeros(v.sizes(), floatOptions)};
+            at::zeros(v.sizes(), floatOptions),
+            spec.captureGradients ? captureGradients() : std::vector<at::Tensor>{}};
   }
 
   const at::Tensor qf = toKernelLayout(q), kf = toKernelLayout(k), vf = toKernelLayout(v);
@@ -194,8 +224,15 @@ AttentionGradients cpuAttentionBackward(const runtime::VariantSpec &spec, const 
   const runtime::View3 lsev = viewOf<3>(lse), deltav = viewOf<3>(delta);
   forEachTile(q.size(0), q.size(1), q.size(2), kernels->queryTile(),
               [&](int64_t batch, int64_t head, int64_t queryStart) {
+                const runtime::CaptureArguments *gradients = nullptr;
+                if (spec.captureGradients) {
+                  const int64_t thread = at::get_thread_num();
+                  TORCH_CHECK(thread >= 0 && thread < threads, "attn::attention: dQ tile on "
+                              "thread ", thread, " of ", threads);
+                  gradients = &threadGradients[thread];
+                }
                 kernels->backwardQueryTile(qv, kv, vv, gradOutv, lsev, deltav, gradQv, batch,
-                                           head, queryStart, lengths, &bound);
+                                           head, queryStart, lengths, &bound, gradients);
               });
   forEachTile(k.size(0), k.size(1), k.size(2), kernels->keyTile(),
               [&](int64_t batch, int64_t kvHead, int64_t keyStart) {
@@ -203,6 +240,8 @@ AttentionGradients cpuAttentionBackward(const runtime::VariantSpec &spec, const 
                                          batch, kvHead, keyStart, lengths, &bound);
               });
   checkCaptureFaults(*kernels, bound);
+  if (spec.captureGradients)
+    grads.captures = captureGradients();
   return grads;
 }
 

@@ -8,6 +8,8 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/ArrayRef.h>
 
+#include <vector>
+
 namespace attn::torchop {
 
 struct AttentionForward {
@@ -17,6 +19,9 @@ struct AttentionForward {
 
 struct AttentionGradients {
   at::Tensor q, k, v; ///< float32, shaped like the inputs
+  /// With spec.captureGradients: per capture, its gradient (float32, the capture's shape) for
+  /// floating captures and an undefined tensor for integer ones; empty otherwise.
+  std::vector<at::Tensor> captures;
 };
 
 /// q, k, v of any floating dtype; the results are float32. Throws c10::Error when the variant
@@ -30,7 +35,9 @@ AttentionForward cpuAttentionForward(const runtime::VariantSpec &spec, const at:
                                      at::TensorList captures = {});
 
 /// `out` and `lse` are cpuAttentionForward's results for the same q, k, v, lengths and spec.
-/// Keys at and past a batch's length get zero gradients.
+/// Keys at and past a batch's length get zero gradients. With spec.captureGradients the
+/// floating captures' gradients come too (each dQ thread accumulates into buffers of its own,
+/// summed at the end: threads x the captures' sizes of extra memory).
 AttentionGradients cpuAttentionBackward(const runtime::VariantSpec &spec, const at::Tensor &q,
                                         const at::Tensor &k, const at::Tensor &v,
                                         const at::Tensor &out, const at::Tensor &lse,

@@ -378,15 +378,12 @@ def test_count_rank_and_kind_errors_name_the_capture():
         attn.attention(q, k, v, plain, captures=[docs])
 
 
-def test_device_and_gradient_errors():
+def test_device_errors_and_detached_captures():
     q, k, v = qkv(1, 2, 9, seed=8)
     text = variant([("slopes", "tensor<?xf32>")], score_mod=ALIBI)
     with pytest.raises(RuntimeError, match="capture 0 must be on q's device cpu, got meta"):
         attn.attention(q, k, v, text, captures=[torch.ones(2, device="meta")])
     slopes = torch.ones(2, requires_grad=True)
-    with pytest.raises(RuntimeError, match="capture 0 requires grad, but gradients for captured "
-                                           "tensors are not supported yet"):
-        attn.attention(q, k, v, text, captures=[slopes])
     # Detached, or without grad mode, it runs (and q, k, v still get gradients).
     q.requires_grad_()
     out = attn.attention(q, k, v, text, captures=[slopes.detach()])
@@ -424,12 +421,12 @@ def many_captures(count):
 
 
 def test_the_most_captures_the_kernels_take():
-    """15 captures: the dK/dV kernel takes 24 memref arguments, the most (kMaxKernelPointers)."""
+    """23 captures: the dK/dV kernel takes 32 memref arguments, the most (kMaxKernelPointers)."""
     heads = 2
     q, k, v = qkv(1, heads, 13, seed=12)
-    captures = [torch.randn(heads) for _ in range(15)]
+    captures = [torch.randn(heads) for _ in range(23)]
     total = torch.stack(captures).sum(0).double()
-    check(many_captures(15), q, k, v,
+    check(many_captures(23), q, k, v,
           lambda q, k, v: reference.attention_general(
               q, k, v, score_mod=lambda s, b, h, i, j: (s + total[h], None)),
           captures=captures)
@@ -437,6 +434,169 @@ def test_the_most_captures_the_kernels_take():
 
 def test_too_many_captures_is_a_clear_error():
     q, k, v = qkv(1, 1, 3)
-    with pytest.raises(RuntimeError, match="16 captured tensors are more than the CPU kernels "
+    with pytest.raises(RuntimeError, match="24 captured tensors are more than the CPU kernels "
                                            "take"):
-        attn.attention(q, k, v, many_captures(16), captures=[torch.ones(1)] * 16)
+        attn.attention(q, k, v, many_captures(24), captures=[torch.ones(1)] * 24)
+
+
+# --- gradients of captured tensors -------------------------------------------------------------
+
+def check_capture_gradients(variant_text, q, k, v, captures, expected_fn, causal=False,
+                            kv_lengths=None, tolerance=F32_TOLERANCE):
+    """Output and the gradients of q, k, v and of every floating capture that requires grad,
+    against float64 autograd through expected_fn(q, k, v, captures64)."""
+    q, k, v = (t.detach().clone().requires_grad_() for t in (q, k, v))
+    learnable = [c for c in captures if c.requires_grad]
+    out = attn.attention(q, k, v, variant_text, is_causal=causal, kv_lengths=kv_lengths,
+                         captures=captures)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, (q, k, v, *learnable), grad)
+    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
+    captures64 = [c.detach().double().requires_grad_(c.requires_grad)
+                  if c.is_floating_point() else c for c in captures]
+    expected = expected_fn(q64, k64, v64, captures64)
+    learnable64 = [c for c in captures64 if c.is_floating_point() and c.requires_grad]
+    want = torch.autograd.grad(expected, (q64, k64, v64, *learnable64), grad.double())
+    names = ["dq", "dk", "dv"] + [f"dcapture{n}" for n in range(len(learnable))]
+    for name, actual, wanted in [("out", out, expected), *zip(names, got, want)]:
+        assert actual.shape == wanted.shape, f"{name}: shape {actual.shape} != {wanted.shape}"
+        assert torch.isfinite(actual).all(), f"{name} is not finite"
+        error = reference.relative_error(actual, wanted)
+        assert error < tolerance, f"{name}: relative error {error:.3g}"
+
+
+@pytest.mark.parametrize("normalizer", ["softmax", "sigmoid", "relu", "custom"])
+@pytest.mark.parametrize("length", [1, 37, 150])
+def test_learnable_relative_position_table(normalizer, length):
+    """d table: every score adds to the entry its distance reads (indices vary over the keys:
+    the kernels scatter lane by lane, and lanes of one row may hit one entry)."""
+    attribute, body, reference_normalizer = NORMALIZERS[normalizer]
+    heads = 3
+    q, k, v = qkv(2, heads, length, seed=length + 11)
+    table = torch.randn(heads, 2 * length - 1).requires_grad_()
+    text = variant([("table", "tensor<?x?xf32>")], score_mod=relative_bias(length - 1),
+                   normalizer=attribute, body=body)
+
+    def expected(q, k, v, captures):
+        table64, = captures
+        return reference.attention_general(
+            q, k, v, normalizer=reference_normalizer,
+            score_mod=lambda s, b, h, i, j: (s + table64[h, i - j + length - 1], None))
+
+    check_capture_gradients(text, q, k, v, [table], expected)
+
+
+@pytest.mark.parametrize("normalizer", list(NORMALIZERS))
+@pytest.mark.parametrize("causal", [False, True])
+def test_learnable_alibi_slopes(normalizer, causal):
+    """d slopes: a per-head slope is read at a uniform index per row (one sum per row), with
+    GQA (4 query heads on 1 key/value head) and odd lengths."""
+    attribute, body, reference_normalizer = NORMALIZERS[normalizer]
+    heads, length = 4, 45
+    q, k, v = qkv(2, heads, length, kv_heads=1, seed=5)
+    slopes = torch.exp2(-torch.arange(1, heads + 1, dtype=torch.float32)).requires_grad_()
+    text = variant([("slopes", "tensor<?xf32>")], score_mod=ALIBI, normalizer=attribute,
+                   body=body)
+
+    def expected(q, k, v, captures):
+        slopes64, = captures
+        return reference.attention_general(
+            q, k, v, normalizer=reference_normalizer, causal=causal,
+            score_mod=lambda s, b, h, i, j: (s - slopes64[h] * (i - j), None))
+
+    check_capture_gradients(text, q, k, v, [slopes], expected, causal=causal)
+
+
+@pytest.mark.parametrize("normalizer", ["softmax", "sigmoid"])
+def test_learnable_table_under_a_document_mask_with_kv_lengths(normalizer):
+    """Masked scores (other documents, keys past kv_lengths, a whole cut-off document) add
+    nothing to the table's gradient; the integer ids capture has no gradient."""
+    attribute, body, reference_normalizer = NORMALIZERS[normalizer]
+    documents = [[10, 20, 7], [3, 30, 4]]
+    lengths = [30, 33]
+    docs = document_ids(documents)
+    batch, length = docs.shape
+    heads = 2
+    q, k, v = qkv(batch, heads, length, seed=17)
+    table = torch.randn(heads, 2 * length - 1).requires_grad_()
+    text = variant([("docs", "tensor<?x?xi32>"), ("table", "tensor<?x?xf32>")],
+                   mask=DOCUMENT_MASK, score_mod=relative_bias(length - 1),
+                   normalizer=attribute, body=body, kv_lengths=True)
+    keep = same_document(docs)
+
+    def expected(q, k, v, captures):
+        _, table64 = captures
+        return reference.attention_general(
+            q, k, v, normalizer=reference_normalizer, kv_lengths=lengths,
+            score_mod=lambda s, b, h, i, j: (s + table64[h, i - j + length - 1], keep))
+
+    check_capture_gradients(text, q, k, v, [docs, table], expected,
+                            kv_lengths=torch.tensor(lengths))
+
+
+def test_only_the_captures_that_require_grad_get_one():
+    """Two tables, one learnable: the other gets no gradient, and a backward where none
+    requires grad runs the kernels without capture gradients."""
+    heads, length = 2, 21
+    q, k, v = qkv(1, heads, length, seed=3)
+    learnable = torch.randn(heads, 2 * length - 1).requires_grad_()
+    fixed = torch.randn(heads, 2 * length - 1)
+    score_mod = f"""
+    %reach = arith.constant {length - 1} : index
+    %d = arith.subi %i, %j : index
+    %index = arith.addi %d, %reach : index
+    %x = tensor.extract %a_[%h, %index] : tensor<?x?xf32>
+    %y = tensor.extract %c_[%h, %index] : tensor<?x?xf32>
+    %xy = arith.mulf %x, %y : f32
+    %r = arith.addf %s, %xy : f32
+    attn.yield %r : f32"""
+    text = variant([("a", "tensor<?x?xf32>"), ("c", "tensor<?x?xf32>")], score_mod=score_mod)
+
+    def expected(q, k, v, captures):
+        a, c = captures
+        return reference.attention_general(
+            q, k, v, score_mod=lambda s, b, h, i, j: (
+                s + a[h, i - j + length - 1] * c[h, i - j + length - 1], None))
+
+    check_capture_gradients(text, q, k, v, [learnable, fixed], expected)
+    out = attn.attention(*(t.requires_grad_() for t in (q, k, v)), text,
+                         captures=[learnable.detach(), fixed])
+    out.sum().backward()
+    assert q.grad is not None
+
+
+@pytest.mark.parametrize("bias_type,shape", [
+    ("tensor<?x?x?x?xf32>", (2, 3, 29, 29)),   # a full bias: every score its own entry
+    ("tensor<1x?x?x?xf32>", (1, 3, 29, 29)),   # broadcast over the batch
+    ("tensor<?x1x?x?xf32>", (2, 1, 29, 29)),   # broadcast over the heads
+])
+def test_bias_operand_and_its_gradient(bias_type, shape):
+    """An IR `bias` operand is passed as a capture (at its function argument's position) and
+    gets its gradient, summed over the dimensions it broadcasts."""
+    t = "tensor<?x?x?x32xf32>"
+    text = ("mlir:func.func @f(%q: " + t + ", %k: " + t + ", %v: " + t + ", %bias: " + bias_type
+            + ") -> " + t + " {\n  %o = attn.attention %q, %k, %v bias(%bias : " + bias_type
+            + ") normalizer(#attn.softmax) : " + t + ", " + t + ", " + t + " -> " + t
+            + "\n  return %o : " + t + "\n}")
+    q, k, v = qkv(2, 3, 29, seed=23)
+    bias = torch.randn(shape).requires_grad_()
+
+    def expected(q, k, v, captures):
+        bias64, = captures
+        return reference.attention_general(
+            q, k, v, score_mod=lambda s, b, h, i, j: (s + bias64, None))
+
+    check_capture_gradients(text, q, k, v, [bias], expected)
+
+
+def test_bias_operand_with_a_broadcast_shape_mismatch_is_an_error():
+    t = "tensor<?x?x?x32xf32>"
+    bias_type = "tensor<?x1x?x?xf32>"
+    text = ("mlir:func.func @f(%q: " + t + ", %k: " + t + ", %v: " + t + ", %bias: " + bias_type
+            + ") -> " + t + " {\n  %o = attn.attention %q, %k, %v bias(%bias : " + bias_type
+            + ") normalizer(#attn.softmax) : " + t + ", " + t + ", " + t + " -> " + t
+            + "\n  return %o : " + t + "\n}")
+    q, k, v = qkv(2, 3, 9)
+    with pytest.raises(RuntimeError, match=r"capture 0 has shape \[2, 3, 9, 9\] but the variant "
+                                           r"declares tensor<\?x1x\?x\?xf32>"):
+        attn.attention(q, k, v, text, captures=[torch.randn(2, 3, 9, 9)])

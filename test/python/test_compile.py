@@ -70,6 +70,36 @@ def test_opcheck_attention_forward_and_backward_ops(index):
                           (torch.randn_like(out), q, k, v, out, lse, *options))
 
 
+def test_opcheck_backward_with_capture_gradients():
+    """_attention_backward returning the floating captures' gradients (the slopes; the ids are
+    integers and have none)."""
+    q, k, v, *options = list(attention_samples())[4]
+    q, k, v = (t.detach() for t in (q, k, v))
+    out, lse = torch.ops.attn._attention_forward(q, k, v, *options)
+    torch.library.opcheck(torch.ops.attn._attention_backward.default,
+                          (torch.randn_like(out), q, k, v, out, lse, *options, True))
+    *_, capture_grads = torch.ops.attn._attention_backward(torch.randn_like(out), q, k, v, out,
+                                                           lse, *options, True)
+    assert len(capture_grads) == 1 and capture_grads[0].shape == options[-1][1].shape
+
+
+def test_compiled_call_with_learnable_slopes_matches_eager():
+    """A learnable capture under torch.compile(fullgraph=True): its gradient as eager's."""
+    q, k, v, variant, scale, causal, lengths, captures = list(attention_samples())[4]
+    docs, slopes = captures
+
+    def run(function):
+        leaves = [t.detach().clone().requires_grad_() for t in (q, k, v, slopes)]
+        out = function(*leaves[:3], variant, scale, causal, lengths, [docs, leaves[3]])
+        out.sum().backward()
+        return [out] + [t.grad for t in leaves]
+
+    eager = run(torch.ops.attn.attention)
+    compiled = run(torch.compile(lambda *args: torch.ops.attn.attention(*args), fullgraph=True))
+    for want, got in zip(eager, compiled):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_compiled_call_with_captures_matches_eager():
     """attn.attention with captures under torch.compile(fullgraph=True), forward and backward."""
     q, k, v, variant, scale, causal, lengths, captures = list(attention_samples())[4]
