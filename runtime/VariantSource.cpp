@@ -267,6 +267,13 @@ OwningOpRef<ModuleOp> buildVariantModule(const VariantSpec &spec, MLIRContext &c
     if (!isa<BlockArgument>(attention.getBias()))
       throw CompileError("attention variant IR: every attn.attention operand must be an "
                          "argument of its function, the bias is not");
+    // Its [Sq, Sk] follow q and k, which run at every size; only its broadcast 1s mean
+    // something (kept, and checked on every call).
+    Value bias = attention.getBias();
+    auto biasType = cast<RankedTensorType>(bias.getType());
+    const bool broadcast[] = {biasType.getDimSize(0) == 1, biasType.getDimSize(1) == 1, false,
+                              false};
+    bias.setType(withDynamicSizes(biasType, broadcast));
     if (failed(mlir::attn::moveBiasIntoCaptures(attention)))
       throw CompileError("attention variant IR: " + diagnostics.text());
   }

@@ -241,9 +241,15 @@ EXAMPLE_REFERENCES.update({
 # Key lengths for the examples that take kv_lengths (batch 2).
 EXAMPLE_KEY_LENGTHS = torch.tensor([29, 0])
 # Examples with operands the torch op does not take yet: a clear error, never a wrong number.
-EXAMPLE_ERRORS = {
-    "softcap_bias": r"bias operand is not lowered",
-}
+EXAMPLE_ERRORS = {}
+
+# softcap.mlir's bias [1, 1, Sq, Sk]: its Sq and Sk follow the call's, its broadcast 1s stay.
+SOFTCAP_BIAS = torch.randn(1, 1, 33, 70, generator=torch.Generator().manual_seed(3))
+EXAMPLE_CAPTURES["softcap_bias"] = [SOFTCAP_BIAS]
+EXAMPLE_REFERENCES["softcap_bias"] = (
+    lambda q, k: softmax_rows(30 * torch.tanh(scores_of(q, k) / 30) + SOFTCAP_BIAS.double(),
+                              mask_of(q.shape[2], k.shape[2])),
+    64, 64, 4, 4, 33, 70)
 
 
 @pytest.mark.parametrize("file,name,text", example_functions(), ids=lambda x: str(x)[:40])
@@ -263,7 +269,7 @@ def test_example_runs_at_other_sizes(file, name, text):
     q, k, v = torch.randn(2, hq, sq, d), torch.randn(2, hkv, sk, d), torch.randn(2, hkv, sk, dv)
     lengths = EXAMPLE_KEY_LENGTHS if "kv_lengths(" in text else None
     captures = EXAMPLE_CAPTURES.get(name)
-    assert (captures is not None) == ("captures(" in text), (
+    assert (captures is not None) == ("captures(" in text or " bias(%" in text), (
         f"example {file}:@{name}: its captures belong in EXAMPLE_CAPTURES")
     check_forward_and_gradients(variant, q, k, v, probabilities, kv_lengths=lengths,
                                 captures=captures)
