@@ -35,6 +35,11 @@ void TieredKernel::replace(std::shared_ptr<const LoadedCpuObject> object) {
   optimized_.store(true, std::memory_order_release);
 }
 
+namespace {
+/// Foreground compiles in flight on this thread (drainAtExit does not wait for its own).
+thread_local int foregroundDepth = 0;
+} // namespace
+
 BackgroundCompiles &BackgroundCompiles::instance() {
   // Leaked: the worker is joined by the exit handler, never by a static destructor.
   static BackgroundCompiles &compiles = *new BackgroundCompiles;
@@ -105,9 +110,12 @@ void BackgroundCompiles::drainAtExit() {
   std::unique_lock<std::mutex> lock(mutex_);
   exiting_ = true;
   changed_.notify_all();
-  // Compiles on other threads (speculative ones) finish first; bounded, since exit() may come
-  // from inside a compile (an LLVM fatal error) on this very thread.
-  changed_.wait_for(lock, std::chrono::seconds(2), [this] { return foreground_ == 0; });
+  // Compiles on other threads (speculative ones, at nice +5: seconds on a loaded machine)
+  // finish first: exiting under them destroys LLVM's statics while they run (a crash at exit,
+  // seen in ctest under load with a 2 s bound). The bound only guards against a hang. Those of
+  // this very thread (exit() from inside a compile, an LLVM fatal error) are not waited for.
+  const int mine = foregroundDepth;
+  changed_.wait_for(lock, std::chrono::minutes(2), [this, mine] { return foreground_ <= mine; });
   const bool joinable = worker_.joinable() && worker_.get_id() != std::this_thread::get_id();
   lock.unlock();
   if (joinable)
@@ -117,6 +125,7 @@ void BackgroundCompiles::drainAtExit() {
 BackgroundCompiles::Foreground::Foreground() {
   BackgroundCompiles &compiles = instance();
   std::lock_guard<std::mutex> lock(compiles.mutex_);
+  ++foregroundDepth;
   ++compiles.foreground_;
   compiles.ensureExitHandler();
 }
@@ -124,6 +133,7 @@ BackgroundCompiles::Foreground::Foreground() {
 BackgroundCompiles::Foreground::~Foreground() {
   BackgroundCompiles &compiles = instance();
   std::lock_guard<std::mutex> lock(compiles.mutex_);
+  --foregroundDepth;
   --compiles.foreground_;
   compiles.changed_.notify_all();
 }
