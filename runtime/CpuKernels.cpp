@@ -479,13 +479,23 @@ struct SpeculativeBackward {
 
   static std::unique_ptr<SpeculativeBackward> start(const KernelSource &source) {
     auto shared = std::make_shared<const KernelSource>(source);
-    auto obtain = [shared](CpuKernelSet kernel) {
+    // Counted as a foreground compile from before the threads start until each has finished,
+    // so that an exit right after the forward waits for them rather than destroying LLVM's
+    // statics under a thread that has not reached its compile yet (a SEGFAULT at exit).
+    // The first Foreground registers the exit handler: LLVM's lazy statics must exist first
+    // (warmUpHostCodeGeneration), or they are destroyed before it runs.
+    warmUpHostCodeGeneration();
+    using Token = std::shared_ptr<BackgroundCompiles::Foreground>;
+    auto token = std::make_shared<BackgroundCompiles::Foreground>();
+    auto obtain = [shared](CpuKernelSet kernel, Token held) {
       lowerThreadPriority(5);
-      return obtainKernel(*shared, kernel);
+      std::shared_ptr<TieredKernel> obtained = obtainKernel(*shared, kernel);
+      held.reset();
+      return obtained;
     };
     auto started = std::make_unique<SpeculativeBackward>();
-    started->key = std::async(std::launch::async, obtain, CpuKernelSet::KeyGrad);
-    started->query = std::async(std::launch::async, obtain, CpuKernelSet::QueryGrad);
+    started->key = std::async(std::launch::async, obtain, CpuKernelSet::KeyGrad, token);
+    started->query = std::async(std::launch::async, obtain, CpuKernelSet::QueryGrad, token);
     return started;
   }
 };
