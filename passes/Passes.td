@@ -219,6 +219,33 @@ def AttnLowerReparamLinear : Pass<"attn-lower-reparam-linear", "::mlir::ModuleOp
                            "::mlir::vector::VectorDialect", "::mlir::func::FuncDialect"];
 }
 
+def AttnFuseReparamAttention : Pass<"attn-fuse-reparam-attention", "::mlir::ModuleOp"> {
+  let summary = "a σReparam QKV projection feeding attn.attention to block kernels over one "
+                "QKV buffer";
+  let description = [{
+    Replaces each function holding the block attn.reparam_linear (x [B, S, E], operands the
+    function's arguments) -> attn.split_heads -> attn.attention (q, k, v only) by
+    `@<function>_fwd(x, w, [bias], gamma, u, qkv, out, lse, v, u_next, scales, handle)` and
+    `@<function>_bwd(dout, x, w, gamma, qkv, out, lse, v, u_next, scales, dqkv, dx, dw, [db],
+    dgamma, compute_dx, handle)`, plus `@<function>_attention(q, k, v)`, the attn.attention
+    alone (which the runtime compiles into the attention tiles). The forward runs the σReparam
+    forward (`@<function>_qkv_fwd`: the power step, then the product on the host GEMM) into
+    the QKV buffer [B, S, (Hq + 2 Hkv) D] and calls `@attn_host_attention_forward(handle, q,
+    k, v, out, lse)` with q, k and v strided views of that buffer (expand_shape, subview,
+    transpose); the backward calls `@attn_host_attention_backward` with dQ, dK and dV views of
+    one gradient buffer of the same layout, then the σReparam backward with that buffer as dy.
+    No copy of q, k, v or their gradients is made. f32 only.
+  }];
+  let options = [
+    Option<"vectorWidth", "vector-width", "int64_t", "16", "f32 lanes per vector register">,
+    Option<"kernels", "kernels", "std::string", "\"all\"",
+           "what to emit: all, forward, backward, or attention (only @<function>_attention)">,
+  ];
+  let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::math::MathDialect",
+                           "::mlir::memref::MemRefDialect", "::mlir::scf::SCFDialect",
+                           "::mlir::vector::VectorDialect", "::mlir::func::FuncDialect"];
+}
+
 def AttnLowerReparamLinearGpu : Pass<"attn-lower-reparam-linear-gpu", "::mlir::ModuleOp"> {
   let summary = "attn.reparam_linear to the device kernels around the GPU's GEMMs";
   let description = [{

@@ -7,6 +7,7 @@
 #include "mlir/IR/OpImplementation.h"
 
 #include <cmath>
+#include <tuple>
 
 using namespace mlir;
 using namespace mlir::attn;
@@ -39,6 +40,56 @@ LogicalResult checkRank(Operation *op, StringRef name, RankedTensorType type, in
   return success();
 }
 } // namespace
+
+//===----------------------------------------------------------------------===//
+// SplitHeadsOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult SplitHeadsOp::verify() {
+  auto inputType = getInput().getType();
+  int64_t heads = getHeads(), kvHeads = getKvHeads();
+  if (heads <= 0 || kvHeads <= 0)
+    return emitOpError() << "heads and kv_heads must be positive, got " << heads << " and "
+                         << kvHeads;
+  if (heads % kvHeads != 0)
+    return emitOpError() << "heads " << heads << " must be a multiple of kv_heads " << kvHeads;
+  if (failed(checkRank(getOperation(), "input", inputType, 3, "[B, S, (Hq + 2 Hkv) D]")))
+    return failure();
+  Type element = inputType.getElementType();
+  if (failed(checkRank(getOperation(), "query", getQuery().getType(), 4, "[B, Hq, S, D]")))
+    return failure();
+  int64_t headDim = getQuery().getType().getDimSize(3);
+  for (auto [name, type, count] :
+       {std::tuple<StringRef, RankedTensorType, int64_t>{"query", getQuery().getType(), heads},
+        {"key", getKey().getType(), kvHeads},
+        {"value", getValue().getType(), kvHeads}}) {
+    if (failed(checkRank(getOperation(), name, type, 4, "[B, H, S, D]")))
+      return failure();
+    if (type.getElementType() != element)
+      return emitOpError() << name << " element type " << type.getElementType()
+                           << " differs from input element type " << element;
+    if (!compatible(type.getDimSize(0), inputType.getDimSize(0)))
+      return emitOpError() << name << " batch " << dimString(type.getDimSize(0))
+                           << " differs from input batch " << dimString(inputType.getDimSize(0));
+    if (!compatible(type.getDimSize(2), inputType.getDimSize(1)))
+      return emitOpError() << name << " length " << dimString(type.getDimSize(2))
+                           << " differs from input length " << dimString(inputType.getDimSize(1));
+    if (!compatible(type.getDimSize(1), count))
+      return emitOpError() << name << " has " << dimString(type.getDimSize(1))
+                           << " heads, expected " << count;
+    if (ShapedType::isDynamic(type.getDimSize(3)))
+      return emitOpError() << name << " head dim must be static, got " << type;
+    if (type.getDimSize(3) != headDim)
+      return emitOpError() << name << " head dim " << type.getDimSize(3)
+                           << " differs from query head dim " << headDim;
+  }
+  int64_t features = inputType.getDimSize(2);
+  if (!compatible(features, (heads + 2 * kvHeads) * headDim))
+    return emitOpError() << "input has " << dimString(features) << " features, expected (heads "
+                         << heads << " + 2 x kv_heads " << kvHeads << ") x head dim " << headDim
+                         << " = " << (heads + 2 * kvHeads) * headDim;
+  return success();
+}
 
 //===----------------------------------------------------------------------===//
 // AttentionOp

@@ -102,6 +102,25 @@ def Attn_ReparamLinearOp : Attn_Op<"reparam_linear", [Pure]> {
   let hasCanonicalizer = 1;
 }
 
+def Attn_SplitHeadsOp : Attn_Op<"split_heads", [Pure]> {
+  let summary = "a fused QKV projection's output seen as q, k and v heads (a view)";
+  let description = [{
+    input `[B, S, (Hq + 2 Hkv) D]` (a fused QKV projection's output: the Hq query heads, then
+    the Hkv key heads, then the Hkv value heads, each D wide) -> q `[B, Hq, S, D]`,
+    k `[B, Hkv, S, D]`, v `[B, Hkv, S, D]` with q[b, h, s, d] = input[b, s, h D + d],
+    k[b, h, s, d] = input[b, s, (Hq + h) D + d], v[b, h, s, d] = input[b, s, (Hq + Hkv + h) D + d].
+    `heads` = Hq, `kv_heads` = Hkv (Hq % Hkv == 0). A reinterpretation of the layout: it lowers
+    to strided views of the input's buffer (memref.expand_shape, subview, transpose), never a
+    copy, and D must be static.
+  }];
+  let arguments = (ins AnyRankedTensor:$input, I64Attr:$heads, I64Attr:$kv_heads);
+  let results = (outs AnyRankedTensor:$query, AnyRankedTensor:$key, AnyRankedTensor:$value);
+  let assemblyFormat = [{
+    $input attr-dict `:` type($input) `->` type($query) `,` type($key) `,` type($value)
+  }];
+  let hasVerifier = 1;
+}
+
 include "dialects/attn/AttnTileOps.td"
 
 def Attn_YieldOp : Attn_Op<"yield", [Pure, Terminator, ReturnLike,

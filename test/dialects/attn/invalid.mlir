@@ -536,3 +536,51 @@ func.func @tile_capture_without_fault(%s: memref<32x64xf32>, %i: index, %c: memr
   }
   return
 }
+
+// -----
+
+func.func @split_heads_kv_not_dividing(%y: tensor<2x8x112xf32>) {
+  // expected-error @+1 {{heads 3 must be a multiple of kv_heads 2}}
+  %q, %k, %v = attn.split_heads %y {heads = 3 : i64, kv_heads = 2 : i64} : tensor<2x8x112xf32> -> tensor<2x3x8x16xf32>, tensor<2x2x8x16xf32>, tensor<2x2x8x16xf32>
+  return
+}
+
+// -----
+
+func.func @split_heads_input_rank(%y: tensor<16x128xf32>) {
+  // expected-error @+1 {{input must have rank 3 [B, S, (Hq + 2 Hkv) D], got rank 2}}
+  %q, %k, %v = attn.split_heads %y {heads = 4 : i64, kv_heads = 2 : i64} : tensor<16x128xf32> -> tensor<2x4x8x16xf32>, tensor<2x2x8x16xf32>, tensor<2x2x8x16xf32>
+  return
+}
+
+// -----
+
+func.func @split_heads_features(%y: tensor<2x8x96xf32>) {
+  // expected-error @+1 {{input has 96 features, expected (heads 4 + 2 x kv_heads 2) x head dim 16 = 128}}
+  %q, %k, %v = attn.split_heads %y {heads = 4 : i64, kv_heads = 2 : i64} : tensor<2x8x96xf32> -> tensor<2x4x8x16xf32>, tensor<2x2x8x16xf32>, tensor<2x2x8x16xf32>
+  return
+}
+
+// -----
+
+func.func @split_heads_head_count(%y: tensor<2x8x128xf32>) {
+  // expected-error @+1 {{key has 4 heads, expected 2}}
+  %q, %k, %v = attn.split_heads %y {heads = 4 : i64, kv_heads = 2 : i64} : tensor<2x8x128xf32> -> tensor<2x4x8x16xf32>, tensor<2x4x8x16xf32>, tensor<2x2x8x16xf32>
+  return
+}
+
+// -----
+
+func.func @split_heads_length(%y: tensor<2x8x128xf32>) {
+  // expected-error @+1 {{value length 9 differs from input length 8}}
+  %q, %k, %v = attn.split_heads %y {heads = 4 : i64, kv_heads = 2 : i64} : tensor<2x8x128xf32> -> tensor<2x4x8x16xf32>, tensor<2x2x8x16xf32>, tensor<2x2x9x16xf32>
+  return
+}
+
+// -----
+
+func.func @split_heads_head_dim(%y: tensor<2x8x128xf32>) {
+  // expected-error @+1 {{key head dim 8 differs from query head dim 16}}
+  %q, %k, %v = attn.split_heads %y {heads = 4 : i64, kv_heads = 2 : i64} : tensor<2x8x128xf32> -> tensor<2x4x8x16xf32>, tensor<2x2x8x8xf32>, tensor<2x2x8x16xf32>
+  return
+}

@@ -145,3 +145,11 @@ func.func @captures(%q: tensor<?x4x?x32xf32>, %lengths: tensor<?xi64>, %docs: te
   }
   return %o : tensor<?x4x?x32xf32>
 }
+
+// A fused σReparam QKV projection seen as heads (GQA: 4 query heads, 2 key/value heads).
+// CHECK-LABEL: func.func @split_heads
+// CHECK: attn.split_heads %{{.*}} {heads = 4 : i64, kv_heads = 2 : i64} : tensor<?x?x128xf32> -> tensor<?x4x?x16xf32>, tensor<?x2x?x16xf32>, tensor<?x2x?x16xf32>
+func.func @split_heads(%y: tensor<?x?x128xf32>) -> (tensor<?x4x?x16xf32>, tensor<?x2x?x16xf32>, tensor<?x2x?x16xf32>) {
+  %q, %k, %v = attn.split_heads %y {heads = 4 : i64, kv_heads = 2 : i64} : tensor<?x?x128xf32> -> tensor<?x4x?x16xf32>, tensor<?x2x?x16xf32>, tensor<?x2x?x16xf32>
+  return %q, %k, %v : tensor<?x4x?x16xf32>, tensor<?x2x?x16xf32>, tensor<?x2x?x16xf32>
+}
