@@ -1,6 +1,7 @@
 #include "models/Attention.h"
 
 #include "frontend/torch/Attention.h"
+#include "frontend/torch/ReparamAttention.h"
 #include "models/Autocast.h"
 #include "models/PositionEncoding.h"
 #include "models/ReferenceAttention.h"
@@ -89,6 +90,28 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor &x, const torch::Tensor
   TORCH_CHECK(x.dim() == 3 && x.size(2) == embed, "Attention: x must be [B, S, ", embed,
               "], got shape ", x.sizes());
   const int64_t batch = x.size(0), length = x.size(1);
+
+  // A σReparam fused QKV projection straight into the attention, on the CPU in float32: one
+  // compiled block (attn::reparam_qkv_attention) that reads q, k, v in place in the
+  // projection's buffer and writes their gradients into one buffer for the σReparam backward.
+  // Its output's transpose(1, 2) is contiguous, so merging the heads is a view.
+  const bool fullKeys = !key_lengths.defined() ||
+                        (key_lengths.dim() == 1 && key_lengths.size(0) == batch &&
+                         !at::isFloatingType(key_lengths.scalar_type()) &&
+                         (key_lengths.to(torch::kCPU) == length).all().item<bool>());
+  if (qkv && qkv->is_sigma_reparam() && !query_norm && !options.rope() && fullKeys &&
+      options.backend() == AttentionBackend::Compiled && !options.record_entropy() &&
+      x.device().is_cpu() && x.scalar_type() == torch::kFloat &&
+      qkv->reparam->weight.scalar_type() == torch::kFloat && batch * length > 0 &&
+      !autocastDtype(x.device())) {
+    SigmaReparamLinearImpl &projection = *qkv->reparam;
+    const torch::Tensor attended = attn::reparam_qkv_attention(
+        x, projection.weight,
+        projection.bias.defined() ? c10::optional<torch::Tensor>(projection.bias) : c10::nullopt,
+        projection.gamma, projection.u, projection.is_training(), heads, kvHeads, variant_,
+        options.scale(), options.causal());
+    return output->forward(attended.transpose(1, 2).reshape({batch, length, heads * headDim}));
+  }
 
   // [B, S, H·D] → [B, H, S, D]
   auto splitHeads = [&](const torch::Tensor &t, int64_t count) {

@@ -4,6 +4,7 @@
 // forward is compiled when the spec is first asked for, the backward on first use, as the
 // attention kernels.
 #include "runtime/ReparamKernels.h"
+#include "runtime/ReparamHost.h"
 
 #include "codegen/CpuPipeline.h"
 #include "passes/Passes.h"
@@ -86,14 +87,6 @@ void hostGemmTrampoline(Descriptor2<T> *a, Descriptor2<T> *b, Descriptor1<T> *bi
   }
 }
 
-void throwIfGemmFailed() {
-  if (gemmError.empty())
-    return;
-  std::string message = "attn reparam_linear: " + gemmError;
-  gemmError.clear();
-  throw std::runtime_error(message);
-}
-
 const std::vector<HostSymbol> &hostSymbols() {
   static const std::vector<HostSymbol> symbols = {
       {"_mlir_ciface_attn_host_gemm_f32", reinterpret_cast<void *>(&hostGemmTrampoline<float>)},
@@ -102,8 +95,20 @@ const std::vector<HostSymbol> &hostSymbols() {
   return symbols;
 }
 
+} // namespace
+
+void throwIfGemmFailed(const char *what) {
+  if (gemmError.empty())
+    return;
+  std::string message = std::string(what) + ": " + gemmError;
+  gemmError.clear();
+  throw std::runtime_error(message);
+}
+const std::vector<HostSymbol> &reparamGemmSymbols() { return hostSymbols(); }
+bool hostGemmInstalled() { return installedGemm.load() != nullptr; }
+
 /// f32 lanes of the host's vectors; ATTN_CPU_LANES forces 4, 8 or 16 as for attention.
-int64_t hostLanes() {
+int64_t reparamHostLanes() {
   if (const char *text = std::getenv("ATTN_CPU_LANES")) {
     const std::string forced(text);
     if (forced != "4" && forced != "8" && forced != "16")
@@ -113,6 +118,8 @@ int64_t hostLanes() {
   llvm::StringMap<bool> features = llvm::sys::getHostCPUFeatures();
   return features.lookup("avx512f") ? 16 : features.lookup("avx") ? 8 : 4;
 }
+
+namespace {
 
 std::string describe(const ReparamSpec &spec) {
   return std::string("reparam_linear ") +
@@ -240,7 +247,7 @@ public:
       Kernels<double>::forward(forward_, spec_.bias, args);
     else
       Kernels<float>::forward(forward_, spec_.bias, args);
-    throwIfGemmFailed();
+    throwIfGemmFailed("attn reparam_linear");
   }
   void backward(const ReparamBackwardArgs &args) const override {
     std::call_once(backwardOnce_, [this] {
@@ -251,7 +258,7 @@ public:
       Kernels<double>::backward(backward_, spec_.bias, args);
     else
       Kernels<float>::backward(backward_, spec_.bias, args);
-    throwIfGemmFailed();
+    throwIfGemmFailed("attn reparam_linear");
   }
   double compileMillis() const override { return compileMillis_; }
 
@@ -291,7 +298,7 @@ std::shared_ptr<const ReparamKernels> build(const ReparamSpec &spec) {
   llvm::raw_string_ostream text(source.canonicalIr);
   module->print(text, mlir::OpPrintingFlags().printGenericOpForm());
   source.target = hostTargetDescription();
-  source.lanes = hostLanes();
+  source.lanes = reparamHostLanes();
   source.options = "reparam cpu-object O3 pic lanes=" + std::to_string(source.lanes) +
                    " llvm=" + hostObjectLlvmPipeline();
   log(LogLevel::Debug,

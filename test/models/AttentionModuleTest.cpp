@@ -201,5 +201,48 @@ TEST(Attention, RejectsBadOptionsWithClearMessages) {
   EXPECT_THROW(attention->forward(torch::randn({2, 5, 16}), torch::tensor({5.0, 2.0})), c10::Error);
 }
 
+/// σReparam with the fused QKV projection, on the CPU in float32, runs as one compiled block
+/// (attn::reparam_qkv_attention: q, k, v read in place in the projection's buffer); against
+/// the reference backend in float64 (σReparam linear, split, plain LibTorch attention), train
+/// and eval, causal and not, GQA, an odd length: outputs, gradients of x and every parameter,
+/// and u after the step.
+TEST(Attention, SigmaReparamFusedBlockMatchesFloat64Reference) {
+  for (const bool training : {true, false})
+    for (const bool causal : {false, true}) {
+      torch::manual_seed(21);
+      const AttentionOptions options =
+          AttentionOptions(32, 4).num_kv_heads(2).causal(causal).sigma_reparam(true);
+      Attention compiled(options);
+      Attention reference(AttentionOptions(options).backend(AttentionBackend::Reference));
+      reference->to(torch::kDouble);
+      {
+        torch::NoGradGuard noGrad; // an unconverged u: the power step matters
+        compiled->qkv->reparam->u.copy_(torch::nn::functional::normalize(
+            torch::randn({32}), torch::nn::functional::NormalizeFuncOptions().dim(0)));
+      }
+      copyState(*compiled, *reference);
+      compiled->train(training);
+      reference->train(training);
+      const torch::Tensor uBefore = compiled->qkv->reparam->u.clone();
+      const torch::Tensor x = torch::randn({3, 13, 32});
+      const torch::Tensor gradOut = torch::randn_like(x);
+      const torch::Tensor xc = x.clone().requires_grad_(true),
+                          xr = x.to(torch::kDouble).requires_grad_(true);
+      const torch::Tensor out = compiled->forward(xc), expected = reference->forward(xr);
+      out.backward(gradOut);
+      expected.backward(gradOut.to(torch::kDouble));
+      EXPECT_EQ(out.scalar_type(), torch::kFloat);
+      EXPECT_LT(relativeError(out, expected), 1e-5) << training << causal;
+      EXPECT_LT(relativeError(xc.grad(), xr.grad()), 1e-5) << training << causal;
+      const auto grads = takeGradients(*compiled), gradsReference = takeGradients(*reference);
+      ASSERT_EQ(grads.size(), gradsReference.size());
+      for (const auto &[name, grad] : gradsReference)
+        EXPECT_LT(relativeError(grads.at(name), grad), 2e-5) << name << training << causal;
+      EXPECT_LT(relativeError(compiled->qkv->reparam->u, reference->qkv->reparam->u), 1e-5);
+      if (!training)
+        EXPECT_TRUE(torch::equal(compiled->qkv->reparam->u, uBefore));
+    }
+}
+
 } // namespace
 } // namespace attn::test

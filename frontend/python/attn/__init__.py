@@ -17,7 +17,8 @@ from attn import _loader
 
 library_path = _loader.load()
 
-__all__ = ["__version__", "attention", "reparam_linear", "library_path", "nn"]
+__all__ = ["__version__", "attention", "reparam_linear", "reparam_qkv_attention",
+           "library_path", "nn"]
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, variant: str = "softmax",
@@ -50,6 +51,21 @@ def reparam_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
     """σReparam (arXiv:2303.06296): y = x·(γ/σ(W)·W)ᵀ + b, σ by one power-iteration step from
     ``u`` [in]. In training, ``u`` is updated in place; in eval, it is read only."""
     return torch.ops.attn.reparam_linear(x, weight, bias, gamma, u, training)
+
+
+def reparam_qkv_attention(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                          gamma: torch.Tensor, u: torch.Tensor, training: bool, heads: int,
+                          kv_heads: int = 0, variant: str = "softmax",
+                          scale: Optional[float] = None,
+                          is_causal: bool = False) -> torch.Tensor:
+    """A σReparam QKV projection feeding ``attention`` as one compiled block (CPU, float32):
+    x [B, S, E] → [B, heads, S, D], with q, k, v the projection's [(heads + 2·kv_heads)·D]
+    features (query heads, then key heads, then value heads) read in place, never copied, and
+    their gradients written into one buffer that the σReparam backward reads. ``u`` as in
+    ``reparam_linear``; ``kv_heads`` 0 means ``heads``. The result's transpose(1, 2) is
+    contiguous [B, S, heads, D]."""
+    return torch.ops.attn.reparam_qkv_attention(x, weight, bias, gamma, u, training, heads,
+                                                kv_heads, variant, scale, is_causal)
 
 
 from attn import nn  # noqa: E402  (the modules use the functions above)

@@ -83,8 +83,20 @@ class Attention(nn.Module):
         self.qkv = linear(embed_dim, qkv_features, bias=bias, **factory)
         self.proj = linear(num_heads * self.head_dim, embed_dim, bias=bias, **factory)
 
+    def _fused(self, x: torch.Tensor) -> bool:
+        """σReparam QKV on the CPU in float32: one compiled block (attn.reparam_qkv_attention)."""
+        return (isinstance(self.qkv, SigmaReparamLinear) and x.device.type == "cpu"
+                and x.dtype == torch.float32 and self.qkv.weight.dtype == torch.float32
+                and x.dim() == 3 and x.shape[0] * x.shape[1] > 0
+                and not torch.is_autocast_enabled("cpu"))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, _ = x.shape
+        if self._fused(x):
+            out = attn.reparam_qkv_attention(
+                x, self.qkv.weight, self.qkv.bias, self.qkv.gamma, self.qkv.u, self.training,
+                self.num_heads, self.num_kv_heads, self.variant, self.scale, self.causal)
+            return self.proj(out.transpose(1, 2).reshape(batch, length, -1))
         heads = (self.num_heads, self.num_kv_heads, self.num_kv_heads)
         q, k, v = self.qkv(x).split([h * self.head_dim for h in heads], dim=-1)
         q, k, v = (t.reshape(batch, length, h, self.head_dim).transpose(1, 2)
