@@ -6,6 +6,8 @@
 #include "models/PositionEncoding.h"
 #include "models/ReferenceAttention.h"
 
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include <vector>
 
@@ -34,6 +36,18 @@ ReferenceAttentionSpec referenceSpecOf(const AttentionOptions &options) {
   spec.window = options.window();
   spec.alibi = options.alibi();
   return spec;
+}
+
+/// ATTN_MODELS_PER_LENGTH_CALLS=1 (read once): the compiled backend's key-padding path makes the
+/// per-length calls it made before kv_lengths (one call per group of samples sharing a length, on
+/// exactly their keys) instead of one call — for measuring the two against each other only
+/// (bench/results/asr-ragged-*.md); the results are the same.
+bool perLengthCalls() {
+  static const bool enabled = [] {
+    const char *value = std::getenv("ATTN_MODELS_PER_LENGTH_CALLS");
+    return value && std::strcmp(value, "1") == 0;
+  }();
+  return enabled;
 }
 
 } // namespace
@@ -186,11 +200,13 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor &x, const torch::Tensor
     }
     if (groups.size() == 1 && groups.begin()->first == length) {
       attended = core(q, k, v);
-    } else if (options.backend() == AttentionBackend::Compiled && !options.record_entropy()) {
+    } else if (options.backend() == AttentionBackend::Compiled && !options.record_entropy() &&
+               !perLengthCalls()) {
       // One call for the whole ragged batch: the op's kv_lengths.
       attended = core(q, k, v, key_lengths.to(x.device()));
     } else {
-      // The reference backend and the entropy diagnostic see only the keys they are given.
+      // The reference backend and the entropy diagnostic see only the keys they are given (and
+      // ATTN_MODELS_PER_LENGTH_CALLS=1 restores this path for the compiled backend).
       std::vector<torch::Tensor> outputs, order;
       for (const auto &[keys, samples] : groups) {
         const torch::Tensor index =

@@ -58,8 +58,9 @@ struct AttentionOptions {
 /// key_lengths[b] keys: one call of the op with its kv_lengths for the whole batch — exact for
 /// every normalizer (the sigmoid bias −ln n sees n = that length) and free of recompiles, since
 /// kernels never specialise on lengths. (The reference backend and record_entropy run once per
-/// group of samples sharing a length, on exactly those keys.) Rows of padded queries are
-/// computed as if they were real (callers mask them downstream).
+/// group of samples sharing a length, on exactly those keys; so does the compiled backend under
+/// ATTN_MODELS_PER_LENGTH_CALLS=1, the path before kv_lengths, kept for measuring the two.) Rows
+/// of padded queries are computed as if they were real (callers mask them downstream).
 class AttentionImpl : public torch::nn::Cloneable<AttentionImpl> {
 public:
   AttentionImpl(int64_t embed_dim, int64_t num_heads)
