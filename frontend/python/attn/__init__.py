@@ -40,8 +40,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, variant: str = 
     rank; an ``f32`` capture takes a floating tensor, an ``i32``/``i64`` capture an integer or
     bool tensor (converted, made contiguous); on q's device (CPU only for now). Sizes written
     in the IR are checked; ``?`` sizes take any. A region that indexes outside a capture raises
-    an error naming it (never a clamped result). Captures have no gradients yet: one that
-    requires grad is an error (pass ``t.detach()``)."""
+    an error naming it (never a clamped result). A floating capture that requires grad gets its
+    gradient (a learnable bias table or ALiBi slopes); an IR ``bias`` operand is passed as a
+    capture at its argument's position."""
     return torch.ops.attn.attention(q, k, v, variant, scale, is_causal, kv_lengths,
                                     list(captures))
 
