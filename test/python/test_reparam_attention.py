@@ -150,3 +150,29 @@ def test_nn_attention_runs_the_block_and_matches_its_unfused_path(monkeypatch, t
     y_unfused.square().sum().backward()
     for (name, p), q in zip(fused.named_parameters(), unfused.parameters()):
         assert_close_f32(p.grad, q.grad.double(), "d" + name, tolerance=2e-5)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_opcheck(training):
+    x, weight, b, gamma, u = block_inputs(2, 9, 24, 2, 1, 8, True)
+    result = torch.library.opcheck(
+        torch.ops.attn.reparam_qkv_attention.default,
+        (x, weight, b, gamma, u, training, 2, 1, "softmax", None, True),
+        test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+    assert all(value == "SUCCESS" for value in result.values()), result
+
+
+def test_torch_compile_traces_the_block_without_a_graph_break():
+    x, weight, b, gamma, u = block_inputs(2, 13, 24, 2, 2, 8, True)
+
+    def block(x):
+        return attn.reparam_qkv_attention(x, weight, b, gamma, u, False, 2).square().sum()
+
+    compiled = torch.compile(block, fullgraph=True)
+    got = compiled(x)
+    got_grads = torch.autograd.grad(got, (x, weight, gamma))
+    want = block(x)
+    want_grads = torch.autograd.grad(want, (x, weight, gamma))
+    assert torch.allclose(got, want, rtol=1e-5)
+    for g, w in zip(got_grads, want_grads):
+        assert torch.allclose(g, w, rtol=1e-4, atol=1e-6)
