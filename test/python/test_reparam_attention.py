@@ -176,3 +176,30 @@ def test_torch_compile_traces_the_block_without_a_graph_break():
     assert torch.allclose(got, want, rtol=1e-5)
     for g, w in zip(got_grads, want_grads):
         assert torch.allclose(g, w, rtol=1e-4, atol=1e-6)
+
+
+def test_block_kernels_come_from_the_jit_with_the_fused_ir_dumped(tmp_path):
+    # A fresh process (the JIT reads ATTN_DUMP_DIR once): the block's forward and backward
+    # kernels are compiled through attn-fuse-reparam-attention, and the dumped stage after it
+    # holds the σReparam forward feeding views of the QKV buffer into the attention call.
+    import os
+    import subprocess
+    import sys
+    script = (
+        "import torch, attn\n"
+        "x = torch.randn(2, 7, 20, requires_grad=True)\n"
+        "w = torch.randn(48, 20, requires_grad=True)\n"
+        "u = torch.nn.functional.normalize(torch.randn(20), dim=0)\n"
+        "attn.reparam_qkv_attention(x, w, None, torch.ones(1), u, True, 2).sum().backward()\n")
+    environment = dict(os.environ, ATTN_DUMP_DIR=str(tmp_path))
+    subprocess.run([sys.executable, "-c", script], check=True, env=environment)
+    stages = [p for p in tmp_path.rglob("*") if p.is_file()]
+    fused = [p for p in stages if "attn-fuse-reparam-attention" in p.name.lower()
+             or "AttnFuseReparamAttention" in p.name]
+    assert fused, f"no stage after attn-fuse-reparam-attention among {[p.name for p in stages]}"
+    text = "\n".join(p.read_text() for p in fused)
+    for expected in ("reparam_qkv_attention_fwd", "reparam_qkv_attention_bwd",
+                     "call @attn_host_gemm_f32", "memref.expand_shape", "memref.transpose",
+                     "call @attn_host_attention_forward", "call @attn_host_attention_backward"):
+        assert expected in text, expected
+    assert "memref.copy" not in text
