@@ -81,7 +81,9 @@ FailureOr<Value> lowerCaptureRead(OpBuilder &builder, Location loc, Operation &o
         arith::ConstantOp::create(builder, loc, builder.getBoolAttr(true)));
     scf::IfOp::create(builder, loc, anyOutside, [&](OpBuilder &, Location) {
       Value one = arith::ConstantOp::create(builder, loc, builder.getI32IntegerAttr(1));
-      memref::StoreOp::create(builder, loc, one, fault, ValueRange{e.index(position)});
+      // Atomic: tiles on several threads may flag one capture at once.
+      memref::AtomicRMWOp::create(builder, loc, arith::AtomicRMWKind::assign, one, fault,
+                                  ValueRange{e.index(position)});
       scf::YieldOp::create(builder, loc);
     });
   }

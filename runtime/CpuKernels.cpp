@@ -479,14 +479,14 @@ struct SpeculativeBackward {
 
   static std::unique_ptr<SpeculativeBackward> start(const KernelSource &source) {
     auto shared = std::make_shared<const KernelSource>(source);
-    // Counted as a foreground compile from before the threads start until each has finished,
-    // so that an exit right after the forward waits for them rather than destroying LLVM's
-    // statics under a thread that has not reached its compile yet (a SEGFAULT at exit).
-    // The first Foreground registers the exit handler: LLVM's lazy statics must exist first
-    // (warmUpHostCodeGeneration), or they are destroyed before it runs.
+    // Counted from before the threads start until each has finished, so that an exit right
+    // after the forward waits for them rather than destroying LLVM's statics under a thread
+    // that has not reached its compile yet (a SEGFAULT at exit). The first token registers
+    // the exit handler: LLVM's lazy statics must exist first (warmUpHostCodeGeneration), or
+    // they are destroyed before it runs.
     warmUpHostCodeGeneration();
-    using Token = std::shared_ptr<BackgroundCompiles::Foreground>;
-    auto token = std::make_shared<BackgroundCompiles::Foreground>();
+    using Token = std::shared_ptr<BackgroundCompiles::Speculation>;
+    auto token = std::make_shared<BackgroundCompiles::Speculation>();
     auto obtain = [shared](CpuKernelSet kernel, Token held) {
       lowerThreadPriority(5);
       std::shared_ptr<TieredKernel> obtained = obtainKernel(*shared, kernel);

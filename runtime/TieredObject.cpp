@@ -110,12 +110,13 @@ void BackgroundCompiles::drainAtExit() {
   std::unique_lock<std::mutex> lock(mutex_);
   exiting_ = true;
   changed_.notify_all();
-  // Compiles on other threads (speculative ones, at nice +5: seconds on a loaded machine)
-  // finish first: exiting under them destroys LLVM's statics while they run (a crash at exit,
+  // Compiles on other threads (and speculative threads, at nice +5: seconds on a loaded
+  // machine) finish first: exiting under them destroys LLVM's statics while they run (a crash at exit,
   // seen in ctest under load with a 2 s bound). The bound only guards against a hang. Those of
   // this very thread (exit() from inside a compile, an LLVM fatal error) are not waited for.
   const int mine = foregroundDepth;
-  changed_.wait_for(lock, std::chrono::minutes(2), [this, mine] { return foreground_ <= mine; });
+  changed_.wait_for(lock, std::chrono::minutes(2),
+                    [this, mine] { return foreground_ <= mine && speculative_ == 0; });
   const bool joinable = worker_.joinable() && worker_.get_id() != std::this_thread::get_id();
   lock.unlock();
   if (joinable)
@@ -151,5 +152,18 @@ void lowerThreadPriority(int niceIncrement) {
 #else
   (void)niceIncrement;
 #endif
+}
+BackgroundCompiles::Speculation::Speculation() {
+  BackgroundCompiles &compiles = instance();
+  std::lock_guard<std::mutex> lock(compiles.mutex_);
+  ++compiles.speculative_;
+  compiles.ensureExitHandler();
+}
+
+BackgroundCompiles::Speculation::~Speculation() {
+  BackgroundCompiles &compiles = instance();
+  std::lock_guard<std::mutex> lock(compiles.mutex_);
+  --compiles.speculative_;
+  compiles.changed_.notify_all();
 }
 } // namespace attn::runtime

@@ -87,6 +87,19 @@ public:
     Foreground &operator=(const Foreground &) = delete;
   };
 
+  /// Marks a speculative compile thread (the backward's, beside the forward) from before it
+  /// starts until it ends. Process exit waits for it (LLVM's statics must outlive it); unlike a
+  /// Foreground, it never holds the background worker back: it may wait for a key's lock that
+  /// another process holds until its own background compile stores the key (counting it would
+  /// let two such processes deadlock).
+  class Speculation {
+  public:
+    Speculation();
+    ~Speculation();
+    Speculation(const Speculation &) = delete;
+    Speculation &operator=(const Speculation &) = delete;
+  };
+
 private:
   BackgroundCompiles() = default;
   void run();
@@ -97,6 +110,7 @@ private:
   std::condition_variable changed_;
   std::deque<std::function<void()>> jobs_;
   int foreground_ = 0;
+  int speculative_ = 0;
   bool running_ = false;
   bool held_ = false;
   bool exiting_ = false;

@@ -150,11 +150,11 @@ func.func @classify(%rows: index, %cols: index, %b: index, %h: index, %r0: index
 // CHECK: %[[INSIDE:.*]] = arith.andi %{{.*}}, %{{.*}} : vector<16xi1>
 // CHECK: %[[ALL:.*]] = vector.reduction <and>, %{{.*}} : vector<16xi1> into i1
 // CHECK: scf.if
-// CHECK: memref.store %c1_i32, %[[FAULT:.*]][%c0] : memref<?xi32>
+// CHECK: memref.atomic_rmw assign %c1_i32, %[[FAULT:.*]][%c0] : (i32, memref<?xi32>) -> i32
 // CHECK: %[[FLAT:.*]] = memref.collapse_shape %[[TABLE:.*]] {{\[\[}}0, 1]] : memref<?x?xf32> into memref<?xf32>
 // CHECK: vector.gather %[[FLAT]][%c0] [%{{.*}}], %{{.*}}, %{{.*}} : memref<?xf32>, vector<16xindex>, vector<16xi1>, vector<16xf32> into vector<16xf32>
 // CHECK: scf.if
-// CHECK: memref.store %c1_i32, %[[FAULT]][%c1] : memref<?xi32>
+// CHECK: memref.atomic_rmw assign %c1_i32, %[[FAULT]][%c1] : (i32, memref<?xi32>) -> i32
 // CHECK: memref.load %[[SLOPES:.*]][%{{.*}}] : memref<?xf32>
 func.func @captured_bias(%s: memref<32x16xf32>, %rows: index, %cols: index, %b: index, %h: index,
                          %r0: index, %k0: index, %table: memref<?x?xf32>, %slopes: memref<?xf32>,

@@ -100,9 +100,9 @@ func.func @softmax(%q: tensor<?x?x?x64xf32>, %k: tensor<?x?x?x64xf32>, %v: tenso
 // capture's fault flag); the kernel takes the captures and the flags as they are.
 // CHECK-LABEL: gpu.func @captured_fwd
 // CHECK-SAME: %[[TABLE:[^:]*]]: memref<?x?xf32>, %[[SLOPES:[^:]*]]: memref<?xf32, strided<[?], offset: ?>>, %[[FAULT:[^:]*]]: memref<?xi32, strided<[1], offset: ?>>
-// CHECK: memref.store %c1_i32, %[[FAULT]][%c0]
+// CHECK: memref.atomic_rmw assign %c1_i32, %[[FAULT]][%c0]
 // CHECK: memref.load %[[TABLE]][%{{.*}}, %{{.*}}] : memref<?x?xf32>
-// CHECK: memref.store %c1_i32, %[[FAULT]][%c1]
+// CHECK: memref.atomic_rmw assign %c1_i32, %[[FAULT]][%c1]
 // CHECK: memref.load %[[SLOPES]][%{{.*}}]
 func.func @captured(%q: tensor<?x?x?x64xbf16>, %table: tensor<?x?xf32>, %slopes: tensor<?xf32>) -> tensor<?x?x?x64xbf16> {
   %o = attn.attention %q, %q, %q captures(%table, %slopes : tensor<?x?xf32>, tensor<?xf32>) normalizer(#attn.softmax)
