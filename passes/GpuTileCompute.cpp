@@ -189,6 +189,19 @@ LogicalResult KernelLowering::lowerMask(TileMaskOp op) {
   return success();
 }
 
+std::pair<SmallVector<Value>, Value> KernelLowering::mappedCaptures(ValueRange captures,
+                                                                    Value fault) {
+  SmallVector<Value> kernelCaptures;
+  for (Value capture : captures)
+    kernelCaptures.push_back(mapped(capture));
+  return {kernelCaptures, fault ? mapped(fault) : Value()};
+}
+
+Value KernelLowering::lastValidKey(Value colStart, Value cols) {
+  return g->add(colStart,
+                arith::MaxSIOp::create(b, loc, g->sub(cols, g->idx(1)), g->idx(0)));
+}
+
 FailureOr<SmallVector<Value>> KernelLowering::evaluateRegion(Region &region, ValueRange args,
                                                              ValueRange captures, Value fault,
                                                              bool derivative) {
@@ -218,9 +231,8 @@ LogicalResult KernelLowering::lowerMaskClassify(TileMaskClassifyOp op) {
   Value batch = mapped(op.getBatch()), head = mapped(op.getHead());
   Value rowStart = mapped(op.getRowStart()), colStart = mapped(op.getColStart());
   SmallVector<Value> captures;
-  for (Value capture : op.getCaptures())
-    captures.push_back(mapped(capture));
-  Value fault = op.getFault() ? mapped(op.getFault()) : Value();
+  Value fault;
+  std::tie(captures, fault) = mappedCaptures(op.getCaptures(), op.getFault());
   Value total = arith::MulIOp::create(b, loc, rows, cols);
   Value safeCols = arith::MaxSIOp::create(b, loc, cols, g->idx(1));
   Value none = arith::ConstantOp::create(b, loc, b.getBoolAttr(false));
@@ -270,12 +282,9 @@ LogicalResult KernelLowering::lowerMaskRegion(TileMaskRegionOp op) {
   Value batch = mapped(op.getBatch()), head = mapped(op.getHead());
   Value rowStart = mapped(op.getRowStart()), colStart = mapped(op.getColStart());
   SmallVector<Value> captures;
-  for (Value capture : op.getCaptures())
-    captures.push_back(mapped(capture));
-  Value fault = op.getFault() ? mapped(op.getFault()) : Value();
-  Value lastKey = g->add(colStart, arith::MaxSIOp::create(b, loc, g->sub(mapped(op.getCols()),
-                                                                            g->idx(1)),
-                                                           g->idx(0)));
+  Value fault;
+  std::tie(captures, fault) = mappedCaptures(op.getCaptures(), op.getFault());
+  Value lastKey = lastValidKey(colStart, mapped(op.getCols()));
   SmallVector<Value> out;
   for (size_t i = 0; i < scores->size(); ++i) {
     auto [r, c] = position(l, i);
@@ -299,14 +308,11 @@ LogicalResult KernelLowering::lowerScoreMod(TileScoreModOp op) {
   Value rowStart = mapped(op.getRowStart()), colStart = mapped(op.getColStart());
   double multiplier = op.getMultiplier().convertToDouble();
   SmallVector<Value> captures;
-  for (Value capture : op.getCaptures())
-    captures.push_back(mapped(capture));
-  Value fault = op.getFault() ? mapped(op.getFault()) : Value();
+  Value fault;
+  std::tie(captures, fault) = mappedCaptures(op.getCaptures(), op.getFault());
   // Padding keys are evaluated at the last valid one (their scores are masked anyway), so a
   // region never reads a capture past the sequence.
-  Value lastKey = g->add(colStart, arith::MaxSIOp::create(b, loc, g->sub(mapped(op.getCols()),
-                                                                            g->idx(1)),
-                                                           g->idx(0)));
+  Value lastKey = lastValidKey(colStart, mapped(op.getCols()));
   SmallVector<Value> out, derivative;
   for (size_t i = 0; i < scores->size(); ++i) {
     auto [r, c] = position(l, i);

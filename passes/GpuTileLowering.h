@@ -85,6 +85,10 @@ private:
   LogicalResult lowerMaskRegion(TileMaskRegionOp op);
   /// A scalar region (score_mod, mask) at `args`, its capture reads bounds-checked global
   /// loads; with `derivative`, also d(result)/d(args[0]).
+  /// A region-evaluating tile op's captures and fault flags, as kernel values.
+  std::pair<SmallVector<Value>, Value> mappedCaptures(ValueRange captures, Value fault);
+  /// colStart + max(cols - 1, 0): where padding keys are evaluated (never past the sequence).
+  Value lastValidKey(Value colStart, Value cols);
   FailureOr<SmallVector<Value>> evaluateRegion(Region &region, ValueRange args,
                                                ValueRange captures, Value fault,
                                                bool derivative);
