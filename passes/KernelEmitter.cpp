@@ -40,11 +40,14 @@ void copyCaptureRegion(Region &from, Region &into, ValueRange captures) {
   for (Operation *read : reads) {
     OpBuilder builder(read);
     Value replacement;
+    // The capture arguments are memrefs already: the ops' typed tensor getters would assert,
+    // so their source is read as a plain operand.
+    Value source = read->getOperand(0);
     if (auto extract = dyn_cast<tensor::ExtractOp>(read))
-      replacement = memref::LoadOp::create(builder, extract.getLoc(), extract.getTensor(),
-                                           extract.getIndices());
+      replacement =
+          memref::LoadOp::create(builder, extract.getLoc(), source, extract.getIndices());
     else if (auto dim = dyn_cast<tensor::DimOp>(read))
-      replacement = memref::DimOp::create(builder, dim.getLoc(), dim.getSource(), dim.getIndex());
+      replacement = memref::DimOp::create(builder, dim.getLoc(), source, dim.getIndex());
     read->getResult(0).replaceAllUsesWith(replacement);
     read->erase();
   }
