@@ -231,7 +231,6 @@ SmallVector<Type> AttentionOp::getRegionArgumentTypes(bool withScore) {
 LogicalResult AttentionOp::verifyRegions() {
   MLIRContext *context = getContext();
   auto f32 = Float32Type::get(context);
-  auto index = IndexType::get(context);
   bool wantsBody = getNormalizer().usesBodyRegion();
   bool hasBody = !getNormalizerBody().empty();
   if (wantsBody && !hasBody)
