@@ -44,19 +44,6 @@ template <int Rank> runtime::View<Rank> viewOf(const at::Tensor &tensor) {
   return view;
 }
 
-/// Runs `runTile(batch, head, start)` for every tile of a [batches, heads, length] grid cut
-/// into tiles of `tile` rows along the length; tiles are independent, so they run in parallel.
-template <typename RunTile>
-void forEachTile(int64_t batches, int64_t heads, int64_t length, int64_t tile,
-                 const RunTile &runTile) {
-  const int64_t tilesPerHead = (length + tile - 1) / tile;
-  at::parallel_for(0, batches * heads * tilesPerHead, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t index = begin; index < end; ++index) {
-      const int64_t headIndex = index / tilesPerHead;
-      runTile(headIndex / heads, headIndex % heads, (index % tilesPerHead) * tile);
-    }
-  });
-}
 
 bool hasNoKeysOrQueries(const at::Tensor &q, const at::Tensor &k) {
   return q.size(2) == 0 || k.size(2) == 0;

@@ -7,6 +7,7 @@
 // that the attention tiles read as strided q, k, v views, and the backward's tiles write dQ,
 // dK, dV into one buffer of that layout, the σReparam backward's dy. No reshape or
 // contiguous copy of q, k, v or of their gradients is made.
+#include "frontend/torch/CpuAttention.h"
 #include "frontend/torch/ReparamAttention.h"
 #include "frontend/torch/ReparamLinearKernels.h"
 
@@ -87,19 +88,6 @@ std::shared_ptr<const runtime::CpuKernels> attentionKernels(const runtime::Varia
   }
 }
 
-/// Runs `runTile(batch, head, start)` over a [batches, heads, length] grid in tiles of `tile`
-/// rows, in parallel on torch's intra-op threads.
-template <typename RunTile>
-void forEachTile(int64_t batches, int64_t heads, int64_t length, int64_t tile,
-                 const RunTile &runTile) {
-  const int64_t tilesPerHead = (length + tile - 1) / tile;
-  at::parallel_for(0, batches * heads * tilesPerHead, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t index = begin; index < end; ++index) {
-      const int64_t headIndex = index / tilesPerHead;
-      runTile(headIndex / heads, headIndex % heads, (index % tilesPerHead) * tile);
-    }
-  });
-}
 
 template <int Rank> runtime::View<Rank> viewOf(const at::Tensor &tensor) {
   runtime::View<Rank> view;
