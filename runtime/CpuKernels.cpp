@@ -6,6 +6,7 @@
 
 #include "codegen/CpuPipeline.h"
 #include "dialects/attn/AttnDialect.h"
+#include "runtime/CaptureBinder.h"
 #include "runtime/CpuExecutor.h"
 #include "runtime/HostObject.h"
 #include "runtime/Jit.h"
@@ -118,118 +119,6 @@ struct KernelArguments {
 /// dO, delta, dK, dV. The most pointer arguments a variant's kernels take is dK/dV's.
 constexpr int64_t kMostViews = 8;
 
-std::string shapeText(const std::vector<int64_t> &sizes) {
-  std::string text = "[";
-  for (size_t i = 0; i < sizes.size(); ++i)
-    text += (i ? ", " : "") + (sizes[i] < 0 ? std::string("?") : std::to_string(sizes[i]));
-  return text + "]";
-}
-} // namespace
-
-/// Lays out a call's captures as the kernels' descriptors (friend of CaptureArguments).
-class CaptureBinder {
-public:
-  /// `views` in the call's order; `callIndex[j]`: the call capture of kernel capture j.
-  static CaptureArguments bind(const std::vector<CaptureDeclaration> &declarations,
-                               const std::vector<size_t> &callIndex,
-                               const std::vector<CaptureView> &views, const std::string &label) {
-    if (views.size() != declarations.size())
-      throw CallError(label + ": the kernels take " + std::to_string(declarations.size()) +
-                      " captured tensors, the call binds " + std::to_string(views.size()));
-    for (size_t i = 0; i < views.size(); ++i) {
-      const CaptureDeclaration &declared = declarations[i];
-      const std::vector<int64_t> &sizes = views[i].sizes;
-      bool fits = sizes.size() == declared.sizes.size();
-      for (size_t d = 0; fits && d < sizes.size(); ++d)
-        fits = declared.sizes[d] < 0 || declared.sizes[d] == sizes[d];
-      if (!fits)
-        throw CallError("capture " + std::to_string(i) + " has shape " + shapeText(sizes) +
-                        " but the variant declares " + declared.type + " (" +
-                        declared.argument + ")");
-    }
-    CaptureArguments bound;
-    if (callIndex.empty())
-      return bound;
-    // An empty capture has no element to read: its descriptor points at a zero so that the
-    // kernels' in-bounds fallback read stays inside memory; any read of it is a fault.
-    static const int64_t kNothing[1] = {0};
-    std::vector<size_t> starts;
-    for (size_t index : callIndex) {
-      const CaptureView &view = views[index];
-      const int64_t rank = static_cast<int64_t>(view.sizes.size());
-      int64_t elements = 1;
-      for (int64_t size : view.sizes)
-        elements *= size;
-      const void *data = elements > 0 ? view.data : kNothing;
-      starts.push_back(bound.words_.size());
-      const auto address = static_cast<int64_t>(reinterpret_cast<intptr_t>(data));
-      bound.words_.insert(bound.words_.end(), {address, address, 0});
-      bound.words_.insert(bound.words_.end(), view.sizes.begin(), view.sizes.end());
-      std::vector<int64_t> strides(rank, 1);
-      for (int64_t d = rank - 2; d >= 0; --d)
-        strides[d] = strides[d + 1] * std::max<int64_t>(view.sizes[d + 1], 1);
-      bound.words_.insert(bound.words_.end(), strides.begin(), strides.end());
-      bound.sizes_.push_back(view.sizes);
-    }
-    bound.fault_.assign(callIndex.size(), 0);
-    bound.callIndex_ = callIndex;
-    const auto faultAddress = static_cast<int64_t>(reinterpret_cast<intptr_t>(bound.fault_.data()));
-    starts.push_back(bound.words_.size());
-    bound.words_.insert(bound.words_.end(),
-                        {faultAddress, faultAddress, 0,
-                         static_cast<int64_t>(bound.fault_.size()), 1});
-    for (size_t start : starts)
-      bound.pointers_.push_back(bound.words_.data() + start);
-    return bound;
-  }
-
-  /// The gradient buffers of the f32 kernel captures, in kernel order (no fault flags).
-  static CaptureArguments bindGradients(const std::vector<CaptureDeclaration> &declarations,
-                                        const std::vector<size_t> &callIndex,
-                                        const std::vector<CaptureView> &gradients,
-                                        const std::string &label) {
-    if (gradients.size() != declarations.size())
-      throw CallError(label + ": " + std::to_string(gradients.size()) +
-                      " capture gradient buffers for " + std::to_string(declarations.size()) +
-                      " captures");
-    CaptureArguments bound;
-    std::vector<size_t> starts;
-    for (size_t index : callIndex) {
-      if (declarations[index].element != CaptureElement::Float32)
-        continue;
-      const CaptureView &view = gradients[index];
-      const int64_t rank = static_cast<int64_t>(view.sizes.size());
-      starts.push_back(bound.words_.size());
-      const auto address = static_cast<int64_t>(reinterpret_cast<intptr_t>(view.data));
-      bound.words_.insert(bound.words_.end(), {address, address, 0});
-      bound.words_.insert(bound.words_.end(), view.sizes.begin(), view.sizes.end());
-      std::vector<int64_t> strides(rank, 1);
-      for (int64_t d = rank - 2; d >= 0; --d)
-        strides[d] = strides[d + 1] * std::max<int64_t>(view.sizes[d + 1], 1);
-      bound.words_.insert(bound.words_.end(), strides.begin(), strides.end());
-    }
-    for (size_t start : starts)
-      bound.pointers_.push_back(bound.words_.data() + start);
-    return bound;
-  }
-
-  static void checkFaults(const std::vector<CaptureDeclaration> &declarations,
-                          const CaptureArguments &bound) {
-    for (size_t slot = 0; slot < bound.fault_.size(); ++slot) {
-      if (bound.fault_[slot] == 0)
-        continue;
-      const size_t index = bound.callIndex_[slot];
-      throw CallError("attn::attention: a score_mod or mask region indexed outside capture " +
-                      std::to_string(index) + " (" + declarations[index].argument + ", " +
-                      declarations[index].type + " in the IR) of shape " +
-                      shapeText(bound.sizes_[slot]) +
-                      ": the call has no result; pass a capture that covers every index the "
-                      "regions compute");
-    }
-  }
-};
-
-namespace {
 // Rows per query tile and keys per key/value block. Measured on AVX-512 (one thread, S=2048,
 // B=1, H=2, D=64 and 128; min of 4 x 25 runs of 64x64, 64x128 and 128x128): 128 x 128 was
 // fastest for softmax and relu (softmax D=64: 14.6 ms vs 17.0 ms at 64 x 64), since a
