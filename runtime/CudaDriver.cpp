@@ -39,6 +39,7 @@ static_assert(kFunctionSharedSizeBytes == CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES);
 static_assert(kFunctionLocalSizeBytes == CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES);
 static_assert(kFunctionNumRegs == CU_FUNC_ATTRIBUTE_NUM_REGS);
 static_assert(kFunctionMaxDynamicSharedBytes == CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES);
+static_assert(sizeof(CUdeviceptr) == sizeof(uint64_t));
 #endif
 
 /// The entry points we use, resolved by name.
@@ -58,6 +59,9 @@ struct Api {
   CUresult (*cuFuncGetAttribute)(int *, int, FunctionHandle);
   CUresult (*cuLaunchKernel)(FunctionHandle, unsigned, unsigned, unsigned, unsigned, unsigned,
                              unsigned, unsigned, StreamHandle, void **, void **);
+  CUresult (*cuMemsetD32Async)(uint64_t, unsigned, size_t, StreamHandle);
+  CUresult (*cuMemcpyDtoHAsync)(void *, uint64_t, size_t, StreamHandle);
+  CUresult (*cuStreamSynchronize)(StreamHandle);
 };
 
 class DynamicDriver final : public Driver {
@@ -143,7 +147,21 @@ public:
           "cuLaunchKernel");
   }
 
+  void fillWords(void *device, uint32_t value, size_t count, StreamHandle stream) override {
+    check(api_.cuMemsetD32Async(addressOf(device), value, count, stream), "cuMemsetD32Async");
+  }
+
+  void copyToHost(void *host, const void *device, size_t bytes, StreamHandle stream) override {
+    check(api_.cuMemcpyDtoHAsync(host, addressOf(device), bytes, stream), "cuMemcpyDtoHAsync");
+    check(api_.cuStreamSynchronize(stream), "cuStreamSynchronize");
+  }
+
 private:
+  /// A CUdeviceptr (an integer the width of a pointer).
+  static uint64_t addressOf(const void *device) {
+    return static_cast<uint64_t>(reinterpret_cast<uintptr_t>(device));
+  }
+
   CUdevice deviceAt(int ordinal) {
     CUdevice device = 0;
     check(api_.cuDeviceGet(&device, ordinal), "cuDeviceGet(" + std::to_string(ordinal) + ")");
@@ -214,6 +232,10 @@ std::unique_ptr<Driver> Driver::load(const std::string &path) {
   resolve(library, path, "cuFuncSetAttribute", api.cuFuncSetAttribute);
   resolve(library, path, "cuFuncGetAttribute", api.cuFuncGetAttribute);
   resolve(library, path, "cuLaunchKernel", api.cuLaunchKernel);
+  // cuda.h maps these names to the entry points below (CUdeviceptr and size_t arguments).
+  resolve(library, path, "cuMemsetD32Async", api.cuMemsetD32Async);
+  resolve(library, path, "cuMemcpyDtoHAsync_v2", api.cuMemcpyDtoHAsync);
+  resolve(library, path, "cuStreamSynchronize", api.cuStreamSynchronize);
   return std::make_unique<DynamicDriver>(library, api, path);
 }
 

@@ -69,6 +69,11 @@ public:
   virtual KernelResources resources(FunctionHandle function) = 0;
   virtual void launch(FunctionHandle function, const LaunchShape &shape, StreamHandle stream,
                       void **arguments) = 0;
+  /// Sets `count` 32-bit words at device address `device` to `value`, in stream order.
+  virtual void fillWords(void *device, uint32_t value, size_t count, StreamHandle stream) = 0;
+  /// Copies `bytes` from device to host memory in stream order, then waits for the stream:
+  /// `host` holds them on return.
+  virtual void copyToHost(void *host, const void *device, size_t bytes, StreamHandle stream) = 0;
 };
 
 } // namespace attn::runtime::cuda

@@ -2,6 +2,7 @@
 
 #include "codegen/CpuPipeline.h"
 #include "codegen/GpuCompiler.h"
+#include "runtime/CaptureBinder.h"
 #include "runtime/CudaDriver.h"
 #include "runtime/Jit.h"
 #include "runtime/Log.h"
@@ -12,9 +13,11 @@
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <vector>
 
@@ -75,6 +78,11 @@ public:
     layout_.push_back(Rank);
   }
 
+  /// Parameters laid out elsewhere (the captures' descriptor words), passed after the views.
+  void addParameters(const std::vector<void *> &addresses) {
+    trailing_.insert(trailing_.end(), addresses.begin(), addresses.end());
+  }
+
   /// Addresses of every scalar, in order. Valid while this list lives.
   std::vector<void *> addresses() {
     std::vector<void *> addresses;
@@ -85,6 +93,7 @@ public:
       for (int i = 0; i < 1 + 2 * rank; ++i)
         addresses.push_back(&integers_[integer++]);
     }
+    addresses.insert(addresses.end(), trailing_.begin(), trailing_.end());
     return addresses;
   }
 
@@ -92,6 +101,25 @@ private:
   std::vector<void *> pointers_;
   std::vector<int64_t> integers_;
   std::vector<int> layout_;
+  std::vector<void *> trailing_;
+};
+
+/// The parameters `.entry <name>(...)` declares in `ptx`; -1 when the entry is not found.
+int64_t ptxParameterCount(const std::string &ptx, const std::string &name) {
+  const size_t entry = ptx.find(".entry " + name + "(");
+  if (entry == std::string::npos)
+    return -1;
+  const size_t end = ptx.find(')', entry);
+  int64_t count = 0;
+  for (size_t at = ptx.find(".param", entry); at < end; at = ptx.find(".param", at + 6))
+    ++count;
+  return count;
+}
+
+/// A call's captures bound for the kernels, with their device fault flags.
+struct BoundCaptures {
+  CaptureArguments arguments;
+  void *flags = nullptr;
 };
 
 std::string shortLabel(const VariantSpec &spec, GpuDtype dtype) {
@@ -105,9 +133,10 @@ std::string shortLabel(const VariantSpec &spec, GpuDtype dtype) {
 class LoadedGpuKernels final : public GpuKernels {
 public:
   LoadedGpuKernels(int device, GpuProgram program, std::string target, double millis,
-                   const std::string &label, bool keyLengths)
+                   const std::string &label, bool keyLengths, VariantCaptures captures)
       : device_(device), program_(std::move(program)), target_(std::move(target)),
-        compileMillis_(millis), keyLengths_(keyLengths) {
+        compileMillis_(millis), keyLengths_(keyLengths), captures_(std::move(captures)),
+        label_(label) {
     cuda::Driver &driver = cuda::Driver::get();
     driver.makeCurrent(device_);
     cuda::ModuleHandle module = driver.loadModule(program_.ptx);
@@ -125,7 +154,8 @@ public:
                          std::to_string(kernel.threads) + " threads";
       log(resources.localBytes > 0 ? LogLevel::Warning : LogLevel::Info,
           resources.localBytes > 0 ? "kernel spills to local memory: " + line : line);
-      functions_[suffixOf(kernel.name)] = {function, kernel};
+      functions_[suffixOf(kernel.name)] = {function, kernel,
+                                           ptxParameterCount(program_.ptx, kernel.name)};
     }
   }
 
@@ -136,11 +166,21 @@ public:
     auto found = functions_.find(role);
     return found == functions_.end() ? 0 : found->second.info.blockRows;
   }
+  const std::vector<CaptureDeclaration> &captures() const override {
+    return captures_.declarations;
+  }
+  size_t captureScratchBytes() const override {
+    // One int32 flag per kernel capture, and at least 8 bytes: an empty capture's descriptor
+    // points here for the kernels' in-bounds fallback read (of up to an i64).
+    const size_t flags = captures_.callIndex.size();
+    return flags == 0 ? 0 : std::max<size_t>(8, (4 * flags + 7) / 8 * 8);
+  }
 
   void forward(const DeviceView4 &q, const DeviceView4 &k, const DeviceView4 &v,
                const DeviceView4 &o, const DeviceView3 &lse, void *stream,
-               const DeviceLengths *keyLengths) const override {
+               const DeviceLengths *keyLengths, const DeviceCaptures *captures) const override {
     checkLengths(keyLengths);
+    std::optional<BoundCaptures> bound = bindCaptures(captures);
     ArgumentList arguments;
     arguments.addMemRef(q);
     arguments.addMemRef(k);
@@ -149,15 +189,19 @@ public:
     arguments.addMemRef(lse);
     if (keyLengths)
       arguments.addMemRef(*keyLengths);
+    addCaptures(arguments, bound);
+    zeroFaultFlags(bound, stream);
     launch("fwd", q, k, arguments, stream);
+    checkFaultFlags(bound, stream);
   }
 
   void backward(const DeviceView4 &q, const DeviceView4 &k, const DeviceView4 &v,
                 const DeviceView4 &o, const DeviceView4 &gradOut, const DeviceView3 &lse,
                 const DeviceView3 &delta, const DeviceView4 &gradQuery, const DeviceView4 &gradKey,
-                const DeviceView4 &gradValue, void *stream,
-                const DeviceLengths *keyLengths) const override {
+                const DeviceView4 &gradValue, void *stream, const DeviceLengths *keyLengths,
+                const DeviceCaptures *captures) const override {
     checkLengths(keyLengths);
+    std::optional<BoundCaptures> bound = bindCaptures(captures);
     if (program_.rowWise) {
       ArgumentList arguments;
       arguments.addMemRef(o);
@@ -173,7 +217,7 @@ public:
     query.addMemRef(gradQuery);
     if (keyLengths)
       query.addMemRef(*keyLengths);
-    launch("bwd_dq", q, k, query, stream);
+    addCaptures(query, bound);
 
     ArgumentList key;
     for (const DeviceView4 *view : {&q, &k, &v, &gradOut})
@@ -184,7 +228,11 @@ public:
     key.addMemRef(gradValue);
     if (keyLengths)
       key.addMemRef(*keyLengths);
+    addCaptures(key, bound);
+    zeroFaultFlags(bound, stream);
+    launch("bwd_dq", q, k, query, stream);
     launch("bwd_dkdv", q, k, key, stream);
+    checkFaultFlags(bound, stream);
   }
 
 private:
@@ -195,9 +243,58 @@ private:
                                      : "key lengths given to GPU kernels compiled without them");
   }
 
+  /// Checks a call's captures against the IR and lays them out with the call's device fault
+  /// flags; nothing when the kernels read no capture. Throws CallError.
+  std::optional<BoundCaptures> bindCaptures(const DeviceCaptures *captures) const {
+    const size_t declared = captures_.declarations.size();
+    const size_t given = captures ? captures->views.size() : 0;
+    if (declared == 0 && given == 0)
+      return std::nullopt;
+    if (declared != given)
+      throw CallError(label_ + ": the GPU kernels take " + std::to_string(declared) +
+                      " captured tensors, the call passes " + std::to_string(given));
+    if (captureScratchBytes() > 0 && !captures->scratch)
+      throw CallError(label_ + ": a call with captures passes device scratch of " +
+                      std::to_string(captureScratchBytes()) + " bytes for their fault flags");
+    BoundCaptures bound;
+    bound.flags = captures->scratch;
+    bound.arguments = CaptureBinder::bind(captures_.declarations, captures_.callIndex,
+                                          captures->views, label_,
+                                          {captures->scratch, captures->scratch});
+    return bound;
+  }
+
+  static void addCaptures(ArgumentList &arguments, const std::optional<BoundCaptures> &bound) {
+    if (bound)
+      arguments.addParameters(CaptureBinder::parameterAddresses(bound->arguments));
+  }
+
+  /// The flags start at 0 on the call's stream, before its first kernel.
+  void zeroFaultFlags(std::optional<BoundCaptures> &bound, void *stream) const {
+    if (!bound || CaptureBinder::faultFlagCount(bound->arguments) == 0)
+      return;
+    cuda::Driver &driver = cuda::Driver::get();
+    driver.makeCurrent(device_);
+    driver.fillWords(bound->flags, 0, CaptureBinder::faultFlagCount(bound->arguments), stream);
+  }
+
+  /// After the call's last kernel: reads the flags back (waiting for the stream) and throws
+  /// CallError naming the first capture a region read outside of.
+  void checkFaultFlags(std::optional<BoundCaptures> &bound, void *stream) const {
+    if (!bound || CaptureBinder::faultFlagCount(bound->arguments) == 0)
+      return;
+    cuda::Driver &driver = cuda::Driver::get();
+    driver.makeCurrent(device_);
+    driver.copyToHost(CaptureBinder::hostFaultFlags(bound->arguments), bound->flags,
+                      CaptureBinder::faultFlagCount(bound->arguments) * sizeof(int32_t), stream);
+    CaptureBinder::checkFaults(captures_.declarations, bound->arguments);
+  }
+
   struct Entry {
     cuda::FunctionHandle function;
     GpuKernelInfo info;
+    /// What the kernel's PTX declares (-1: unknown): a launch must pass exactly that many.
+    int64_t parameters = -1;
   };
 
   /// "attention_bwd_dq" -> "bwd_dq": kernels are named <function>_<role>.
@@ -230,6 +327,12 @@ private:
     if (shape.grid[0] == 0 || shape.grid[1] == 0 || shape.grid[2] == 0)
       return; // empty tensors: nothing to do
     std::vector<void *> addresses = arguments.addresses();
+    // The driver cannot tell a missing parameter from garbage: a launcher that disagrees with
+    // the lowering's signature is an error, not a kernel reading past its arguments.
+    if (entry.parameters >= 0 && static_cast<int64_t>(addresses.size()) != entry.parameters)
+      throw CompileError("GPU kernel " + entry.info.name + " of " + label_ + " declares " +
+                         std::to_string(entry.parameters) + " parameters, the launch passes " +
+                         std::to_string(addresses.size()));
     cuda::Driver &driver = cuda::Driver::get();
     driver.makeCurrent(device_);
     driver.launch(entry.function, shape, stream, addresses.data());
@@ -240,6 +343,8 @@ private:
   std::string target_;
   double compileMillis_;
   bool keyLengths_;
+  VariantCaptures captures_;
+  std::string label_;
   std::map<std::string, Entry> functions_;
 };
 
@@ -260,9 +365,14 @@ std::shared_ptr<const GpuKernels> build(const VariantSpec &spec, GpuDtype dtype,
   mlir::DialectRegistry registry;
   codegen::registerCpuDialects(registry);
   mlir::MLIRContext context(registry, mlir::MLIRContext::Threading::DISABLED);
+  // attn-derive-backward's capture-gradients kernels do not lower to the GPU yet (their
+  // accumulation tiles have no GPU mapping): an error, never gradients silently left zero.
+  if (spec.captureGradients)
+    throw CompileError("the GPU kernels of " + shortLabel(spec, dtype) +
+                       " do not compute gradients of captured tensors yet; detach the "
+                       "captures (capture.detach()) or run the call on CPU tensors");
   CanonicalVariant variant = buildCanonicalVariant(spec, context);
   mlir::OwningOpRef<mlir::ModuleOp> &module = variant.module;
-  const bool hasCaptures = !variant.captures.callIndex.empty();
 
   ArtifactRequest request;
   request.canonicalIr = std::move(variant.keyText);
@@ -306,15 +416,12 @@ std::shared_ptr<const GpuKernels> build(const VariantSpec &spec, GpuDtype dtype,
     }
     return serialize(program);
   });
-  // The GPU pipeline rejects captured tensors; should it ever compile some, these launches
-  // do not pass them: an error rather than kernels reading arguments that are not there.
-  if (hasCaptures)
-    throw CompileError("GPU kernels of " + request.label + " do not take captured tensors yet");
   GpuProgram program = deserialize(bytes);
   double millis =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   return std::make_shared<LoadedGpuKernels>(device, std::move(program), codegen::gpuChip(target),
-                                            millis, request.label, spec.keyLengths);
+                                            millis, request.label, spec.keyLengths,
+                                            std::move(variant.captures));
 }
 } // namespace
 

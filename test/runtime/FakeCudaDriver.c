@@ -1,7 +1,11 @@
 /* A stand-in for libcuda.so.1, for testing the driver layer and the kernel launches on machines
- * without a GPU. Nothing runs: launches are recorded for the test to inspect.
+ * without a GPU. Nothing runs: launches are recorded for the test to inspect, every parameter
+ * included (as many as the kernel's PTX .entry declares).
  *   FAKE_CUDA_DEVICES=N    N Hopper-like devices (default 0: every device call fails);
- *   FAKE_CUDA_INIT_RESULT  the CUresult cuInit returns. */
+ *   FAKE_CUDA_INIT_RESULT  the CUresult cuInit returns.
+ * "Device" memory is host memory here: cuMemsetD32Async and cuMemcpyDtoHAsync read and write
+ * through the pointers they get (tests pass host buffers), and fakeCudaSetFault makes launches
+ * of a kernel set a capture fault flag, as a region that indexed outside a capture would. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,10 +27,12 @@ static int devices(void) {
   return count ? atoi(count) : 0;
 }
 
-/* Functions are handles 1..N into this table of names. */
-enum { kMaxFunctions = 64, kMaxLaunches = 256 };
+/* Functions are handles 1..N into this table of names and parameter sizes. */
+enum { kMaxFunctions = 64, kMaxLaunches = 256, kMaxParameters = 160 };
 static char functionNames[kMaxFunctions][128];
 static int functionSharedOptIn[kMaxFunctions];
+static int functionParameterCount[kMaxFunctions];
+static unsigned char functionParameterBytes[kMaxFunctions][kMaxParameters];
 static int functionCount;
 
 typedef struct {
@@ -35,18 +41,59 @@ typedef struct {
   void *stream;
   void *firstPointer;    /* the first memref's aligned pointer */
   int64_t firstSizes[4]; /* the first memref's sizes (rank 4; rank 3 leaves [3] = stride) */
+  int parameterCount;    /* what the kernel's .entry declares (-1: unknown or too many) */
+  int64_t parameters[kMaxParameters]; /* each parameter's value (narrower ones sign-extended) */
 } FakeLaunch;
 static FakeLaunch launches[kMaxLaunches];
 static int contextRetains[8];
 static int launchCount;
+static int memsetCount, copyCount, synchronizeCount;
+static char faultKernel[64];
+static int faultFlag = -1;
 
 /* Test accessors. */
 int fakeCudaLaunchCount(void) { return launchCount; }
 const FakeLaunch *fakeCudaLaunch(int index) { return &launches[index]; }
 const char *fakeCudaFunctionName(int handle) { return functionNames[handle - 1]; }
 int fakeCudaSharedOptIn(int handle) { return functionSharedOptIn[handle - 1]; }
-void fakeCudaReset(void) { launchCount = 0; }
+void fakeCudaReset(void) {
+  launchCount = memsetCount = copyCount = synchronizeCount = 0;
+  faultFlag = -1;
+}
 int fakeCudaContextRetains(int device) { return contextRetains[device]; }
+/* cuMemsetD32Async, cuMemcpyDtoHAsync and cuStreamSynchronize calls since the last reset. */
+int fakeCudaMemsetCount(void) { return memsetCount; }
+int fakeCudaCopyCount(void) { return copyCount; }
+int fakeCudaSynchronizeCount(void) { return synchronizeCount; }
+/* Until the next reset, each launch of a kernel whose name ends in `suffix` sets fault flag
+ * `flag` to 1: the kernel's last parameters are the flags' rank-1 i32 memref (allocated,
+ * aligned, offset, size, stride), as the GPU lowering emits them for variants with captures. */
+void fakeCudaSetFault(const char *suffix, int flag) {
+  strncpy(faultKernel, suffix, sizeof faultKernel - 1);
+  faultFlag = flag;
+}
+
+static int endsWith(const char *text, const char *suffix) {
+  size_t n = strlen(text), m = strlen(suffix);
+  return n >= m && strcmp(text + n - m, suffix) == 0;
+}
+
+/* The parameter sizes of `.entry <name>(` ... `)` in a PTX module (`.param .u64 ...`: the
+ * digits after the type letter are its bits); -1 when not found or too many. */
+static int parseParameters(const char *ptx, const char *entry, unsigned char *bytes) {
+  const char *at = strstr(ptx, entry);
+  const char *end = at ? strchr(at, ')') : 0;
+  if (!end) return -1;
+  int count = 0;
+  for (const char *p = strstr(at, ".param"); p && p < end; p = strstr(p + 6, ".param")) {
+    const char *type = p + 6;
+    while (*type == ' ' || *type == '\t') ++type;
+    int bits = type[0] == '.' ? atoi(type + 2) : 64;
+    if (count == kMaxParameters) return -1;
+    bytes[count++] = (unsigned char)(bits >= 8 ? bits / 8 : 8);
+  }
+  return count;
+}
 
 CUresult cuInit(unsigned flags) {
   (void)flags;
@@ -103,6 +150,9 @@ CUresult cuModuleGetFunction(void **function, void *module, const char *name) {
   strncat(entry, name, sizeof entry - 8);
   if (!strstr((const char *)module, entry) || functionCount == kMaxFunctions) return kNotFound;
   strncpy(functionNames[functionCount], name, 127);
+  strcat(entry, "(");
+  functionParameterCount[functionCount] =
+      parseParameters((const char *)module, entry, functionParameterBytes[functionCount]);
   *function = (void *)(intptr_t)(++functionCount);
   return 0;
 }
@@ -130,5 +180,43 @@ CUresult cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned
   /* Expanded memref: allocated, aligned, offset, sizes... */
   launch->firstPointer = *(void **)args[1];
   for (int i = 0; i < 4; ++i) launch->firstSizes[i] = *(int64_t *)args[3 + i];
+  /* Every parameter the kernel declares (the launcher checks it passes that many). */
+  const int handle = (int)(intptr_t)f - 1;
+  launch->parameterCount = functionParameterCount[handle];
+  for (int i = 0; i < launch->parameterCount; ++i) {
+    const unsigned char bytes = functionParameterBytes[handle][i];
+    launch->parameters[i] = bytes == 8   ? *(int64_t *)args[i]
+                            : bytes == 4 ? *(int32_t *)args[i]
+                            : bytes == 2 ? *(int16_t *)args[i]
+                                         : *(int8_t *)args[i];
+  }
+  if (faultFlag >= 0 && endsWith(functionNames[handle], faultKernel) &&
+      launch->parameterCount >= 5) {
+    const int64_t *flags = launch->parameters + launch->parameterCount - 5;
+    int32_t *aligned = (int32_t *)(intptr_t)flags[1];
+    if (faultFlag < flags[3]) aligned[flags[2] + faultFlag] = 1;
+  }
+  return 0;
+}
+
+CUresult cuMemsetD32Async(uint64_t device, unsigned value, size_t count, void *stream) {
+  (void)stream;
+  if (!devices()) return kInvalidDevice;
+  uint32_t *words = (uint32_t *)(intptr_t)device;
+  for (size_t i = 0; i < count; ++i) words[i] = value;
+  ++memsetCount;
+  return 0;
+}
+CUresult cuMemcpyDtoHAsync_v2(void *host, uint64_t device, size_t bytes, void *stream) {
+  (void)stream;
+  if (!devices()) return kInvalidDevice;
+  memcpy(host, (const void *)(intptr_t)device, bytes);
+  ++copyCount;
+  return 0;
+}
+CUresult cuStreamSynchronize(void *stream) {
+  (void)stream;
+  if (!devices()) return kInvalidDevice;
+  ++synchronizeCount;
   return 0;
 }

@@ -1,120 +1,19 @@
 // The CUDA path without a GPU: real PTX from the GPU pipeline, loaded through the driver layer
 // into a stand-in libcuda that records launches. Checks the launch contract: grid (row blocks,
-// heads, batch) from runtime sizes, the expanded memref arguments, the backward's kernel
-// sequence per normalizer, the >48 KB shared-memory opt-in, and kernels kept per device.
-#include "runtime/CudaDriver.h"
-#include "runtime/GpuKernels.h"
-#include "runtime/Jit.h"
-#include "test/runtime/ProcessRunner.h"
-
-#include <gtest/gtest.h>
+// heads, batch) from runtime sizes, the expanded memref arguments (every parameter the PTX
+// declares), the backward's kernel sequence per normalizer, the >48 KB shared-memory opt-in,
+// kernels kept per device, and captured tensors (their order, the fault flags' zeroing and
+// read-back, the errors of captures that do not fit or that a region read outside of).
+#include "test/runtime/StandInDriver.h"
 
 #include <algorithm>
 #include <dirent.h>
-#include <dlfcn.h>
 #include <fstream>
 #include <iterator>
 
 namespace attn::runtime {
 namespace {
-struct FakeLaunch {
-  int function;
-  unsigned grid[3], block[3], sharedBytes;
-  void *stream;
-  void *firstPointer;
-  int64_t firstSizes[4];
-};
-
-/// The stand-in driver's recording, read through its test accessors.
-struct FakeDriver {
-  int (*launchCount)();
-  const FakeLaunch *(*launch)(int);
-  const char *(*functionName)(int);
-  int (*sharedOptIn)(int);
-  void (*reset)();
-  int (*contextRetains)(int);
-
-  static FakeDriver &get() {
-    static FakeDriver driver = [] {
-      cuda::Driver::get(); // loads the stand-in named by ATTN_LIBCUDA
-      void *library = dlopen(ATTN_FAKE_LIBCUDA, RTLD_NOW | RTLD_NOLOAD);
-      if (!library)
-        throw std::runtime_error("the stand-in libcuda is not loaded");
-      FakeDriver fake;
-      fake.launchCount = reinterpret_cast<int (*)()>(dlsym(library, "fakeCudaLaunchCount"));
-      fake.launch = reinterpret_cast<const FakeLaunch *(*)(int)>(dlsym(library, "fakeCudaLaunch"));
-      fake.functionName =
-          reinterpret_cast<const char *(*)(int)>(dlsym(library, "fakeCudaFunctionName"));
-      fake.sharedOptIn = reinterpret_cast<int (*)(int)>(dlsym(library, "fakeCudaSharedOptIn"));
-      fake.reset = reinterpret_cast<void (*)()>(dlsym(library, "fakeCudaReset"));
-      fake.contextRetains =
-          reinterpret_cast<int (*)(int)>(dlsym(library, "fakeCudaContextRetains"));
-      return fake;
-    }();
-    return driver;
-  }
-};
-
-class StandInDriverEnvironment : public ::testing::Environment {
-public:
-  void SetUp() override {
-    setenv("ATTN_LIBCUDA", ATTN_FAKE_LIBCUDA, 1);
-    setenv("FAKE_CUDA_DEVICES", "2", 1);
-    setenv("ATTN_CACHE_DIR", cache_.path().c_str(), 1);
-    unsetenv("ATTN_CACHE_DISABLE");
-    unsetenv("ATTN_DUMP_DIR");
-    Jit::instance().reconfigureFromEnvironment();
-  }
-
-private:
-  test::TemporaryDirectory cache_;
-};
-::testing::Environment *const environment =
-    ::testing::AddGlobalTestEnvironment(new StandInDriverEnvironment);
-
-template <int Rank> DeviceView<Rank> view(uintptr_t address, std::array<int64_t, Rank> sizes) {
-  DeviceView<Rank> result;
-  result.data = reinterpret_cast<void *>(address);
-  int64_t stride = 1;
-  for (int i = Rank - 1; i >= 0; --i) {
-    result.sizes[i] = sizes[i];
-    result.strides[i] = stride;
-    stride *= sizes[i];
-  }
-  return result;
-}
-
-VariantSpec spec(const std::string &variant, int64_t dim) {
-  VariantSpec result;
-  result.variant = variant;
-  result.headDim = result.valueHeadDim = dim;
-  return result;
-}
-
-int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-struct Problem {
-  int64_t batch = 3, heads = 8, kvHeads = 2, queries = 200, keys = 77, dim = 64;
-  DeviceView4 q = view<4>(0x10000, {batch, heads, queries, dim});
-  DeviceView4 k = view<4>(0x20000, {batch, kvHeads, keys, dim});
-  DeviceView4 v = view<4>(0x30000, {batch, kvHeads, keys, dim});
-  DeviceView4 o = view<4>(0x40000, {batch, heads, queries, dim});
-  DeviceView4 gradOut = view<4>(0x50000, {batch, heads, queries, dim});
-  DeviceView4 gradQuery = view<4>(0x60000, {batch, heads, queries, dim});
-  DeviceView4 gradKey = view<4>(0x70000, {batch, kvHeads, keys, dim});
-  DeviceView4 gradValue = view<4>(0x80000, {batch, kvHeads, keys, dim});
-  DeviceView3 lse = view<3>(0x90000, {batch, heads, queries});
-  DeviceView3 delta = view<3>(0xa0000, {batch, heads, queries});
-};
-
-std::string nameOf(const FakeLaunch &launch) {
-  return FakeDriver::get().functionName(launch.function);
-}
-
-bool endsWith(const std::string &text, const std::string &suffix) {
-  return text.size() >= suffix.size() &&
-         text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
+using namespace standin;
 
 TEST(GpuLaunch, ForwardGridCoversQueryBlocksHeadsAndBatch) {
   FakeDriver &fake = FakeDriver::get();
@@ -186,6 +85,26 @@ TEST(GpuLaunch, KeyLengthsArePassedExactlyWhenTheVariantTakesThem) {
   EXPECT_TRUE(endsWith(nameOf(*fake.launch(3)), "_bwd_dkdv"));
 }
 
+// Every launch passes exactly the parameters its kernel's PTX declares (the stand-in reads that
+// many; the launcher refuses to launch otherwise).
+TEST(GpuLaunch, LaunchesPassEveryDeclaredParameter) {
+  FakeDriver &fake = FakeDriver::get();
+  auto kernels = getGpuKernels(spec("softmax", 64), GpuDtype::BFloat16, 0);
+  Problem p;
+  fake.reset();
+  kernels->forward(p.q, p.k, p.v, p.o, p.lse, nullptr);
+  kernels->backward(p.q, p.k, p.v, p.o, p.gradOut, p.lse, p.delta, p.gradQuery, p.gradKey,
+                    p.gradValue, nullptr);
+  ASSERT_EQ(fake.launchCount(), 4);
+  // q, k, v, o: 11 parameters each (2 pointers, offset, 4 sizes, 4 strides); lse 9.
+  EXPECT_EQ(fake.launch(0)->parameterCount, 4 * 11 + 9);
+  EXPECT_EQ(fake.launch(1)->parameterCount, 2 * 11 + 9) << "bwd_delta(o, dO, delta)";
+  EXPECT_EQ(fake.launch(2)->parameterCount, 5 * 11 + 2 * 9) << "bwd_dq";
+  EXPECT_EQ(fake.launch(3)->parameterCount, 6 * 11 + 2 * 9) << "bwd_dkdv";
+  EXPECT_EQ(fake.memsetCount(), 0) << "a variant without captures has no fault flags";
+  EXPECT_EQ(fake.synchronizeCount(), 0) << "a variant without captures never waits";
+}
+
 TEST(GpuLaunch, SigmoidBackwardNeedsNoDeltaPass) {
   FakeDriver &fake = FakeDriver::get();
   auto kernels = getGpuKernels(spec("sigmoid", 64), GpuDtype::Float16, 0);
@@ -212,10 +131,11 @@ TEST(GpuLaunch, LargeSharedMemoryIsOptedInBeforeLaunch) {
   for (int i = 0; i < fake.launchCount(); ++i) {
     const FakeLaunch &launch = *fake.launch(i);
     large += launch.sharedBytes > 48 * 1024;
-    if (launch.sharedBytes > 48 * 1024)
+    if (launch.sharedBytes > 48 * 1024) {
       EXPECT_GE(fake.sharedOptIn(launch.function), static_cast<int>(launch.sharedBytes))
           << nameOf(launch) << " launched with " << launch.sharedBytes
           << " B of shared memory without the opt-in";
+    }
   }
   EXPECT_GT(large, 0) << "no D=128 kernel uses more than 48 KB: the check above checked nothing";
 }
