@@ -5,6 +5,7 @@
 // break, and the traced backward calls attn::_attention_backward like any other op.
 #include "frontend/torch/CpuAttention.h"
 #include "frontend/torch/InputChecks.h"
+#include "frontend/torch/OpVariantSpec.h"
 #ifdef ATTN_TORCH_CUDA
 #include "frontend/torch/CudaAttention.h"
 #endif
@@ -24,43 +25,14 @@ namespace attn::torchop {
 namespace {
 
 using OptionalTensor = c10::optional<at::Tensor>;
-/// The schema's `Tensor[]? captures=None` (a tensor list cannot default to []): none given
-/// and an empty list mean the same.
-using OptionalTensorList = c10::optional<at::TensorList>;
-
-at::TensorList capturesOf(const OptionalTensorList &captures) {
-  return captures ? *captures : at::TensorList();
-}
-
-/// What a captured tensor is for the kernels: its rank and element kind, and a description
-/// for messages ("an int64 tensor of shape [2, 9]").
-runtime::CaptureSignature captureSignature(const at::Tensor &capture) {
-  runtime::CaptureSignature signature;
-  signature.rank = capture.dim();
-  signature.floating = at::isFloatingType(capture.scalar_type());
-  std::ostringstream description;
-  description << "a " << capture.scalar_type() << " tensor of shape " << capture.sizes();
-  signature.description = description.str();
-  return signature;
-}
 
 runtime::VariantSpec makeVariantSpec(const at::Tensor &q, const at::Tensor &v, std::string variant,
                                      c10::optional<double> scale, bool causal,
                                      const OptionalTensor &kvLengths, at::TensorList captures,
                                      bool captureGradients = false) {
-  runtime::VariantSpec spec;
-  spec.variant = std::move(variant);
-  spec.headDim = q.size(3);
-  spec.valueHeadDim = v.size(3);
-  spec.causal = causal;
-  spec.bfloat16 = q.scalar_type() == at::kBFloat16;
-  spec.keyLengths = kvLengths.has_value();
-  if (scale)
-    spec.scale = *scale;
-  for (const at::Tensor &capture : captures)
-    spec.captures.push_back(captureSignature(capture));
-  spec.captureGradients = captureGradients;
-  return spec;
+  return torchop::makeVariantSpec(q.size(3), v.size(3), q.scalar_type(), std::move(variant),
+                                  scale, causal, kvLengths.has_value(), captures,
+                                  captureGradients);
 }
 
 /// The GPU kernels do not read captured tensors yet (the GPU pipeline rejects them).

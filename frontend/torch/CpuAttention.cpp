@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <vector>
 
 namespace attn::torchop {
@@ -111,6 +112,204 @@ void checkCaptureFaults(const runtime::CpuKernels &kernels,
   }
 }
 
+/// Which rows of the kernel-layout tensors ([B, H, S, D]) each sequence of a call owns. A
+/// padded call's sequence b is batch b with all its rows (key lengths, if any, are the
+/// kernels' business). A packed call has one batch row: sequence s owns query rows
+/// [queryOffsets[s], queryOffsets[s + 1]) and key rows [keyOffsets[s], keyOffsets[s + 1]).
+class Sequences {
+public:
+  static Sequences padded(int64_t batches, int64_t queries, int64_t keys) {
+    Sequences sequences;
+    sequences.count_ = batches;
+    sequences.queries_ = queries;
+    sequences.keys_ = keys;
+    return sequences;
+  }
+  static Sequences packed(std::vector<int64_t> queryOffsets, std::vector<int64_t> keyOffsets) {
+    Sequences sequences;
+    sequences.count_ = static_cast<int64_t>(queryOffsets.size()) - 1;
+    sequences.queryOffsets_ = std::move(queryOffsets);
+    sequences.keyOffsets_ = std::move(keyOffsets);
+    return sequences;
+  }
+
+  int64_t count() const { return count_; }
+  bool isPacked() const { return !queryOffsets_.empty(); }
+  int64_t queries(int64_t s) const {
+    return isPacked() ? queryOffsets_[s + 1] - queryOffsets_[s] : queries_;
+  }
+  int64_t keys(int64_t s) const {
+    return isPacked() ? keyOffsets_[s + 1] - keyOffsets_[s] : keys_;
+  }
+  int64_t rows(int64_t s, bool keyRows) const { return keyRows ? keys(s) : queries(s); }
+
+  /// Sequence s's part of a view whose dimension 2 runs over query (or key) rows. For a
+  /// packed call the data moves to the sequence's first row and the batch stride becomes 0,
+  /// so that the kernels' batch index s (which score_mod and mask regions see as b) lands on
+  /// it, and the view is as long as the sequence.
+  template <int Rank>
+  runtime::View<Rank> rowsOf(runtime::View<Rank> view, int64_t s, bool keyRows) const {
+    if (!isPacked())
+      return view;
+    const std::vector<int64_t> &offsets = keyRows ? keyOffsets_ : queryOffsets_;
+    view.data += offsets[s] * view.strides[2];
+    view.sizes[0] = count_;
+    view.strides[0] = 0;
+    view.sizes[2] = offsets[s + 1] - offsets[s];
+    return view;
+  }
+
+private:
+  int64_t count_ = 0, queries_ = 0, keys_ = 0;
+  std::vector<int64_t> queryOffsets_, keyOffsets_;
+};
+
+/// Runs `runTile(sequence, head, start)` for every tile of `tile` rows of every (sequence,
+/// head), over the sequences' query rows or key rows; tiles are independent and run in
+/// parallel on torch's intra-op threads. Sequences without rows have no tiles.
+template <typename RunTile>
+void forEachSequenceTile(const Sequences &sequences, bool keyRows, int64_t heads, int64_t tile,
+                         const RunTile &runTile) {
+  // firstTile[s]: the index of sequence s's first tile, counting heads × tiles per sequence.
+  std::vector<int64_t> firstTile(sequences.count() + 1, 0);
+  for (int64_t s = 0; s < sequences.count(); ++s)
+    firstTile[s + 1] = firstTile[s] + heads * ((sequences.rows(s, keyRows) + tile - 1) / tile);
+  at::parallel_for(0, firstTile.back(), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t index = begin; index < end; ++index) {
+      const int64_t s =
+          std::upper_bound(firstTile.begin(), firstTile.end(), index) - firstTile.begin() - 1;
+      const int64_t tilesPerHead = (firstTile[s + 1] - firstTile[s]) / heads;
+      const int64_t local = index - firstTile[s];
+      runTile(s, local / tilesPerHead, (local % tilesPerHead) * tile);
+    }
+  });
+}
+
+/// With spec.captureGradients: per floating capture, one zeroed buffer per thread that runs
+/// dQ tiles (the kernels add without atomics), bound once per thread and summed after the
+/// tiles (threads x the captures' sizes of extra memory).
+class CaptureGradientBuffers {
+public:
+  CaptureGradientBuffers(const runtime::CpuKernels &kernels, const runtime::VariantSpec &spec,
+                         at::TensorList captures, const at::TensorOptions &floatOptions)
+      : buffers_(captures.size()), threads_(spec.captureGradients ? at::get_num_threads() : 0) {
+    if (!spec.captureGradients)
+      return;
+    for (size_t i = 0; i < captures.size(); ++i)
+      if (at::isFloatingType(captures[i].scalar_type())) {
+        std::vector<int64_t> sizes{threads_};
+        sizes.insert(sizes.end(), captures[i].sizes().begin(), captures[i].sizes().end());
+        buffers_[i] = at::zeros(sizes, floatOptions);
+      }
+    for (int64_t thread = 0; thread < threads_; ++thread) {
+      std::vector<runtime::CaptureView> views(captures.size());
+      for (size_t i = 0; i < captures.size(); ++i) {
+        views[i].sizes = captures[i].sizes().vec();
+        if (buffers_[i].defined())
+          views[i].data = buffers_[i][thread].data_ptr<float>();
+      }
+      bound_.push_back(kernels.bindCaptureGradients(views));
+    }
+  }
+
+  /// The calling thread's buffers, or null without capture gradients.
+  const runtime::CaptureArguments *forThisThread() const {
+    if (threads_ == 0)
+      return nullptr;
+    const int64_t thread = at::get_thread_num();
+    TORCH_CHECK(thread >= 0 && thread < threads_, "attn::attention: dQ tile on thread ", thread,
+                " of ", threads_);
+    return &bound_[thread];
+  }
+
+  /// Per capture, its gradient (undefined for integer captures); empty without capture
+  /// gradients.
+  std::vector<at::Tensor> sums() const {
+    if (threads_ == 0)
+      return {};
+    std::vector<at::Tensor> summed(buffers_.size());
+    for (size_t i = 0; i < buffers_.size(); ++i)
+      if (buffers_[i].defined())
+        summed[i] = buffers_[i].sum(0);
+    return summed;
+  }
+
+private:
+  std::vector<at::Tensor> buffers_;
+  std::vector<runtime::CaptureArguments> bound_;
+  int64_t threads_;
+};
+
+/// The forward's tiles over every sequence. Sequences without keys are skipped: the caller
+/// has zero-filled their rows (a row that attends to nothing is 0).
+void runForwardTiles(const runtime::CpuKernels &kernels, const Sequences &sequences,
+                     const runtime::View4 &q, const runtime::View4 &k, const runtime::View4 &v,
+                     const runtime::View4 &out, const runtime::View3 &lse,
+                     const runtime::KeyLengths &lengths, const runtime::CaptureArguments &bound) {
+  forEachSequenceTile(sequences, /*keyRows=*/false, q.sizes[1], kernels.queryTile(),
+                      [&](int64_t s, int64_t head, int64_t queryStart) {
+                        if (sequences.keys(s) == 0)
+                          return;
+                        kernels.forwardTile(sequences.rowsOf(q, s, false),
+                                            sequences.rowsOf(k, s, true),
+                                            sequences.rowsOf(v, s, true),
+                                            sequences.rowsOf(out, s, false),
+                                            sequences.rowsOf(lse, s, false), s, head,
+                                            queryStart, lengths, &bound);
+                      });
+}
+
+/// The tensors the backward's tiles read and write, as kernel views.
+struct BackwardViews {
+  runtime::View4 q, k, v, gradOut, gradQ, gradK, gradV;
+  runtime::View3 lse, delta;
+};
+
+/// The backward's dQ tiles, then its dK/dV tiles, over every sequence. Sequences without
+/// keys or without queries are skipped: the caller has zero-filled their gradients.
+void runBackwardTiles(const runtime::CpuKernels &kernels, const Sequences &sequences,
+                      const BackwardViews &views, const runtime::KeyLengths &lengths,
+                      const runtime::CaptureArguments &bound,
+                      const CaptureGradientBuffers &captureGradients) {
+  forEachSequenceTile(
+      sequences, /*keyRows=*/false, views.q.sizes[1], kernels.queryTile(),
+      [&](int64_t s, int64_t head, int64_t queryStart) {
+        if (sequences.keys(s) == 0)
+          return;
+        kernels.backwardQueryTile(
+            sequences.rowsOf(views.q, s, false), sequences.rowsOf(views.k, s, true),
+            sequences.rowsOf(views.v, s, true), sequences.rowsOf(views.gradOut, s, false),
+            sequences.rowsOf(views.lse, s, false), sequences.rowsOf(views.delta, s, false),
+            sequences.rowsOf(views.gradQ, s, false), s, head, queryStart, lengths, &bound,
+            captureGradients.forThisThread());
+      });
+  forEachSequenceTile(
+      sequences, /*keyRows=*/true, views.k.sizes[1], kernels.keyTile(),
+      [&](int64_t s, int64_t kvHead, int64_t keyStart) {
+        if (sequences.queries(s) == 0)
+          return;
+        kernels.backwardKeyTile(
+            sequences.rowsOf(views.q, s, false), sequences.rowsOf(views.k, s, true),
+            sequences.rowsOf(views.v, s, true), sequences.rowsOf(views.gradOut, s, false),
+            sequences.rowsOf(views.lse, s, false), sequences.rowsOf(views.delta, s, false),
+            sequences.rowsOf(views.gradK, s, true), sequences.rowsOf(views.gradV, s, true), s,
+            kvHead, keyStart, lengths, &bound);
+      });
+}
+
+/// A packed tensor [T, H, D] as the kernels see it: [1, H, T, D] (no copy when its last
+/// stride is 1).
+at::Tensor packedToKernelLayout(const at::Tensor &packed) {
+  return toKernelLayout(packed).unsqueeze(0).transpose(1, 2);
+}
+
+/// Sequence offsets from cu_seqlens ([count + 1] integers, checked by the op).
+std::vector<int64_t> offsetsOf(const at::Tensor &cumulative) {
+  const at::Tensor offsets = cumulative.to(at::kLong).contiguous();
+  return std::vector<int64_t>(offsets.data_ptr<int64_t>(),
+                              offsets.data_ptr<int64_t>() + offsets.numel());
+}
+
 } // namespace
 
 AttentionForward cpuAttentionForward(const runtime::VariantSpec &spec, const at::Tensor &q,
@@ -134,14 +333,9 @@ AttentionForward cpuAttentionForward(const runtime::VariantSpec &spec, const at:
   const at::Tensor qf = toKernelLayout(q), kf = toKernelLayout(k), vf = toKernelLayout(v);
   AttentionForward result{at::empty({batches, heads, queries, v.size(3)}, floatOptions),
                           at::empty({batches, heads, queries}, floatOptions)};
-  const runtime::View4 qv = viewOf<4>(qf), kv = viewOf<4>(kf), vv = viewOf<4>(vf),
-                       ov = viewOf<4>(result.out);
-  const runtime::View3 lsev = viewOf<3>(result.lse);
-  forEachTile(batches, heads, queries, kernels->queryTile(),
-              [&](int64_t batch, int64_t head, int64_t queryStart) {
-                kernels->forwardTile(qv, kv, vv, ov, lsev, batch, head, queryStart, lengths,
-                                     &bound);
-              });
+  runForwardTiles(*kernels, Sequences::padded(batches, queries, k.size(2)), viewOf<4>(qf),
+                  viewOf<4>(kf), viewOf<4>(vf), viewOf<4>(result.out), viewOf<3>(result.lse),
+                  lengths, bound);
   checkCaptureFaults(*kernels, bound);
   return result;
 }
@@ -158,39 +352,10 @@ AttentionGradients cpuAttentionBackward(const runtime::VariantSpec &spec, const 
   std::vector<at::Tensor> captureStorage;
   runtime::CaptureArguments bound = bindCaptures(*kernels, captures, captureStorage);
   const at::TensorOptions floatOptions = q.options().dtype(at::kFloat);
-  // Capture gradients: per floating capture, one zeroed buffer per thread that runs dQ tiles
-  // (the kernels add without atomics), bound once per thread, summed after the tiles.
-  std::vector<at::Tensor> gradientBuffers(captures.size());
-  std::vector<runtime::CaptureArguments> threadGradients;
-  const int64_t threads = spec.captureGradients ? at::get_num_threads() : 0;
-  if (spec.captureGradients) {
-    for (size_t i = 0; i < captures.size(); ++i)
-      if (at::isFloatingType(captures[i].scalar_type())) {
-        std::vector<int64_t> sizes{threads};
-        sizes.insert(sizes.end(), captures[i].sizes().begin(), captures[i].sizes().end());
-        gradientBuffers[i] = at::zeros(sizes, floatOptions);
-      }
-    for (int64_t thread = 0; thread < threads; ++thread) {
-      std::vector<runtime::CaptureView> views(captures.size());
-      for (size_t i = 0; i < captures.size(); ++i) {
-        views[i].sizes = captures[i].sizes().vec();
-        if (gradientBuffers[i].defined())
-          views[i].data = gradientBuffers[i][thread].data_ptr<float>();
-      }
-      threadGradients.push_back(kernels->bindCaptureGradients(views));
-    }
-  }
-  auto captureGradients = [&] {
-    std::vector<at::Tensor> summed(captures.size());
-    for (size_t i = 0; i < captures.size(); ++i)
-      if (gradientBuffers[i].defined())
-        summed[i] = gradientBuffers[i].sum(0);
-    return summed;
-  };
+  const CaptureGradientBuffers captureGradients(*kernels, spec, captures, floatOptions);
   if (hasNoKeysOrQueries(q, k)) {
     return {at::zeros(q.sizes(), floatOptions), at::zeros(k.sizes(), floatOptions),
-            at::zeros(v.sizes(), floatOptions),
-            spec.captureGradients ? captureGradients() : std::vector<at::Tensor>{}};
+            at::zeros(v.sizes(), floatOptions), captureGradients.sums()};
   }
 
   const at::Tensor qf = toKernelLayout(q), kf = toKernelLayout(k), vf = toKernelLayout(v);
@@ -204,31 +369,74 @@ AttentionGradients cpuAttentionBackward(const runtime::VariantSpec &spec, const 
   };
   AttentionGradients grads{at::empty(q.sizes(), floatOptions), keyGradient(k.sizes()),
                            keyGradient(v.sizes())};
-
-  const runtime::View4 qv = viewOf<4>(qf), kv = viewOf<4>(kf), vv = viewOf<4>(vf),
-                       gradOutv = viewOf<4>(gradOutF), gradQv = viewOf<4>(grads.q),
-                       gradKv = viewOf<4>(grads.k), gradVv = viewOf<4>(grads.v);
-  const runtime::View3 lsev = viewOf<3>(lse), deltav = viewOf<3>(delta);
-  forEachTile(q.size(0), q.size(1), q.size(2), kernels->queryTile(),
-              [&](int64_t batch, int64_t head, int64_t queryStart) {
-                const runtime::CaptureArguments *gradients = nullptr;
-                if (spec.captureGradients) {
-                  const int64_t thread = at::get_thread_num();
-                  TORCH_CHECK(thread >= 0 && thread < threads, "attn::attention: dQ tile on "
-                              "thread ", thread, " of ", threads);
-                  gradients = &threadGradients[thread];
-                }
-                kernels->backwardQueryTile(qv, kv, vv, gradOutv, lsev, deltav, gradQv, batch,
-                                           head, queryStart, lengths, &bound, gradients);
-              });
-  forEachTile(k.size(0), k.size(1), k.size(2), kernels->keyTile(),
-              [&](int64_t batch, int64_t kvHead, int64_t keyStart) {
-                kernels->backwardKeyTile(qv, kv, vv, gradOutv, lsev, deltav, gradKv, gradVv,
-                                         batch, kvHead, keyStart, lengths, &bound);
-              });
+  const BackwardViews views{viewOf<4>(qf),      viewOf<4>(kf),       viewOf<4>(vf),
+                            viewOf<4>(gradOutF), viewOf<4>(grads.q), viewOf<4>(grads.k),
+                            viewOf<4>(grads.v), viewOf<3>(lse),      viewOf<3>(delta)};
+  runBackwardTiles(*kernels, Sequences::padded(q.size(0), q.size(2), k.size(2)), views, lengths,
+                   bound, captureGradients);
   checkCaptureFaults(*kernels, bound);
-  if (spec.captureGradients)
-    grads.captures = captureGradients();
+  grads.captures = captureGradients.sums();
+  return grads;
+}
+
+AttentionForward cpuPackedAttentionForward(const runtime::VariantSpec &spec, const at::Tensor &q,
+                                           const at::Tensor &k, const at::Tensor &v,
+                                           const at::Tensor &cuSeqlensQ,
+                                           const at::Tensor &cuSeqlensK,
+                                           at::TensorList captures) {
+  std::shared_ptr<const runtime::CpuKernels> kernels = loadKernels(spec);
+  std::vector<at::Tensor> captureStorage;
+  runtime::CaptureArguments bound = bindCaptures(*kernels, captures, captureStorage);
+  const Sequences sequences = Sequences::packed(offsetsOf(cuSeqlensQ), offsetsOf(cuSeqlensK));
+  const at::TensorOptions floatOptions = q.options().dtype(at::kFloat);
+  // Zero-filled: the rows of a sequence without keys attend to nothing.
+  AttentionForward result{at::zeros({q.size(0), q.size(1), v.size(2)}, floatOptions),
+                          at::zeros({q.size(1), q.size(0)}, floatOptions)};
+  const at::Tensor qf = packedToKernelLayout(q), kf = packedToKernelLayout(k),
+                   vf = packedToKernelLayout(v);
+  runForwardTiles(*kernels, sequences, viewOf<4>(qf), viewOf<4>(kf), viewOf<4>(vf),
+                  viewOf<4>(result.out.unsqueeze(0).transpose(1, 2)),
+                  viewOf<3>(result.lse.unsqueeze(0)), {}, bound);
+  checkCaptureFaults(*kernels, bound);
+  return result;
+}
+
+AttentionGradients cpuPackedAttentionBackward(const runtime::VariantSpec &spec,
+                                              const at::Tensor &q, const at::Tensor &k,
+                                              const at::Tensor &v, const at::Tensor &out,
+                                              const at::Tensor &lse, const at::Tensor &gradOut,
+                                              const at::Tensor &cuSeqlensQ,
+                                              const at::Tensor &cuSeqlensK,
+                                              at::TensorList captures) {
+  std::shared_ptr<const runtime::CpuKernels> kernels = loadKernels(spec, /*backward=*/true);
+  std::vector<at::Tensor> captureStorage;
+  runtime::CaptureArguments bound = bindCaptures(*kernels, captures, captureStorage);
+  const Sequences sequences = Sequences::packed(offsetsOf(cuSeqlensQ), offsetsOf(cuSeqlensK));
+  const at::TensorOptions floatOptions = q.options().dtype(at::kFloat);
+  const CaptureGradientBuffers captureGradients(*kernels, spec, captures, floatOptions);
+  const at::Tensor qf = packedToKernelLayout(q), kf = packedToKernelLayout(k),
+                   vf = packedToKernelLayout(v), gradOutF = packedToKernelLayout(gradOut);
+  const at::Tensor lseF = lse.to(at::kFloat).contiguous().unsqueeze(0);
+  // delta [1, Hq, Tq], as lse; only row-wise normalizers read it.
+  const at::Tensor delta = kernels->rowWise()
+                               ? (gradOutF * packedToKernelLayout(out)).sum(-1).contiguous()
+                               : lseF;
+  // Zero-filled: sequences without keys or queries have zero gradients, and their tiles do
+  // not run.
+  AttentionGradients grads{at::zeros(q.sizes(), floatOptions), at::zeros(k.sizes(), floatOptions),
+                           at::zeros(v.sizes(), floatOptions)};
+  const BackwardViews views{viewOf<4>(qf),
+                            viewOf<4>(kf),
+                            viewOf<4>(vf),
+                            viewOf<4>(gradOutF),
+                            viewOf<4>(grads.q.unsqueeze(0).transpose(1, 2)),
+                            viewOf<4>(grads.k.unsqueeze(0).transpose(1, 2)),
+                            viewOf<4>(grads.v.unsqueeze(0).transpose(1, 2)),
+                            viewOf<3>(lseF),
+                            viewOf<3>(delta)};
+  runBackwardTiles(*kernels, sequences, views, {}, bound, captureGradients);
+  checkCaptureFaults(*kernels, bound);
+  grads.captures = captureGradients.sums();
   return grads;
 }
 

@@ -61,6 +61,29 @@ AttentionGradients cpuAttentionBackward(const runtime::VariantSpec &spec, const 
                                         const c10::optional<at::Tensor> &kvLengths = c10::nullopt,
                                         at::TensorList captures = {});
 
+/// A packed (varlen) call: q [Tq, Hq, D], k [Tk, Hkv, D], v [Tk, Hkv, Dv] hold the sequences
+/// one after another; sequence s owns query rows [cuSeqlensQ[s], cuSeqlensQ[s + 1]) and key
+/// rows [cuSeqlensK[s], cuSeqlensK[s + 1]) (integer tensors [count + 1], checked by the op:
+/// from 0, non-decreasing, up to Tq and Tk). Each sequence attends within itself only, as an
+/// unpadded call of its own would, and its score_mod and mask regions see b = s and row
+/// indices counted from the sequence's start. out [Tq, Hq, Dv] and lse [Hq, Tq], float32;
+/// a sequence without keys gets zero rows.
+AttentionForward cpuPackedAttentionForward(const runtime::VariantSpec &spec, const at::Tensor &q,
+                                           const at::Tensor &k, const at::Tensor &v,
+                                           const at::Tensor &cuSeqlensQ,
+                                           const at::Tensor &cuSeqlensK,
+                                           at::TensorList captures = {});
+
+/// The backward of cpuPackedAttentionForward, with its `out` and `lse`; gradients shaped like
+/// the packed inputs (float32), and the floating captures' with spec.captureGradients.
+AttentionGradients cpuPackedAttentionBackward(const runtime::VariantSpec &spec,
+                                              const at::Tensor &q, const at::Tensor &k,
+                                              const at::Tensor &v, const at::Tensor &out,
+                                              const at::Tensor &lse, const at::Tensor &gradOut,
+                                              const at::Tensor &cuSeqlensQ,
+                                              const at::Tensor &cuSeqlensK,
+                                              at::TensorList captures = {});
+
 } // namespace attn::torchop
 
 #endif // FRONTEND_TORCH_CPUATTENTION_H

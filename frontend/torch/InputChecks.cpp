@@ -85,4 +85,69 @@ void checkCaptures(const at::Tensor &q, at::TensorList captures) {
   }
 }
 
+namespace {
+
+void checkOffsetsTensor(const at::Tensor &q, const at::Tensor &offsets, const char *name) {
+  TORCH_CHECK(offsets.dim() == 1, "attn::attention_varlen: ", name,
+              " must be [sequences + 1] (rank 1), got rank ", offsets.dim());
+  TORCH_CHECK(offsets.sym_size(0) >= 1, "attn::attention_varlen: ", name,
+              " must hold sequences + 1 >= 1 offsets, got none");
+  TORCH_CHECK(!at::isFloatingType(offsets.scalar_type()) &&
+                  !at::isComplexType(offsets.scalar_type()) &&
+                  offsets.scalar_type() != at::kBool,
+              "attn::attention_varlen: ", name, " must be an integer tensor, got ",
+              offsets.scalar_type());
+  TORCH_CHECK(offsets.device() == q.device() || offsets.device().is_cpu(),
+              "attn::attention_varlen: ", name, " must be on the CPU or on q's device ",
+              q.device(), ", got ", offsets.device());
+}
+
+} // namespace
+
+void checkPackedInputs(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
+                       const at::Tensor &cuSeqlensQ, const at::Tensor &cuSeqlensK,
+                       c10::optional<double> scale) {
+  const char *op = "attn::attention_varlen: ";
+  TORCH_CHECK(q.dim() == 3, op, "q must be [Tq, Hq, D] (rank 3), got rank ", q.dim());
+  TORCH_CHECK(k.dim() == 3, op, "k must be [Tk, Hkv, D] (rank 3), got rank ", k.dim());
+  TORCH_CHECK(v.dim() == 3, op, "v must be [Tk, Hkv, Dv] (rank 3), got rank ", v.dim());
+  TORCH_CHECK(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(), op,
+              "q, k and v must have one dtype, got ", q.scalar_type(), ", ", k.scalar_type(),
+              " and ", v.scalar_type());
+  TORCH_CHECK(isSupportedDtype(q.scalar_type()), op,
+              "expected float32, bfloat16, float16 or float64 tensors, got ", q.scalar_type());
+  TORCH_CHECK(k.device() == q.device() && v.device() == q.device(), op,
+              "q, k and v must be on one device, got ", q.device(), ", ", k.device(), " and ",
+              v.device());
+  TORCH_CHECK(k.sym_size(0) == v.sym_size(0), op, "k and v must have the same length Tk, got ",
+              k.sym_size(0), " and ", v.sym_size(0));
+  TORCH_CHECK(v.sym_size(1) == k.sym_size(1), op,
+              "k and v must have the same number of heads Hkv, got ", k.sym_size(1), " and ",
+              v.sym_size(1));
+  TORCH_CHECK(k.sym_size(1) > 0 ? q.sym_size(1) % k.sym_size(1) == 0 : q.sym_size(1) == 0, op,
+              "the query heads Hq = ", q.sym_size(1),
+              " must be a multiple of the key/value heads Hkv = ", k.sym_size(1));
+  TORCH_CHECK(q.sym_size(2) > 0 && v.sym_size(2) > 0, op, "head dims must be non-empty, got D = ",
+              q.sym_size(2), " and Dv = ", v.sym_size(2));
+  TORCH_CHECK(k.sym_size(2) == q.sym_size(2), op, "q and k must have the same head dim D, got ",
+              q.sym_size(2), " and ", k.sym_size(2));
+  TORCH_CHECK(!scale || *scale > 0, op, "scale must be > 0, got ", *scale);
+  checkOffsetsTensor(q, cuSeqlensQ, "cu_seqlens_q");
+  checkOffsetsTensor(q, cuSeqlensK, "cu_seqlens_k");
+  TORCH_CHECK(cuSeqlensQ.sym_size(0) == cuSeqlensK.sym_size(0), op,
+              "cu_seqlens_q and cu_seqlens_k must describe one number of sequences, got ",
+              cuSeqlensQ.sym_size(0), " and ", cuSeqlensK.sym_size(0), " offsets");
+}
+
+void checkSequenceOffsets(const at::Tensor &offsets, int64_t rows, const char *name) {
+  const at::Tensor values = offsets.to(at::kCPU, at::kLong).contiguous();
+  const int64_t *data = values.data_ptr<int64_t>();
+  TORCH_CHECK(data[0] == 0, "attn::attention_varlen: ", name, " must start at 0, got ", data[0]);
+  for (int64_t i = 1; i < values.numel(); ++i)
+    TORCH_CHECK(data[i] >= data[i - 1], "attn::attention_varlen: ", name,
+                " must not decrease, got ", data[i - 1], " then ", data[i], " at index ", i);
+  TORCH_CHECK(data[values.numel() - 1] == rows, "attn::attention_varlen: ", name,
+              " must end at the packed length ", rows, ", got ", data[values.numel() - 1]);
+}
+
 } // namespace attn::torchop

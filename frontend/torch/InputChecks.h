@@ -21,6 +21,17 @@ void checkKeyLengths(const at::Tensor &q, const c10::optional<at::Tensor> &kvLen
 /// Their ranks, element kinds and sizes are checked against the variant's IR when it compiles.
 void checkCaptures(const at::Tensor &q, at::TensorList captures);
 
+/// Checks the packed (varlen) inputs q [Tq, Hq, D], k [Tk, Hkv, D], v [Tk, Hkv, Dv] and
+/// cu_seqlens_q, cu_seqlens_k ([count + 1] integers each, one count, on the CPU or q's device),
+/// as far as shapes go (sizes may be symbolic); checkSequenceOffsets checks their values.
+void checkPackedInputs(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
+                       const at::Tensor &cuSeqlensQ, const at::Tensor &cuSeqlensK,
+                       c10::optional<double> scale);
+
+/// Checks the values of cumulative sequence offsets: they start at 0, never decrease and end
+/// at `rows` (Tq or Tk). `name` is the argument's name in messages.
+void checkSequenceOffsets(const at::Tensor &offsets, int64_t rows, const char *name);
+
 } // namespace attn::torchop
 
 #endif // FRONTEND_TORCH_INPUTCHECKS_H

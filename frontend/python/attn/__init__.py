@@ -17,7 +17,7 @@ from attn import _loader
 
 library_path = _loader.load()
 
-__all__ = ["__version__", "attention", "reparam_linear", "reparam_qkv_attention",
+__all__ = ["__version__", "attention", "attention_varlen", "reparam_linear", "reparam_qkv_attention",
            "library_path", "nn"]
 
 
@@ -45,6 +45,25 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, variant: str = 
     capture at its argument's position."""
     return torch.ops.attn.attention(q, k, v, variant, scale, is_causal, kv_lengths,
                                     list(captures))
+
+
+def attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     cu_seqlens_q: torch.Tensor, cu_seqlens_k: torch.Tensor,
+                     variant: str = "softmax", scale: Optional[float] = None,
+                     is_causal: bool = False,
+                     captures: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+    """Attention over packed sequences, as FlashAttention's varlen interface: q [Tq, Hq, D],
+    k [Tk, Hkv, D], v [Tk, Hkv, Dv] hold the sequences one after another, and the cumulative
+    offsets ``cu_seqlens_q``, ``cu_seqlens_k`` ([N + 1] integers, from 0 to Tq and Tk) say where
+    each starts: sequence s is q[cu_seqlens_q[s]:cu_seqlens_q[s+1]] attending to its own keys
+    k[cu_seqlens_k[s]:cu_seqlens_k[s+1]], so a batch of different query and key lengths runs in
+    one call with no padding at all. → [Tq, Hq, Dv] in q's dtype, with gradients for q, k, v and
+    floating captures. ``is_causal`` masks key j > query i within each sequence (top-left, as
+    ``attention``); a sequence without keys gives zero rows. ``variant``, ``scale`` and
+    ``captures`` as in ``attention``; score_mod and mask regions see b = s and positions counted
+    from the sequence's start. CPU only (on CUDA, pad and use ``attention`` with ``kv_lengths``)."""
+    return torch.ops.attn.attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, variant, scale,
+                                           is_causal, list(captures))
 
 
 def reparam_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
