@@ -26,6 +26,25 @@ at::Tensor attention(const at::Tensor &q, const at::Tensor &k, const at::Tensor 
   return op.call(q, k, v, options.variant, scale, options.causal, kvLengths, captures);
 }
 
+at::Tensor attention_varlen(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
+                            const at::Tensor &cuSeqlensQ, const at::Tensor &cuSeqlensK,
+                            const AttentionOptions &options) {
+  TORCH_CHECK(!options.kvLengths, "attn::attention_varlen: kv_lengths does not apply to packed "
+              "sequences (cu_seqlens_k gives each sequence's keys)");
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("attn::attention_varlen", "")
+          .typed<at::Tensor(const at::Tensor &, const at::Tensor &, const at::Tensor &,
+                            const at::Tensor &, const at::Tensor &, c10::string_view,
+                            c10::optional<double>, bool, const c10::optional<at::TensorList> &)>();
+  const c10::optional<double> scale =
+      options.scale ? c10::optional<double>(*options.scale) : c10::nullopt;
+  const c10::optional<at::TensorList> captures =
+      options.captures.empty() ? c10::nullopt : c10::optional<at::TensorList>(options.captures);
+  return op.call(q, k, v, cuSeqlensQ, cuSeqlensK, options.variant, scale, options.causal,
+                 captures);
+}
+
 NormalizerInfo normalizer_info(const std::string &name) {
   try {
     return runtime::resolveNormalizer(name);

@@ -29,8 +29,8 @@ struct AttentionOptions {
   /// attn.attention), one per function argument that feeds them, in argument order: a
   /// document id per token, a bias table, per-head slopes. f32 captures take floating tensors,
   /// i32/i64 captures integer or bool tensors (converted, made contiguous); on q's device.
-  /// A region that indexes outside a capture makes the call throw. No gradients yet: a
-  /// capture that requires grad is an error.
+  /// A region that indexes outside a capture makes the call throw. A floating capture that
+  /// requires grad gets its gradient (CPU).
   std::vector<at::Tensor> captures;
 };
 
@@ -38,6 +38,15 @@ struct AttentionOptions {
 /// in q's dtype (float32, bfloat16, float16 or float64). Throws c10::Error on bad arguments.
 at::Tensor attention(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
                      const AttentionOptions &options = {});
+
+/// Packed sequences (FlashAttention's varlen layout): q [Tq, Hq, D], k [Tk, Hkv, D],
+/// v [Tk, Hkv, Dv] hold N sequences one after another; cuSeqlensQ and cuSeqlensK ([N + 1]
+/// integers from 0 to Tq and Tk) say where each starts. Sequence s attends to its own keys only,
+/// as its own unpadded call would → [Tq, Hq, Dv]. `options.kvLengths` must be absent (the
+/// offsets give the lengths); causal masks within each sequence. CPU tensors.
+at::Tensor attention_varlen(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
+                            const at::Tensor &cuSeqlensQ, const at::Tensor &cuSeqlensK,
+                            const AttentionOptions &options = {});
 
 /// A normalizer name resolved by the dialect's parser (the one parser of names): `name`, the
 /// `parameters` as written, the `attribute` text for IR, `rowWise`.
