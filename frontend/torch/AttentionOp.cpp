@@ -35,20 +35,12 @@ runtime::VariantSpec makeVariantSpec(const at::Tensor &q, const at::Tensor &v, s
                                   captureGradients);
 }
 
-/// The GPU kernels do not read captured tensors yet (the GPU pipeline rejects them).
-void checkNoCapturesOnCuda(const at::Tensor &q, at::TensorList captures) {
-  TORCH_CHECK(!q.is_cuda() || captures.empty(),
-              "attn::attention (CUDA): captured tensors are not supported by the GPU kernels "
-              "yet (", captures.size(), " given); run the variant on CPU tensors");
-}
-
 AttentionForward attentionForward(const runtime::VariantSpec &spec, const at::Tensor &q,
                                   const at::Tensor &k, const at::Tensor &v,
                                   const OptionalTensor &kvLengths, at::TensorList captures) {
-  checkNoCapturesOnCuda(q, captures);
 #ifdef ATTN_TORCH_CUDA
   if (q.is_cuda())
-    return cudaAttentionForward(spec, q, k, v, kvLengths);
+    return cudaAttentionForward(spec, q, k, v, kvLengths, captures);
 #endif
   return cpuAttentionForward(spec, q, k, v, kvLengths, captures);
 }
@@ -58,10 +50,9 @@ AttentionGradients attentionBackward(const runtime::VariantSpec &spec, const at:
                                      const at::Tensor &out, const at::Tensor &lse,
                                      const at::Tensor &gradOut, const OptionalTensor &kvLengths,
                                      at::TensorList captures) {
-  checkNoCapturesOnCuda(q, captures);
 #ifdef ATTN_TORCH_CUDA
   if (q.is_cuda())
-    return cudaAttentionBackward(spec, q, k, v, out, lse, gradOut, kvLengths);
+    return cudaAttentionBackward(spec, q, k, v, out, lse, gradOut, kvLengths, captures);
 #endif
   return cpuAttentionBackward(spec, q, k, v, out, lse, gradOut, kvLengths, captures);
 }

@@ -1,5 +1,7 @@
 #include "frontend/torch/CpuAttention.h"
 
+#include "frontend/torch/CaptureViews.h"
+
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
@@ -67,34 +69,13 @@ runtime::KeyLengths keyLengthsOf(const c10::optional<at::Tensor> &kvLengths, int
   return {storage.data_ptr<int64_t>(), storage.size(0)};
 }
 
-at::ScalarType dtypeOf(runtime::CaptureElement element) {
-  switch (element) {
-  case runtime::CaptureElement::Float32:
-    return at::kFloat;
-  case runtime::CaptureElement::Int32:
-    return at::kInt;
-  case runtime::CaptureElement::Int64:
-    return at::kLong;
-  }
-  return at::kFloat;
-}
-
 /// A call's captures as the kernels take them: converted to the IR's element types and
 /// contiguous (kept alive by `storage`), checked against the IR's static sizes, with fresh
 /// fault flags.
 runtime::CaptureArguments bindCaptures(const runtime::CpuKernels &kernels,
                                        at::TensorList captures, std::vector<at::Tensor> &storage) {
-  const std::vector<runtime::CaptureDeclaration> &declared = kernels.captures();
-  TORCH_CHECK(declared.size() == captures.size(), "attn::attention: the variant reads ",
-              declared.size(), " captured tensors, the call passes ", captures.size());
-  std::vector<runtime::CaptureView> views;
-  for (size_t i = 0; i < captures.size(); ++i) {
-    storage.push_back(captures[i].to(dtypeOf(declared[i].element)).contiguous());
-    runtime::CaptureView view;
-    view.data = storage.back().data_ptr();
-    view.sizes.assign(storage.back().sizes().begin(), storage.back().sizes().end());
-    views.push_back(std::move(view));
-  }
+  const std::vector<runtime::CaptureView> views =
+      captureViews(kernels.captures(), captures, storage);
   try {
     return kernels.bindCaptures(views);
   } catch (const runtime::CallError &error) {

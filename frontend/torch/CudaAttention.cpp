@@ -1,5 +1,6 @@
 #include "frontend/torch/CudaAttention.h"
 
+#include "frontend/torch/CaptureViews.h"
 #include "runtime/CudaDriver.h"
 #include "runtime/GpuKernels.h"
 
@@ -61,11 +62,43 @@ c10::optional<runtime::DeviceLengths> lengthsOf(const c10::optional<at::Tensor> 
 void *currentStream(const at::Device &device) {
   return c10::cuda::getCurrentCUDAStream(device.index()).stream();
 }
+
+/// A call's captures on the device as the kernels take them (converted, contiguous, kept
+/// alive by `storage` with the scratch for their fault flags); none when the variant has none.
+c10::optional<runtime::DeviceCaptures> deviceCaptures(const runtime::GpuKernels &kernels,
+                                                      at::TensorList captures,
+                                                      const at::Tensor &q,
+                                                      std::vector<at::Tensor> &storage) {
+  if (kernels.captures().empty() && captures.empty())
+    return c10::nullopt;
+  runtime::DeviceCaptures result;
+  result.views = captureViews(kernels.captures(), captures, storage);
+  // int64 words: 8-byte aligned, as the runtime asks.
+  const auto words = static_cast<int64_t>((kernels.captureScratchBytes() + 7) / 8);
+  storage.push_back(at::empty({words}, q.options().dtype(at::kLong)));
+  result.scratch = words > 0 ? storage.back().data_ptr() : nullptr;
+  return result;
+}
+
+/// Runs `launch` (the kernels of one call), turning the runtime's errors into c10::Error: a
+/// capture that does not fit or that a region read outside of, a failing driver call.
+template <typename Launch> void launchChecked(const Launch &launch) {
+  try {
+    launch();
+  } catch (const runtime::CallError &error) {
+    TORCH_CHECK(false, "attn::attention (CUDA): ", error.what());
+  } catch (const runtime::CompileError &error) {
+    TORCH_CHECK(false, "attn::attention (CUDA): ", error.what());
+  } catch (const runtime::cuda::CudaError &error) {
+    TORCH_CHECK(false, "attn::attention (CUDA): ", error.what());
+  }
+}
 } // namespace
 
 AttentionForward cudaAttentionForward(const runtime::VariantSpec &spec, const at::Tensor &q,
                                       const at::Tensor &k, const at::Tensor &v,
-                                      const c10::optional<at::Tensor> &kvLengths) {
+                                      const c10::optional<at::Tensor> &kvLengths,
+                                      at::TensorList captures) {
   c10::cuda::CUDAGuard guard(q.device());
   const at::ScalarType type = computeType(q.scalar_type());
   auto kernels = loadKernels(spec, type, q.device());
@@ -75,8 +108,13 @@ AttentionForward cudaAttentionForward(const runtime::VariantSpec &spec, const at
   at::Tensor lse = at::empty({q.size(0), q.size(1), q.size(2)}, qc.options().dtype(at::kFloat));
   at::Tensor lengthsStorage;
   const auto lengths = lengthsOf(kvLengths, lengthsStorage);
-  kernels->forward(viewOf<4>(qc), viewOf<4>(kc), viewOf<4>(vc), viewOf<4>(out), viewOf<3>(lse),
-                   currentStream(q.device()), lengths ? &*lengths : nullptr);
+  std::vector<at::Tensor> captureStorage;
+  const auto bound = deviceCaptures(*kernels, captures, q, captureStorage);
+  launchChecked([&] {
+    kernels->forward(viewOf<4>(qc), viewOf<4>(kc), viewOf<4>(vc), viewOf<4>(out), viewOf<3>(lse),
+                     currentStream(q.device()), lengths ? &*lengths : nullptr,
+                     bound ? &*bound : nullptr);
+  });
   return {out, lse};
 }
 
@@ -84,7 +122,8 @@ AttentionGradients cudaAttentionBackward(const runtime::VariantSpec &spec, const
                                          const at::Tensor &k, const at::Tensor &v,
                                          const at::Tensor &out, const at::Tensor &lse,
                                          const at::Tensor &gradOut,
-                                         const c10::optional<at::Tensor> &kvLengths) {
+                                         const c10::optional<at::Tensor> &kvLengths,
+                                         at::TensorList captures) {
   c10::cuda::CUDAGuard guard(q.device());
   const at::ScalarType type = computeType(q.scalar_type());
   auto kernels = loadKernels(spec, type, q.device());
@@ -99,10 +138,15 @@ AttentionGradients cudaAttentionBackward(const runtime::VariantSpec &spec, const
   grads.v = kvLengths ? at::zeros_like(vc) : at::empty_like(vc);
   at::Tensor lengthsStorage;
   const auto lengths = lengthsOf(kvLengths, lengthsStorage);
-  kernels->backward(viewOf<4>(qc), viewOf<4>(kc), viewOf<4>(vc), viewOf<4>(oc), viewOf<4>(gc),
-                    viewOf<3>(lse.contiguous()), viewOf<3>(delta), viewOf<4>(grads.q),
-                    viewOf<4>(grads.k), viewOf<4>(grads.v), currentStream(q.device()),
-                    lengths ? &*lengths : nullptr);
+  std::vector<at::Tensor> captureStorage;
+  const auto bound = deviceCaptures(*kernels, captures, q, captureStorage);
+  const at::Tensor lsec = lse.contiguous();
+  launchChecked([&] {
+    kernels->backward(viewOf<4>(qc), viewOf<4>(kc), viewOf<4>(vc), viewOf<4>(oc), viewOf<4>(gc),
+                      viewOf<3>(lsec), viewOf<3>(delta), viewOf<4>(grads.q), viewOf<4>(grads.k),
+                      viewOf<4>(grads.v), currentStream(q.device()),
+                      lengths ? &*lengths : nullptr, bound ? &*bound : nullptr);
+  });
   return grads;
 }
 } // namespace attn::torchop
