@@ -100,11 +100,12 @@ void buildCpuPipeline(OpPassManager &pm, CpuKernelOptions options) {
   backwardOptions.queryTile = options.queryTile;
   backwardOptions.keyTile = options.keyTile;
   backwardOptions.captureGradients = options.captureGradients;
+  backwardOptions.blockMap = options.blockMap;
   pm.addPass(mlir::attn::createAttnDeriveBackward(backwardOptions));
   if (options.kernels != CpuKernelSet::All)
     pm.addPass(std::make_unique<KeepCpuKernelPass>(options.kernels));
   pm.addPass(mlir::attn::createAttnTile(
-      mlir::attn::AttnTileOptions{options.queryTile, options.keyTile}));
+      mlir::attn::AttnTileOptions{options.queryTile, options.keyTile, options.blockMap}));
   mlir::attn::AttnLowerTilesCpuOptions tileOptions;
   tileOptions.vectorWidth = options.lanes;
   tileOptions.vectorRegisters = options.registers;

@@ -26,6 +26,9 @@ struct CpuKernelOptions {
   /// The dQ kernel also accumulates the gradients of the f32 captures the score_mod reads
   /// (attn-derive-backward's capture-gradients).
   bool captureGradients = false;
+  /// With a mask region, the three kernels share a block map of the blocks' classifications
+  /// (attn-tile's and attn-derive-backward's block-map): one more argument before the grid.
+  bool blockMap = true;
   /// A last canonicalization of the LLVM dialect. The JIT skips it: LLVM's own passes do the
   /// same folding, and it cost ~7 ms per variant.
   bool canonicalizeLlvm = true;

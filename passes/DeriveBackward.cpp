@@ -112,15 +112,18 @@ struct BackwardTiles {
 };
 
 /// `@<name>_bwd_dq(q, k, v, dO, lse, delta, dQ, [kv_lengths,] [captures..., fault,]
-/// [gradients of the f32 captures...,] batch, head, queryStart)`: with `captureGradients` (and
-/// a score_mod), it also accumulates the captures' gradients, each score once.
-void emitQueryGradientKernel(KernelEmitter &e, Operation *anchor, bool captureGradients) {
+/// [gradients of the f32 captures...,] [block map,] batch, head, queryStart)`: with
+/// `captureGradients` (and a score_mod), it also accumulates the captures' gradients, each
+/// score once.
+void emitQueryGradientKernel(KernelEmitter &e, Operation *anchor, bool captureGradients,
+                             bool blockMap) {
   OpBuilder &b = e.b;
   Location loc = e.loc;
   MemRefType view4 = e.view4Type(), view3 = e.view3Type();
   func::FuncOp kernel =
       e.createKernel(kernelBaseName(e.op) + "_bwd_dq",
-                     {view4, view4, view4, view4, view3, view3, view4}, anchor, captureGradients);
+                     {view4, view4, view4, view4, view3, view3, view4}, anchor, captureGradients,
+                     blockMap);
   auto args = kernel.getArguments();
   Value q = args[0], k = args[1], v = args[2], gradOut = args[3], lse = args[4],
         delta = args[5], gradQuery = args[6], batch, head, queryStart;
@@ -162,16 +165,17 @@ void emitQueryGradientKernel(KernelEmitter &e, Operation *anchor, bool captureGr
   func::ReturnOp::create(b, loc);
 }
 
-/// `@<name>_bwd_dkdv(q, k, v, dO, lse, delta, dK, dV, [kv_lengths,] [captures..., fault,] batch,
-/// kvHead, keyStart)`:
+/// `@<name>_bwd_dkdv(q, k, v, dO, lse, delta, dK, dV, [kv_lengths,] [captures..., fault,]
+/// [block map,] batch, kvHead, keyStart)`:
 /// sums over the query heads of the group, so GQA needs no atomics and no K/V copies.
-void emitKeyValueGradientKernel(KernelEmitter &e, Operation *anchor) {
+void emitKeyValueGradientKernel(KernelEmitter &e, Operation *anchor, bool blockMap) {
   OpBuilder &b = e.b;
   Location loc = e.loc;
   MemRefType view4 = e.view4Type(), view3 = e.view3Type();
   func::FuncOp kernel =
       e.createKernel(kernelBaseName(e.op) + "_bwd_dkdv",
-                     {view4, view4, view4, view4, view3, view3, view4, view4}, anchor);
+                     {view4, view4, view4, view4, view3, view3, view4, view4}, anchor,
+                     /*withCaptureGradients=*/false, blockMap);
   auto args = kernel.getArguments();
   Value q = args[0], k = args[1], v = args[2], gradOut = args[3], lse = args[4],
         delta = args[5], gradKey = args[6], gradValue = args[7], batch, kvHead, keyStart;
@@ -193,6 +197,10 @@ void emitKeyValueGradientKernel(KernelEmitter &e, Operation *anchor) {
   TileFillOp::create(b, loc, gradKeyTile, b.getF32FloatAttr(0.0));
   TileFillOp::create(b, loc, gradValueTile, b.getF32FloatAttr(0.0));
   auto [rowLo, rowHi] = e.queryRangeForKeys(keyStart, keyEnd, queryLength);
+  // The block map has an entry per query tile of the grid: the query blocks start on it.
+  if (e.blockMap)
+    rowLo = arith::MulIOp::create(
+        b, loc, arith::DivSIOp::create(b, loc, rowLo, e.index(tq)), e.index(tq));
 
   // One flat loop over (group member, query block) pairs: a target that streams the query
   // blocks (the GPU's copy pipeline) runs one uniform pipeline for the whole group.
@@ -301,13 +309,20 @@ struct AttnDeriveBackwardPass : impl::AttnDeriveBackwardBase<AttnDeriveBackwardP
       Operation *anchor = parent ? parent.getOperation() : op.getOperation();
       OpBuilder builder(op.getContext());
       KernelEmitter emitter(op, builder, TileSizes{queryTile, keyTile});
-      emitQueryGradientKernel(emitter, anchor,
-                              captureGradients && !op.getScoreMod().empty());
       // The dK/dV kernel may tile differently (a GPU puts keys on the warps there).
       TileSizes keyValueTiles{keyValueQueryTile ? keyValueQueryTile : queryTile,
                               keyValueKeyTile ? keyValueKeyTile : keyTile};
+      const bool withMap = blockMap && !op.getMask().empty();
+      if (withMap && (keyValueTiles.query != queryTile || keyValueTiles.key != keyTile)) {
+        op.emitOpError() << "block-map needs the dK/dV kernel's tiles (" << keyValueTiles.query
+                         << " x " << keyValueTiles.key << ") to be the forward's ("
+                         << queryTile << " x " << keyTile << ")";
+        return signalPassFailure();
+      }
+      emitQueryGradientKernel(emitter, anchor,
+                              captureGradients && !op.getScoreMod().empty(), withMap);
       KernelEmitter keyValueEmitter(op, builder, keyValueTiles);
-      emitKeyValueGradientKernel(keyValueEmitter, anchor);
+      emitKeyValueGradientKernel(keyValueEmitter, anchor, withMap);
     }
   }
 };

@@ -227,6 +227,11 @@ FailureOr<SmallVector<Value>> KernelLowering::evaluateRegion(Region &region, Val
 /// strided share, and votes with two barrier reductions (some allowed, all allowed): the
 /// classification is uniform over the CTA, as the block loop's branch on it needs.
 LogicalResult KernelLowering::lowerMaskClassify(TileMaskClassifyOp op) {
+  // The GPU kernels classify each block themselves (attn-tile-gpu emits no block map: a CTA
+  // votes on a block in two barrier reductions, cheaper than a dependent global read).
+  if (op.getMap())
+    return op.emitOpError("a block map is not lowered by attn-lower-tiles-gpu: emit the GPU "
+                          "kernels without block-map");
   Value rows = mapped(op.getRows()), cols = mapped(op.getCols());
   Value batch = mapped(op.getBatch()), head = mapped(op.getHead());
   Value rowStart = mapped(op.getRowStart()), colStart = mapped(op.getColStart());

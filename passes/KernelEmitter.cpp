@@ -113,7 +113,8 @@ MemRefType KernelEmitter::lengthsType() const {
 }
 
 func::FuncOp KernelEmitter::createKernel(StringRef name, ArrayRef<Type> viewTypes,
-                                         Operation *anchor, bool withCaptureGradients) {
+                                         Operation *anchor, bool withCaptureGradients,
+                                         bool withBlockMap) {
   SmallVector<Type> arguments(viewTypes);
   const bool withLengths = static_cast<bool>(op.getKvLengths());
   if (withLengths)
@@ -130,6 +131,9 @@ func::FuncOp KernelEmitter::createKernel(StringRef name, ArrayRef<Type> viewType
       if (auto type = cast<RankedTensorType>(capture.getType()); type.getElementType().isF32())
         gradientTypes.push_back(captureType(type));
   arguments.append(gradientTypes.begin(), gradientTypes.end());
+  withBlockMap = withBlockMap && hasMask;
+  if (withBlockMap)
+    arguments.push_back(blockMapType());
   arguments.append(3, b.getIndexType());
   b.setInsertionPoint(anchor);
   auto kernel = func::FuncOp::create(b, loc, name, b.getFunctionType(arguments, {}));
@@ -145,11 +149,26 @@ func::FuncOp KernelEmitter::createKernel(StringRef name, ArrayRef<Type> viewType
   captureGradients.clear();
   for (size_t position = 0; position < gradientTypes.size(); ++position)
     captureGradients.push_back(kernel.getArgument(firstGradient + position));
+  blockMap = withBlockMap ? kernel.getArgument(firstGradient + gradientTypes.size()) : Value();
   return kernel;
 }
 
 MemRefType KernelEmitter::captureType(RankedTensorType type) const {
   return MemRefType::get(type.getShape(), type.getElementType());
+}
+
+MemRefType KernelEmitter::blockMapType() const {
+  int64_t dyn = ShapedType::kDynamic;
+  return MemRefType::get({dyn, dyn, dyn, dyn}, b.getIntegerType(8));
+}
+
+std::pair<bool, bool> KernelEmitter::blockMapDependence(AttentionOp op) {
+  if (op.getMask().empty())
+    return {false, false};
+  Block &mask = op.getMask().front();
+  // Per-batch key lengths change which keys of a block exist: the batch's own entries.
+  return {!mask.getArgument(0).use_empty() || static_cast<bool>(op.getKvLengths()),
+          !mask.getArgument(1).use_empty()};
 }
 
 MemRefType KernelEmitter::faultType() const {
@@ -303,8 +322,18 @@ Value KernelEmitter::classifyBlock(Value rows, Value cols, Value batch, Value he
                                    Value rowStart, Value colStart) {
   if (!hasMask)
     return Value();
+  SmallVector<Value> mapIndices;
+  if (blockMap) {
+    // Entry [b or 0, h or 0, query tile, key block]: b and h only where the blocks' kinds
+    // depend on them (blockMapDependence).
+    auto [perBatch, perHead] = blockMapDependence(op);
+    mapIndices = {perBatch ? batch : index(0), perHead ? head : index(0),
+                  arith::DivSIOp::create(b, loc, rowStart, index(tiles.query)),
+                  arith::DivSIOp::create(b, loc, colStart, index(tiles.key))};
+  }
   auto classify = TileMaskClassifyOp::create(b, loc, b.getIndexType(), rows, cols, batch, head,
-                                             rowStart, colStart, captures, fault);
+                                             rowStart, colStart, captures, fault, blockMap,
+                                             mapIndices);
   copyCaptureRegion(op.getMask(), classify.getMask(), captures);
   return classify.getKind();
 }

@@ -43,15 +43,23 @@ public:
   MemRefType captureType(RankedTensorType type) const;
   /// `memref<?xi32>`: one flag per capture, set to 1 by a read out of its bounds.
   MemRefType faultType() const;
+  /// `memref<?x?x?x?xi8>`: the block map, [B or 1, H or 1, query tiles, key blocks] of the
+  /// kernels' tile sizes; entries 0 empty, 1 full, 2 partial, anything else unclassified.
+  MemRefType blockMapType() const;
+  /// Whether the block map of `op` has a batch and a head dimension (else size 1): its mask
+  /// region reads b (or the op has kv_lengths), and reads h.
+  static std::pair<bool, bool> blockMapDependence(AttentionOp op);
 
   /// Creates `func.func @name(views..., [%kv_lengths,] [captures..., %fault,] %batch: index,
   /// %head: index, %start: index)` with the C interface, before `anchor`, and positions the
   /// builder in its body. The key lengths argument is there when the op has `kv_lengths`; the
   /// captures (captureType) and the fault flags when it has captures.
   /// With `withCaptureGradients`, one more memref per f32 capture follows the fault flags:
-  /// the gradient of that capture, accumulated into (the dQ kernel's).
+  /// the gradient of that capture, accumulated into (the dQ kernel's). With `withBlockMap`
+  /// and a mask region, the block map (blockMapType) comes last before the grid: the blocks'
+  /// classifications, shared by the forward and backward kernels (tile_mask_classify's map).
   func::FuncOp createKernel(StringRef name, ArrayRef<Type> viewTypes, Operation *anchor,
-                            bool withCaptureGradients = false);
+                            bool withCaptureGradients = false, bool withBlockMap = false);
   /// The kernel's trailing (batch, head, start) arguments.
   static std::tuple<Value, Value, Value> gridArguments(func::FuncOp kernel);
 
@@ -160,6 +168,8 @@ public:
   Value fault;
   /// The kernel's capture gradients (createKernel with captureGradients; else empty).
   SmallVector<Value> captureGradients;
+  /// The kernel's block map (createKernel with withBlockMap and a mask region; else null).
+  Value blockMap;
   SmallVector<Value> heapTiles;
 };
 

@@ -34,11 +34,70 @@ FailureOr<Value> evaluateMask(Emit &e, Region &mask, Value batch, Value head, Va
 /// lane allowed (lanes past the valid keys count as allowed for "every" and not for "some").
 /// Reduced once at the end: 0 empty, 1 full, 2 partial. Key chunks are the outer loop, so the
 /// region's key-only work (a document id of the key) is done once per chunk, not per row.
+/// With a block map, only an unclassified entry evaluates the region.
 struct LowerMaskClassify : OpRewritePattern<TileMaskClassifyOp> {
   LowerMaskClassify(MLIRContext *context, VectorTarget target)
       : OpRewritePattern(context), target(target) {}
   LogicalResult matchAndRewrite(TileMaskClassifyOp op, PatternRewriter &rewriter) const override {
     Emit e{rewriter, op.getLoc()};
+    if (!op.getMap()) {
+      FailureOr<Value> kind = classify(op, e);
+      if (failed(kind))
+        return failure();
+      rewriter.replaceOp(op, *kind);
+      return success();
+    }
+    // With a block map: the entry when it holds a kind (0, 1, 2), else the region's verdict,
+    // written back. An index outside the map reads as unclassified and writes nothing.
+    Value map = op.getMap();
+    Value inBounds;
+    for (auto [dimension, position] : llvm::enumerate(op.getMapIndices())) {
+      Value size = memref::DimOp::create(rewriter, e.loc, map, dimension);
+      Value inside = arith::CmpIOp::create(rewriter, e.loc, arith::CmpIPredicate::ult, position,
+                                           size);
+      inBounds = inBounds ? arith::AndIOp::create(rewriter, e.loc, inBounds, inside) : inside;
+    }
+    auto entry = scf::IfOp::create(
+        rewriter, e.loc, inBounds,
+        [&](OpBuilder &, Location) {
+          Value stored = memref::LoadOp::create(rewriter, e.loc, map, op.getMapIndices());
+          Value wide = arith::ExtUIOp::create(rewriter, e.loc, rewriter.getI64Type(), stored);
+          scf::YieldOp::create(rewriter, e.loc, ValueRange{arith::IndexCastOp::create(
+                                                    rewriter, e.loc, rewriter.getIndexType(),
+                                                    wide)});
+        },
+        [&](OpBuilder &, Location) { scf::YieldOp::create(rewriter, e.loc, e.index(3)); });
+    Value known = arith::CmpIOp::create(rewriter, e.loc, arith::CmpIPredicate::ult,
+                                        entry.getResult(0), e.index(3));
+    LogicalResult status = success();
+    auto kind = scf::IfOp::create(
+        rewriter, e.loc, known,
+        [&](OpBuilder &, Location) { scf::YieldOp::create(rewriter, e.loc, entry.getResult(0)); },
+        [&](OpBuilder &, Location) {
+          FailureOr<Value> classified = classify(op, e);
+          if (failed(classified)) {
+            status = failure();
+            scf::YieldOp::create(rewriter, e.loc, e.index(2));
+            return;
+          }
+          scf::IfOp::create(rewriter, e.loc, inBounds, [&](OpBuilder &, Location) {
+            Value wide = arith::IndexCastOp::create(rewriter, e.loc, rewriter.getI64Type(),
+                                                    *classified);
+            Value narrow = arith::TruncIOp::create(rewriter, e.loc, rewriter.getI8Type(), wide);
+            memref::StoreOp::create(rewriter, e.loc, narrow, map, op.getMapIndices());
+            scf::YieldOp::create(rewriter, e.loc);
+          });
+          scf::YieldOp::create(rewriter, e.loc, *classified);
+        });
+    if (failed(status))
+      return failure();
+    rewriter.replaceOp(op, kind.getResult(0));
+    return success();
+  }
+
+  /// The region's verdict on the block, at the builder's insertion point.
+  FailureOr<Value> classify(TileMaskClassifyOp op, Emit &e) const {
+    OpBuilder &rewriter = e.b;
     const int64_t width = target.lanes;
     auto flags = VectorType::get({width}, rewriter.getI1Type());
     Value none = arith::ConstantOp::create(rewriter, e.loc, flags,
@@ -92,11 +151,10 @@ struct LowerMaskClassify : OpRewritePattern<TileMaskClassifyOp> {
                                              keyLoop.getResult(0));
     Value all = vector::ReductionOp::create(rewriter, e.loc, vector::CombiningKind::AND,
                                             keyLoop.getResult(1));
-    Value kind = arith::SelectOp::create(
-        rewriter, e.loc, some, arith::SelectOp::create(rewriter, e.loc, all, e.index(1), e.index(2)),
-        e.index(0));
-    rewriter.replaceOp(op, kind);
-    return success();
+    return arith::SelectOp::create(
+               rewriter, e.loc, some,
+               arith::SelectOp::create(rewriter, e.loc, all, e.index(1), e.index(2)), e.index(0))
+        .getResult();
   }
   VectorTarget target;
 };

@@ -35,6 +35,10 @@ def AttnTile : Pass<"attn-tile", "::mlir::ModuleOp"> {
   let options = [
     Option<"queryTile", "query-tile", "int64_t", "32", "rows per query tile">,
     Option<"keyTile", "key-tile", "int64_t", "64", "keys per key/value block">,
+    Option<"blockMap", "block-map", "bool", "false",
+           "with a mask region, the kernel takes a block map (memref<?x?x?x?xi8>, before the "
+           "grid arguments) and reads the blocks' classifications from it, classifying and "
+           "writing only the entries not classified yet">,
   ];
   let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::math::MathDialect",
                            "::mlir::memref::MemRefDialect", "::mlir::scf::SCFDialect",
@@ -64,6 +68,9 @@ def AttnDeriveBackward : Pass<"attn-derive-backward", "::mlir::ModuleOp"> {
     Option<"captureGradients", "capture-gradients", "bool", "false",
            "the dQ kernel also accumulates the gradients of the f32 captures the score_mod "
            "reads (one more memref argument per f32 capture)">,
+    Option<"blockMap", "block-map", "bool", "false",
+           "with a mask region, both kernels read the forward's block map (as attn-tile's "
+           "block-map): the dK/dV kernel's tiles must then be the dQ kernel's">,
   ];
   let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::math::MathDialect",
                            "::mlir::memref::MemRefDialect", "::mlir::scf::SCFDialect",

@@ -19,14 +19,15 @@ namespace mlir::attn {
 #include "passes/Passes.h.inc"
 
 namespace {
-/// Emits `@<name>_fwd(q, k, v, o, lse, [kv_lengths,] [captures..., fault,] batch, head,
-/// queryStart)`.
-void emitForwardKernel(KernelEmitter &e, Operation *anchor) {
+/// Emits `@<name>_fwd(q, k, v, o, lse, [kv_lengths,] [captures..., fault,] [block map,] batch,
+/// head, queryStart)`.
+void emitForwardKernel(KernelEmitter &e, Operation *anchor, bool blockMap) {
   OpBuilder &b = e.b;
   Location loc = e.loc;
   MemRefType view4 = e.view4Type(), view3 = e.view3Type();
   func::FuncOp kernel =
-      e.createKernel(kernelBaseName(e.op) + "_fwd", {view4, view4, view4, view4, view3}, anchor);
+      e.createKernel(kernelBaseName(e.op) + "_fwd", {view4, view4, view4, view4, view3}, anchor,
+                     /*withCaptureGradients=*/false, blockMap);
   auto args = kernel.getArguments();
   Value q = args[0], k = args[1], v = args[2], o = args[3], lse = args[4];
   Value batch, head, queryStart;
@@ -109,7 +110,7 @@ struct AttnTilePass : impl::AttnTileBase<AttnTilePass> {
       OpBuilder builder(op.getContext());
       KernelEmitter emitter(op, builder, TileSizes{queryTile, keyTile});
       auto parent = op->getParentOfType<func::FuncOp>();
-      emitForwardKernel(emitter, parent ? parent.getOperation() : op.getOperation());
+      emitForwardKernel(emitter, parent ? parent.getOperation() : op.getOperation(), blockMap);
       if (parent)
         replacedFunctions.insert(parent);
     }

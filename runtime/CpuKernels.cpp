@@ -6,6 +6,7 @@
 
 #include "codegen/CpuPipeline.h"
 #include "dialects/attn/AttnDialect.h"
+#include "passes/KernelEmitter.h"
 #include "runtime/CaptureBinder.h"
 #include "runtime/CpuExecutor.h"
 #include "runtime/HostObject.h"
@@ -71,6 +72,45 @@ struct D1 {
 };
 D1 describe(const KeyLengths &lengths) {
   return {lengths.data, lengths.data, 0, lengths.size, 1};
+}
+/// `memref<?x?x?x?xi8>`: the kernels' block map argument.
+struct DMap {
+  int8_t *allocated;
+  int8_t *aligned;
+  int64_t offset;
+  int64_t sizes[4];
+  int64_t strides[4];
+};
+DMap describe(const BlockMap *map) {
+  // Without a map, an empty one: every index is outside it, so each block is classified.
+  static int8_t nothing = 3;
+  if (!map || !map->data)
+    return {&nothing, &nothing, 0, {0, 0, 0, 0}, {0, 0, 0, 1}};
+  DMap descriptor{map->data, map->data, 0, {}, {}};
+  int64_t stride = 1;
+  for (int d = 3; d >= 0; --d) {
+    descriptor.sizes[d] = map->sizes[d];
+    descriptor.strides[d] = stride;
+    stride *= std::max<int64_t>(map->sizes[d], 1);
+  }
+  return descriptor;
+}
+
+/// What a variant's block map depends on, from its canonical IR.
+BlockMapLayout blockMapLayoutOf(mlir::ModuleOp module, const std::vector<size_t> &callIndex) {
+  BlockMapLayout layout;
+  module.walk([&](mlir::attn::AttentionOp op) {
+    if (op.getMask().empty())
+      return;
+    layout.present = true;
+    std::tie(layout.perBatch, layout.perHead) =
+        mlir::attn::KernelEmitter::blockMapDependence(op);
+    mlir::Block &mask = op.getMask().front();
+    for (size_t position = 0; position < callIndex.size(); ++position)
+      if (!mask.getArgument(4 + position).use_empty())
+        layout.maskCaptures.push_back(callIndex[position]);
+  });
+  return layout;
 }
 
 // ---- One call for every kernel signature.
@@ -392,9 +432,13 @@ struct SpeculativeBackward {
 class JitCpuKernels final : public CpuKernels {
 public:
   JitCpuKernels(std::shared_ptr<TieredKernel> forward, KernelSource source,
-                bool rowWise, bool keyLengths, VariantCaptures captures, double millis)
+                bool rowWise, bool keyLengths, VariantCaptures captures, BlockMapLayout map,
+                double millis)
       : forward_(std::move(forward)), source_(std::move(source)), rowWise_(rowWise),
-        keyLengths_(keyLengths), captures_(std::move(captures)), compileMillis_(millis) {}
+        keyLengths_(keyLengths), captures_(std::move(captures)), mapLayout_(std::move(map)),
+        compileMillis_(millis) {}
+
+  const BlockMapLayout &blockMapLayout() const override { return mapLayout_; }
 
   int64_t queryTile() const override { return source_.kernelOptions.queryTile; }
   int64_t keyTile() const override { return source_.kernelOptions.keyTile; }
@@ -427,7 +471,7 @@ public:
 
   void forwardTile(const View4 &q, const View4 &k, const View4 &v, const View4 &o, const View3 &lse,
                    int64_t batch, int64_t head, int64_t queryStart, const KeyLengths &lengths,
-                   const CaptureArguments *captures) const override {
+                   const CaptureArguments *captures, const BlockMap *map) const override {
     D4 dq = describe(q), dk = describe(k), dv = describe(v), dout = describe(o);
     D3 dlse = describe(lse);
     KernelArguments arguments;
@@ -435,6 +479,8 @@ public:
       arguments.add(view);
     D1 dlengths;
     addExtras(arguments, lengths, dlengths, captures, batch);
+    DMap dmap = describe(map);
+    addMap(arguments, dmap);
     arguments.call(forward_, batch, head, queryStart);
   }
 
@@ -442,7 +488,8 @@ public:
                          const View3 &lse, const View3 &delta, const View4 &gradQuery,
                          int64_t batch, int64_t head, int64_t queryStart,
                          const KeyLengths &lengths, const CaptureArguments *captures,
-                         const CaptureArguments *captureGradients) const override {
+                         const CaptureArguments *captureGradients,
+                         const BlockMap *map) const override {
     D4 dq = describe(q), dk = describe(k), dv = describe(v), ddo = describe(gradOut),
        dgq = describe(gradQuery);
     D3 dlse = describe(lse), ddelta = describe(delta);
@@ -462,14 +509,16 @@ public:
     if (captureGradients)
       for (void *pointer : captureGradients->pointers())
         arguments.add(pointer);
+    DMap dmap = describe(map);
+    addMap(arguments, dmap);
     arguments.call(backward().queryGrad, batch, head, queryStart);
   }
 
   void backwardKeyTile(const View4 &q, const View4 &k, const View4 &v, const View4 &gradOut,
                        const View3 &lse, const View3 &delta, const View4 &gradKey,
                        const View4 &gradValue, int64_t batch, int64_t kvHead, int64_t keyStart,
-                       const KeyLengths &lengths,
-                       const CaptureArguments *captures) const override {
+                       const KeyLengths &lengths, const CaptureArguments *captures,
+                       const BlockMap *map) const override {
     D4 dq = describe(q), dk = describe(k), dv = describe(v), ddo = describe(gradOut),
        dgk = describe(gradKey), dgv = describe(gradValue);
     D3 dlse = describe(lse), ddelta = describe(delta);
@@ -479,6 +528,8 @@ public:
       arguments.add(view);
     D1 dlengths;
     addExtras(arguments, lengths, dlengths, captures, batch);
+    DMap dmap = describe(map);
+    addMap(arguments, dmap);
     arguments.call(backward().keyGrad, batch, kvHead, keyStart);
   }
 
@@ -501,6 +552,12 @@ private:
                       "to every tile");
     for (size_t i = 0; i < given; ++i)
       arguments.add(captures->pointers()[i]);
+  }
+
+  /// The block map, last before the grid, for kernels of a variant with a mask region.
+  void addMap(KernelArguments &arguments, DMap &dmap) const {
+    if (mapLayout_.present)
+      arguments.add(&dmap);
   }
 
   /// Whether the kernels take key lengths; a call that disagrees with its variant is a caller
@@ -567,6 +624,7 @@ private:
   bool rowWise_;
   bool keyLengths_;
   VariantCaptures captures_;
+  BlockMapLayout mapLayout_;
   double compileMillis_;
   mutable std::mutex backwardMutex_;
   mutable std::unique_ptr<SpeculativeBackward> speculative_;
@@ -588,8 +646,9 @@ std::shared_ptr<const CpuKernels> build(const VariantSpec &spec) {
   const size_t capturePointers =
       variant.captures.callIndex.empty() ? 0 : variant.captures.callIndex.size() + 1;
   // dK/dV has the most views; dQ one fewer, plus the gradient buffers with capture gradients.
+  const BlockMapLayout mapLayout = blockMapLayoutOf(*variant.module, variant.captures.callIndex);
   const size_t pointers =
-      (spec.keyLengths ? 1 : 0) + capturePointers +
+      (spec.keyLengths ? 1 : 0) + capturePointers + (mapLayout.present ? 1 : 0) +
       std::max<size_t>(kMostViews, kMostViews - 1 + (spec.captureGradients ? floatCaptures : 0));
   if (pointers > static_cast<size_t>(kMaxKernelPointers))
     throw CompileError(describe(spec) + ": " + std::to_string(variant.captures.callIndex.size()) +
@@ -606,7 +665,8 @@ std::shared_ptr<const CpuKernels> build(const VariantSpec &spec) {
   options << "cpu-object O3 pic tile-ir query-tile=" << kernelOptions.queryTile
           << " key-tile=" << kernelOptions.keyTile << " lanes=" << kernelOptions.lanes
           << " bf16-products=" << kernelOptions.bf16Products
-          << (kernelOptions.captureGradients ? " capture-gradients" : "") << " llvm=" << hostObjectLlvmPipeline();
+          << (kernelOptions.captureGradients ? " capture-gradients" : "")
+          << (kernelOptions.blockMap ? " block-map" : "") << " llvm=" << hostObjectLlvmPipeline();
   source.options = options.str();
   source.label = describe(spec);
 
@@ -623,7 +683,7 @@ std::shared_ptr<const CpuKernels> build(const VariantSpec &spec) {
                            " ms");
   auto kernels = std::make_shared<JitCpuKernels>(std::move(forward), std::move(source),
                                                  variant.rowWise, spec.keyLengths,
-                                                 std::move(variant.captures),
+                                                 std::move(variant.captures), mapLayout,
                                                  millisBetween(start, done));
   if (speculative)
     kernels->adoptSpeculation(std::move(speculative));

@@ -29,6 +29,30 @@ struct KeyLengths {
   int64_t size = 0;
 };
 
+/// The classifications of a call's (query tile, key block) pairs by its variant's mask region,
+/// shared by the forward and backward kernels (attn.tile_mask_classify's map): int8,
+/// contiguous, [B or 1, H or 1, ceil(Sq / queryTile), ceil(Sk / keyTile)] as blockMapLayout
+/// says. Entries are 0 (empty: skipped), 1 (full: unmasked), 2 (partial); a new map is filled
+/// with 3 (unclassified): the first kernel to visit a block classifies it and writes the entry,
+/// every later kernel and call reads it. A map stays valid while the call's lengths, key
+/// lengths and the captures the mask region reads are unchanged.
+struct BlockMap {
+  int8_t *data = nullptr;
+  int64_t sizes[4] = {};
+};
+
+/// What a variant's block map depends on.
+struct BlockMapLayout {
+  /// The variant has a mask region: its kernels take a block map.
+  bool present = false;
+  /// The map has a batch dimension (the region reads b, or the variant has key lengths) and
+  /// a head dimension (the region reads h); otherwise they are 1.
+  bool perBatch = false;
+  bool perHead = false;
+  /// The call captures (indices in the call's order) the mask region reads.
+  std::vector<size_t> maskCaptures;
+};
+
 /// The element types a captured tensor may have in the IR (f32, i32, i64).
 enum class CaptureElement { Float32, Int32, Int64 };
 
@@ -156,24 +180,32 @@ public:
   /// failed attempt is retried by the next call). The backward tiles call it themselves.
   virtual void prepareBackward() const = 0;
 
+  /// What the variant's block map depends on (layout.present: the kernels take one).
+  virtual const BlockMapLayout &blockMapLayout() const = 0;
+
+  /// `map`: the call's block map (variants with a mask region); null classifies every block
+  /// in the kernel.
   virtual void forwardTile(const View4 &q, const View4 &k, const View4 &v, const View4 &o,
                            const View3 &lse, int64_t batch, int64_t head,
                            int64_t queryStart,
                            const KeyLengths &lengths = {},
-                           const CaptureArguments *captures = nullptr) const = 0;
+                           const CaptureArguments *captures = nullptr,
+                           const BlockMap *map = nullptr) const = 0;
   virtual void backwardQueryTile(const View4 &q, const View4 &k, const View4 &v,
                                  const View4 &gradOut, const View3 &lse, const View3 &delta,
                                  const View4 &gradQuery, int64_t batch, int64_t head,
                                  int64_t queryStart,
                            const KeyLengths &lengths = {},
                            const CaptureArguments *captures = nullptr,
-                           const CaptureArguments *captureGradients = nullptr) const = 0;
+                           const CaptureArguments *captureGradients = nullptr,
+                           const BlockMap *map = nullptr) const = 0;
   virtual void backwardKeyTile(const View4 &q, const View4 &k, const View4 &v,
                                const View4 &gradOut, const View3 &lse, const View3 &delta,
                                const View4 &gradKey, const View4 &gradValue, int64_t batch,
                                int64_t kvHead, int64_t keyStart,
                            const KeyLengths &lengths = {},
-                           const CaptureArguments *captures = nullptr) const = 0;
+                           const CaptureArguments *captures = nullptr,
+                           const BlockMap *map = nullptr) const = 0;
 
   /// What the variant's IR declares for each capture, in the call's order.
   virtual const std::vector<CaptureDeclaration> &captures() const = 0;

@@ -180,6 +180,16 @@ LogicalResult TileCaptureGradientOp::verify() {
 LogicalResult TileMaskClassifyOp::verify() {
   if (failed(checkCaptures(*this, getCaptures(), getFault())))
     return failure();
+  if (Value map = getMap()) {
+    auto type = cast<MemRefType>(map.getType());
+    if (!type.getElementType().isSignlessInteger(8))
+      return emitOpError() << "map must be an i8 memref, got " << type;
+    if (static_cast<int64_t>(getMapIndices().size()) != type.getRank())
+      return emitOpError() << "map of rank " << type.getRank() << " takes as many indices, got "
+                           << getMapIndices().size();
+  } else if (!getMapIndices().empty()) {
+    return emitOpError() << "has " << getMapIndices().size() << " map indices but no map";
+  }
   Builder b(getContext());
   return verifyScalarRegion(*this, getMask(), "mask",
                             regionArgumentTypes(b, /*withScore=*/false, getCaptures()),

@@ -105,16 +105,26 @@ def Attn_TileMaskClassifyOp : Attn_TileOp<"tile_mask_classify", [AttrSizedOperan
     `captures` are the attention op's captured tensors as memrefs; the region reads them with
     `memref.load`. A read out of bounds sets `fault[c]` (c: the capture's position) to 1 and
     reads element 0 instead, so the run time can report it.
+
+    With a block `map` (i8, one entry per block of a kernel's grid, `map_indices` its
+    indices), the classification is shared between kernels and calls: an entry of 0, 1 or 2
+    is the block's kind, read instead of evaluating the region; any other entry (the run time
+    fills a new map with 3) is classified by the region and written there. Indices outside
+    the map classify without it. Writers of one entry agree (the region is a function of the
+    indices and captures), so concurrent tiles may fill a map.
   }];
   let arguments = (ins Index:$rows, Index:$cols, Index:$batch, Index:$head, Index:$row_start,
                        Index:$col_start, Variadic<AnyMemRef>:$captures,
-                       Optional<AnyMemRef>:$fault);
+                       Optional<AnyMemRef>:$fault,
+                       Arg<Optional<AnyMemRef>, "", [MemRead, MemWrite]>:$map,
+                       Variadic<Index>:$map_indices);
   let results = (outs Index:$kind);
   let regions = (region SizedRegion<1>:$mask);
   let assemblyFormat = [{
     `rows` $rows `cols` $cols `batch` $batch `head` $head `at` $row_start `,` $col_start
     (`captures` `(` $captures^ `:` type($captures) `)`)?
-    (`fault` $fault^ `:` type($fault))? attr-dict `:` type($kind) $mask
+    (`fault` $fault^ `:` type($fault))?
+    (`map` $map^ `[` $map_indices `]` `:` type($map))? attr-dict `:` type($kind) $mask
   }];
   let hasVerifier = 1;
 }

@@ -1,5 +1,6 @@
 #include "frontend/torch/CpuAttention.h"
 
+#include "frontend/torch/BlockMapCache.h"
 #include "frontend/torch/CaptureViews.h"
 
 #include <ATen/ATen.h>
@@ -226,7 +227,8 @@ private:
 void runForwardTiles(const runtime::CpuKernels &kernels, const Sequences &sequences,
                      const runtime::View4 &q, const runtime::View4 &k, const runtime::View4 &v,
                      const runtime::View4 &out, const runtime::View3 &lse,
-                     const runtime::KeyLengths &lengths, const runtime::CaptureArguments &bound) {
+                     const runtime::KeyLengths &lengths, const runtime::CaptureArguments &bound,
+                     const runtime::BlockMap *map = nullptr) {
   forEachSequenceTile(sequences, /*keyRows=*/false, q.sizes[1], kernels.queryTile(),
                       [&](int64_t s, int64_t head, int64_t queryStart) {
                         if (sequences.keys(s) == 0)
@@ -236,7 +238,7 @@ void runForwardTiles(const runtime::CpuKernels &kernels, const Sequences &sequen
                                             sequences.rowsOf(v, s, true),
                                             sequences.rowsOf(out, s, false),
                                             sequences.rowsOf(lse, s, false), s, head,
-                                            queryStart, lengths, &bound);
+                                            queryStart, lengths, &bound, map);
                       });
 }
 
@@ -251,7 +253,8 @@ struct BackwardViews {
 void runBackwardTiles(const runtime::CpuKernels &kernels, const Sequences &sequences,
                       const BackwardViews &views, const runtime::KeyLengths &lengths,
                       const runtime::CaptureArguments &bound,
-                      const CaptureGradientBuffers &captureGradients) {
+                      const CaptureGradientBuffers &captureGradients,
+                      const runtime::BlockMap *map = nullptr) {
   forEachSequenceTile(
       sequences, /*keyRows=*/false, views.q.sizes[1], kernels.queryTile(),
       [&](int64_t s, int64_t head, int64_t queryStart) {
@@ -262,7 +265,7 @@ void runBackwardTiles(const runtime::CpuKernels &kernels, const Sequences &seque
             sequences.rowsOf(views.v, s, true), sequences.rowsOf(views.gradOut, s, false),
             sequences.rowsOf(views.lse, s, false), sequences.rowsOf(views.delta, s, false),
             sequences.rowsOf(views.gradQ, s, false), s, head, queryStart, lengths, &bound,
-            captureGradients.forThisThread());
+            captureGradients.forThisThread(), map);
       });
   forEachSequenceTile(
       sequences, /*keyRows=*/true, views.k.sizes[1], kernels.keyTile(),
@@ -274,7 +277,7 @@ void runBackwardTiles(const runtime::CpuKernels &kernels, const Sequences &seque
             sequences.rowsOf(views.v, s, true), sequences.rowsOf(views.gradOut, s, false),
             sequences.rowsOf(views.lse, s, false), sequences.rowsOf(views.delta, s, false),
             sequences.rowsOf(views.gradK, s, true), sequences.rowsOf(views.gradV, s, true), s,
-            kvHead, keyStart, lengths, &bound);
+            kvHead, keyStart, lengths, &bound, map);
       });
 }
 
@@ -314,9 +317,13 @@ AttentionForward cpuAttentionForward(const runtime::VariantSpec &spec, const at:
   const at::Tensor qf = toKernelLayout(q), kf = toKernelLayout(k), vf = toKernelLayout(v);
   AttentionForward result{at::empty({batches, heads, queries, v.size(3)}, floatOptions),
                           at::empty({batches, heads, queries}, floatOptions)};
+  // A mask region's block classifications: filled here, read by the backward (and by later
+  // calls with the same lengths and mask captures).
+  const CallBlockMap map =
+      blockMapFor(kernels, batches, heads, queries, k.size(2), lengthsStorage, captureStorage);
   runForwardTiles(*kernels, Sequences::padded(batches, queries, k.size(2)), viewOf<4>(qf),
                   viewOf<4>(kf), viewOf<4>(vf), viewOf<4>(result.out), viewOf<3>(result.lse),
-                  lengths, bound);
+                  lengths, bound, map.get());
   checkCaptureFaults(*kernels, bound);
   return result;
 }
@@ -353,8 +360,11 @@ AttentionGradients cpuAttentionBackward(const runtime::VariantSpec &spec, const 
   const BackwardViews views{viewOf<4>(qf),      viewOf<4>(kf),       viewOf<4>(vf),
                             viewOf<4>(gradOutF), viewOf<4>(grads.q), viewOf<4>(grads.k),
                             viewOf<4>(grads.v), viewOf<3>(lse),      viewOf<3>(delta)};
+  // The forward's block map (the same inputs find it in the cache).
+  const CallBlockMap map = blockMapFor(kernels, q.size(0), q.size(1), q.size(2), k.size(2),
+                                       lengthsStorage, captureStorage);
   runBackwardTiles(*kernels, Sequences::padded(q.size(0), q.size(2), k.size(2)), views, lengths,
-                   bound, captureGradients);
+                   bound, captureGradients, map.get());
   checkCaptureFaults(*kernels, bound);
   grads.captures = captureGradients.sums();
   return grads;

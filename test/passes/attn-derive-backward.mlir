@@ -1,6 +1,7 @@
 // RUN: attn-opt %s --split-input-file --attn-legalize --attn-derive-backward --verify-diagnostics --canonicalize --cse | FileCheck %s --enable-var-scope
 // RUN: attn-opt %s --split-input-file --attn-legalize --attn-derive-backward --attn-lower-tiles-cpu --verify-diagnostics --canonicalize --cse | FileCheck %s --check-prefix=LOWER --enable-var-scope
 // RUN: attn-opt %s --split-input-file --attn-legalize --attn-derive-backward=capture-gradients=true --verify-diagnostics --canonicalize --cse | FileCheck %s --check-prefix=CAPGRAD --enable-var-scope
+// RUN: attn-opt %s --split-input-file --attn-legalize --attn-derive-backward=block-map=true --verify-diagnostics --canonicalize --cse | FileCheck %s --check-prefix=MAP --enable-var-scope
 
 // The backward is the forward's tile IR plus the gradient tiles. dQ, per query tile over key
 // blocks: S = Q K^T, mask (boundary blocks), P from S and the LSE, dP = dO V^T, dS from the
@@ -161,6 +162,40 @@ func.func @prefix_lm(%q: tensor<?x?x?x32xf32>, %k: tensor<?x?x?x32xf32>, %v: ten
     %past = arith.cmpi sle, %j, %i : index
     %keep = arith.ori %prefix, %past : i1
     attn.yield %keep : i1
+  }
+  return %o : tensor<?x?x?x32xf32>
+}
+
+// -----
+
+// With block-map, both backward kernels take the forward's block map (before the grid) and
+// read the entry of their block: [0, h, query tile, key block] for a region that reads h (not
+// b). The dK/dV kernel's query blocks start on the query tile grid (the window's first row
+// rounded down to a multiple of 32), so each of its blocks is one of the forward's.
+// MAP-LABEL: func.func @head_window_bwd_dq
+// MAP-SAME: %[[MAP:[^:]*]]: memref<?x?x?x?xi8>, %{{[^:]*}}: index, %[[HEAD:[^:]*]]: index, %[[START:[^:]*]]: index)
+// MAP: scf.for %[[J:.*]] = %{{.*}} step %c64
+// MAP-DAG: %[[QT:.*]] = arith.divsi %[[START]], %c32
+// MAP-DAG: %[[KB:.*]] = arith.divsi %[[J]], %c64
+// MAP: attn.tile_mask_classify {{.*}} map %[[MAP]][%c0, %[[HEAD]], %[[QT]], %[[KB]]] : memref<?x?x?x?xi8> : index {
+// MAP-LABEL: func.func @head_window_bwd_dkdv
+// MAP-SAME: %[[MAP:[^:]*]]: memref<?x?x?x?xi8>, %{{[^:]*}}: index, %{{[^:]*}}: index, %[[KEY:[^:]*]]: index)
+// MAP: %[[TILES:.*]] = arith.divsi %{{.*}}, %c32
+// MAP: %[[FIRST:.*]] = arith.muli %[[TILES]], %c32
+// MAP: scf.for
+// MAP: %[[ROW:.*]] = arith.addi %[[FIRST]], %{{.*}}
+// MAP-DAG: %[[QT:.*]] = arith.divsi %[[ROW]], %c32
+// MAP-DAG: %[[KB:.*]] = arith.divsi %[[KEY]], %c64
+// MAP: attn.tile_mask_classify {{.*}} at %[[ROW]], %[[KEY]] map %[[MAP]][%c0, %{{.*}}, %[[QT]], %[[KB]]] : memref<?x?x?x?xi8> : index {
+func.func @head_window(%q: tensor<?x?x?x32xf32>, %k: tensor<?x?x?x32xf32>, %v: tensor<?x?x?x32xf32>) -> tensor<?x?x?x32xf32> {
+  %o = attn.attention %q, %k, %v normalizer(#attn.softmax) {window = 100} : tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32> -> tensor<?x?x?x32xf32>
+  mask {
+  ^bb0(%b: index, %h: index, %i: index, %j: index):
+    %c2 = arith.constant 2 : index
+    %odd = arith.remsi %h, %c2 : index
+    %d = arith.subi %i, %j : index
+    %far = arith.cmpi sge, %d, %odd : index
+    attn.yield %far : i1
   }
   return %o : tensor<?x?x?x32xf32>
 }

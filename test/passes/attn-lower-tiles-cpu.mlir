@@ -137,6 +137,41 @@ func.func @classify(%rows: index, %cols: index, %b: index, %h: index, %r0: index
 
 // -----
 
+// With a block map, an entry of 0, 1 or 2 is the kind; any other (3: unclassified) classifies
+// the block as above and writes the entry. An index outside the map reads as unclassified and
+// writes nothing.
+// CHECK-LABEL: func.func @classify_with_map
+// CHECK-SAME: %[[MAP:[^:]*]]: memref<?x?x?x?xi8>, %[[QT:[^:]*]]: index, %[[KB:[^:]*]]: index)
+// CHECK: %[[ENTRY:.*]] = scf.if %[[INSIDE:[^ ]*]] -> (index) {
+// CHECK: memref.load %[[MAP]][%c0, %c0, %[[QT]], %[[KB]]] : memref<?x?x?x?xi8>
+// CHECK: } else {
+// CHECK-NEXT: scf.yield %c3 : index
+// CHECK: %[[KNOWN:.*]] = arith.cmpi ult, %[[ENTRY]], %c3 : index
+// CHECK: %[[KIND:.*]] = scf.if %[[KNOWN]] -> (index) {
+// CHECK-NEXT: scf.yield %[[ENTRY]] : index
+// CHECK: } else {
+// CHECK: vector.reduction <or>
+// CHECK: arith.select
+// CHECK-NEXT: %[[CLASSIFIED:.*]] = arith.select
+// CHECK-NEXT: scf.if %[[INSIDE]] {
+// CHECK: %[[NARROW:.*]] = arith.trunci %{{.*}} : i64 to i8
+// CHECK: memref.store %[[NARROW]], %[[MAP]][%c0, %c0, %[[QT]], %[[KB]]]
+// CHECK: scf.yield %[[CLASSIFIED]] : index
+// CHECK: return %[[KIND]] : index
+func.func @classify_with_map(%rows: index, %cols: index, %b: index, %h: index, %r0: index,
+                             %c0: index, %map: memref<?x?x?x?xi8>, %qt: index, %kb: index) -> index {
+  %zero = arith.constant 0 : index
+  %kind = attn.tile_mask_classify rows %rows cols %cols batch %b head %h at %r0, %c0
+      map %map[%zero, %zero, %qt, %kb] : memref<?x?x?x?xi8> : index {
+  ^bb0(%bb: index, %hh: index, %i: index, %j: index):
+    %keep = arith.cmpi sle, %j, %i : index
+    attn.yield %keep : i1
+  }
+  return %kind : index
+}
+
+// -----
+
 // A score_mod reading captured tensors: a read at indices that vary over the keys (a relative
 // position table, by q - k) is one vector.gather from the flattened capture; a read at uniform
 // indices (a per-head slope) is one scalar load per row. Both are bounds-checked: an index

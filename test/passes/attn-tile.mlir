@@ -1,4 +1,5 @@
 // RUN: attn-opt %s --split-input-file --attn-legalize --attn-tile --verify-diagnostics --canonicalize --cse | FileCheck %s --enable-var-scope
+// RUN: attn-opt %s --split-input-file --attn-legalize --attn-tile=block-map=true --verify-diagnostics --canonicalize --cse | FileCheck %s --check-prefix=MAP --enable-var-scope
 
 // The forward kernel is tile IR, written once for every target: Q is loaded once with the
 // scale and softmax's log2(e) folded in (1/8 * 1.4427 = 0.1803), then per K/V block
@@ -207,6 +208,15 @@ func.func @ragged(%q: tensor<?x?x?x32xf32>, %k: tensor<?x?x?x32xf32>, %v: tensor
 // CHECK-NEXT: attn.tile_mask_region %[[S]] rows %[[ROWS]]
 // CHECK: attn.tile_normalize %[[S]]
 // CHECK: attn.tile_matmul %[[S]]
+// With block-map, the kernel takes the block map (i8, before the grid) and the classification
+// reads its entry [0, 0, query tile, key block]: the region reads neither b nor h, so one
+// entry serves every batch and head.
+// MAP-LABEL: func.func @documents_fwd
+// MAP-SAME: %[[MAP:[^:]*]]: memref<?x?x?x?xi8>, %{{[^:]*}}: index, %{{[^:]*}}: index, %[[START:[^:]*]]: index)
+// MAP: scf.for %[[J:.*]] = %{{.*}} step %c64
+// MAP-DAG: %[[QT:.*]] = arith.divsi %[[START]], %c32
+// MAP-DAG: %[[KB:.*]] = arith.divsi %[[J]], %c64
+// MAP: attn.tile_mask_classify {{.*}} at %[[START]], %[[J]] map %[[MAP]][%c0, %c0, %[[QT]], %[[KB]]] : memref<?x?x?x?xi8> : index {
 func.func @documents(%q: tensor<?x?x?x32xf32>, %k: tensor<?x?x?x32xf32>, %v: tensor<?x?x?x32xf32>) -> tensor<?x?x?x32xf32> {
   %o = attn.attention %q, %k, %v normalizer(#attn.softmax) : tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32>, tensor<?x?x?x32xf32> -> tensor<?x?x?x32xf32>
   mask {

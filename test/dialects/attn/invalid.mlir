@@ -584,3 +584,27 @@ func.func @split_heads_head_dim(%y: tensor<2x8x128xf32>) {
   %q, %k, %v = attn.split_heads %y {heads = 4 : i64, kv_heads = 2 : i64} : tensor<2x8x128xf32> -> tensor<2x4x8x16xf32>, tensor<2x2x8x8xf32>, tensor<2x2x8x16xf32>
   return
 }
+
+// -----
+
+func.func @classify_map_element(%n: index, %map: memref<?x?x?x?xi32>) -> index {
+  // expected-error @+1 {{map must be an i8 memref, got 'memref<?x?x?x?xi32>'}}
+  %kind = attn.tile_mask_classify rows %n cols %n batch %n head %n at %n, %n map %map[%n, %n, %n, %n] : memref<?x?x?x?xi32> : index {
+  ^bb0(%b: index, %h: index, %i: index, %j: index):
+    %keep = arith.cmpi sle, %j, %i : index
+    attn.yield %keep : i1
+  }
+  return %kind : index
+}
+
+// -----
+
+func.func @classify_map_indices(%n: index, %map: memref<?x?x?x?xi8>) -> index {
+  // expected-error @+1 {{map of rank 4 takes as many indices, got 2}}
+  %kind = attn.tile_mask_classify rows %n cols %n batch %n head %n at %n, %n map %map[%n, %n] : memref<?x?x?x?xi8> : index {
+  ^bb0(%b: index, %h: index, %i: index, %j: index):
+    %keep = arith.cmpi sle, %j, %i : index
+    attn.yield %keep : i1
+  }
+  return %kind : index
+}
