@@ -5,7 +5,7 @@
 // break, and the traced backward calls attn::_attention_backward like any other op.
 #include "frontend/torch/CpuAttention.h"
 #include "frontend/torch/InputChecks.h"
-#include "frontend/torch/OpVariantSpec.h"
+#include "frontend/torch/AttentionOpCommon.h"
 #ifdef ATTN_TORCH_CUDA
 #include "frontend/torch/CudaAttention.h"
 #endif
@@ -91,12 +91,8 @@ attentionBackwardKernel(const at::Tensor &gradOut, const at::Tensor &q, const at
       makeVariantSpec(q, v, std::string(variant), scale, isCausal, kvLengths, captures,
                       captureGradients),
       q, k, v, out, lse, gradOut, kvLengths, captures);
-  std::vector<at::Tensor> captureGrads;
-  for (size_t i = 0; i < grads.captures.size(); ++i)
-    if (grads.captures[i].defined())
-      captureGrads.push_back(grads.captures[i].to(captures[i].scalar_type()));
   return {grads.q.to(q.scalar_type()), grads.k.to(k.scalar_type()), grads.v.to(v.scalar_type()),
-          std::move(captureGrads)};
+          captureGradientsInDtypes(grads.captures, captures)};
 }
 
 /// Reached without autograd (inference mode, or below the Autograd kernel), on CPU or CUDA.
@@ -135,14 +131,10 @@ attentionBackwardMeta(const at::Tensor &, const at::Tensor &q, const at::Tensor 
   checkAttentionInputs(q, k, v, scale);
   checkKeyLengths(q, kvLengths);
   checkCaptures(q, captures);
-  std::vector<at::Tensor> captureGrads;
-  if (captureGradients)
-    for (const at::Tensor &capture : captures)
-      if (at::isFloatingType(capture.scalar_type()))
-        captureGrads.push_back(at::empty_symint(capture.sym_sizes(), capture.options()));
   return {at::empty_symint(q.sym_sizes(), q.options()),
           at::empty_symint(k.sym_sizes(), k.options()),
-          at::empty_symint(v.sym_sizes(), v.options()), std::move(captureGrads)};
+          at::empty_symint(v.sym_sizes(), v.options()),
+          captureGradientsMeta(captures, captureGradients)};
 }
 
 at::Tensor attentionMeta(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
@@ -214,9 +206,7 @@ public:
     const std::vector<at::Tensor> captures(saved.begin() + kFirstCapture, saved.end());
     // The kernels derive the floating captures' gradients only when one is asked for (they
     // cost a scatter per score read).
-    bool captureGradients = false;
-    for (const at::Tensor &capture : captures)
-      captureGradients |= at::isFloatingType(capture.scalar_type()) && capture.requires_grad();
+    const bool captureGradients = anyCaptureRequiresGrad(captures);
     auto [dq, dk, dv, captureGrads] = callBackward(
         gradOutputs[0], saved[0], saved[1], saved[2], saved[3], saved[4],
         ctx->saved_data["variant"].toStringRef(), ctx->saved_data["scale"].toOptional<double>(),
@@ -225,14 +215,8 @@ public:
         captureGradients);
     // One gradient per forward argument; variant, scale, is_causal and kv_lengths have none,
     // nor do integer captures.
-    torch::autograd::variable_list grads{dq, dk, dv};
-    grads.resize(kArgumentsBeforeCaptures + captures.size());
-    size_t next = 0;
-    if (captureGradients)
-      for (size_t i = 0; i < captures.size(); ++i)
-        if (at::isFloatingType(captures[i].scalar_type()))
-          grads[kArgumentsBeforeCaptures + i] = captureGrads[next++];
-    return grads;
+    return autogradGradients(dq, dk, dv, kArgumentsBeforeCaptures, captures, captureGrads,
+                             captureGradients);
   }
 };
 

@@ -6,7 +6,7 @@
 // Meta kernels (torch.compile traces it) and autograd.
 #include "frontend/torch/CpuAttention.h"
 #include "frontend/torch/InputChecks.h"
-#include "frontend/torch/OpVariantSpec.h"
+#include "frontend/torch/AttentionOpCommon.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -68,12 +68,8 @@ packedBackwardKernel(const at::Tensor &gradOut, const at::Tensor &q, const at::T
   AttentionGradients grads = cpuPackedAttentionBackward(
       packedVariantSpec(q, v, variant, scale, isCausal, captures, captureGradients), q, k, v,
       out, lse, gradOut, cuSeqlensQ, cuSeqlensK, captures);
-  std::vector<at::Tensor> captureGrads;
-  for (size_t i = 0; i < grads.captures.size(); ++i)
-    if (grads.captures[i].defined())
-      captureGrads.push_back(grads.captures[i].to(captures[i].scalar_type()));
   return {grads.q.to(q.scalar_type()), grads.k.to(k.scalar_type()), grads.v.to(v.scalar_type()),
-          std::move(captureGrads)};
+          captureGradientsInDtypes(grads.captures, captures)};
 }
 
 at::Tensor packedKernel(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
@@ -105,14 +101,10 @@ packedBackwardMeta(const at::Tensor &, const at::Tensor &q, const at::Tensor &k,
   const at::TensorList captures = capturesOf(capturesArgument);
   checkPackedInputs(q, k, v, cuSeqlensQ, cuSeqlensK, scale);
   checkCaptures(q, captures);
-  std::vector<at::Tensor> captureGrads;
-  if (captureGradients)
-    for (const at::Tensor &capture : captures)
-      if (at::isFloatingType(capture.scalar_type()))
-        captureGrads.push_back(at::empty_symint(capture.sym_sizes(), capture.options()));
   return {at::empty_symint(q.sym_sizes(), q.options()),
           at::empty_symint(k.sym_sizes(), k.options()),
-          at::empty_symint(v.sym_sizes(), v.options()), std::move(captureGrads)};
+          at::empty_symint(v.sym_sizes(), v.options()),
+          captureGradientsMeta(captures, captureGradients)};
 }
 
 at::Tensor packedMeta(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
@@ -157,9 +149,7 @@ public:
                                                  torch::autograd::variable_list gradOutputs) {
     const torch::autograd::variable_list saved = ctx->get_saved_variables();
     const std::vector<at::Tensor> captures(saved.begin() + kFirstCapture, saved.end());
-    bool captureGradients = false;
-    for (const at::Tensor &capture : captures)
-      captureGradients |= at::isFloatingType(capture.scalar_type()) && capture.requires_grad();
+    const bool captureGradients = anyCaptureRequiresGrad(captures);
     static const auto op = c10::Dispatcher::singleton()
                                .findSchemaOrThrow("attn::_attention_varlen_backward", "")
                                .typed<decltype(packedBackwardKernel)>();
@@ -169,14 +159,8 @@ public:
                 ctx->saved_data["scale"].toOptional<double>(),
                 ctx->saved_data["is_causal"].toBool(), OptionalTensorList(captures),
                 captureGradients);
-    torch::autograd::variable_list grads{dq, dk, dv};
-    grads.resize(kArgumentsBeforeCaptures + captures.size());
-    size_t next = 0;
-    if (captureGradients)
-      for (size_t i = 0; i < captures.size(); ++i)
-        if (at::isFloatingType(captures[i].scalar_type()))
-          grads[kArgumentsBeforeCaptures + i] = captureGrads[next++];
-    return grads;
+    return autogradGradients(dq, dk, dv, kArgumentsBeforeCaptures, captures, captureGrads,
+                             captureGradients);
   }
 };
 
