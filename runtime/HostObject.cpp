@@ -175,6 +175,9 @@ void warmUpHostCodeGeneration() {
     host.context = std::make_unique<llvm::LLVMContext>();
     // Wide vectors (split by type legalization, as the kernels' 128-lane rows are), FMAs,
     // min/max/rounding intrinsics, compares and selects: the kinds of code the kernels hold.
+    // A library call: the first InstCombine that meets one builds TargetLibraryInfo's
+    // function-local libcall index, which must exist before the JIT's atexit drain registers
+    // (runtime/TieredObject.h, process exit).
     const char *text = R"(
 define void @warm(ptr %p, ptr %q, i64 %n) {
 entry:
@@ -197,8 +200,12 @@ loop:
   %done = icmp eq i64 %next, %n
   br i1 %done, label %exit, label %loop
 exit:
+  %l = load float, ptr %q
+  %e = call float @expf(float %l)
+  store float %e, ptr %q
   ret void
 }
+declare float @expf(float)
 declare <128 x float> @llvm.fma.v128f32(<128 x float>, <128 x float>, <128 x float>)
 declare <128 x float> @llvm.maxnum.v128f32(<128 x float>, <128 x float>)
 declare <128 x float> @llvm.roundeven.v128f32(<128 x float>)

@@ -201,7 +201,9 @@ std::string Jit::tieredArtifact(const ArtifactRequest &request,
                                 formatMillis(millisSince(begin)) + ", " +
                                 formatMillis(millisSince(queued)) + " after the quick tier (" +
                                 std::to_string(bytes.size()) + " bytes)");
-        ready(bytes);
+        // At exit the object is only worth its disk entry: loading it would be wasted work.
+        if (!BackgroundCompiles::instance().exiting())
+          ready(bytes);
         optimizedLater_.fetch_add(1, std::memory_order_release);
       });
   return compiled.bytes;

@@ -38,6 +38,25 @@ void TieredKernel::replace(std::shared_ptr<const LoadedCpuObject> object) {
 namespace {
 /// Foreground compiles in flight on this thread (drainAtExit does not wait for its own).
 thread_local int foregroundDepth = 0;
+
+bool onMainThread() {
+#if defined(__linux__)
+  return static_cast<pid_t>(::syscall(SYS_gettid)) == ::getpid();
+#else
+  return false;
+#endif
+}
+
+/// The main thread's exit drain: destroyed when the main thread calls exit() (returning from
+/// main included), before any object of static storage duration and any atexit function.
+struct MainThreadExit {
+  bool armed = false;
+  ~MainThreadExit() {
+    if (armed)
+      BackgroundCompiles::instance().drainAtExit(/*staticsAlive=*/true);
+  }
+};
+thread_local MainThreadExit mainThreadExit;
 } // namespace
 
 BackgroundCompiles &BackgroundCompiles::instance() {
@@ -49,23 +68,30 @@ BackgroundCompiles &BackgroundCompiles::instance() {
 void BackgroundCompiles::submit(std::function<void()> job) {
   std::lock_guard<std::mutex> lock(mutex_);
   jobs_.push_back(std::move(job));
-  ensureExitHandler();
-  if (!started_) {
-    started_ = true;
-    worker_ = std::thread([this] { run(); });
-  }
+  ensureStarted();
   changed_.notify_all();
+}
+
+bool BackgroundCompiles::exiting() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return exiting_;
 }
 
 void BackgroundCompiles::run() {
   std::unique_lock<std::mutex> lock(mutex_);
   for (;;) {
+    // At exit it returns once no compile in flight can queue another job (or the drain gave
+    // up waiting for them).
     changed_.wait(lock, [this] {
-      return (exiting_ && jobs_.empty()) ||
-             (!jobs_.empty() && (exiting_ || (!held_ && foreground_ == 0)));
+      return (!jobs_.empty() && (exiting_ || (!held_ && foreground_ == 0))) ||
+             (exiting_ && jobs_.empty() &&
+              (quit_ || (foreground_ <= exitDepth_ && speculative_ == 0)));
     });
-    if (jobs_.empty())
-      return; // exiting
+    if (jobs_.empty()) { // exiting
+      workerDone_ = true;
+      changed_.notify_all();
+      return;
+    }
     std::function<void()> job = std::move(jobs_.front());
     jobs_.pop_front();
     running_ = true;
@@ -97,27 +123,53 @@ void BackgroundCompiles::hold(bool held) {
   changed_.notify_all();
 }
 
-void BackgroundCompiles::ensureExitHandler() {
-  if (exitHandler_)
-    return;
-  exitHandler_ = true;
-  // Registered after LLVM's and MLIR's globals were constructed (at the first compile), so it
-  // runs before their destructors.
-  std::atexit([] { BackgroundCompiles::instance().drainAtExit(); });
+void BackgroundCompiles::ensureStarted() {
+  if (!mainThreadArmed_ && onMainThread()) {
+    mainThreadArmed_ = true;
+    mainThreadExit.armed = true; // first use on this thread: registers its destructor
+  }
+  if (!exitHandler_) {
+    exitHandler_ = true;
+    // The fallback for an exit from another thread. Registered after the code generator's
+    // warm-up (warmUpHostCodeGeneration), so at least the statics that it constructed outlive it.
+    std::atexit([] { BackgroundCompiles::instance().drainAtExit(/*staticsAlive=*/false); });
+  }
+  if (!started_) {
+    started_ = true;
+    worker_ = std::thread([this] { run(); });
+  }
 }
 
-void BackgroundCompiles::drainAtExit() {
+void BackgroundCompiles::drainAtExit(bool staticsAlive) {
   std::unique_lock<std::mutex> lock(mutex_);
+  if (drained_)
+    return;
+  drained_ = true;
   exiting_ = true;
+  if (!staticsAlive && !jobs_.empty()) {
+    // Statics first used after the atexit registration are gone: running the queued jobs
+    // would read them. They are left unrun and never destroyed (their LLVM modules and key
+    // locks go with the process; another process compiles those keys).
+    new std::deque<std::function<void()>>(std::move(jobs_));
+    jobs_.clear();
+  }
   changed_.notify_all();
   // Compiles on other threads (and speculative threads, at nice +5: seconds on a loaded
-  // machine) finish first: exiting under them destroys LLVM's statics while they run (a crash at exit,
-  // seen in ctest under load with a 2 s bound). The bound only guards against a hang. Those of
-  // this very thread (exit() from inside a compile, an LLVM fatal error) are not waited for.
+  // machine) finish first: exiting under them destroys LLVM's statics while they run (a crash at
+  // exit). The bound only guards against a hang. Those of this very thread (exit() from inside
+  // a compile, an LLVM fatal error) are not waited for.
   const int mine = foregroundDepth;
-  changed_.wait_for(lock, std::chrono::minutes(2),
-                    [this, mine] { return foreground_ <= mine && speculative_ == 0; });
-  const bool joinable = worker_.joinable() && worker_.get_id() != std::this_thread::get_id();
+  exitDepth_ = mine;
+  const bool self = started_ && worker_.get_id() == std::this_thread::get_id();
+  changed_.notify_all();
+  const bool finished = changed_.wait_for(lock, std::chrono::minutes(2), [this, mine, self] {
+    return foreground_ <= mine && speculative_ == 0 && (!started_ || self || workerDone_);
+  });
+  if (!finished) {
+    quit_ = true; // the worker stops after its current job; it is not waited for
+    changed_.notify_all();
+  }
+  const bool joinable = worker_.joinable() && !self && workerDone_;
   lock.unlock();
   if (joinable)
     worker_.join();
@@ -128,7 +180,7 @@ BackgroundCompiles::Foreground::Foreground() {
   std::lock_guard<std::mutex> lock(compiles.mutex_);
   ++foregroundDepth;
   ++compiles.foreground_;
-  compiles.ensureExitHandler();
+  compiles.ensureStarted();
 }
 
 BackgroundCompiles::Foreground::~Foreground() {
@@ -157,7 +209,7 @@ BackgroundCompiles::Speculation::Speculation() {
   BackgroundCompiles &compiles = instance();
   std::lock_guard<std::mutex> lock(compiles.mutex_);
   ++compiles.speculative_;
-  compiles.ensureExitHandler();
+  compiles.ensureStarted();
 }
 
 BackgroundCompiles::Speculation::~Speculation() {

@@ -63,8 +63,21 @@ private:
 
 /// The process's background compile thread: runs jobs (the optimized tiers) one at a time,
 /// in order, and never while a foreground compile (a caller waiting for a quick tier) is in
-/// flight, so that the quick tiers have the cores. At process exit it finishes every queued
-/// job (their objects go to the disk cache) before LLVM's globals are destroyed.
+/// flight, so that the quick tiers have the cores.
+///
+/// Process exit. LLVM keeps function-local statics that are constructed on first use (e.g.
+/// TargetLibraryInfo's libcall index, built by the first InstCombine that meets a call) and
+/// destroyed at exit in reverse order of construction, interleaved with atexit functions. An
+/// atexit drain registered at the first compile therefore runs *after* the destructors of every
+/// static first used later, and a compile still running or started by it then reads freed
+/// memory: a DenseMap probe over freed buckets that never ends (the exit hang seen under ctest
+/// with the tiered JIT, and with speculative backward compiles in flight at exit). So the drain
+/// runs from the destructor of a thread_local of the main thread, armed when the main thread
+/// first enters the JIT: exit() destroys the calling thread's thread_locals before any static
+/// object and before any atexit function ([basic.start.term]), so every queued job still runs
+/// and reaches the disk cache with all of LLVM alive. An exit from another thread (or a process
+/// whose main thread never entered the JIT) falls back to an atexit drain, which waits for the
+/// compiles in flight but leaves the queued jobs unrun (their key locks go with the process).
 class BackgroundCompiles {
 public:
   static BackgroundCompiles &instance();
@@ -76,6 +89,8 @@ public:
   void hold(bool held);
   /// Jobs finished since process start.
   uint64_t finished() const { return finished_.load(std::memory_order_acquire); }
+  /// Whether process exit has begun draining (jobs then skip work only useful to a live process).
+  bool exiting();
 
   /// Marks a foreground compile in flight for its lifetime. At process exit, foreground
   /// compiles on other threads are waited for (a little while) too.
@@ -100,11 +115,17 @@ public:
     Speculation &operator=(const Speculation &) = delete;
   };
 
+  /// The exit drain (see the class comment); `staticsAlive`: called from the main thread's
+  /// exit, before any static destructor. Later calls return at once.
+  void drainAtExit(bool staticsAlive);
+
 private:
   BackgroundCompiles() = default;
   void run();
-  void drainAtExit();
-  void ensureExitHandler(); // with mutex_ held
+  /// With mutex_ held, at each entry into the JIT: arms the exit drains and starts the worker
+  /// (from the entering thread, never from a speculative one at lowered priority: a thread
+  /// inherits its creator's nice value).
+  void ensureStarted();
 
   std::mutex mutex_;
   std::condition_variable changed_;
@@ -115,7 +136,12 @@ private:
   bool held_ = false;
   bool exiting_ = false;
   bool started_ = false;
+  bool workerDone_ = false;
+  bool quit_ = false;
+  int exitDepth_ = 0; ///< the exiting thread's own foreground compiles (not waited for)
+  bool drained_ = false;
   bool exitHandler_ = false;
+  bool mainThreadArmed_ = false;
   std::thread worker_;
   std::atomic<uint64_t> finished_{0};
 };

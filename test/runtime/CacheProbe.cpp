@@ -4,6 +4,8 @@
 // racing processes. For a built-in variant (softmax, sigmoid, relu, with or
 // without a parameter) "output=ok" also means the tile matches float64 math, so
 // code loaded from a cache entry is checked to be the right code.
+// --exit-from-thread: the process exits from a thread other than main (the JIT's fallback
+// exit drain, runtime/TieredObject.h).
 #include "runtime/CpuKernels.h"
 #include "runtime/Jit.h"
 
@@ -13,6 +15,7 @@
 #include <optional>
 #include <regex>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -73,6 +76,7 @@ std::optional<double> builtinError(const std::string &variant, bool causal, int6
 int main(int argc, char **argv) {
   attn::runtime::VariantSpec spec;
   std::vector<std::string> variants;
+  bool exitFromThread = false;
   for (int i = 1; i < argc; ++i) {
     std::string argument = argv[i];
     if (argument.rfind("--variant=", 0) == 0)
@@ -81,9 +85,11 @@ int main(int argc, char **argv) {
       spec.headDim = spec.valueHeadDim = std::stoll(argument.substr(11));
     else if (argument == "--causal")
       spec.causal = true;
+    else if (argument == "--exit-from-thread")
+      exitFromThread = true;
     else {
       std::fprintf(stderr, "usage: attn-cache-probe [--variant=V]... "
-                           "[--head-dim=D] [--causal]\n");
+                           "[--head-dim=D] [--causal] [--exit-from-thread]\n");
       return 2;
     }
   }
@@ -134,6 +140,10 @@ int main(int argc, char **argv) {
                 static_cast<unsigned long long>(statistics.compiles),
                 static_cast<unsigned long long>(statistics.diskHits),
                 static_cast<unsigned long long>(statistics.memoryHits), finite ? "ok" : "bad");
+    if (exitFromThread) {
+      std::fflush(stdout);
+      std::thread([finite] { std::exit(finite ? 0 : 1); }).join();
+    }
     return finite ? 0 : 1;
   } catch (const std::exception &error) {
     std::fprintf(stderr, "attn-cache-probe: %s\n", error.what());
