@@ -4,8 +4,11 @@ bench/gpu/variants.py (softmax, sigmoid, relu, a custom IR normalizer, ALiBi and
 score_mods) × causal × D ∈ {64, 128} × bf16/f16, GQA (Hq = 4·Hkv or 2·Hkv) and odd lengths:
 forward O and LSE (row-wise normalizers) and dQ, dK, dV through attn.attention's autograd
 (CudaAttention → runtime/GpuKernels, the real launcher), against float64
-(test/python/reference.py's attention_general, on the CPU). Outputs are poisoned first (the
-allocator's next blocks hold NaN); any NaN fails.
+(test/python/reference.py's attention_general, on the CPU). Then the variants whose regions read
+captured tensors (variants.CAPTURES: learned ALiBi slopes, a relative-position bias table,
+a document mask from ids), and their errors: a region that reads outside a capture, a capture
+that requires grad. Outputs are poisoned first (the allocator's next blocks hold NaN); any NaN
+fails.
 
   numerics.py [--device cuda] [--quick] [--tolerance 1e-2] [--only NAME]
 
@@ -69,16 +72,21 @@ def check_case(torch, attn, reference, name, dim, causal, dtype_name, shape, dev
     k = torch.randn(batch, kv_heads, keys, dim, device=device, dtype=dtype)
     v = torch.randn(batch, kv_heads, keys, dim, device=device, dtype=dtype)
     grad = torch.randn(batch, heads, queries, dim, device=device, dtype=dtype)
+    captures = (variants.capture_inputs(name, batch, heads, queries, keys, torch, None)
+                if name in variants.CAPTURES else [])
+    on_device = [c.to(device) for c in captures] or None
     if device.type == "cuda":  # poison: the outputs' blocks (small and large pool) come from here
         poison = [torch.full((n,), float("nan"), device=device) for n in (1 << 17,) * 6 + (32 << 20,)]
         poison.clear()
-    out, lse = torch.ops.attn._attention_forward(q, k, v, variant, None, causal)
+    out, lse = torch.ops.attn._attention_forward(q, k, v, variant, None, causal, None, on_device)
     leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
-    dq, dk, dv = torch.autograd.grad(attn.attention(*leaves, variant, None, causal), leaves, grad)
+    dq, dk, dv = torch.autograd.grad(
+        attn.attention(*leaves, variant, None, causal, captures=on_device), leaves, grad)
     if device.type == "cuda":
         torch.cuda.synchronize()
 
-    normalizer, score_mod = variants.reference_args(name)
+    normalizer, score_mod = (variants.capture_reference(name, captures) if captures
+                             else variants.reference_args(name))
     q64, k64, v64 = (t.detach().cpu().double().requires_grad_() for t in (q, k, v))
     expected = reference.attention_general(q64, k64, v64, normalizer=normalizer, causal=causal,
                                            score_mod=score_mod)
@@ -100,6 +108,30 @@ def check_case(torch, attn, reference, name, dim, causal, dtype_name, shape, dev
     return worst <= tolerance, errors
 
 
+def check_capture_errors(torch, attn, device):
+    """A region that reads outside a capture, and a capture that requires grad (the GPU kernels
+    derive no capture gradients), are errors that say so, never results."""
+    dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
+    q = torch.randn(1, 4, 33, 64, device=device, dtype=dtype)
+    variant = variants.op_variant("alibi_slopes", 64)
+    problems = []
+    try:  # slopes for 3 of 4 heads: head 3 reads slopes[3]
+        attn.attention(q, q, q, variant, None, True, captures=[torch.ones(3, device=device)])
+        problems.append("a read outside a capture returned a result")
+    except RuntimeError as error:
+        if "outside capture 0" not in str(error):
+            problems.append(f"the out-of-bounds error does not name the capture: {error}")
+    if device.type == "cuda":
+        slopes = torch.ones(4, device=device, requires_grad=True)
+        try:
+            attn.attention(q, q, q, variant, None, True, captures=[slopes]).sum().backward()
+            problems.append("a capture that requires grad ran on CUDA (no gradient is derived)")
+        except RuntimeError as error:
+            if "grad" not in str(error):
+                problems.append(f"the capture-gradient error does not say so: {error}")
+    return problems
+
+
 def main(argv=None):
     args = parse(argv)
     import torch
@@ -112,7 +144,8 @@ def main(argv=None):
         return 77
     torch.manual_seed(args.seed)
     only = set(args.only.split(",")) if args.only else None
-    cases = [c for c in variants.numerics_matrix(args.quick) if not only or c[0] in only]
+    cases = [c for c in list(variants.numerics_matrix(args.quick)) +
+             list(variants.captures_matrix(args.quick)) if not only or c[0] in only]
     failures = 0
     start = time.monotonic()
     print(f"numerics: {len(cases)} variants on {args.device} "
@@ -132,6 +165,14 @@ def main(argv=None):
             ok, detail = False, f"{type(exception).__name__}: {str(exception).splitlines()[0]}"
         failures += not ok
         print(f"{'ok' if ok else 'FAIL':4} {label}: {detail}", flush=True)
+    if any(case[0] in variants.CAPTURES for case in cases):
+        try:
+            problems = check_capture_errors(torch, attn, device)
+        except Exception as exception:  # noqa: BLE001
+            problems = [f"{type(exception).__name__}: {str(exception).splitlines()[0]}"]
+        failures += bool(problems)
+        print(f"{'FAIL' if problems else 'ok':4} capture errors: "
+              f"{'; '.join(problems) or 'read outside a capture and capture gradients refused'}")
     print(f"numerics: {len(cases) - failures} of {len(cases)} variants within tolerance "
           f"({time.monotonic() - start:.0f} s)")
     return 1 if failures else 0

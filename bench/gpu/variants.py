@@ -4,7 +4,9 @@ meaning. Shared by the numerics, the speed run and the device kit's kernel-cache
 
 A variant is (name, head_dim, causal, dtype). `op_variant(name, dim)` is the string the torch op
 takes; `reference_args(name)` the normalizer and score_mod of test/python/reference.py's
-attention_general that mean the same.
+attention_general that mean the same. The variants with captured tensors (CAPTURES: regions that
+read tensors the call passes) also have `capture_signature(name)` (what the kernels specialize
+on), `capture_inputs(...)` (the tensors a call passes) and `capture_reference(name, captures)`.
 """
 import math
 
@@ -70,6 +72,8 @@ def _module(name, normalizer, body, dim):
 
 def op_variant(name, dim):
     """The torch op's variant string (causal is the op's is_causal flag)."""
+    if name in CAPTURES:
+        return _capture_module(name, dim)
     if name in ("softmax", "sigmoid", "relu"):
         return name
     if name == "custom":
@@ -98,6 +102,92 @@ def reference_args(name):
     return "softmax", None
 
 
+# ---- Captured tensors (frontend/examples/captures.mlir): learned ALiBi slopes [H], a relative-
+# position bias table [H, 2 REACH + 1], document ids [B, S] read by a mask region.
+CAPTURES = ("alibi_slopes", "relative_bias", "document_mask")
+REACH = 1023  # the table covers distances up to REACH: sequences up to REACH + 1 tokens
+_CAPTURE_TYPES = {"alibi_slopes": "tensor<?xf32>", "relative_bias": f"tensor<?x{2 * REACH + 1}xf32>",
+                  "document_mask": "tensor<?x?xi32>"}
+_CAPTURE_BODIES = {
+    "alibi_slopes": """  score_mod {{
+  ^bb0(%s: f32, %b: index, %h: index, %i: index, %j: index, %m: {t}):
+    %slope = tensor.extract %m[%h] : {t}
+    %d = arith.subi %i, %j : index
+    %di = arith.index_cast %d : index to i64
+    %df = arith.sitofp %di : i64 to f32
+    %penalty = arith.mulf %slope, %df : f32
+    %r = arith.subf %s, %penalty : f32
+    attn.yield %r : f32
+  }}""",
+    "relative_bias": """  score_mod {{
+  ^bb0(%s: f32, %b: index, %h: index, %i: index, %j: index, %table: {t}):
+    %reach = arith.constant {reach} : index
+    %d = arith.subi %i, %j : index
+    %at = arith.addi %d, %reach : index
+    %bias = tensor.extract %table[%h, %at] : {t}
+    %r = arith.addf %s, %bias : f32
+    attn.yield %r : f32
+  }}""",
+    "document_mask": """  mask {{
+  ^bb0(%b: index, %h: index, %i: index, %j: index, %docs: {t}):
+    %di = tensor.extract %docs[%b, %i] : {t}
+    %dj = tensor.extract %docs[%b, %j] : {t}
+    %same = arith.cmpi eq, %di, %dj : i32
+    attn.yield %same : i1
+  }}""",
+}
+
+
+def _capture_module(name, dim):
+    t = f"tensor<?x?x?x{dim}xf32>"
+    c = _CAPTURE_TYPES[name]
+    body = _CAPTURE_BODIES[name].format(t=c, reach=REACH)
+    return (f"mlir:func.func @{name}_d{dim}(%q: {t}, %k: {t}, %v: {t}, %c: {c}) -> {t} {{\n"
+            f"  %o = attn.attention %q, %k, %v captures(%c : {c}) normalizer(#attn.softmax)\n"
+            f"      : {t}, {t}, {t} -> {t}\n{body}\n  return %o : {t}\n}}")
+
+
+def capture_signature(name):
+    """The kit's prepare() argument: one "<f|i><rank>" per capture ([] for other variants)."""
+    return {"alibi_slopes": ["f1"], "relative_bias": ["f2"], "document_mask": ["i2"]}.get(name, [])
+
+
+def capture_inputs(name, batch, heads, queries, keys, torch, generator):
+    """The CPU tensors a call of capture variant `name` passes (random, never zeros)."""
+    if name == "alibi_slopes":
+        return [torch.rand(heads, generator=generator) * 0.5 + 0.01]
+    if name == "relative_bias":
+        return [torch.randn(heads, 2 * REACH + 1, generator=generator)]
+    # Documents of random lengths (1 to 97 tokens) over max(Sq, Sk) positions.
+    length = max(queries, keys)
+    rows = []
+    for _ in range(batch):
+        cuts = torch.randint(1, 98, (length,), generator=generator).cumsum(0)
+        rows.append(torch.searchsorted(cuts, torch.arange(length), right=True).to(torch.int32))
+    return [torch.stack(rows)]
+
+
+def capture_reference(name, captures):
+    """(normalizer, score_mod) for reference.attention_general, in float64."""
+    c = captures[0].cpu()
+    if name == "alibi_slopes":
+        slopes = c.double()
+        return "softmax", (lambda s, b, h, i, j: (s - slopes[h] * (i - j), None))
+    if name == "relative_bias":
+        table = c.double()
+        return "softmax", (lambda s, b, h, i, j: (s + table[h, i - j + REACH], None))
+    docs = c.long()
+    return "softmax", (lambda s, b, h, i, j: (s, docs[b, i] == docs[b, j]))
+
+
+def captures_matrix(quick=False):
+    """Every (name, dim, causal, dtype) of the capture numerics: 6, or 3 with quick."""
+    for index, name in enumerate(CAPTURES):
+        cases = [(64, "bf16")] if quick else [(64, "bf16"), (128, "f16")]
+        for dim, dtype in cases:
+            yield name, dim, index % 2 == 0, dtype
+
+
 def numerics_matrix(quick=False):
     """Every (name, dim, causal, dtype) the numerics check: 48, or 12 with quick."""
     for name in NORMALIZERS:
@@ -116,10 +206,10 @@ def speed_matrix():
 
 
 def cache_variants():
-    """What the kit's kernel cache holds: the numerics' and the speed run's variants (the
+    """What the kit's kernel cache holds: the numerics' (captures too) and the speed run's variants (the
     ViT-B/16 step uses softmax and sigmoid at D = 64, bf16, not causal: among them)."""
     seen = []
-    for case in list(numerics_matrix()) + list(speed_matrix()):
+    for case in list(numerics_matrix()) + list(captures_matrix()) + list(speed_matrix()):
         if case not in seen:
             seen.append(case)
     return seen

@@ -136,7 +136,8 @@ def child_cache(kit, first, count, verify):
     start = time.monotonic()
     cases = variants.cache_variants()[first:first + count]
     for name, dim, causal, dtype in cases:
-        torch.ops.attn_kit.prepare(variants.op_variant(name, dim), dim, causal, dtype, 0)
+        torch.ops.attn_kit.prepare(variants.op_variant(name, dim), dim, causal, dtype, 0,
+                                   variants.capture_signature(name))
     compiles, disk, _ = torch.ops.attn_kit.jit_statistics()
     span = f"variants {first}-{first + len(cases) - 1}"
     if verify and (compiles != 0 or disk != len(cases)):
@@ -219,6 +220,22 @@ def child_check(kit):
                 fail(f"{name}: {launch.sharedBytes} B of shared memory without the opt-in")
         print(f"kit: launch path ({normalizer}): {', '.join(names)}; forward grid "
               f"{tuple(forward.grid)} × block {tuple(forward.block)}")
+
+    # Captured tensors: each call zeroes its fault flags before its kernels and reads them
+    # back after (forward and backward: two of each), and the kernels take more parameters.
+    import variants
+    fake.fakeCudaReset()
+    torch.ops.attn_kit.launch_probe(variants.op_variant("document_mask", 64), 64, True, "bf16",
+                                    [batch, heads, kv_heads, queries, keys],
+                                    variants.capture_signature("document_mask"))
+    names = [fake.fakeCudaFunctionName(fake.fakeCudaLaunch(i).contents.function).decode()
+             for i in range(fake.fakeCudaLaunchCount())]
+    zeroed, read = fake.fakeCudaMemsetCount(), fake.fakeCudaCopyCount()
+    if len(names) != 4 or (zeroed, read) != (2, 2):
+        fail(f"captures: launched {names}, zeroed the fault flags {zeroed} and read them back "
+             f"{read} times (want 4 kernels, 2 and 2)")
+    print(f"kit: launch path (document mask from captured ids): {', '.join(names)}; fault flags "
+          "zeroed and read back per call")
 
 
 # ----- check -----------------------------------------------------------------------------------
