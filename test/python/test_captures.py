@@ -401,11 +401,18 @@ def test_meta_tensors_accept_captures():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_cuda_refuses_captures_in_words():
-    q = torch.randn(1, 2, 9, 32, device="cuda", dtype=torch.bfloat16)
+def test_cuda_reads_captures_checks_reads_and_refuses_their_gradients():
+    q, k, v = (t.cuda().bfloat16() for t in qkv(2, 4, 70, seed=9))
+    slopes = torch.rand(4) + 0.1
     text = variant([("slopes", "tensor<?xf32>")], score_mod=ALIBI)
-    with pytest.raises(RuntimeError, match="captured tensors are not supported by the GPU"):
-        attn.attention(q, q, q, text, captures=[torch.ones(2, device="cuda")])
+    expected = reference.attention_general(q.cpu(), k.cpu(), v.cpu(), score_mod=lambda s, b, h, i, j:
+                                           (s - slopes.double()[h] * (i - j), None))
+    out = attn.attention(q, k, v, text, captures=[slopes.cuda()])
+    assert reference.relative_error(out.cpu().double(), expected) < 1e-2
+    with pytest.raises(RuntimeError, match="outside capture 0"):
+        attn.attention(q, k, v, text, captures=[slopes[:3].cuda()])
+    with pytest.raises(RuntimeError, match="grad"):
+        attn.attention(q, k, v, text, captures=[slopes.cuda().requires_grad_()])
 
 
 def many_captures(count):
