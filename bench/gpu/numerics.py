@@ -74,11 +74,12 @@ def check_case(torch, attn, reference, name, dim, causal, dtype_name, shape, dev
     grad = torch.randn(batch, heads, queries, dim, device=device, dtype=dtype)
     captures = (variants.capture_inputs(name, batch, heads, queries, keys, torch, None)
                 if name in variants.CAPTURES else [])
-    on_device = [c.to(device) for c in captures] or None
+    on_device = [c.to(device) for c in captures]
     if device.type == "cuda":  # poison: the outputs' blocks (small and large pool) come from here
         poison = [torch.full((n,), float("nan"), device=device) for n in (1 << 17,) * 6 + (32 << 20,)]
         poison.clear()
-    out, lse = torch.ops.attn._attention_forward(q, k, v, variant, None, causal, None, on_device)
+    out, lse = torch.ops.attn._attention_forward(q, k, v, variant, None, causal, None,
+                                                 on_device or None)
     leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
     dq, dk, dv = torch.autograd.grad(
         attn.attention(*leaves, variant, None, causal, captures=on_device), leaves, grad)

@@ -35,6 +35,15 @@ _CUSTOM_BODY = """  normalizer_body {{
     attn.yield %p : f32
   }}"""
 
+# s - %slope * (q - k): the end of both ALiBi score_mods (fixed slopes, and captured ones).
+_ALIBI_PENALTY = """    %dist = arith.subi %qi, %ki : index
+    %disti = arith.index_cast %dist : index to i32
+    %distf = arith.sitofp %disti : i32 to f32
+    %penalty = arith.mulf %slope, %distf : f32
+    %r = arith.subf %s, %penalty : f32
+    attn.yield %r : f32
+  }}"""
+
 # ALiBi with slope(h) = 2^-(h + 1) (frontend/examples/alibi.mlir's slopes for H = 8).
 _ALIBI_BODY = """  score_mod {{
   ^bb0(%s: f32, %b: index, %h: index, %qi: index, %ki: index):
@@ -45,13 +54,7 @@ _ALIBI_BODY = """  score_mod {{
     %h1f = arith.sitofp %h1i : i32 to f32
     %exponent = arith.mulf %h1f, %minus_one : f32
     %slope = math.exp2 %exponent : f32
-    %dist = arith.subi %qi, %ki : index
-    %disti = arith.index_cast %dist : index to i32
-    %distf = arith.sitofp %disti : i32 to f32
-    %penalty = arith.mulf %slope, %distf : f32
-    %r = arith.subf %s, %penalty : f32
-    attn.yield %r : f32
-  }}"""
+""" + _ALIBI_PENALTY
 
 _SOFTCAP_BODY = """  score_mod {{
   ^bb0(%s: f32, %b: index, %h: index, %qi: index, %ki: index):
@@ -110,15 +113,9 @@ _CAPTURE_TYPES = {"alibi_slopes": "tensor<?xf32>", "relative_bias": f"tensor<?x{
                   "document_mask": "tensor<?x?xi32>"}
 _CAPTURE_BODIES = {
     "alibi_slopes": """  score_mod {{
-  ^bb0(%s: f32, %b: index, %h: index, %i: index, %j: index, %m: {t}):
+  ^bb0(%s: f32, %b: index, %h: index, %qi: index, %ki: index, %m: {t}):
     %slope = tensor.extract %m[%h] : {t}
-    %d = arith.subi %i, %j : index
-    %di = arith.index_cast %d : index to i64
-    %df = arith.sitofp %di : i64 to f32
-    %penalty = arith.mulf %slope, %df : f32
-    %r = arith.subf %s, %penalty : f32
-    attn.yield %r : f32
-  }}""",
+""" + _ALIBI_PENALTY,
     "relative_bias": """  score_mod {{
   ^bb0(%s: f32, %b: index, %h: index, %i: index, %j: index, %table: {t}):
     %reach = arith.constant {reach} : index
