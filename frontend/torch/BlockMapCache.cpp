@@ -3,8 +3,10 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <cstdlib>
 #include <list>
 #include <mutex>
+#include <string>
 
 namespace attn::torchop {
 namespace {
@@ -85,7 +87,13 @@ CallBlockMap blockMapFor(const std::shared_ptr<const runtime::CpuKernels> &kerne
                          int64_t batches, int64_t heads, int64_t queries, int64_t keys,
                          const at::Tensor &lengths, const std::vector<at::Tensor> &captures) {
   const runtime::BlockMapLayout &layout = kernels->blockMapLayout();
-  if (!layout.present)
+  // ATTN_BLOCK_MAP=0: no map, every kernel classifies every block itself (for measuring what
+  // the map saves).
+  static const bool disabled = [] {
+    const char *text = std::getenv("ATTN_BLOCK_MAP");
+    return text && std::string(text) == "0";
+  }();
+  if (!layout.present || disabled)
     return {};
   const int64_t queryTile = kernels->queryTile(), keyTile = kernels->keyTile();
   Entry wanted;

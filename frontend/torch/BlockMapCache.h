@@ -28,6 +28,7 @@ struct CallBlockMap {
 /// classified), else a new one filled with 3 (unclassified) and remembers it. The inputs are
 /// compared by value (lengths and the captures the mask region reads are copied into the
 /// cache), so a tensor changed in place never reuses a stale map. Thread-safe.
+/// ATTN_BLOCK_MAP=0 returns no map: each kernel then classifies every block it visits.
 CallBlockMap blockMapFor(const std::shared_ptr<const runtime::CpuKernels> &kernels,
                          int64_t batches, int64_t heads, int64_t queries, int64_t keys,
                          const at::Tensor &lengths, const std::vector<at::Tensor> &captures);
