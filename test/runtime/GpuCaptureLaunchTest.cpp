@@ -110,6 +110,27 @@ TEST(GpuLaunch, CapturesFollowTheViewsInTheOpsOrderThenTheFaultFlags) {
   EXPECT_EQ(fake.copyCount(), 1);
 }
 
+// With key lengths the kernels take them between the views and the captures (the CPU's order).
+TEST(GpuLaunch, KeyLengthsComeBeforeTheCaptures) {
+  FakeDriver &fake = FakeDriver::get();
+  VariantSpec ragged = capturesSpec();
+  ragged.keyLengths = true;
+  auto kernels = getGpuKernels(ragged, GpuDtype::BFloat16, 0);
+  Problem p;
+  CallCaptures call(p);
+  DeviceLengths lengths = view<1>(0xb0000, {p.batch});
+  fake.reset();
+  kernels->forward(p.q, p.k, p.v, p.o, p.lse, nullptr, &lengths, &call.captures);
+  ASSERT_EQ(fake.launchCount(), 1);
+  const FakeLaunch &forward = *fake.launch(0);
+  const int views = 4 * 11 + 9;
+  ASSERT_EQ(forward.parameterCount, views + 5 + 7 + 7 + 5);
+  EXPECT_EQ(descriptorAt(forward, views, 1), (std::vector<int64_t>{0xb0000, 0xb0000, 0, 3, 1}));
+  EXPECT_EQ(forward.parameters[views + 5 + 1], 0xd0000) << "then %docs";
+  EXPECT_EQ(forward.parameters[views + 5 + 14 + 1], address(call.scratch.data()))
+      << "then the fault flags";
+}
+
 TEST(GpuLaunch, AFaultFlagReadBackIsACallErrorNamingTheCapture) {
   FakeDriver &fake = FakeDriver::get();
   auto kernels = getGpuKernels(capturesSpec(), GpuDtype::BFloat16, 0);
