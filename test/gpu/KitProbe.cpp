@@ -2,12 +2,12 @@
 // (cmake/DeviceKit.cmake). They reach the runtime without CUDA tensors, so the kit can be filled
 // and checked on a machine without a GPU (against the stand-in libcuda) and measured on the GPU
 // machine:
-//   prepare(variant, head_dim, causal, dtype, device, captures=[]) -> [compile_ms, wall_ms]
+//   prepare(variant, head_dim, causal, dtype, device, captures=None) -> [compile_ms, wall_ms]
 //       compiles (or reads from $ATTN_CACHE_DIR) and loads a variant's forward + backward PTX;
 //       `captures`: one "f<rank>" (floating) or "i<rank>" (integer) per captured tensor;
 //   jit_statistics() -> [compiles, disk_hits, memory_hits];   reset_jit_statistics();
 //   reconfigure() re-reads ATTN_CACHE_DIR / ATTN_CACHE_DISABLE / ATTN_DUMP_DIR;
-//   launch_probe(variant, head_dim, causal, dtype, sizes=[B, Hq, Hkv, Sq, Sk], captures=[])
+//   launch_probe(variant, head_dim, causal, dtype, sizes=[B, Hq, Hkv, Sq, Sk], captures=None)
 //       -> block rows [fwd, bwd_dq, bwd_dkdv, bwd_delta]: launches forward and backward with
 //       made-up device addresses on stream 0x5150, for the stand-in libcuda to record (captures:
 //       made-up addresses of the IR's static sizes, 7 where dynamic; host memory as the fault
@@ -27,6 +27,8 @@
 
 namespace attn::kit {
 namespace {
+using Names = std::vector<std::string>;
+
 runtime::VariantSpec specOf(const std::string &variant, int64_t headDim, bool causal,
                            const std::vector<std::string> &captures) {
   runtime::VariantSpec spec;
@@ -63,9 +65,9 @@ kernelsOf(const std::string &variant, int64_t headDim, bool causal, const std::s
 }
 
 std::vector<double> prepare(std::string variant, int64_t headDim, bool causal, std::string dtype,
-                            int64_t device, std::vector<std::string> captures) {
+                            int64_t device, c10::optional<std::vector<std::string>> captures) {
   auto start = std::chrono::steady_clock::now();
-  auto kernels = kernelsOf(variant, headDim, causal, dtype, device, captures);
+  auto kernels = kernelsOf(variant, headDim, causal, dtype, device, captures.value_or(Names{}));
   double wall =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   return {kernels->compileMillis(), wall};
@@ -96,7 +98,8 @@ runtime::DeviceView<Rank> fakeView(uintptr_t address, std::array<int64_t, Rank> 
 
 std::vector<int64_t> launchProbe(std::string variant, int64_t headDim, bool causal,
                                  std::string dtype, std::vector<int64_t> sizes,
-                                 std::vector<std::string> captures) {
+                                 c10::optional<std::vector<std::string>> captureNames) {
+  const Names captures = captureNames.value_or(Names{});
   TORCH_CHECK(std::getenv("FAKE_CUDA_DEVICES") != nullptr,
               "attn_kit.launch_probe launches with made-up addresses: only against the stand-in "
               "libcuda (ATTN_LIBCUDA=.../libattn_fake_cuda.so, FAKE_CUDA_DEVICES=N)");
@@ -141,12 +144,12 @@ std::vector<int64_t> launchProbe(std::string variant, int64_t headDim, bool caus
 
 TORCH_LIBRARY(attn_kit, m) {
   m.def("prepare(str variant, int head_dim, bool causal, str dtype, int device=0, "
-        "str[] captures=[]) -> float[]",
+        "str[]? captures=None) -> float[]",
         attn::kit::prepare);
   m.def("jit_statistics() -> int[]", attn::kit::jitStatistics);
   m.def("reset_jit_statistics() -> ()", attn::kit::resetJitStatistics);
   m.def("reconfigure() -> ()", attn::kit::reconfigure);
   m.def("launch_probe(str variant, int head_dim, bool causal, str dtype, int[] sizes, "
-        "str[] captures=[]) -> int[]",
+        "str[]? captures=None) -> int[]",
         attn::kit::launchProbe);
 }
