@@ -10,9 +10,12 @@
 #include <ctime>
 #include <dirent.h>
 #include <fcntl.h>
+#include <mutex>
+#include <pthread.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <unordered_set>
 
 namespace attn::runtime {
 namespace {
@@ -193,20 +196,55 @@ bool KernelCache::store(const std::string &key, std::string_view payload) const 
   return true;
 }
 
+namespace {
+/// The descriptors of the key locks this process holds, for the fork child handler.
+std::mutex heldLocksMutex;
+std::unordered_set<int> &heldLocks() {
+  static auto *held = new std::unordered_set<int>; // leaked: used up to process exit
+  return *held;
+}
+
+void closeHeldLocksInChild() {
+  for (int fd : heldLocks())
+    ::close(fd);
+  heldLocks().clear();
+  heldLocksMutex.unlock(); // locked by the prepare handler on this (the forking) thread
+}
+} // namespace
+
+KernelCache::KeyLock::KeyLock(int fd) : fd_(fd), owner_(static_cast<int>(::getpid())) {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    ::pthread_atfork([] { heldLocksMutex.lock(); }, [] { heldLocksMutex.unlock(); },
+                     closeHeldLocksInChild);
+  });
+  std::lock_guard<std::mutex> lock(heldLocksMutex);
+  heldLocks().insert(fd_);
+}
+
+void KernelCache::KeyLock::release() {
+  if (fd_ < 0)
+    return;
+  // In a forked child the descriptor was closed by the fork handler (the number may be reused).
+  if (owner_ == static_cast<int>(::getpid())) {
+    std::lock_guard<std::mutex> lock(heldLocksMutex);
+    heldLocks().erase(fd_);
+    ::close(fd_); // closing releases the flock
+  }
+  fd_ = -1;
+}
+
 KernelCache::KeyLock &KernelCache::KeyLock::operator=(KeyLock &&other) noexcept {
   if (this != &other) {
-    if (fd_ >= 0)
-      ::close(fd_);
+    release();
     fd_ = other.fd_;
+    owner_ = other.owner_;
     other.fd_ = -1;
   }
   return *this;
 }
 
-KernelCache::KeyLock::~KeyLock() {
-  if (fd_ >= 0)
-    ::close(fd_); // closing releases the flock
-}
+KernelCache::KeyLock::~KeyLock() { release(); }
 
 KernelCache::KeyLock KernelCache::lock(const std::string &key) const {
   if (!enabled() || !makeDirectories(directory_))
@@ -215,12 +253,11 @@ KernelCache::KeyLock KernelCache::lock(const std::string &key) const {
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0)
     return KeyLock();
+  KeyLock held(fd); // registered before flock: a fork while it waits closes the child's copy
   while (::flock(fd, LOCK_EX) != 0) {
-    if (errno != EINTR) {
-      ::close(fd);
-      return KeyLock();
-    }
+    if (errno != EINTR)
+      return KeyLock(); // `held` closes the file
   }
-  return KeyLock(fd);
+  return held;
 }
 } // namespace attn::runtime

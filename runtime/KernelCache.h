@@ -28,12 +28,15 @@ public:
 
   /// Holds an exclusive advisory lock on one key across processes (flock on `<key>.lock`),
   /// so that processes racing on an empty cache compile a key once. Without a writable
-  /// directory the lock is a no-op.
+  /// directory the lock is a no-op. A forked child closes its copies of the held locks' file
+  /// descriptors at once (a flock belongs to the open file, so a long-lived child, a data
+  /// loader worker say, would otherwise hold the key after the parent released it); a lock
+  /// object copied into the child then releases nothing.
   class KeyLock {
   public:
     KeyLock() = default;
-    explicit KeyLock(int fd) : fd_(fd) {}
-    KeyLock(KeyLock &&other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
+    explicit KeyLock(int fd);
+    KeyLock(KeyLock &&other) noexcept : fd_(other.fd_), owner_(other.owner_) { other.fd_ = -1; }
     KeyLock &operator=(KeyLock &&other) noexcept;
     KeyLock(const KeyLock &) = delete;
     KeyLock &operator=(const KeyLock &) = delete;
@@ -41,7 +44,9 @@ public:
     bool held() const { return fd_ >= 0; }
 
   private:
+    void release();
     int fd_ = -1;
+    int owner_ = -1; ///< the process that opened fd_
   };
   KeyLock lock(const std::string &key) const;
 

@@ -6,6 +6,8 @@
 #include <chrono>
 #include <cstdlib>
 #include <exception>
+#include <iterator>
+#include <pthread.h>
 
 #if defined(__linux__)
 #include <sys/resource.h>
@@ -72,6 +74,20 @@ void BackgroundCompiles::submit(std::function<void()> job) {
   changed_.notify_all();
 }
 
+void BackgroundCompiles::afterForkInChild() {
+  // mutex_ is held (locked by this thread before the fork).
+  abandoned_.insert(abandoned_.end(), std::make_move_iterator(jobs_.begin()),
+                    std::make_move_iterator(jobs_.end()));
+  jobs_.clear();
+  (void)worker_.release(); // the parent's thread: not in this process, never joined
+  started_ = false;
+  running_ = false;
+  workerDone_ = false;
+  foreground_ = foregroundDepth;
+  speculative_ = 0;
+  mutex_.unlock();
+}
+
 bool BackgroundCompiles::exiting() {
   std::lock_guard<std::mutex> lock(mutex_);
   return exiting_;
@@ -130,13 +146,19 @@ void BackgroundCompiles::ensureStarted() {
   }
   if (!exitHandler_) {
     exitHandler_ = true;
+    // A forked child has only the forking thread: none of the compiles counted here, and no
+    // worker (parent handlers keep mutex_ consistent across the fork).
+    ::pthread_atfork([] { BackgroundCompiles::instance().mutex_.lock(); },
+                     [] { BackgroundCompiles::instance().mutex_.unlock(); },
+                     [] { BackgroundCompiles::instance().afterForkInChild(); });
     // The fallback for an exit from another thread. Registered after the code generator's
     // warm-up (warmUpHostCodeGeneration), so at least the statics that it constructed outlive it.
     std::atexit([] { BackgroundCompiles::instance().drainAtExit(/*staticsAlive=*/false); });
   }
   if (!started_) {
     started_ = true;
-    worker_ = std::thread([this] { run(); });
+    workerDone_ = false;
+    worker_ = std::make_unique<std::thread>([this] { run(); });
   }
 }
 
@@ -150,7 +172,8 @@ void BackgroundCompiles::drainAtExit(bool staticsAlive) {
     // Statics first used after the atexit registration are gone: running the queued jobs
     // would read them. They are left unrun and never destroyed (their LLVM modules and key
     // locks go with the process; another process compiles those keys).
-    new std::deque<std::function<void()>>(std::move(jobs_));
+    abandoned_.insert(abandoned_.end(), std::make_move_iterator(jobs_.begin()),
+                      std::make_move_iterator(jobs_.end()));
     jobs_.clear();
   }
   changed_.notify_all();
@@ -160,7 +183,7 @@ void BackgroundCompiles::drainAtExit(bool staticsAlive) {
   // a compile, an LLVM fatal error) are not waited for.
   const int mine = foregroundDepth;
   exitDepth_ = mine;
-  const bool self = started_ && worker_.get_id() == std::this_thread::get_id();
+  const bool self = started_ && worker_->get_id() == std::this_thread::get_id();
   changed_.notify_all();
   const bool finished = changed_.wait_for(lock, std::chrono::minutes(2), [this, mine, self] {
     return foreground_ <= mine && speculative_ == 0 && (!started_ || self || workerDone_);
@@ -169,10 +192,10 @@ void BackgroundCompiles::drainAtExit(bool staticsAlive) {
     quit_ = true; // the worker stops after its current job; it is not waited for
     changed_.notify_all();
   }
-  const bool joinable = worker_.joinable() && !self && workerDone_;
+  const bool joinable = started_ && worker_->joinable() && !self && workerDone_;
   lock.unlock();
   if (joinable)
-    worker_.join();
+    worker_->join();
 }
 
 BackgroundCompiles::Foreground::Foreground() {

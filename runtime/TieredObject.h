@@ -126,10 +126,13 @@ private:
   /// (from the entering thread, never from a speculative one at lowered priority: a thread
   /// inherits its creator's nice value).
   void ensureStarted();
+  /// pthread_atfork's child handler: forgets the parent's threads and jobs.
+  void afterForkInChild();
 
   std::mutex mutex_;
   std::condition_variable changed_;
   std::deque<std::function<void()>> jobs_;
+  std::deque<std::function<void()>> abandoned_; ///< left unrun by the atexit drain, kept alive
   int foreground_ = 0;
   int speculative_ = 0;
   bool running_ = false;
@@ -142,7 +145,7 @@ private:
   bool drained_ = false;
   bool exitHandler_ = false;
   bool mainThreadArmed_ = false;
-  std::thread worker_;
+  std::unique_ptr<std::thread> worker_;
   std::atomic<uint64_t> finished_{0};
 };
 
