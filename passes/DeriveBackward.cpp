@@ -142,6 +142,8 @@ void emitQueryGradientKernel(KernelEmitter &e, Operation *anchor, bool captureGr
   TileFillOp::create(b, loc, gradQueryTile, b.getF32FloatAttr(0.0));
 
   auto [tileLo, tileHi] = e.keyRangeForTile(queryStart, rows, keyLength);
+  if (e.blockMap)
+    tileLo = e.alignDown(tileLo, tk);
   scf::ForOp::create(b, loc, tileLo, tileHi, e.index(tk), ValueRange{},
                      [&](OpBuilder &, Location, Value keyStart, ValueRange) {
     Value count = e.validCount(keyStart, keyLength, tk);
@@ -199,8 +201,7 @@ void emitKeyValueGradientKernel(KernelEmitter &e, Operation *anchor, bool blockM
   auto [rowLo, rowHi] = e.queryRangeForKeys(keyStart, keyEnd, queryLength);
   // The block map has an entry per query tile of the grid: the query blocks start on it.
   if (e.blockMap)
-    rowLo = arith::MulIOp::create(
-        b, loc, arith::DivSIOp::create(b, loc, rowLo, e.index(tq)), e.index(tq));
+    rowLo = e.alignDown(rowLo, tq);
 
   // One flat loop over (group member, query block) pairs: a target that streams the query
   // blocks (the GPU's copy pipeline) runs one uniform pipeline for the whole group.

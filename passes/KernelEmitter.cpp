@@ -226,6 +226,11 @@ std::pair<Value, Value> KernelEmitter::keyRangeForTile(Value queryStart, Value r
           keyRangeForRow(lastRow, index(0), keyLength).second};
 }
 
+Value KernelEmitter::alignDown(Value value, int64_t multiple) {
+  return arith::MulIOp::create(b, loc, arith::DivSIOp::create(b, loc, value, index(multiple)),
+                               index(multiple));
+}
+
 Value KernelEmitter::validCount(Value start, Value length, int64_t tile) {
   return maxIndex(index(0),
                   minIndex(index(tile), arith::SubIOp::create(b, loc, length, start)));

@@ -81,6 +81,10 @@ public:
   /// bounds grow with the row, so the first row gives the low end and the last row the high
   /// end. Key blocks outside are never visited.
   std::pair<Value, Value> keyRangeForTile(Value queryStart, Value rows, Value keyLength);
+  /// `value` rounded down to a multiple of `multiple`: with a block map, the first block of a
+  /// loop starts on the tile grid (a window's first key need not), so that every block a
+  /// kernel visits is an entry of the map.
+  Value alignDown(Value value, int64_t multiple);
   /// How many of the `tile` rows starting at `start` exist in a sequence of `length`:
   /// max(0, min(tile, length - start)).
   Value validCount(Value start, Value length, int64_t tile);

@@ -57,6 +57,9 @@ void emitForwardKernel(KernelEmitter &e, Operation *anchor, bool blockMap) {
     TileRowInitOp::create(b, loc, state, normalizer);
 
   auto [tileLo, tileHi] = e.keyRangeForTile(queryStart, rows, keyLength);
+  // With a block map, key blocks start on the map's grid (a window's first key need not).
+  if (e.blockMap)
+    tileLo = e.alignDown(tileLo, tk);
 
   scf::ForOp::create(b, loc, tileLo, tileHi, e.index(tk), ValueRange{},
                      [&](OpBuilder &, Location, Value blockStart, ValueRange) {

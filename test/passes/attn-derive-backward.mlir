@@ -172,9 +172,13 @@ func.func @prefix_lm(%q: tensor<?x?x?x32xf32>, %k: tensor<?x?x?x32xf32>, %v: ten
 // read the entry of their block: [0, h, query tile, key block] for a region that reads h (not
 // b). The dK/dV kernel's query blocks start on the query tile grid (the window's first row
 // rounded down to a multiple of 32), so each of its blocks is one of the forward's.
+// The dQ kernel's key blocks start on the key-block grid too: the window's first key
+// (start - 100) rounded down to a multiple of 64.
 // MAP-LABEL: func.func @head_window_bwd_dq
 // MAP-SAME: %[[MAP:[^:]*]]: memref<?x?x?x?xi8>, %{{[^:]*}}: index, %[[HEAD:[^:]*]]: index, %[[START:[^:]*]]: index)
-// MAP: scf.for %[[J:.*]] = %{{.*}} step %c64
+// MAP: %[[BLOCKS:.*]] = arith.divsi %{{.*}}, %c64
+// MAP-NEXT: %[[FIRST:.*]] = arith.muli %[[BLOCKS]], %c64
+// MAP-NEXT: scf.for %[[J:.*]] = %[[FIRST]] to %{{.*}} step %c64
 // MAP-DAG: %[[QT:.*]] = arith.divsi %[[START]], %c32
 // MAP-DAG: %[[KB:.*]] = arith.divsi %[[J]], %c64
 // MAP: attn.tile_mask_classify {{.*}} map %[[MAP]][%c0, %[[HEAD]], %[[QT]], %[[KB]]] : memref<?x?x?x?xi8> : index {

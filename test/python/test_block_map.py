@@ -128,3 +128,42 @@ def test_ragged_batches_have_a_map_per_batch():
     assert map_.shape[0] == 2
     attn.attention(q, k, v, text, captures=[docs], kv_lengths=torch.tensor([700, 200]))
     assert len(block_maps()) == 2
+
+
+# Keys whose position modulo 256 is 91 or more: with a window of 37, a forward key block that
+# started at a window's first key (i - 37, off the 128-key grid) would see only allowed keys
+# where the grid's block holds forbidden ones its rows can see.
+LATE_KEYS = variant([], mask="""
+    %c91 = arith.constant 91 : index
+    %c256 = arith.constant 256 : index
+    %r = arith.remsi %j, %c256 : index
+    %keep = arith.cmpi sge, %r, %c91 : index
+    attn.yield %keep : i1""")
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("mask", ["late keys", "documents"])
+def test_a_window_attribute_with_a_mask_region_reads_the_entries_of_its_blocks(causal, mask):
+    # A window's first key (i - 37) is off the key-block grid: the kernels' block loops start
+    # on the grid, so that the entries the forward writes are the blocks the backward reads.
+    docs, q, k, v = documents_case(seed=11)
+    i, j = torch.arange(700)[:, None], torch.arange(700)[None, :]
+    attributes = "{causal, window = 37}" if causal else "{window = 37}"
+    if mask == "documents":
+        text = variant([("docs", "tensor<?x?xi32>")], mask=DOCUMENT_MASK, attributes=attributes)
+        captures, keep = [docs], same_document(docs)
+    else:
+        text = LATE_KEYS.replace("normalizer(#attn.softmax) ",
+                                 "normalizer(#attn.softmax) " + attributes)
+        captures, keep = [], (j % 256 >= 91)[None, None]
+    inputs = [t.clone().requires_grad_() for t in (q, k, v)]
+    out = attn.attention(*inputs, text, captures=captures)
+    grad = torch.randn_like(out)
+    got = gradients(out, inputs, grad)
+    q64, k64, v64 = (t.double().requires_grad_() for t in (q, k, v))
+    expected = reference.attention_general(q64, k64, v64, normalizer="softmax", causal=causal,
+                                           window=37, score_mod=lambda s, b, h, i, j: (s, keep))
+    want = torch.autograd.grad(expected, (q64, k64, v64), grad.double())
+    assert reference.relative_error(out, expected) < TOLERANCE
+    for name, g, w in zip(("dq", "dk", "dv"), got, want):
+        assert reference.relative_error(g, w) < TOLERANCE, name
