@@ -50,9 +50,7 @@ JitConfig JitConfig::fromEnvironment() {
   }
   config.dumpDirectory = environment("ATTN_DUMP_DIR");
   const std::string tiered = environment("ATTN_TIERED_COMPILE");
-  // Opt-in: under parallel test processes sharing a cache the tiered path hung at exit (a
-  // key's lock held until the background compile stores it); off until that is understood.
-  config.tiered = config.dumpDirectory.empty() && !tiered.empty() && truthy(tiered);
+  config.tiered = config.dumpDirectory.empty() && (tiered.empty() || truthy(tiered));
   const std::string speculate = environment("ATTN_SPECULATE_BACKWARD");
   config.speculateBackward = speculate.empty() || truthy(speculate);
   return config;

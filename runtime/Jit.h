@@ -28,18 +28,16 @@ namespace attn::runtime {
 ///   ATTN_DUMP_DIR=DIR  every compile writes each stage's IR, LLVM IR and PTX under DIR
 ///                      (and bypasses the disk cache so that there is something to dump);
 ///   ATTN_LOG=info      logs compiles, disk hits and kernel resources (see Log.h);
-///   ATTN_TIERED_COMPILE=1  CPU kernels start as a quick object, the optimized one replacing
-///                      it from the background (runtime/TieredObject.h), instead of compiling
-///                      optimized before their first call. Off by default (a hang at exit under
-///                      parallel processes sharing a cache is not understood yet); dumping
-///                      implies off;
+///   ATTN_TIERED_COMPILE=0  CPU kernels compile optimized before their first call, instead of
+///                      starting as a quick object that the optimized one replaces from the
+///                      background (runtime/TieredObject.h; the default). Dumping implies off;
 ///   ATTN_SPECULATE_BACKWARD=0  CPU backward kernels compile on first use only, instead of
 ///                      beside the forward, at a lower priority, as soon as a variant is asked
 ///                      for (an inference-only process then never compiles them).
 struct JitConfig {
   std::string cacheDirectory; ///< empty: disk cache disabled
   std::string dumpDirectory;  ///< empty: no dumps
-  bool tiered = false;        ///< tieredArtifact may return a quick object first
+  bool tiered = true;         ///< tieredArtifact may return a quick object first
   bool speculateBackward = true;
   static JitConfig fromEnvironment();
 };

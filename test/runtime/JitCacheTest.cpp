@@ -10,6 +10,8 @@
 #include <cmath>
 #include <fstream>
 #include <csignal>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <thread>
@@ -57,7 +59,7 @@ protected:
     unsetenv("ATTN_DUMP_DIR");
     // Counts of the forward alone; SpeculativeBackwardCompilesEachKernelOnce turns it on.
     setenv("ATTN_SPECULATE_BACKWARD", "0", 1);
-    // The tiered JIT is opt-in; these tests exercise it.
+    // The tiered JIT (the default; set in case the environment turns it off).
     setenv("ATTN_TIERED_COMPILE", "1", 1);
     Jit::instance().reconfigureFromEnvironment();
   }
@@ -249,6 +251,52 @@ TEST_F(JitInProcess, OptimizedTierReplacesTheQuickOneUnderRunningCalls) {
   EXPECT_EQ(mismatches.load(), 0) << "of " << calls.load() << " runs";
   EXPECT_EQ(runAllKernels(*kernels, length, dim), reference) << "the optimized tier";
   EXPECT_EQ(entries(directory, ".kernel").size(), 3u) << "only optimized objects are stored";
+}
+
+// A fork (a data loader's workers, say) while the optimized tier is queued: the key's lock
+// is held until that tier is stored, and a flock belongs to the open file, which the child
+// shares. The child must close its copy at once (else another process waits for the key as
+// long as the child lives), and its exit() must not wait for the parent's compiles or worker.
+TEST_F(JitInProcess, ForkedChildNeitherHoldsTheKeyLockNorWaitsAtExit) {
+  VariantSpec spec;
+  spec.variant = "sigmoid(bias=-2.125)";
+  spec.headDim = spec.valueHeadDim = 16;
+  BackgroundCompiles::instance().hold(true);
+  std::shared_ptr<const CpuKernels> kernels = getCpuKernels(spec);
+  ASSERT_EQ(Jit::instance().statistics().quickObjects > 0, true);
+  std::vector<std::string> locks = entries(directory, ".lock");
+  ASSERT_EQ(locks.size(), 1u);
+  int toChild[2];
+  ASSERT_EQ(::pipe(toChild), 0);
+  const pid_t child = ::fork();
+  if (child == 0) {
+    char go;
+    (void)!::read(toChild[0], &go, 1);
+    std::exit(0); // not _exit: the JIT's exit drain runs in the child
+  }
+  ASSERT_GT(child, 0);
+  BackgroundCompiles::instance().hold(false);
+  Jit::instance().waitForBackgroundCompiles(); // stored: the parent released the lock
+  const int fd = ::open((directory.path() + "/" + locks.front()).c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0) << "the forked child still holds the key's lock";
+  ::close(fd);
+  (void)!::write(toChild[1], "x", 1);
+  ::close(toChild[1]);
+  ::close(toChild[0]);
+  int status = -1;
+  bool ended = false;
+  for (int tick = 0; tick < 300 && !ended; ++tick) {
+    ended = ::waitpid(child, &status, WNOHANG) == child;
+    if (!ended)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (!ended) {
+    ::kill(child, SIGKILL);
+    ::waitpid(child, &status, 0);
+  }
+  EXPECT_TRUE(ended) << "the forked child's exit() waited for the parent's compiles";
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 }
 
 TEST_F(JitInProcess, SpellingsOfOneVariantShareTheDiskEntry) {
