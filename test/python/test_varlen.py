@@ -193,3 +193,53 @@ def test_opcheck_and_compile():
     compiled = torch.compile(lambda q, k, v: attn.attention_varlen(q, k, v, cu_q, cu_k,
                                                                    "sigmoid"), fullgraph=True)
     torch.testing.assert_close(compiled(q, k, v), out)
+
+
+# A band of keys i - 5 <= j <= i + 3: a mask region, classified per block in each kernel.
+BAND_MASK = """
+    %c3 = arith.constant 3 : index
+    %c5 = arith.constant 5 : index
+    %hi = arith.addi %i, %c3 : index
+    %jp = arith.addi %j, %c5 : index
+    %below = arith.cmpi ule, %j, %hi : index
+    %above = arith.cmpi ule, %i, %jp : index
+    %keep = arith.andi %below, %above : i1
+    attn.yield %keep : i1"""
+
+# docs[b, j] == docs[b, i]: per-sequence document ids, captured (b = the sequence).
+DOCUMENT_MASK = """
+    %di = tensor.extract %docs_[%b, %i] : tensor<?x?xi32>
+    %dj = tensor.extract %docs_[%b, %j] : tensor<?x?xi32>
+    %same = arith.cmpi eq, %di, %dj : i32
+    attn.yield %same : i1"""
+
+
+@pytest.mark.parametrize("normalizer", ["softmax", "sigmoid"])
+def test_mask_regions_in_packed_sequences(normalizer):
+    attribute, body, _ = NORMALIZERS[normalizer]
+    lengths = [(70, 70), (0, 3), (129, 129), (2, 2)]
+    (q, k, v), cu_q, cu_k = packed_case(lengths, heads=2, kv_heads=1, seed=5)
+    longest = max(n for n, _ in lengths)
+    generator = torch.Generator().manual_seed(6)
+    docs = torch.randint(0, 3, (len(lengths), longest), generator=generator,
+                         dtype=torch.int32).sort(dim=1).values
+    cases = [(variant([], mask=BAND_MASK, normalizer=attribute, body=body), []),
+             (variant([("docs", "tensor<?x?xi32>")], mask=DOCUMENT_MASK, normalizer=attribute,
+                      body=body), [docs])]
+    for text, captures in cases:
+        out = attn.attention_varlen(q, k, v, cu_q, cu_k, text, captures=captures)
+        grad = torch.randn_like(out)
+        dq, dk, dv = torch.autograd.grad(out, (q, k, v), grad)
+        for s, (queries, keys) in enumerate(lengths):
+            if queries == 0 or keys == 0:
+                continue
+            rows, key_rows = slice(cu_q[s], cu_q[s + 1]), slice(cu_k[s], cu_k[s + 1])
+            qs, ks, vs = (sequence(t, c, s) for t, c in ((q, cu_q), (k, cu_k), (v, cu_k)))
+            own = [docs[s:s + 1, :queries]] if captures else []
+            alone = attn.attention(qs, ks, vs, text, captures=own)
+            torch.testing.assert_close(out[rows], unpack(alone), rtol=1e-5, atol=1e-6)
+            dqs, dks, dvs = torch.autograd.grad(alone, (qs, ks, vs),
+                                                grad[rows].transpose(0, 1).unsqueeze(0))
+            torch.testing.assert_close(dq[rows], unpack(dqs), rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(dk[key_rows], unpack(dks), rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(dv[key_rows], unpack(dvs), rtol=1e-5, atol=1e-6)
