@@ -410,10 +410,7 @@ struct SpeculativeBackward {
     auto shared = std::make_shared<const KernelSource>(source);
     // Counted from before the threads start until each has finished, so that an exit right
     // after the forward waits for them rather than destroying LLVM's statics under a thread
-    // that has not reached its compile yet (a SEGFAULT at exit). The first token registers
-    // the exit handler: LLVM's lazy statics must exist first (warmUpHostCodeGeneration), or
-    // they are destroyed before it runs.
-    warmUpHostCodeGeneration();
+    // that has not reached its compile yet (a SEGFAULT at exit; runtime/TieredObject.h).
     using Token = std::shared_ptr<BackgroundCompiles::Speculation>;
     auto token = std::make_shared<BackgroundCompiles::Speculation>();
     auto obtain = [shared](CpuKernelSet kernel, Token held) {

@@ -1,5 +1,6 @@
 #include "runtime/TieredObject.h"
 
+#include "runtime/HostObject.h"
 #include "runtime/Log.h"
 
 #include <cerrno>
@@ -70,7 +71,7 @@ BackgroundCompiles &BackgroundCompiles::instance() {
 void BackgroundCompiles::submit(std::function<void()> job) {
   std::lock_guard<std::mutex> lock(mutex_);
   jobs_.push_back(std::move(job));
-  ensureStarted();
+  ensureStarted(/*registerAtExit=*/true);
   changed_.notify_all();
 }
 
@@ -139,12 +140,12 @@ void BackgroundCompiles::hold(bool held) {
   changed_.notify_all();
 }
 
-void BackgroundCompiles::ensureStarted() {
+void BackgroundCompiles::ensureStarted(bool registerAtExit) {
   if (!mainThreadArmed_ && onMainThread()) {
     mainThreadArmed_ = true;
     mainThreadExit.armed = true; // first use on this thread: registers its destructor
   }
-  if (!exitHandler_) {
+  if (registerAtExit && !exitHandler_) {
     exitHandler_ = true;
     // A forked child has only the forking thread: none of the compiles counted here, and no
     // worker (parent handlers keep mutex_ consistent across the fork).
@@ -203,7 +204,7 @@ BackgroundCompiles::Foreground::Foreground() {
   std::lock_guard<std::mutex> lock(compiles.mutex_);
   ++foregroundDepth;
   ++compiles.foreground_;
-  compiles.ensureStarted();
+  compiles.ensureStarted(/*registerAtExit=*/true);
 }
 
 BackgroundCompiles::Foreground::~Foreground() {
@@ -229,10 +230,16 @@ void lowerThreadPriority(int niceIncrement) {
 #endif
 }
 BackgroundCompiles::Speculation::Speculation() {
+  // On the main thread its thread_local's drain covers exit, and the code generator's warm-up
+  // waits for a compile (speculative backward kernels that are all disk hits never pay it).
+  // Elsewhere the atexit fallback registers, after the warm-up.
+  const bool mainThread = onMainThread();
+  if (!mainThread)
+    warmUpHostCodeGeneration();
   BackgroundCompiles &compiles = instance();
   std::lock_guard<std::mutex> lock(compiles.mutex_);
   ++compiles.speculative_;
-  compiles.ensureStarted();
+  compiles.ensureStarted(/*registerAtExit=*/!mainThread);
 }
 
 BackgroundCompiles::Speculation::~Speculation() {

@@ -122,10 +122,11 @@ public:
 private:
   BackgroundCompiles() = default;
   void run();
-  /// With mutex_ held, at each entry into the JIT: arms the exit drains and starts the worker
-  /// (from the entering thread, never from a speculative one at lowered priority: a thread
-  /// inherits its creator's nice value).
-  void ensureStarted();
+  /// With mutex_ held, at each entry into the JIT: arms the main thread's exit drain, starts
+  /// the worker (from the entering thread, never from a speculative one at lowered priority:
+  /// a thread inherits its creator's nice value) and, with `registerAtExit` (only once the
+  /// code generator's warm-up has run: warmUpHostCodeGeneration), the atexit fallback drain.
+  void ensureStarted(bool registerAtExit);
   /// pthread_atfork's child handler: forgets the parent's threads and jobs.
   void afterForkInChild();
 
