@@ -45,6 +45,9 @@ struct GpuCompileOptions {
   std::string dtype = "bf16";
   /// Also emit the dQ and dK/dV kernels.
   bool backward = true;
+  /// With backward: the dQ kernel also takes one f32 gradient buffer per f32 captured tensor
+  /// (after the fault flags) and accumulates the captures' gradients into it (atomic adds).
+  bool captureGradients = false;
   /// Overrides the tuning table.
   std::optional<GpuTileConfig> tiles;
   /// Called on each PassManager of the compile before it runs, with the stage it produces, in

@@ -42,6 +42,7 @@ void buildGpuKernelPipeline(OpPassManager &pm, const GpuCompileOptions &options,
   tileOptions.wgmma = tiles.wgmma && options.target == GpuTarget::Sm90a;
   tileOptions.elementType = options.dtype;
   tileOptions.backward = options.backward;
+  tileOptions.captureGradients = options.backward && options.captureGradients;
   pm.addPass(mlir::attn::createAttnTileGpu(tileOptions));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());

@@ -96,6 +96,9 @@ private:
   LogicalResult lowerRowFinalize(TileRowFinalizeOp op);
   LogicalResult lowerProbabilities(TileProbabilitiesOp op);
   LogicalResult lowerScoreGradient(TileScoreGradientOp op);
+  /// tile_copy and tile_capture_gradient of the dQ kernel (GpuCaptureGradient.cpp).
+  LogicalResult lowerCopy(TileCopyOp op);
+  LogicalResult lowerCaptureGradient(TileCaptureGradientOp op);
 
   Value mapped(Value v) { return map.lookupOrDefault(v); }
   FailureOr<ArrayRef<Value>> valuesOf(Operation *op, Value tile);

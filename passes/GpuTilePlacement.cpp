@@ -42,6 +42,10 @@ SmallVector<Value> writtenTiles(Operation *op) {
     return {probabilities.getProbs()};
   if (auto gradient = dyn_cast<TileScoreGradientOp>(op))
     return {gradient.getGrads()};
+  if (auto copy = dyn_cast<TileCopyOp>(op))
+    return {copy.getDest()};
+  if (auto captureGradient = dyn_cast<TileCaptureGradientOp>(op))
+    return {captureGradient.getGrads()};
   return {};
 }
 
@@ -78,6 +82,12 @@ SmallVector<Value> elementwiseGroup(Operation *op) {
     add(gradient.getGrads());
     add(gradient.getRowTerm());
     add(gradient.getDerivative());
+  } else if (auto copy = dyn_cast<TileCopyOp>(op)) {
+    add(copy.getSource());
+    add(copy.getDest());
+  } else if (auto captureGradient = dyn_cast<TileCaptureGradientOp>(op)) {
+    add(captureGradient.getRaw());
+    add(captureGradient.getGrads());
   } else if (auto matmul = dyn_cast<TileMatmulOp>(op)) {
     add(matmul.getAcc());
     add(matmul.getRowScale());

@@ -142,6 +142,10 @@ LogicalResult KernelLowering::lowerOp(Operation *op) {
     return lowerProbabilities(probabilities);
   if (auto gradient = dyn_cast<TileScoreGradientOp>(op))
     return lowerScoreGradient(gradient);
+  if (auto copy = dyn_cast<TileCopyOp>(op))
+    return lowerCopy(copy);
+  if (auto captureGradient = dyn_cast<TileCaptureGradientOp>(op))
+    return lowerCaptureGradient(captureGradient);
   if (auto fill = dyn_cast<TileFillOp>(op)) {
     TileLayout &l = layout(fill.getTile());
     if (l.placement == Placement::Shared)

@@ -135,6 +135,9 @@ def AttnTileGpu : Pass<"attn-tile-gpu", "::mlir::ModuleOp"> {
            "storage type of q, k, v, o: bf16 or f16; empty: the op's when it is one of "
            "those, else bf16">,
     Option<"backward", "backward", "bool", "false", "also emit the dQ and dK/dV kernels">,
+    Option<"captureGradients", "capture-gradients", "bool", "false",
+           "with backward: the dQ kernel also accumulates the gradients of the f32 captured "
+           "tensors (attn-derive-backward's capture-gradients), with atomic adds">,
     Option<"backwardWarps", "backward-warps", "int64_t", "4",
            "warps per CTA of the dQ and dK/dV kernels">,
     Option<"backwardKeyTile", "backward-key-tile", "int64_t", "32",

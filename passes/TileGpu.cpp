@@ -106,6 +106,7 @@ struct AttnTileGpuPass : impl::AttnTileGpuBase<AttnTileGpuPass> {
       derive.keyTile = backwardKeyTile;
       derive.keyValueQueryTile = keyValueQuery();
       derive.keyValueKeyTile = 16 * backwardWarps;
+      derive.captureGradients = captureGradients;
       pipeline.addPass(createAttnDeriveBackward(derive));
     }
     AttnTileOptions tile;

@@ -71,6 +71,10 @@ cl::opt<std::string> dtype("dtype",
                            cl::init(""), cl::cat(category));
 cl::opt<bool> backward("backward", cl::desc("also compile the backward kernels"),
                        cl::init(true), cl::cat(category));
+cl::opt<bool> captureGradients(
+    "capture-gradients",
+    cl::desc("the backward also accumulates the gradients of the f32 captured tensors"),
+    cl::init(false), cl::cat(category));
 cl::opt<int64_t> warps("warps", cl::desc("override the tuning table: warps per CTA"),
                        cl::init(0), cl::cat(category));
 cl::opt<int64_t> keyTile("key-tile", cl::desc("override the tuning table: keys per block"),
@@ -211,6 +215,7 @@ int run() {
     options.target = *gpuTarget;
   options.dtype = dtype;
   options.backward = backward;
+  options.captureGradients = captureGradients;
   options.configurePassManager = [&](PassManager &pm, const std::string &) { setup.configure(pm); };
   // The GPU stages' tiles: the tuning table's for this op and target, then the overrides.
   auto selectTiles = [&] {
@@ -248,8 +253,11 @@ int run() {
           [&](OpPassManager &pm) {
             pm.addPass(createCanonicalizerPass());
             pm.addPass(mlir::attn::createAttnLegalize());
-            if (backward)
-              pm.addPass(mlir::attn::createAttnDeriveBackward());
+            if (backward) {
+              mlir::attn::AttnDeriveBackwardOptions derive;
+              derive.captureGradients = captureGradients;
+              pm.addPass(mlir::attn::createAttnDeriveBackward(derive));
+            }
             pm.addPass(mlir::attn::createAttnTile());
           },
           "tiling");

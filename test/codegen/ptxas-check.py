@@ -5,7 +5,8 @@ the target's limit.
 Matrix: normalizer {softmax, sigmoid, relu} x causal {no, yes} x D {64, 128} x dtype
 {bf16, f16} x target {sm_80, sm_90a}, the experimental sm_90a wgmma forward (causal), plus
 the examples with a custom normalizer, a score_mod (ALiBi), a sliding window, the mask regions
-(masks.mlir) and captured tensors (captures.mlir). Each compile holds the forward and backward kernels.
+(masks.mlir) and captured tensors (captures.mlir, also with --capture-gradients: dQ kernels
+that accumulate the captures' gradients). Each compile holds the forward and backward kernels.
 Exits 77 (ctest SKIP_RETURN_CODE) when no ptxas is installed: CI has no CUDA toolkit.
 
   ptxas-check.py --attnc build/bin/attnc [--examples frontend/examples] [--jobs N] [--quick]
@@ -60,6 +61,11 @@ def cases(examples, quick):
                 if os.path.exists(path):
                     yield (f"example-{example}-{dtype}-{target}", target,
                            [path, f"--dtype={dtype}", f"--target={target}"])
+            # The dQ kernels that also accumulate the captures' gradients (atomic adds).
+            path = os.path.join(examples, "captures.mlir")
+            if os.path.exists(path):
+                yield (f"example-captures-gradients-{dtype}-{target}", target,
+                       [path, f"--dtype={dtype}", f"--target={target}", "--capture-gradients"])
 
 
 def check(case, attnc, ptxas, workdir):
