@@ -210,17 +210,24 @@ void closeHeldLocksInChild() {
   heldLocks().clear();
   heldLocksMutex.unlock(); // locked by the prepare handler on this (the forking) thread
 }
-} // namespace
 
-KernelCache::KeyLock::KeyLock(int fd) : fd_(fd), owner_(static_cast<int>(::getpid())) {
+/// Opens a key's lock file and registers the descriptor in one step under the mutex that the
+/// fork handlers take: no fork can copy it unregistered.
+int openRegistered(const std::string &path) {
   static std::once_flag once;
   std::call_once(once, [] {
     ::pthread_atfork([] { heldLocksMutex.lock(); }, [] { heldLocksMutex.unlock(); },
                      closeHeldLocksInChild);
   });
   std::lock_guard<std::mutex> lock(heldLocksMutex);
-  heldLocks().insert(fd_);
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd >= 0)
+    heldLocks().insert(fd);
+  return fd;
 }
+} // namespace
+
+KernelCache::KeyLock::KeyLock(int fd) : fd_(fd), owner_(static_cast<int>(::getpid())) {}
 
 void KernelCache::KeyLock::release() {
   if (fd_ < 0)
@@ -250,10 +257,11 @@ KernelCache::KeyLock KernelCache::lock(const std::string &key) const {
   if (!enabled() || !makeDirectories(directory_))
     return KeyLock();
   std::string path = directory_ + "/" + key + ".lock";
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  // Registered before flock: a fork while it waits closes the child's copy.
+  const int fd = openRegistered(path);
   if (fd < 0)
     return KeyLock();
-  KeyLock held(fd); // registered before flock: a fork while it waits closes the child's copy
+  KeyLock held(fd);
   while (::flock(fd, LOCK_EX) != 0) {
     if (errno != EINTR)
       return KeyLock(); // `held` closes the file

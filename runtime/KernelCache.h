@@ -35,6 +35,7 @@ public:
   class KeyLock {
   public:
     KeyLock() = default;
+    /// Takes a descriptor that lock() opened and registered for the fork handler.
     explicit KeyLock(int fd);
     KeyLock(KeyLock &&other) noexcept : fd_(other.fd_), owner_(other.owner_) { other.fd_ = -1; }
     KeyLock &operator=(KeyLock &&other) noexcept;

@@ -86,6 +86,7 @@ void BackgroundCompiles::afterForkInChild() {
   workerDone_ = false;
   foreground_ = foregroundDepth;
   speculative_ = 0;
+  mainThreadArmed_ = mainThreadExit.armed; // this thread is the child's main thread
   mutex_.unlock();
 }
 
