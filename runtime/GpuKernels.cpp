@@ -133,10 +133,11 @@ std::string shortLabel(const VariantSpec &spec, GpuDtype dtype) {
 class LoadedGpuKernels final : public GpuKernels {
 public:
   LoadedGpuKernels(int device, GpuProgram program, std::string target, double millis,
-                   const std::string &label, bool keyLengths, VariantCaptures captures)
+                   const std::string &label, bool keyLengths, VariantCaptures captures,
+                   bool captureGradients)
       : device_(device), program_(std::move(program)), target_(std::move(target)),
-        compileMillis_(millis), keyLengths_(keyLengths), captures_(std::move(captures)),
-        label_(label) {
+        compileMillis_(millis), keyLengths_(keyLengths),
+        captureGradients_(captureGradients), captures_(std::move(captures)), label_(label) {
     cuda::Driver &driver = cuda::Driver::get();
     driver.makeCurrent(device_);
     cuda::ModuleHandle module = driver.loadModule(program_.ptx);
@@ -202,6 +203,14 @@ public:
                 const DeviceCaptures *captures) const override {
     checkLengths(keyLengths);
     std::optional<BoundCaptures> bound = bindCaptures(captures);
+    CaptureArguments gradients;
+    if (captureGradients_) {
+      if (!captures || captures->gradients.size() != captures_.declarations.size())
+        throw CallError(label_ + ": kernels compiled with capture gradients take one gradient "
+                                 "buffer per captured tensor");
+      gradients = CaptureBinder::bindGradients(captures_.declarations, captures_.callIndex,
+                                               captures->gradients, label_);
+    }
     if (program_.rowWise) {
       ArgumentList arguments;
       arguments.addMemRef(o);
@@ -218,6 +227,8 @@ public:
     if (keyLengths)
       query.addMemRef(*keyLengths);
     addCaptures(query, bound);
+    // The dQ kernel's gradient buffers, after the fault flags.
+    query.addParameters(CaptureBinder::parameterAddresses(gradients));
 
     ArgumentList key;
     for (const DeviceView4 *view : {&q, &k, &v, &gradOut})
@@ -343,6 +354,7 @@ private:
   std::string target_;
   double compileMillis_;
   bool keyLengths_;
+  bool captureGradients_;
   VariantCaptures captures_;
   std::string label_;
   std::map<std::string, Entry> functions_;
@@ -365,19 +377,14 @@ std::shared_ptr<const GpuKernels> build(const VariantSpec &spec, GpuDtype dtype,
   mlir::DialectRegistry registry;
   codegen::registerCpuDialects(registry);
   mlir::MLIRContext context(registry, mlir::MLIRContext::Threading::DISABLED);
-  // attn-derive-backward's capture-gradients kernels do not lower to the GPU yet (their
-  // accumulation tiles have no GPU mapping): an error, never gradients silently left zero.
-  if (spec.captureGradients)
-    throw CompileError("the GPU kernels of " + shortLabel(spec, dtype) +
-                       " do not compute gradients of captured tensors yet; detach the "
-                       "captures (capture.detach()) or run the call on CPU tensors");
   CanonicalVariant variant = buildCanonicalVariant(spec, context);
   mlir::OwningOpRef<mlir::ModuleOp> &module = variant.module;
 
   ArtifactRequest request;
   request.canonicalIr = std::move(variant.keyText);
   request.target = codegen::gpuChip(target);
-  request.options = std::string("ptx dtype=") + gpuDtypeName(dtype) + " backward";
+  request.options = std::string("ptx dtype=") + gpuDtypeName(dtype) + " backward" +
+                    (spec.captureGradients ? " capture-gradients" : "");
   request.label = shortLabel(spec, dtype);
 
   std::string bytes = Jit::instance().artifact(request, [&](const std::string &dumpFolder) {
@@ -388,6 +395,7 @@ std::shared_ptr<const GpuKernels> build(const VariantSpec &spec, GpuDtype dtype,
     options.target = target;
     options.dtype = gpuDtypeName(dtype);
     options.backward = true;
+    options.captureGradients = spec.captureGradients;
     if (!dumpFolder.empty()) {
       // The IR after every pass that changed it, one tree per pass manager, numbered in order:
       // gpu-stages/0_kernels, 1_nvvm, 2_ptx.
@@ -421,7 +429,7 @@ std::shared_ptr<const GpuKernels> build(const VariantSpec &spec, GpuDtype dtype,
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   return std::make_shared<LoadedGpuKernels>(device, std::move(program), codegen::gpuChip(target),
                                             millis, request.label, spec.keyLengths,
-                                            std::move(variant.captures));
+                                            std::move(variant.captures), spec.captureGradients);
 }
 } // namespace
 

@@ -36,6 +36,11 @@ struct DeviceCaptures {
   /// Device memory of at least GpuKernels::captureScratchBytes() bytes, 8-byte aligned, for the
   /// fault flags: the call zeroes it on its stream and reads it back after its kernels.
   void *scratch = nullptr;
+  /// Kernels compiled with spec.captureGradients, backward only: per call capture, a device
+  /// float32 buffer of its sizes (contiguous, row-major) for a floating capture, null data for
+  /// an integer one. The call does not zero them: the dQ kernel adds each capture's gradient
+  /// into its buffer (atomic adds), so they hold the gradient when they start at 0.
+  std::vector<CaptureView> gradients;
 };
 
 /// Shapes as in CpuKernels: q [B,Hq,Sq,D], k [B,Hkv,Sk,D], v [B,Hkv,Sk,Dv], o [B,Hq,Sq,Dv] in
@@ -66,8 +71,8 @@ public:
                        const DeviceView4 &o, const DeviceView3 &lse, void *stream,
                        const DeviceLengths *keyLengths = nullptr,
                        const DeviceCaptures *captures = nullptr) const = 0;
-  /// `delta` is scratch the row-wise normalizers fill with rowsum(dO * O) first. The GPU
-  /// kernels do not compute gradients of captures (getGpuKernels refuses captureGradients).
+  /// `delta` is scratch the row-wise normalizers fill with rowsum(dO * O) first. Kernels
+  /// compiled with spec.captureGradients also take `captures->gradients` (CallError without).
   virtual void backward(const DeviceView4 &q, const DeviceView4 &k, const DeviceView4 &v,
                         const DeviceView4 &o, const DeviceView4 &gradOut, const DeviceView3 &lse,
                         const DeviceView3 &delta, const DeviceView4 &gradQuery,
@@ -78,8 +83,7 @@ public:
 
 /// The kernels of `spec` for `dtype` on CUDA device `device`, compiled and loaded on first
 /// use (once per key and device however many threads ask). Throws CompileError for variants
-/// the GPU backend cannot build (spec.captureGradients among them: the GPU lowering does not
-/// accumulate capture gradients yet) and cuda::CudaError when the driver fails.
+/// the GPU backend cannot build and cuda::CudaError when the driver fails.
 std::shared_ptr<const GpuKernels> getGpuKernels(const VariantSpec &spec, GpuDtype dtype,
                                                 int device);
 

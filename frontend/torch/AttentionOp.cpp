@@ -225,10 +225,6 @@ at::Tensor attentionAutograd(const at::Tensor &q, const at::Tensor &k, const at:
                              const OptionalTensor &kvLengths,
                              const OptionalTensorList &capturesArgument) {
   const at::TensorList captures = capturesOf(capturesArgument);
-  if (at::GradMode::is_enabled())
-    for (size_t i = 0; i < captures.size(); ++i)
-      TORCH_CHECK(!captures[i].requires_grad() || !q.is_cuda(), "attn::attention: capture ", i,
-                  " requires grad, but the GPU kernels do not derive captures' gradients yet");
   return AttentionFunction::apply(q, k, v, std::string(variant), scale, isCausal, kvLengths,
                                   captures);
 }

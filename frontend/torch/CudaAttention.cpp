@@ -139,7 +139,19 @@ AttentionGradients cudaAttentionBackward(const runtime::VariantSpec &spec, const
   at::Tensor lengthsStorage;
   const auto lengths = lengthsOf(kvLengths, lengthsStorage);
   std::vector<at::Tensor> captureStorage;
-  const auto bound = deviceCaptures(*kernels, captures, q, captureStorage);
+  auto bound = deviceCaptures(*kernels, captures, q, captureStorage);
+  if (spec.captureGradients && bound) {
+    // Per floating capture a zeroed float32 buffer the dQ kernel adds its gradient into.
+    grads.captures.resize(captures.size());
+    bound->gradients.resize(captures.size());
+    for (size_t i = 0; i < captures.size(); ++i) {
+      bound->gradients[i].sizes = captures[i].sizes().vec();
+      if (!at::isFloatingType(captures[i].scalar_type()))
+        continue;
+      grads.captures[i] = at::zeros(captures[i].sizes(), q.options().dtype(at::kFloat));
+      bound->gradients[i].data = grads.captures[i].data_ptr<float>();
+    }
+  }
   const at::Tensor lsec = lse.contiguous();
   launchChecked([&] {
     kernels->backward(viewOf<4>(qc), viewOf<4>(kc), viewOf<4>(vc), viewOf<4>(oc), viewOf<4>(gc),

@@ -210,16 +210,38 @@ TEST(GpuLaunch, AnEmptyCapturePointsAtTheScratch) {
       << "an empty capture's in-bounds fallback read must stay in device memory";
 }
 
-TEST(GpuLaunch, CaptureGradientsAreACompileErrorOnTheGpu) {
+// With capture gradients the dQ kernel also takes the f32 captures' gradient buffers (the
+// table's, of its shape), after the fault flags; the dK/dV kernel does not.
+TEST(GpuLaunch, CaptureGradientBuffersFollowTheFaultFlagsInTheDqKernel) {
+  FakeDriver &fake = FakeDriver::get();
   VariantSpec gradients = capturesSpec();
   gradients.captureGradients = true;
-  try {
-    getGpuKernels(gradients, GpuDtype::BFloat16, 0);
-    FAIL() << "capture gradients compiled for the GPU";
-  } catch (const CompileError &error) {
-    EXPECT_NE(std::string(error.what()).find("gradients of captured tensors"), std::string::npos)
-        << error.what();
-  }
+  auto kernels = getGpuKernels(gradients, GpuDtype::BFloat16, 0);
+  Problem p;
+  CallCaptures call(p);
+  fake.reset();
+  EXPECT_THROW(kernels->backward(p.q, p.k, p.v, p.o, p.gradOut, p.lse, p.delta, p.gradQuery,
+                                 p.gradKey, p.gradValue, nullptr, nullptr, &call.captures),
+               CallError)
+      << "no gradient buffers";
+  EXPECT_EQ(fake.launchCount(), 0);
+  call.captures.gradients = {{reinterpret_cast<void *>(0xe0000), {8, 16}},
+                             {nullptr, {p.batch, p.queries}}};
+  kernels->backward(p.q, p.k, p.v, p.o, p.gradOut, p.lse, p.delta, p.gradQuery, p.gradKey,
+                    p.gradValue, nullptr, nullptr, &call.captures);
+  ASSERT_EQ(fake.launchCount(), 3);
+  const FakeLaunch &query = *fake.launch(1);
+  EXPECT_EQ(query.parameterCount, 5 * 11 + 2 * 9 + 19 + 7) << nameOf(query);
+  EXPECT_EQ(descriptorAt(query, query.parameterCount - 7, 2),
+            (std::vector<int64_t>{0xe0000, 0xe0000, 0, 8, 16, 16, 1}))
+      << "the table's gradient, contiguous, after the flags";
+  const FakeLaunch &key = *fake.launch(2);
+  EXPECT_EQ(key.parameterCount, 6 * 11 + 2 * 9 + 19) << nameOf(key);
+  // The forward takes no gradient buffer.
+  fake.reset();
+  kernels->forward(p.q, p.k, p.v, p.o, p.lse, nullptr, nullptr, &call.captures);
+  ASSERT_EQ(fake.launchCount(), 1);
+  EXPECT_EQ(fake.launch(0)->parameterCount, 4 * 11 + 9 + 19);
 }
 } // namespace
 } // namespace attn::runtime
