@@ -1,10 +1,12 @@
 #include "frontend/torch/Attention.h"
 
 #include "runtime/CpuKernels.h"
+#include "runtime/Jit.h"
 #include "runtime/Normalizers.h"
 
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/util/Exception.h>
+#include <torch/library.h>
 
 namespace attn {
 
@@ -45,6 +47,8 @@ at::Tensor attention_varlen(const at::Tensor &q, const at::Tensor &k, const at::
                  captures);
 }
 
+void wait_for_compiles() { runtime::Jit::instance().waitForBackgroundCompiles(); }
+
 NormalizerInfo normalizer_info(const std::string &name) {
   try {
     return runtime::resolveNormalizer(name);
@@ -56,3 +60,8 @@ NormalizerInfo normalizer_info(const std::string &name) {
 std::vector<std::string> normalizer_names() { return runtime::normalizerNames(); }
 
 } // namespace attn
+
+TORCH_LIBRARY_FRAGMENT(attn, m) {
+  // Blocks until the JIT's background (optimized-tier) compiles are done (attn::wait_for_compiles).
+  m.def("wait_for_compiles() -> ()", [] { attn::wait_for_compiles(); });
+}

@@ -48,6 +48,12 @@ at::Tensor attention_varlen(const at::Tensor &q, const at::Tensor &k, const at::
                             const at::Tensor &cuSeqlensQ, const at::Tensor &cuSeqlensK,
                             const AttentionOptions &options = {});
 
+/// Blocks until the JIT's background compiles are done: the optimized code of every kernel
+/// compiled so far is then in use (the first call of a variant runs quickly compiled code while
+/// the optimized object compiles on a background thread; ATTN_TIERED_COMPILE=0 turns that off).
+/// A benchmark calls it after its warm-up, so that it times the code a long run gets.
+void wait_for_compiles();
+
 /// A normalizer name resolved by the dialect's parser (the one parser of names): `name`, the
 /// `parameters` as written, the `attribute` text for IR, `rowWise`.
 using NormalizerInfo = runtime::NormalizerInfo;

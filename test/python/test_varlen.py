@@ -243,3 +243,13 @@ def test_mask_regions_in_packed_sequences(normalizer):
             torch.testing.assert_close(dq[rows], unpack(dqs), rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(dk[key_rows], unpack(dks), rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(dv[key_rows], unpack(dvs), rtol=1e-5, atol=1e-6)
+
+
+def test_wait_for_compiles_after_a_first_call():
+    # The op is registered and returns once the background compiles are done; the results
+    # are the same before and after (the optimized tier computes what the quick tier did).
+    (q, k, v), cu_q, cu_k = packed_case([(40, 40)], heads=2, kv_heads=2, dim=48)
+    before = attn.attention_varlen(q, k, v, cu_q, cu_k, "relu")
+    assert attn.wait_for_compiles() is None
+    torch.testing.assert_close(attn.attention_varlen(q, k, v, cu_q, cu_k, "relu"), before,
+                               rtol=1e-5, atol=1e-6)

@@ -17,7 +17,7 @@ from attn import _loader
 
 library_path = _loader.load()
 
-__all__ = ["__version__", "attention", "attention_varlen", "reparam_linear", "reparam_qkv_attention",
+__all__ = ["__version__", "attention", "attention_varlen", "wait_for_compiles", "reparam_linear", "reparam_qkv_attention",
            "library_path", "nn"]
 
 
@@ -64,6 +64,14 @@ def attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     from the sequence's start. CPU only (on CUDA, pad and use ``attention`` with ``kv_lengths``)."""
     return torch.ops.attn.attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, variant, scale,
                                            is_causal, list(captures))
+
+
+def wait_for_compiles() -> None:
+    """Blocks until the JIT's background compiles are done. A variant's first call runs code
+    compiled quickly (LLVM -O0) while its optimized object compiles on a background thread and
+    then replaces it (``ATTN_TIERED_COMPILE=0`` compiles the optimized object up front instead):
+    a benchmark calls this after its warm-up, so that it times the code a long run gets."""
+    torch.ops.attn.wait_for_compiles()
 
 
 def reparam_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
