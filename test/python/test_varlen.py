@@ -42,15 +42,15 @@ def unpack(batched):
     return batched.squeeze(0).transpose(0, 1)
 
 
-@pytest.mark.parametrize("normalizer", ["softmax", "sigmoid", "relu", "softmax1"])
-@pytest.mark.parametrize("causal", [False, True])
-def test_one_packed_call_equals_one_call_per_sequence(normalizer, causal):
-    (q, k, v), cu_q, cu_k = packed_case(LENGTHS)
-    out = attn.attention_varlen(q, k, v, cu_q, cu_k, normalizer, is_causal=causal)
+def expect_single_calls_agree(q, k, v, cu_q, cu_k, lengths, packed_call, single_call):
+    """Runs `packed_call()` and backpropagates a random gradient; for every sequence s with
+    queries and keys, `single_call(qs, ks, vs, s)` (its own [1, H, S, D] call) must give the
+    same rows and dq/dk/dv rows; a sequence without either must give zeros."""
+    out = packed_call()
     assert out.shape == (q.shape[0], q.shape[1], v.shape[2])
     grad = torch.randn_like(out)
     dq, dk, dv = torch.autograd.grad(out, (q, k, v), grad)
-    for s, (queries, keys) in enumerate(LENGTHS):
+    for s, (queries, keys) in enumerate(lengths):
         rows, key_rows = slice(cu_q[s], cu_q[s + 1]), slice(cu_k[s], cu_k[s + 1])
         if queries == 0 or keys == 0:
             # Nothing to attend to, or nobody attending: zeros, and zero gradients.
@@ -58,15 +58,25 @@ def test_one_packed_call_equals_one_call_per_sequence(normalizer, causal):
             assert (dk[key_rows] == 0).all() and (dv[key_rows] == 0).all()
             continue
         qs, ks, vs = (sequence(t, c, s) for t, c in ((q, cu_q), (k, cu_k), (v, cu_k)))
-        alone = attn.attention(qs, ks, vs, normalizer, is_causal=causal)
-        # A sequence computes what its own unpadded call does (sigmoid's and relu's default
-        # constants come from its own key length).
+        alone = single_call(qs, ks, vs, s)
         torch.testing.assert_close(out[rows], unpack(alone), rtol=1e-5, atol=1e-6)
         dqs, dks, dvs = torch.autograd.grad(alone, (qs, ks, vs),
                                             grad[rows].transpose(0, 1).unsqueeze(0))
         torch.testing.assert_close(dq[rows], unpack(dqs), rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(dk[key_rows], unpack(dks), rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(dv[key_rows], unpack(dvs), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("normalizer", ["softmax", "sigmoid", "relu", "softmax1"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_one_packed_call_equals_one_call_per_sequence(normalizer, causal):
+    (q, k, v), cu_q, cu_k = packed_case(LENGTHS)
+    # A sequence computes what its own unpadded call does (sigmoid's and relu's default
+    # constants come from its own key length).
+    expect_single_calls_agree(
+        q, k, v, cu_q, cu_k, LENGTHS,
+        lambda: attn.attention_varlen(q, k, v, cu_q, cu_k, normalizer, is_causal=causal),
+        lambda qs, ks, vs, s: attn.attention(qs, ks, vs, normalizer, is_causal=causal))
 
 
 @pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 2e-5), (torch.bfloat16, 1e-2)])
@@ -227,22 +237,11 @@ def test_mask_regions_in_packed_sequences(normalizer):
              (variant([("docs", "tensor<?x?xi32>")], mask=DOCUMENT_MASK, normalizer=attribute,
                       body=body), [docs])]
     for text, captures in cases:
-        out = attn.attention_varlen(q, k, v, cu_q, cu_k, text, captures=captures)
-        grad = torch.randn_like(out)
-        dq, dk, dv = torch.autograd.grad(out, (q, k, v), grad)
-        for s, (queries, keys) in enumerate(lengths):
-            if queries == 0 or keys == 0:
-                continue
-            rows, key_rows = slice(cu_q[s], cu_q[s + 1]), slice(cu_k[s], cu_k[s + 1])
-            qs, ks, vs = (sequence(t, c, s) for t, c in ((q, cu_q), (k, cu_k), (v, cu_k)))
-            own = [docs[s:s + 1, :queries]] if captures else []
-            alone = attn.attention(qs, ks, vs, text, captures=own)
-            torch.testing.assert_close(out[rows], unpack(alone), rtol=1e-5, atol=1e-6)
-            dqs, dks, dvs = torch.autograd.grad(alone, (qs, ks, vs),
-                                                grad[rows].transpose(0, 1).unsqueeze(0))
-            torch.testing.assert_close(dq[rows], unpack(dqs), rtol=1e-5, atol=1e-6)
-            torch.testing.assert_close(dk[key_rows], unpack(dks), rtol=1e-5, atol=1e-6)
-            torch.testing.assert_close(dv[key_rows], unpack(dvs), rtol=1e-5, atol=1e-6)
+        expect_single_calls_agree(
+            q, k, v, cu_q, cu_k, lengths,
+            lambda: attn.attention_varlen(q, k, v, cu_q, cu_k, text, captures=captures),
+            lambda qs, ks, vs, s: attn.attention(
+                qs, ks, vs, text, captures=[docs[s:s + 1, :qs.shape[2]]] if captures else []))
 
 
 def test_wait_for_compiles_after_a_first_call():
