@@ -1,6 +1,7 @@
 // attn op verifiers and helpers. Every diagnostic names the operand and the numbers.
 #include "dialects/attn/AttnDialect.h"
 
+#include "llvm/Support/MathExtras.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/IR/Builders.h"
@@ -84,10 +85,17 @@ LogicalResult SplitHeadsOp::verify() {
                            << " differs from query head dim " << headDim;
   }
   int64_t features = inputType.getDimSize(2);
-  if (!compatible(features, (heads + 2 * kvHeads) * headDim))
+  // (heads + 2 kv_heads) x head dim, which attributes near INT64_MAX overflow.
+  int64_t projected = 0;
+  if (llvm::MulOverflow(kvHeads, int64_t(2), projected) ||
+      llvm::AddOverflow(projected, heads, projected) ||
+      llvm::MulOverflow(projected, headDim, projected))
+    return emitOpError() << "(heads " << heads << " + 2 x kv_heads " << kvHeads
+                         << ") x head dim " << headDim << " overflows 64 bits";
+  if (!compatible(features, projected))
     return emitOpError() << "input has " << dimString(features) << " features, expected (heads "
                          << heads << " + 2 x kv_heads " << kvHeads << ") x head dim " << headDim
-                         << " = " << (heads + 2 * kvHeads) * headDim;
+                         << " = " << projected;
   return success();
 }
 

@@ -555,6 +555,14 @@ func.func @split_heads_input_rank(%y: tensor<16x128xf32>) {
 
 // -----
 
+func.func @split_heads_features_overflow(%y: tensor<2x8x96xf32>) {
+  // expected-error @+1 {{(heads 9223372036854775807 + 2 x kv_heads 9223372036854775807) x head dim 16 overflows 64 bits}}
+  %q, %k, %v = attn.split_heads %y {heads = 9223372036854775807 : i64, kv_heads = 9223372036854775807 : i64} : tensor<2x8x96xf32> -> tensor<2x9223372036854775807x8x16xf32>, tensor<2x9223372036854775807x8x16xf32>, tensor<2x9223372036854775807x8x16xf32>
+  return
+}
+
+// -----
+
 func.func @split_heads_features(%y: tensor<2x8x96xf32>) {
   // expected-error @+1 {{input has 96 features, expected (heads 4 + 2 x kv_heads 2) x head dim 16 = 128}}
   %q, %k, %v = attn.split_heads %y {heads = 4 : i64, kv_heads = 2 : i64} : tensor<2x8x96xf32> -> tensor<2x4x8x16xf32>, tensor<2x2x8x16xf32>, tensor<2x2x8x16xf32>
