@@ -80,7 +80,9 @@ void BackgroundCompiles::afterForkInChild() {
   abandoned_.insert(abandoned_.end(), std::make_move_iterator(jobs_.begin()),
                     std::make_move_iterator(jobs_.end()));
   jobs_.clear();
-  (void)worker_.release(); // the parent's thread: not in this process, never joined
+  // The parent's thread: not in this process, never joined (destroying a joinable std::thread
+  // terminates). Kept reachable, so that LeakSanitizer does not report the child's exit.
+  orphanedWorkers_.push_back(worker_.release());
   started_ = false;
   running_ = false;
   workerDone_ = false;

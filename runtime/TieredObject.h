@@ -147,6 +147,8 @@ private:
   bool exitHandler_ = false;
   bool mainThreadArmed_ = false;
   std::unique_ptr<std::thread> worker_;
+  /// In a forked child: the parent's worker objects, released and never destroyed.
+  std::vector<std::thread *> orphanedWorkers_;
   std::atomic<uint64_t> finished_{0};
 };
 
