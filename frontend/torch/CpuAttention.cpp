@@ -7,7 +7,6 @@
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 
-#include <algorithm>
 #include <vector>
 
 namespace attn::torchop {
@@ -47,7 +46,6 @@ template <int Rank> runtime::View<Rank> viewOf(const at::Tensor &tensor) {
   view.strides[Rank - 1] = 1;
   return view;
 }
-
 
 bool hasNoKeysOrQueries(const at::Tensor &q, const at::Tensor &k) {
   return q.size(2) == 0 || k.size(2) == 0;
@@ -146,25 +144,13 @@ private:
   std::vector<int64_t> queryOffsets_, keyOffsets_;
 };
 
-/// Runs `runTile(sequence, head, start)` for every tile of `tile` rows of every (sequence,
-/// head), over the sequences' query rows or key rows; tiles are independent and run in
-/// parallel on torch's intra-op threads. Sequences without rows have no tiles.
+/// forEachRowTile over the sequences' query rows or key rows.
 template <typename RunTile>
 void forEachSequenceTile(const Sequences &sequences, bool keyRows, int64_t heads, int64_t tile,
                          const RunTile &runTile) {
-  // firstTile[s]: the index of sequence s's first tile, counting heads × tiles per sequence.
-  std::vector<int64_t> firstTile(sequences.count() + 1, 0);
-  for (int64_t s = 0; s < sequences.count(); ++s)
-    firstTile[s + 1] = firstTile[s] + heads * ((sequences.rows(s, keyRows) + tile - 1) / tile);
-  at::parallel_for(0, firstTile.back(), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t index = begin; index < end; ++index) {
-      const int64_t s =
-          std::upper_bound(firstTile.begin(), firstTile.end(), index) - firstTile.begin() - 1;
-      const int64_t tilesPerHead = (firstTile[s + 1] - firstTile[s]) / heads;
-      const int64_t local = index - firstTile[s];
-      runTile(s, local / tilesPerHead, (local % tilesPerHead) * tile);
-    }
-  });
+  forEachRowTile(
+      sequences.count(), heads, tile,
+      [&](int64_t s) { return sequences.rows(s, keyRows); }, runTile);
 }
 
 /// With spec.captureGradients: per floating capture, one zeroed buffer per thread that runs

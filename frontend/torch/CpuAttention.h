@@ -9,23 +9,38 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/ArrayRef.h>
 
+#include <algorithm>
 #include <vector>
 
 namespace attn::torchop {
 
+/// Runs `runTile(sequence, head, start)` for every tile of `tile` rows of every (sequence,
+/// head) of `sequences` sequences, sequence s having `rowsOf(s)` rows; tiles are independent,
+/// so they run in parallel on torch's intra-op threads. Sequences without rows have no tiles.
+template <typename RowsOf, typename RunTile>
+void forEachRowTile(int64_t sequences, int64_t heads, int64_t tile, const RowsOf &rowsOf,
+                    const RunTile &runTile) {
+  // firstTile[s]: the index of sequence s's first tile, counting heads x tiles per sequence.
+  std::vector<int64_t> firstTile(sequences + 1, 0);
+  for (int64_t s = 0; s < sequences; ++s)
+    firstTile[s + 1] = firstTile[s] + heads * ((rowsOf(s) + tile - 1) / tile);
+  at::parallel_for(0, firstTile.back(), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t index = begin; index < end; ++index) {
+      const int64_t s =
+          std::upper_bound(firstTile.begin(), firstTile.end(), index) - firstTile.begin() - 1;
+      const int64_t tilesPerHead = (firstTile[s + 1] - firstTile[s]) / heads;
+      const int64_t local = index - firstTile[s];
+      runTile(s, local / tilesPerHead, (local % tilesPerHead) * tile);
+    }
+  });
+}
+
 /// Runs `runTile(batch, head, start)` for every tile of a [batches, heads, length] grid cut
-/// into tiles of `tile` rows along the length; tiles are independent, so they run in parallel
-/// on torch's intra-op threads.
+/// into tiles of `tile` rows along the length.
 template <typename RunTile>
 void forEachTile(int64_t batches, int64_t heads, int64_t length, int64_t tile,
                  const RunTile &runTile) {
-  const int64_t tilesPerHead = (length + tile - 1) / tile;
-  at::parallel_for(0, batches * heads * tilesPerHead, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t index = begin; index < end; ++index) {
-      const int64_t headIndex = index / tilesPerHead;
-      runTile(headIndex / heads, headIndex % heads, (index % tilesPerHead) * tile);
-    }
-  });
+  forEachRowTile(batches, heads, tile, [length](int64_t) { return length; }, runTile);
 }
 
 struct AttentionForward {

@@ -15,6 +15,53 @@ bool isSupportedDtype(at::ScalarType dtype) {
          dtype == at::kDouble;
 }
 
+/// Where a layout keeps its sizes: the padded op's q [B, Hq, Sq, D] and the packed op's
+/// q [Tq, Hq, D] differ in the key length's dimension and name and in the head dim's dimension.
+struct QkvLayout {
+  const char *op;           ///< the message prefix, e.g. "attn::attention: "
+  int64_t lengthDim;        ///< k's and v's length dimension
+  const char *lengthName;   ///< its name in messages: Sk or Tk
+  int64_t headDimIndex;     ///< the head dims' dimension (the last)
+};
+
+/// The checks both layouts share (ranks and, for the padded one, the batch are checked by the
+/// caller): one supported dtype and device, matching heads (GQA), lengths and head dims, and
+/// scale > 0. `betweenDeviceAndSizes` runs after the device checks (the padded layout's batch).
+template <typename Between>
+void checkQkv(const QkvLayout &layout, const at::Tensor &q, const at::Tensor &k,
+              const at::Tensor &v, c10::optional<double> scale,
+              const Between &betweenDeviceAndSizes) {
+  const char *op = layout.op;
+  TORCH_CHECK(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(), op,
+              "q, k and v must have one dtype, got ", q.scalar_type(), ", ", k.scalar_type(),
+              " and ", v.scalar_type());
+  TORCH_CHECK(isSupportedDtype(q.scalar_type()), op,
+              "expected float32, bfloat16, float16 or float64 tensors, got ", q.scalar_type());
+  TORCH_CHECK(k.device() == q.device() && v.device() == q.device(), op,
+              "q, k and v must be on one device, got ", q.device(), ", ", k.device(), " and ",
+              v.device());
+  // Meta tensors come from torch.compile's tracing (fake tensors) and shape-only calls.
+  TORCH_CHECK(q.device().is_cpu() || q.device().is_cuda() || q.device().is_meta(), op,
+              "expected CPU or CUDA tensors, got tensors on ", q.device());
+  betweenDeviceAndSizes();
+  const int64_t length = layout.lengthDim, headDim = layout.headDimIndex;
+  TORCH_CHECK(v.sym_size(1) == k.sym_size(1), op,
+              "k and v must have the same number of heads Hkv, got ", k.sym_size(1), " and ",
+              v.sym_size(1));
+  TORCH_CHECK(k.sym_size(1) > 0 ? q.sym_size(1) % k.sym_size(1) == 0 : q.sym_size(1) == 0, op,
+              "the query heads Hq = ", q.sym_size(1),
+              " must be a multiple of the key/value heads Hkv = ", k.sym_size(1));
+  TORCH_CHECK(v.sym_size(length) == k.sym_size(length), op, "k and v must have the same length ",
+              layout.lengthName, ", got ", k.sym_size(length), " and ", v.sym_size(length));
+  TORCH_CHECK(q.sym_size(headDim) > 0 && v.sym_size(headDim) > 0, op,
+              "head dims must be non-empty, got D = ", q.sym_size(headDim), " and Dv = ",
+              v.sym_size(headDim));
+  TORCH_CHECK(k.sym_size(headDim) == q.sym_size(headDim), op,
+              "q and k must have the same head dim D, got ", q.sym_size(headDim), " and ",
+              k.sym_size(headDim));
+  TORCH_CHECK(!scale || *scale > 0, op, "scale must be > 0, got ", *scale);
+}
+
 } // namespace
 
 void checkAttentionInputs(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
@@ -22,39 +69,11 @@ void checkAttentionInputs(const at::Tensor &q, const at::Tensor &k, const at::Te
   checkRank(q, "q", "[B, Hq, Sq, D]");
   checkRank(k, "k", "[B, Hkv, Sk, D]");
   checkRank(v, "v", "[B, Hkv, Sk, Dv]");
-
-  TORCH_CHECK(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(),
-              "attn::attention: q, k and v must have one dtype, got ", q.scalar_type(), ", ",
-              k.scalar_type(), " and ", v.scalar_type());
-  TORCH_CHECK(isSupportedDtype(q.scalar_type()),
-              "attn::attention: expected float32, bfloat16, float16 or float64 tensors, got ",
-              q.scalar_type());
-  TORCH_CHECK(k.device() == q.device() && v.device() == q.device(),
-              "attn::attention: q, k and v must be on one device, got ", q.device(), ", ",
-              k.device(), " and ", v.device());
-  // Meta tensors come from torch.compile's tracing (fake tensors) and shape-only calls.
-  TORCH_CHECK(q.device().is_cpu() || q.device().is_cuda() || q.device().is_meta(),
-              "attn::attention: expected CPU or CUDA tensors, got tensors on ", q.device());
-
-  TORCH_CHECK(k.sym_size(0) == q.sym_size(0) && v.sym_size(0) == q.sym_size(0),
-              "attn::attention: q, k and v must have one batch size B, got ", q.sym_size(0), ", ",
-              k.sym_size(0), " and ", v.sym_size(0));
-  TORCH_CHECK(v.sym_size(1) == k.sym_size(1),
-              "attn::attention: k and v must have the same number of ", "heads Hkv, got ",
-              k.sym_size(1), " and ", v.sym_size(1));
-  TORCH_CHECK(k.sym_size(1) > 0 ? q.sym_size(1) % k.sym_size(1) == 0 : q.sym_size(1) == 0,
-              "attn::attention: the query heads Hq = ", q.sym_size(1),
-              " must be a multiple of the key/value heads Hkv = ", k.sym_size(1));
-  TORCH_CHECK(v.sym_size(2) == k.sym_size(2),
-              "attn::attention: k and v must have the same length Sk, ", "got ", k.sym_size(2),
-              " and ", v.sym_size(2));
-  TORCH_CHECK(q.sym_size(3) > 0 && v.sym_size(3) > 0,
-              "attn::attention: head dims must be non-empty, ", "got D = ", q.sym_size(3),
-              " and Dv = ", v.sym_size(3));
-  TORCH_CHECK(k.sym_size(3) == q.sym_size(3),
-              "attn::attention: q and k must have the same head dim D, ", "got ", q.sym_size(3),
-              " and ", k.sym_size(3));
-  TORCH_CHECK(!scale || *scale > 0, "attn::attention: scale must be > 0, got ", *scale);
+  checkQkv({"attn::attention: ", 2, "Sk", 3}, q, k, v, scale, [&] {
+    TORCH_CHECK(k.sym_size(0) == q.sym_size(0) && v.sym_size(0) == q.sym_size(0),
+                "attn::attention: q, k and v must have one batch size B, got ", q.sym_size(0),
+                ", ", k.sym_size(0), " and ", v.sym_size(0));
+  });
 }
 
 void checkKeyLengths(const at::Tensor &q, const c10::optional<at::Tensor> &kvLengths) {
@@ -111,27 +130,7 @@ void checkPackedInputs(const at::Tensor &q, const at::Tensor &k, const at::Tenso
   TORCH_CHECK(q.dim() == 3, op, "q must be [Tq, Hq, D] (rank 3), got rank ", q.dim());
   TORCH_CHECK(k.dim() == 3, op, "k must be [Tk, Hkv, D] (rank 3), got rank ", k.dim());
   TORCH_CHECK(v.dim() == 3, op, "v must be [Tk, Hkv, Dv] (rank 3), got rank ", v.dim());
-  TORCH_CHECK(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(), op,
-              "q, k and v must have one dtype, got ", q.scalar_type(), ", ", k.scalar_type(),
-              " and ", v.scalar_type());
-  TORCH_CHECK(isSupportedDtype(q.scalar_type()), op,
-              "expected float32, bfloat16, float16 or float64 tensors, got ", q.scalar_type());
-  TORCH_CHECK(k.device() == q.device() && v.device() == q.device(), op,
-              "q, k and v must be on one device, got ", q.device(), ", ", k.device(), " and ",
-              v.device());
-  TORCH_CHECK(k.sym_size(0) == v.sym_size(0), op, "k and v must have the same length Tk, got ",
-              k.sym_size(0), " and ", v.sym_size(0));
-  TORCH_CHECK(v.sym_size(1) == k.sym_size(1), op,
-              "k and v must have the same number of heads Hkv, got ", k.sym_size(1), " and ",
-              v.sym_size(1));
-  TORCH_CHECK(k.sym_size(1) > 0 ? q.sym_size(1) % k.sym_size(1) == 0 : q.sym_size(1) == 0, op,
-              "the query heads Hq = ", q.sym_size(1),
-              " must be a multiple of the key/value heads Hkv = ", k.sym_size(1));
-  TORCH_CHECK(q.sym_size(2) > 0 && v.sym_size(2) > 0, op, "head dims must be non-empty, got D = ",
-              q.sym_size(2), " and Dv = ", v.sym_size(2));
-  TORCH_CHECK(k.sym_size(2) == q.sym_size(2), op, "q and k must have the same head dim D, got ",
-              q.sym_size(2), " and ", k.sym_size(2));
-  TORCH_CHECK(!scale || *scale > 0, op, "scale must be > 0, got ", *scale);
+  checkQkv({op, 0, "Tk", 2}, q, k, v, scale, [] {});
   checkOffsetsTensor(q, cuSeqlensQ, "cu_seqlens_q");
   checkOffsetsTensor(q, cuSeqlensK, "cu_seqlens_k");
   TORCH_CHECK(cuSeqlensQ.sym_size(0) == cuSeqlensK.sym_size(0), op,
