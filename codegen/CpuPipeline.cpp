@@ -68,26 +68,11 @@ const char *cpuKernelSuffix(CpuKernelSet kernel) {
 void buildCpuLoweringPipeline(OpPassManager &pm, bool canonicalizeLlvm) {
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
-  pm.addPass(createSCFToControlFlowPass());
   pm.addPass(memref::createExpandStridedMetadataPass());
-  pm.addPass(createLowerAffinePass());
-  // Math first: what has no LLVM intrinsic becomes libm calls, on vectors lane by lane with
-  // vector.extract/insert, which the vector conversion below then lowers.
-  pm.addPass(createConvertMathToLLVMPass());
-  pm.addPass(createConvertMathToLibmPass());
-  // Vector reductions may reassociate: the row sums of the score tiles.
-  ConvertVectorToLLVMPassOptions vectorOptions;
-  vectorOptions.reassociateFPReductions = true;
-  // The bf16 products are x86vector.avx512.dot or amx ops.
-  vectorOptions.x86Vector = true;
-  vectorOptions.amx = true;
-  pm.addPass(createConvertVectorToLLVMPass(vectorOptions));
-  pm.addPass(createFinalizeMemRefToLLVMConversionPass());
-  pm.addPass(createArithToLLVMConversionPass());
-  // The shuffles of the packing transposes start from ub.poison vectors.
-  pm.addPass(createUBToLLVMConversionPass());
-  pm.addPass(createConvertControlFlowToLLVMPass());
-  pm.addPass(createConvertFuncToLLVMPass());
+  // One conversion for every dialect left (scf, affine, math, vector, x86vector, amx, memref,
+  // arith, ub, cf, func): the upstream passes one after another took twice as long
+  // (passes/CpuToLlvm.cpp).
+  pm.addPass(mlir::attn::createAttnCpuToLlvm());
   pm.addPass(createReconcileUnrealizedCastsPass());
   if (canonicalizeLlvm)
     pm.addPass(createCanonicalizerPass());

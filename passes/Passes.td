@@ -274,4 +274,25 @@ def AttnLowerReparamLinearGpu : Pass<"attn-lower-reparam-linear-gpu", "::mlir::M
                            "::mlir::gpu::GPUDialect", "::mlir::LLVM::LLVMDialect"];
 }
 
+def AttnCpuToLlvm : Pass<"attn-cpu-to-llvm", "::mlir::ModuleOp"> {
+  let summary = "The tiled CPU kernels to the LLVM dialect in one dialect conversion";
+  let description = [{
+    What convert-scf-to-cf, lower-affine, convert-math-to-llvm, convert-math-to-libm,
+    convert-vector-to-llvm, finalize-memref-to-llvm, convert-arith-to-llvm,
+    convert-ub-to-llvm, convert-cf-to-llvm and convert-func-to-llvm do one after another, as
+    one conversion (one walk, one type converter): the vector-to-vector lowerings first, then
+    every pattern set together. Math ops with an LLVM intrinsic take it; the others become
+    libm calls. Run expand-strided-metadata before it and reconcile-unrealized-casts after.
+  }];
+  let options = [
+    Option<"reassociateFPReductions", "reassociate-fp-reductions", "bool", "true",
+           "vector reductions may reassociate (the score tiles' row sums)">,
+    Option<"x86Vector", "x86vector", "bool", "true",
+           "lower x86vector ops (the AVX512-BF16 dot products) to LLVM intrinsics">,
+    Option<"amx", "amx", "bool", "true", "lower amx ops (bf16 tile products) to LLVM intrinsics">,
+  ];
+  let dependentDialects = ["::mlir::LLVM::LLVMDialect", "::mlir::func::FuncDialect",
+                           "::mlir::cf::ControlFlowDialect", "::mlir::arith::ArithDialect"];
+}
+
 #endif // ATTN_PASSES_TD
