@@ -96,7 +96,9 @@ void buildCpuPipeline(OpPassManager &pm, CpuKernelOptions options) {
   tileOptions.vectorRegisters = options.registers;
   tileOptions.bf16Products = options.bf16Products;
   pm.addPass(mlir::attn::createAttnLowerTilesCpu(tileOptions));
-  pm.addPass(mlir::attn::createAttnCpuFastMath());
+  // AVX-512 kernels (16 lanes) take vreduceps/vscalefps/vrcp14ps forms of exp2 and sigmoid.
+  pm.addPass(mlir::attn::createAttnCpuFastMath(
+      mlir::attn::AttnCpuFastMathOptions{/*avx512=*/options.lanes == 16}));
   buildCpuLoweringPipeline(pm, options.canonicalizeLlvm);
 }
 

@@ -1,15 +1,24 @@
 // attn-cpu-fast-math: math.exp2, math.exp and math.tanh as polynomials the CPU evaluates in
 // its vector units, instead of a libm call per lane (or per row, for the online softmax's
-// correction). exp2 is range-reduced to 2^n * 2^f with f in [-0.5, 0.5] and a degree-6
-// polynomial (relative error ~1e-7, 1-2 ulp); exp and tanh use MLIR's polynomial
-// approximations.
+// correction). exp2 is range-reduced to 2^n * 2^f with n = floor(x), f in [0, 1) and a
+// degree-5 minimax polynomial (relative error 1.4e-7 evaluated in f32, ~1 ulp; exact at
+// integers); exp and tanh use MLIR's polynomial approximations.
+//
+// With `avx512` (the kernels target AVX-512), vectors of a multiple of 16 lanes take fewer
+// instructions per 16 scores: exp2 is vreduceps (f = x - floor(x)), five FMAs and vscalefps
+// (p * 2^floor(x)), 7 instead of 15, and the logistic 1 / (1 + exp(y)) (sigmoid's
+// probability) is that exp2 followed by vrcp14ps and one Newton step instead of MLIR's exp
+// polynomial and a division (vdivps, ~10 cycles per 16 lanes).
 #include "passes/CpuTileLowering.h"
 #include "passes/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/Math/Transforms/Passes.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/Dialect/X86Vector/X86VectorDialect.h"
+#include "mlir/IR/Matchers.h"
 #include "mlir/IR/PatternMatch.h"
 #include "mlir/IR/TypeUtilities.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
@@ -21,51 +30,140 @@ namespace mlir::attn {
 #include "passes/Passes.h.inc"
 
 namespace {
+/// 2^f for f in [0, 1): the minimax polynomial of degree 5 for the relative error with the
+/// constant term held at 1 (so 2^n is exact), fitted by the Remez exchange in float64:
+/// max relative error 8.2e-8, 1.4e-7 with f32 coefficients and FMAs. Lowest degree first.
+constexpr double kExp2Coefficients[] = {1.0,
+                                        0.6931513118046019,
+                                        0.24016445015508872,
+                                        0.05579991310373756,
+                                        0.009017030322443316,
+                                        0.0018671300698768483};
+
+/// Splat (or scalar) f32 and i32 constants shaped like `like`.
+struct Constants {
+  PatternRewriter &rewriter;
+  Location loc;
+  Type like;
+  Value f32(double value) {
+    auto vectorType = dyn_cast<VectorType>(like);
+    TypedAttr attr = vectorType ? TypedAttr(DenseElementsAttr::get(vectorType, float(value)))
+                                : TypedAttr(rewriter.getF32FloatAttr(value));
+    return arith::ConstantOp::create(rewriter, loc, attr);
+  }
+  Value i32(int32_t value) {
+    auto vectorType = dyn_cast<VectorType>(like);
+    TypedAttr attr =
+        vectorType ? TypedAttr(DenseElementsAttr::get(vectorType.clone(rewriter.getI32Type()),
+                                                      value))
+                   : TypedAttr(rewriter.getI32IntegerAttr(value));
+    return arith::ConstantOp::create(rewriter, loc, attr);
+  }
+  /// p(f) by Horner's rule, one FMA per degree.
+  Value exp2Polynomial(Value f) {
+    Value poly = f32(kExp2Coefficients[5]);
+    for (int i = 4; i >= 0; --i)
+      poly = math::FmaOp::create(rewriter, loc, poly, f, f32(kExp2Coefficients[i]));
+    return poly;
+  }
+};
+
+/// The AVX-512 building blocks, on vector<16xf32>.
+struct Avx512 {
+  PatternRewriter &rewriter;
+  Location loc;
+  VectorType v16 = VectorType::get({16}, Float32Type::get(rewriter.getContext()));
+
+  Value scalar(Type type, int64_t value) {
+    return arith::ConstantOp::create(rewriter, loc, rewriter.getIntegerAttr(type, value));
+  }
+  Value allLanes() { return scalar(rewriter.getI16Type(), -1); }
+  /// _MM_FROUND_CUR_DIRECTION: the intrinsics' rounding / exception argument.
+  Value currentRounding() { return scalar(rewriter.getI32Type(), 4); }
+  Value intrinsic(StringRef name, ValueRange operands) {
+    return LLVM::CallIntrinsicOp::create(rewriter, loc, v16, rewriter.getStringAttr(name),
+                                         operands)
+        .getResult(0);
+  }
+  /// 2^x: f = x - floor(x) in [0, 1) (vreduceps, imm 9: round down, no precision exception;
+  /// 0 at +-inf, NaN stays NaN), p(f), then p * 2^floor(x) (vscalefps, which rounds once: 0
+  /// at -inf, the denormals right, +inf past the largest float, NaN when x is NaN).
+  Value exp2(Value x) {
+    Value f = intrinsic("llvm.x86.avx512.mask.reduce.ps.512",
+                        {x, scalar(rewriter.getI32Type(), 9), x, allLanes(), currentRounding()});
+    Value p = Constants{rewriter, loc, v16}.exp2Polynomial(f);
+    // The op's operands go to llvm.x86.avx512.mask.scalef.ps.512 in order: (value, exponent,
+    // pass-through, mask, rounding), whatever the op's names for them say.
+    return x86vector::MaskScaleFOp::create(rewriter, loc, v16, p, x, p, allLanes(),
+                                           currentRounding());
+  }
+  /// min(limit, x) as vminps, which returns its second operand when either is NaN: NaN stays.
+  Value atMost(Value x, double limit) {
+    return intrinsic("llvm.x86.avx512.min.ps.512",
+                     {Constants{rewriter, loc, v16}.f32(limit), x, currentRounding()});
+  }
+};
+
+/// Applies `chunk` to each 16-lane slice of a 1-D f32 vector of a multiple of 16 lanes and
+/// reassembles the results; null where `value` has another type.
+Value per16Lanes(PatternRewriter &rewriter, Location loc, ValueRange values,
+                 function_ref<Value(ValueRange)> chunk) {
+  auto type = dyn_cast<VectorType>(values.front().getType());
+  if (!type || type.getRank() != 1 || type.isScalable() || !type.getElementType().isF32() ||
+      type.getNumElements() % 16 != 0)
+    return {};
+  int64_t width = type.getNumElements();
+  if (width == 16)
+    return chunk(values);
+  Value result = arith::ConstantOp::create(
+      rewriter, loc, DenseElementsAttr::get(type, rewriter.getF32FloatAttr(0.0f)));
+  for (int64_t offset = 0; offset < width; offset += 16) {
+    SmallVector<Value> slices;
+    for (Value value : values)
+      slices.push_back(vector::ExtractStridedSliceOp::create(rewriter, loc, value, {offset},
+                                                             {16}, {1}));
+    result = vector::InsertStridedSliceOp::create(rewriter, loc, chunk(slices), result, {offset},
+                                                  {1});
+  }
+  return result;
+}
+
 struct Exp2Polynomial : OpRewritePattern<math::Exp2Op> {
-  using OpRewritePattern::OpRewritePattern;
+  Exp2Polynomial(MLIRContext *context, bool avx512)
+      : OpRewritePattern(context, /*benefit=*/2), avx512(avx512) {}
+  bool avx512;
+
   LogicalResult matchAndRewrite(math::Exp2Op op, PatternRewriter &rewriter) const override {
     Type type = op.getType();
-    auto vectorType = dyn_cast<VectorType>(type);
     if (!getElementTypeOrSelf(type).isF32())
       return failure();
     Location loc = op.getLoc();
-    Type i32Type = rewriter.getI32Type();
-    if (vectorType)
-      i32Type = VectorType::get(vectorType.getShape(), i32Type);
-    auto constant = [&](double value) -> Value {
-      TypedAttr attr = vectorType ? TypedAttr(DenseElementsAttr::get(vectorType, float(value)))
-                                  : TypedAttr(rewriter.getF32FloatAttr(value));
-      return arith::ConstantOp::create(rewriter, loc, attr);
-    };
-    auto intConstant = [&](int32_t value) -> Value {
-      TypedAttr attr = vectorType
-                           ? TypedAttr(DenseElementsAttr::get(cast<ShapedType>(i32Type), value))
-                           : TypedAttr(rewriter.getI32IntegerAttr(value));
-      return arith::ConstantOp::create(rewriter, loc, attr);
-    };
+    Value x = op.getOperand();
+    if (avx512)
+      if (Value result = per16Lanes(rewriter, loc, x, [&](ValueRange chunk) {
+            return Avx512{rewriter, loc}.exp2(chunk[0]);
+          })) {
+        rewriter.replaceOp(op, result);
+        return success();
+      }
+    Constants c{rewriter, loc, type};
     // The clamps ignore NaN (one vmaxps/vminps each); NaN is restored at the end. They keep
     // the two ends exact without selects: n = -127 makes 2^n's biased exponent 0, so the
-    // result is exactly 0 (exp2(-inf) = 0, and below 2^-126.5 it flushes to 0); n = 128 makes
-    // it the +inf bit pattern (exp2(+inf) = +inf, and from 2^127.5 on, a half-step early).
+    // result is exactly 0 (exp2(-inf) = 0, and below 2^-126 it flushes to 0); n = 128 makes
+    // it the +inf bit pattern (exp2(+inf) = +inf, and from 2^128 on).
     auto noNaN = arith::FastMathFlagsAttr::get(rewriter.getContext(),
                                                arith::FastMathFlags::nnan);
-    Value x = op.getOperand();
     Value clamped = arith::MaxNumFOp::create(
-        rewriter, loc, arith::MinNumFOp::create(rewriter, loc, x, constant(128.0), noNaN),
-        constant(-127.0), noNaN);
-    Value n = math::RoundEvenOp::create(rewriter, loc, clamped);
+        rewriter, loc, arith::MinNumFOp::create(rewriter, loc, x, c.f32(128.0), noNaN),
+        c.f32(-127.0), noNaN);
+    Value n = math::FloorOp::create(rewriter, loc, clamped);
     Value f = arith::SubFOp::create(rewriter, loc, clamped, n);
-    // 2^f = e^(f ln 2) for f in [-0.5, 0.5]: Taylor coefficients ln2^i / i!.
-    double coefficients[] = {1.0, M_LN2, M_LN2 * M_LN2 / 2, std::pow(M_LN2, 3) / 6,
-                             std::pow(M_LN2, 4) / 24, std::pow(M_LN2, 5) / 120,
-                             std::pow(M_LN2, 6) / 720};
-    Value poly = constant(coefficients[6]);
-    for (int i = 5; i >= 0; --i)
-      poly = math::FmaOp::create(rewriter, loc, poly, f, constant(coefficients[i]));
+    Value poly = c.exp2Polynomial(f);
     // 2^n from the exponent bits.
+    Type i32Type = c.i32(0).getType();
     Value exponent = arith::FPToSIOp::create(rewriter, loc, i32Type, n);
-    Value biased = arith::AddIOp::create(rewriter, loc, exponent, intConstant(127));
-    Value bits = arith::ShLIOp::create(rewriter, loc, biased, intConstant(23));
+    Value biased = arith::AddIOp::create(rewriter, loc, exponent, c.i32(127));
+    Value bits = arith::ShLIOp::create(rewriter, loc, biased, c.i32(23));
     Value scale = arith::BitcastOp::create(rewriter, loc, type, bits);
     Value result = arith::MulFOp::create(rewriter, loc, poly, scale);
     Value isNaN = arith::CmpFOp::create(rewriter, loc, arith::CmpFPredicate::UNO, x, x);
@@ -75,10 +173,75 @@ struct Exp2Polynomial : OpRewritePattern<math::Exp2Op> {
   }
 };
 
+/// True where `value` is the constant 1.0 (scalar or splat).
+bool isOne(Value value) { return matchPattern(value, m_OneFloat()); }
+
+/// AVX-512: 1 / (1 + exp(y)), the logistic function (sigmoid's probability, y = -(s + b)), as
+/// 1 / (1 + 2^t) with t = y log2(e) held at most 126 (so 1 + 2^t stays finite and its
+/// reciprocal a normal float: 2^-126 at y = +inf, which the callers' masks zero as they did
+/// before), the reciprocal from vrcp14ps (relative error < 2^-14) and one Newton step
+/// (~2^-23). At y = -inf it is 1, NaN stays NaN.
+struct LogisticAvx512 : OpRewritePattern<arith::DivFOp> {
+  LogisticAvx512(MLIRContext *context) : OpRewritePattern(context, /*benefit=*/3) {}
+
+  LogicalResult matchAndRewrite(arith::DivFOp op, PatternRewriter &rewriter) const override {
+    auto sum = op.getRhs().getDefiningOp<arith::AddFOp>();
+    if (!isOne(op.getLhs()) || !sum)
+      return failure();
+    Value other = isOne(sum.getLhs()) ? sum.getRhs() : isOne(sum.getRhs()) ? sum.getLhs() : Value();
+    auto exp = other ? other.getDefiningOp<math::ExpOp>() : math::ExpOp();
+    if (!exp)
+      return failure();
+    Location loc = op.getLoc();
+    // y = -z folds into the factor: t = z * -log2(e).
+    Value y = exp.getOperand();
+    double factor = M_LOG2E;
+    if (auto negated = y.getDefiningOp<arith::NegFOp>()) {
+      y = negated.getOperand();
+      factor = -factor;
+    }
+    Value result = per16Lanes(rewriter, loc, y, [&](ValueRange chunk) {
+      Avx512 x86{rewriter, loc};
+      Constants c{rewriter, loc, x86.v16};
+      Value t = arith::MulFOp::create(rewriter, loc, chunk[0], c.f32(factor));
+      Value denominator =
+          arith::AddFOp::create(rewriter, loc, x86.exp2(x86.atMost(t, 126.0)), c.f32(1.0));
+      Value estimate = x86.intrinsic("llvm.x86.avx512.rcp14.ps.512",
+                                     {denominator, c.f32(0.0), x86.allLanes()});
+      // r' = r + r (1 - d r)
+      Value residual = math::FmaOp::create(
+          rewriter, loc, arith::NegFOp::create(rewriter, loc, denominator), estimate, c.f32(1.0));
+      return Value(math::FmaOp::create(rewriter, loc, estimate, residual, estimate));
+    });
+    if (!result)
+      return failure();
+    rewriter.replaceOp(op, result);
+    return success();
+  }
+};
+
+/// exp and tanh through MLIR's polynomials.
+void populateMathApproximations(RewritePatternSet &patterns) {
+  populateMathPolynomialApproximationPatterns(patterns, [](StringRef name) {
+    return name == "exp" || name == "tanh" || name == math::ExpOp::getOperationName() ||
+           name == math::TanhOp::getOperationName();
+  });
+}
+
 struct AttnCpuFastMathPass : impl::AttnCpuFastMathBase<AttnCpuFastMathPass> {
+  using AttnCpuFastMathBase::AttnCpuFastMathBase;
   void runOnOperation() override {
-    RewritePatternSet patterns(&getContext());
-    populateCpuFastMathPatterns(patterns);
+    MLIRContext *context = &getContext();
+    if (avx512) {
+      // The logistic first, while its math.exp is still whole.
+      RewritePatternSet logistic(context);
+      logistic.add<LogisticAvx512>(context);
+      if (failed(applyPatternsGreedily(getOperation(), std::move(logistic))))
+        return signalPassFailure();
+    }
+    RewritePatternSet patterns(context);
+    patterns.add<Exp2Polynomial>(context, avx512);
+    populateMathApproximations(patterns);
     if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
       signalPassFailure();
   }
@@ -86,10 +249,7 @@ struct AttnCpuFastMathPass : impl::AttnCpuFastMathBase<AttnCpuFastMathPass> {
 } // namespace
 
 void populateCpuFastMathPatterns(RewritePatternSet &patterns) {
-  patterns.add<Exp2Polynomial>(patterns.getContext(), /*benefit=*/2);
-  populateMathPolynomialApproximationPatterns(patterns, [](StringRef name) {
-    return name == "exp" || name == "tanh" || name == math::ExpOp::getOperationName() ||
-           name == math::TanhOp::getOperationName();
-  });
+  patterns.add<Exp2Polynomial>(patterns.getContext(), /*avx512=*/false);
+  populateMathApproximations(patterns);
 }
 } // namespace mlir::attn

@@ -110,7 +110,9 @@ inline ArrayRef<int64_t> shapeOf(Value tile) {
   return cast<MemRefType>(tile.getType()).getShape();
 }
 
-/// math.exp2, exp and tanh as the CPU's polynomials (CpuFastMath.cpp; attn-cpu-fast-math).
+/// math.exp2, exp and tanh as the CPU's portable polynomials (CpuFastMath.cpp;
+/// attn-cpu-fast-math, whose avx512 option adds AVX-512 forms with the same values at +-inf
+/// and NaN).
 void populateCpuFastMathPatterns(RewritePatternSet &patterns);
 
 /// tile_matmul as register-blocked micro-kernels (TileMatmulCpu.cpp).

@@ -109,8 +109,22 @@ def AttnLowerTilesCpu : Pass<"attn-lower-tiles-cpu", "::mlir::ModuleOp"> {
 
 def AttnCpuFastMath : Pass<"attn-cpu-fast-math", "::mlir::ModuleOp"> {
   let summary = "Vector exp2/exp/tanh as polynomials (no per-lane libm calls)";
+  let description = [{
+    exp2 as 2^floor(x) * p(x - floor(x)), p a degree-5 polynomial; exp and tanh through
+    MLIR's polynomial approximations. With `avx512`, vectors of a multiple of 16 f32 lanes
+    take AVX-512 instructions instead: exp2 as vreduceps (x - floor(x); 0 at +-inf), five FMAs
+    and vscalefps (p * 2^floor(x), exact at the ends: 0 at -inf and below the denormals, +inf
+    past 2^128, NaN kept), and the logistic 1 / (1 + exp(y)) (sigmoid) as that exp2 and
+    vrcp14ps with one Newton step instead of exp's polynomial and a division. Needs AVX512F
+    and AVX512DQ (every AVX-512 CPU but Xeon Phi).
+  }];
+  let options = [
+    Option<"avx512", "avx512", "bool", "false",
+           "use AVX-512 (F, DQ) instructions on vectors of a multiple of 16 f32 lanes">,
+  ];
   let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::math::MathDialect",
-                           "::mlir::vector::VectorDialect"];
+                           "::mlir::vector::VectorDialect", "::mlir::LLVM::LLVMDialect",
+                           "::mlir::x86vector::X86VectorDialect"];
 }
 
 def AttnTileGpu : Pass<"attn-tile-gpu", "::mlir::ModuleOp"> {

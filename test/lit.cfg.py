@@ -29,3 +29,19 @@ llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 import shutil
 if os.environ.get("ATTN_PTXAS") or shutil.which("ptxas") or os.access("/usr/local/cuda/bin/ptxas", os.X_OK):
     config.available_features.add("ptxas")
+
+# Execution tests of single passes: mlir-runner (mlir-22-tools) with MLIR's C runner utils
+# (vector.print); the AVX-512 forms of attn-cpu-fast-math run where the host has AVX512F and
+# AVX512DQ.
+runner_utils = os.path.join(os.path.dirname(config.llvm_tools_dir), "lib",
+                            "libmlir_c_runner_utils.so")
+if shutil.which("mlir-runner", path=config.llvm_tools_dir) and os.path.exists(runner_utils):
+    config.available_features.add("mlir-runner")
+    config.substitutions.append(("%mlir_c_runner_utils", runner_utils))
+try:
+    with open("/proc/cpuinfo") as cpuinfo:
+        cpu_flags = next((line.split() for line in cpuinfo if line.startswith("flags")), [])
+except OSError:
+    cpu_flags = []
+if "avx512f" in cpu_flags and "avx512dq" in cpu_flags:
+    config.available_features.add("avx512")
