@@ -295,6 +295,7 @@ TieredCompile compileObject(mlir::ModuleOp module, codegen::CpuKernelOptions ker
                 std::chrono::duration<double, std::milli>(Clock::now() - start).count());
   std::string phases = std::string("MLIR passes ") + millis + " ms";
   TieredCompile compiled;
+  BackgroundCompiles::instance().warmUpCodeGeneration();
   try {
     // The kernels' vectors are sized to the host's registers: LLVM must not split 512-bit
     // vectors on CPUs it tunes for 256-bit ones.

@@ -166,8 +166,7 @@ std::string Jit::tieredArtifact(const ArtifactRequest &request,
   auto start = std::chrono::steady_clock::now();
   TieredCompile compiled;
   {
-    // Before the first Foreground registers the exit handler (see warmUpHostCodeGeneration).
-    warmUpHostCodeGeneration();
+    // `compile` warms the code generator up (BackgroundCompiles::warmUpCodeGeneration).
     BackgroundCompiles::Foreground foreground;
     compiled = compile(dumpFolder);
   }

@@ -148,13 +148,16 @@ void BackgroundCompiles::ensureStarted(bool registerAtExit) {
     mainThreadArmed_ = true;
     mainThreadExit.armed = true; // first use on this thread: registers its destructor
   }
-  if (registerAtExit && !exitHandler_) {
-    exitHandler_ = true;
+  if (!forkHandlers_) {
+    forkHandlers_ = true;
     // A forked child has only the forking thread: none of the compiles counted here, and no
     // worker (parent handlers keep mutex_ consistent across the fork).
     ::pthread_atfork([] { BackgroundCompiles::instance().mutex_.lock(); },
                      [] { BackgroundCompiles::instance().mutex_.unlock(); },
                      [] { BackgroundCompiles::instance().afterForkInChild(); });
+  }
+  if (registerAtExit && !exitHandler_) {
+    exitHandler_ = true;
     // The fallback for an exit from another thread. Registered after the code generator's
     // warm-up (warmUpHostCodeGeneration), so at least the statics that it constructed outlive it.
     std::atexit([] { BackgroundCompiles::instance().drainAtExit(/*staticsAlive=*/false); });
@@ -207,7 +210,14 @@ BackgroundCompiles::Foreground::Foreground() {
   std::lock_guard<std::mutex> lock(compiles.mutex_);
   ++foregroundDepth;
   ++compiles.foreground_;
-  compiles.ensureStarted(/*registerAtExit=*/true);
+  // The atexit fallback waits for the code generator's warm-up (warmUpCodeGeneration).
+  compiles.ensureStarted(/*registerAtExit=*/false);
+}
+
+void BackgroundCompiles::warmUpCodeGeneration() {
+  warmUpHostCodeGeneration();
+  std::lock_guard<std::mutex> lock(mutex_);
+  ensureStarted(/*registerAtExit=*/true);
 }
 
 BackgroundCompiles::Foreground::~Foreground() {

@@ -115,6 +115,12 @@ public:
     Speculation &operator=(const Speculation &) = delete;
   };
 
+  /// A compile's code generation starts: runs the code generator's warm-up once
+  /// (warmUpHostCodeGeneration), then registers the atexit fallback drain. Called after the
+  /// MLIR passes, so that the speculative backward compiles run theirs meanwhile instead of
+  /// waiting for the forward's warm-up.
+  void warmUpCodeGeneration();
+
   /// The exit drain (see the class comment); `staticsAlive`: called from the main thread's
   /// exit, before any static destructor. Later calls return at once.
   void drainAtExit(bool staticsAlive);
@@ -139,6 +145,7 @@ private:
   bool running_ = false;
   bool held_ = false;
   bool exiting_ = false;
+  bool forkHandlers_ = false;
   bool started_ = false;
   bool workerDone_ = false;
   bool quit_ = false;
