@@ -117,6 +117,10 @@ struct CpuPipelineOptions : PassPipelineOptions<CpuPipelineOptions> {
                                 llvm::cl::desc("the dQ kernel also accumulates the gradients "
                                                "of the f32 captures"),
                                 llvm::cl::init(false)};
+  Option<long> lanes{*this, "lanes",
+                     llvm::cl::desc("f32 lanes per vector register: 16 (AVX-512, 32 registers), "
+                                    "8 (AVX2) or 4 (16 registers)"),
+                     llvm::cl::init(16)};
 };
 } // namespace
 
@@ -127,6 +131,8 @@ void registerCpuPipelines() {
       [](OpPassManager &pm, const CpuPipelineOptions &pipelineOptions) {
         CpuKernelOptions options;
         options.captureGradients = pipelineOptions.captureGradients;
+        options.lanes = pipelineOptions.lanes;
+        options.registers = pipelineOptions.lanes == 16 ? 32 : 16;
         buildCpuPipeline(pm, options);
       });
   PassPipelineRegistration<>("attn-cpu-lower", "tiled kernels to LLVM dialect",

@@ -61,6 +61,9 @@ struct AttnCpuToLlvmPass : impl::AttnCpuToLlvmBase<AttnCpuToLlvmPass> {
       vector::populateVectorStepLoweringPatterns(patterns);
       vector::populateVectorRankReducingFMAPattern(patterns);
       vector::populateVectorGatherLoweringPatterns(patterns);
+      // n-D from_elements/to_elements (the AVX2 kernels' 8x8 transposes) to 1-D ones.
+      vector::populateVectorFromElementsUnrollPatterns(patterns);
+      vector::populateVectorToElementsUnrollPatterns(patterns);
       if (failed(applyPatternsGreedily(module, std::move(patterns))))
         return signalPassFailure();
     }
