@@ -310,8 +310,57 @@ struct LowerRowInit : OpRewritePattern<TileRowInitOp> {
   }
 };
 
+/// `value` (a 1-D vector of a multiple of `width` lanes) folded to `width` lanes with
+/// `combine`, as a tree of its `width`-lane slices.
+Value foldToWidth(Emit &e, Value value, int64_t width,
+                  function_ref<Value(Value, Value)> combine) {
+  int64_t lanes = cast<VectorType>(value.getType()).getNumElements();
+  SmallVector<Value> parts;
+  for (int64_t offset = 0; offset < lanes; offset += width)
+    parts.push_back(vector::ExtractStridedSliceOp::create(e.b, e.loc, value, {offset}, {width},
+                                                          {1}));
+  while (parts.size() > 1) {
+    SmallVector<Value> next;
+    for (size_t i = 0; i + 1 < parts.size(); i += 2)
+      next.push_back(combine(parts[i], parts[i + 1]));
+    if (parts.size() % 2)
+      next.push_back(parts.back());
+    parts = std::move(next);
+  }
+  return parts.front();
+}
+
+/// rows[i] reduced across its lanes into lane i of one vector, for `rows.size()` (= the lane
+/// count, a power of two) vectors: each level pairs vectors holding R rows x P partial lanes
+/// each into one holding 2R rows x P/2 (two shuffles and one `combine` per pair), so G rows
+/// take 3 (G - 1) vector ops instead of G horizontal reductions of 2 log2(G) each.
+Value transposeReduce(Emit &e, SmallVector<Value> rows,
+                      function_ref<Value(Value, Value)> combine) {
+  int64_t width = rows.size();
+  for (int64_t partials = width, count = 1; partials > 1; partials /= 2, count *= 2) {
+    // Each vector: `count` rows x `partials` lanes, row-major.
+    SmallVector<int64_t> low, high;
+    for (int64_t source = 0; source < 2; ++source)
+      for (int64_t row = 0; row < count; ++row)
+        for (int64_t lane = 0; lane < partials / 2; ++lane) {
+          int64_t base = source * width + row * partials + lane;
+          low.push_back(base);
+          high.push_back(base + partials / 2);
+        }
+    SmallVector<Value> next;
+    for (size_t i = 0; i < rows.size(); i += 2)
+      next.push_back(combine(
+          vector::ShuffleOp::create(e.b, e.loc, rows[i], rows[i + 1], low),
+          vector::ShuffleOp::create(e.b, e.loc, rows[i], rows[i + 1], high)));
+    rows = std::move(next);
+  }
+  return rows.front();
+}
+
 struct LowerNormalize : OpRewritePattern<TileNormalizeOp> {
-  using OpRewritePattern::OpRewritePattern;
+  LowerNormalize(MLIRContext *context, VectorTarget target)
+      : OpRewritePattern(context), target(target) {}
+  VectorTarget target;
   LogicalResult matchAndRewrite(TileNormalizeOp op, PatternRewriter &rewriter) const override {
     Emit e{rewriter, op.getLoc()};
     NormalizerAttrInterface normalizer = op.getNormalizer();
@@ -339,7 +388,102 @@ struct LowerNormalize : OpRewritePattern<TileNormalizeOp> {
     auto zeroWhereMasked = [&](Value p, Value s) {
       return vanishes ? p : e.zeroWhereMasked(p, s);
     };
-    forEachScoreRow(e, op.getScores(), op.getRows(), [&](Value i, Value s) {
+    // A row-wise normalizer's statistics for `lanes` rows at a time: the block maxima and
+    // sums of a group come out of one transposed reduction each, and the row state, the shift
+    // and the correction are computed once per group on vectors of `lanes` rows (the
+    // interface's formulas replayed), instead of two horizontal reductions and a scalar
+    // state update (with its exp2) per row. The rows past the last whole group take the
+    // per-row path below.
+    ArrayRef<int64_t> shape = shapeOf(op.getScores());
+    Value end = arith::MinSIOp::create(rewriter, e.loc, op.getRows(), e.index(shape[0]));
+    Value rowsDone = e.index(0);
+    int64_t group = target.lanes;
+    if (normalizer.isRowWise() && cols % group == 0 && shape[0] >= group) {
+      auto noNaN = arith::FastMathFlags::nnan;
+      auto maxOf = [&](Value x, Value y) -> Value {
+        return arith::MaxNumFOp::create(rewriter, e.loc, x, y, noNaN);
+      };
+      auto sumOf = [&](Value x, Value y) -> Value {
+        return arith::AddFOp::create(rewriter, e.loc, x, y);
+      };
+      // Per-row partial vectors and the group's shifts, on the kernel's stack.
+      Value partials, shifts;
+      {
+        OpBuilder::InsertionGuard guard(rewriter);
+        rewriter.setInsertionPointToStart(
+            &op->getParentOfType<func::FuncOp>().getBody().front());
+        partials = memref::AllocaOp::create(
+            rewriter, e.loc, MemRefType::get({group, group}, rewriter.getF32Type()));
+        shifts = memref::AllocaOp::create(rewriter, e.loc,
+                                          MemRefType::get({group}, rewriter.getF32Type()));
+      }
+      auto rowsOf = [&](Value first, function_ref<Value(Value, Value)> perRow,
+                        function_ref<Value(Value, Value)> combine) {
+        e.loop(group, [&](Value r) {
+          Value row = e.add(first, r);
+          e.storeVector(perRow(row, e.loadVector(op.getScores(), {row, e.index(0)}, cols)),
+                        partials, {r, e.index(0)});
+        });
+        SmallVector<Value> vectors;
+        for (int64_t r = 0; r < group; ++r)
+          vectors.push_back(e.loadVector(partials, {e.index(r), e.index(0)}, group));
+        return transposeReduce(e, vectors, combine);
+      };
+      rowsDone = arith::MulIOp::create(
+          rewriter, e.loc, arith::DivSIOp::create(rewriter, e.loc, end, e.index(group)),
+          e.index(group));
+      e.loop(e.index(0), rowsDone, group, [&](Value first) {
+        Value blockMax = rowsOf(
+            first, [&](Value, Value s) { return foldToWidth(e, s, group, maxOf); }, maxOf);
+        SmallVector<Value> state;
+        for (Value tile : op.getState())
+          state.push_back(e.loadVector(tile, {first}, group));
+        SmallVector<Value> stateAndMax(state);
+        stateAndMax.push_back(blockMax);
+        auto shifted = replayElementwise(
+            rewriter, e.loc, stateAndMax,
+            [&](OpBuilder &b, ValueRange args) -> FailureOr<SmallVector<Value>> {
+              return normalizer.emitRowShift(b, op.getLoc(), args.drop_back(), args.back());
+            });
+        if (failed(shifted)) {
+          status = failure();
+          return;
+        }
+        SmallVector<Value> values = llvm::map_to_vector(
+            *shifted, [&](Value v) { return e.asVector(v, group); });
+        Value correction = values.pop_back_val(), shift = values.pop_back_val();
+        e.storeVector(shift, shifts, {e.index(0)});
+        Value blockSum = rowsOf(
+            first,
+            [&](Value row, Value s) {
+              Value rowShift = e.load(shifts, {arith::SubIOp::create(rewriter, e.loc, row, first)});
+              Value p = probability(
+                  arith::SubFOp::create(rewriter, e.loc, s, e.splat(rowShift, cols)));
+              p = zeroWhereMasked(p, s);
+              e.storeVector(p, op.getScores(), {row, e.index(0)});
+              return foldToWidth(e, p, group, sumOf);
+            },
+            sumOf);
+        SmallVector<Value> accumulateArgs(values);
+        accumulateArgs.push_back(correction);
+        accumulateArgs.push_back(blockSum);
+        auto next = replayElementwise(
+            rewriter, e.loc, accumulateArgs,
+            [&](OpBuilder &b, ValueRange args) -> FailureOr<SmallVector<Value>> {
+              return normalizer.emitRowAccumulate(b, op.getLoc(), args.drop_back(2),
+                                                  args[args.size() - 2], args.back());
+            });
+        if (failed(next)) {
+          status = failure();
+          return;
+        }
+        for (auto [value, tile] : llvm::zip(*next, op.getState()))
+          e.storeVector(e.asVector(value, group), tile, {first});
+        e.storeVector(correction, op.getCorrection(), {first});
+      });
+    }
+    e.loop(rowsDone, end, 1, [&](Value i) {
+      Value s = e.loadVector(op.getScores(), {i, e.index(0)}, cols);
       if (!normalizer.isRowWise()) {
         e.storeVector(zeroWhereMasked(probability(s), s), op.getScores(), {i, e.index(0)});
         return;
@@ -545,9 +689,8 @@ struct AttnLowerTilesCpuPass : impl::AttnLowerTilesCpuBase<AttnLowerTilesCpuPass
     MLIRContext *context = &getContext();
     RewritePatternSet patterns(context);
     patterns.add<LowerFill, LowerStore, LowerMask, LowerCopy, LowerScoreMod, LowerRowInit,
-                 LowerNormalize, LowerRowFinalize, LowerProbabilities, LowerScoreGradient>(
-        context);
-    patterns.add<LowerLoad>(context, target);
+                 LowerRowFinalize, LowerProbabilities, LowerScoreGradient>(context);
+    patterns.add<LowerLoad, LowerNormalize>(context, target);
     populateTileMatmulCpuPatterns(patterns, target);
     populateMaskRegionCpuPatterns(patterns, target);
     populateCaptureGradientCpuPatterns(patterns);

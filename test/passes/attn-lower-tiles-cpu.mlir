@@ -41,29 +41,70 @@ func.func @matmul(%a: memref<64x32xf32>, %b: memref<32x64xf32>, %c: memref<64x64
 
 // -----
 
-// tile_normalize of softmax, per score row as one vector: the block max (a vector
-// reduction), the interface's shift (0 while the row has seen only -inf) and correction
-// exp2(old - shift), p = exp2(s - shift) over the row, the block sum, then the state and the
-// correction stored for the P V product. p is 0 where s is -inf without a select: the CPU's
-// exp2 polynomial, folded at -inf, gives exactly 0.
+// tile_normalize of softmax, 16 rows at a time (the vector width): per row the block max
+// folded to 16 lanes, then one transposed reduction (shuffle pairs) gives the 16 rows' maxima
+// in one vector; the interface's shift (0 while a row has seen only -inf) and correction
+// exp2(old - shift) on vectors of 16 rows; per row p = exp2(s - shift) and its sum folded to
+// 16 lanes; the sums' transposed reduction; the state and the correction stored as vectors.
+// The rows past the last whole group take the same steps one row at a time, with vector
+// reductions. p is 0 where s is -inf without a select: the CPU's exp2 polynomial, folded at
+// -inf, gives exactly 0.
 // CHECK-LABEL: func.func @softmax_rows
-// CHECK: scf.for %[[I:.*]] = %c0 to %c32 step %c1 {
-// CHECK: %[[S:.*]] = vector.load %[[SCORES:.*]][%[[I]], %c0] : memref<32x64xf32>, vector<64xf32>
-// CHECK: %[[OLDMAX:.*]] = memref.load %[[MAX:.*]][%[[I]]]
-// CHECK: %[[BMAX:.*]] = vector.reduction <maxnumf>, %[[S]] fastmath<nnan>
-// CHECK: %[[NEWMAX:.*]] = arith.maximumf %[[OLDMAX]], %[[BMAX]]
-// CHECK: %[[NONE:.*]] = arith.cmpf oeq, %[[NEWMAX]], %{{.*}}
+// CHECK: %[[PARTIALS:.*]] = memref.alloca() : memref<16x16xf32>
+// CHECK: %[[SHIFTS:.*]] = memref.alloca() : memref<16xf32>
+// CHECK: %[[END:.*]] = arith.minsi
+// CHECK: %[[GROUPS:.*]] = arith.muli
+// CHECK: scf.for %[[G:.*]] = %c0 to %[[GROUPS]] step %c16 {
+// CHECK: scf.for %[[R:.*]] = %c0 to %c16 step %c1 {
+// CHECK: vector.load %[[SCORES:[a-z0-9_]+]]
+// CHECK: arith.maxnumf {{.*}} fastmath<nnan> : vector<16xf32>
+// CHECK: vector.store {{.*}}, %[[PARTIALS]][%[[R]], %c0]
+// CHECK: }
+// CHECK-COUNT-16: vector.load %[[PARTIALS]]
+// CHECK-COUNT-2: vector.shuffle
+// CHECK: arith.maxnumf {{.*}} fastmath<nnan> : vector<16xf32>
+// CHECK: %[[OLDMAX:.*]] = vector.load %[[MAX:[a-z0-9_]+]][%[[G]]] : memref<32xf32>, vector<16xf32>
+// CHECK: %[[NEWMAX:.*]] = arith.maximumf %[[OLDMAX]], %{{.*}} : vector<16xf32>
+// CHECK: %[[NONE:.*]] = arith.cmpf oeq, %[[NEWMAX]], %{{.*}} : vector<16xf32>
 // CHECK: %[[SHIFT:.*]] = arith.select %[[NONE]], %{{.*}}, %[[NEWMAX]]
-// CHECK: %[[CORR:.*]] = math.exp2 %{{.*}} : f32
+// CHECK: %[[CORR:.*]] = math.exp2 %{{.*}} : vector<16xf32>
+// CHECK: vector.store %[[SHIFT]], %[[SHIFTS]][%c0]
+// CHECK: scf.for %[[R2:.*]] = %c0 to %c16 step %c1 {
+// CHECK: %[[S:.*]] = vector.load %[[SCORES]]{{.*}} vector<64xf32>
+// CHECK: %[[RSHIFT:.*]] = memref.load %[[SHIFTS]][%[[R2]]]
 // CHECK: %[[SHIFTED:.*]] = arith.subf %[[S]], %{{.*}} : vector<64xf32>
 // CHECK: %[[P:.*]] = math.exp2 %[[SHIFTED]] : vector<64xf32>
 // CHECK-NOT: arith.cmpf oeq, %[[S]]
-// CHECK: %[[BSUM:.*]] = vector.reduction <add>, %[[P]]
-// CHECK: memref.store %[[NEWMAX]], %[[MAX]][%[[I]]]
-// CHECK: memref.store %[[CORR]], %{{.*}}[%[[I]]]
-// CHECK: vector.store %[[P]], %[[SCORES]][%[[I]], %c0]
-func.func @softmax_rows(%s: memref<32x64xf32>, %max: memref<32xf32>, %sum: memref<32xf32>, %corr: memref<32xf32>, %keys: f32) {
-  %rows = arith.constant 32 : index
+// CHECK: vector.store %[[P]], %[[SCORES]]
+// CHECK: arith.addf {{.*}} : vector<16xf32>
+// CHECK: vector.store {{.*}}, %[[PARTIALS]][%[[R2]], %c0]
+// CHECK: }
+// CHECK-COUNT-16: vector.load %[[PARTIALS]]
+// CHECK-COUNT-2: vector.shuffle
+// CHECK: arith.addf {{.*}} : vector<16xf32>
+// CHECK: %[[RESCALED:.*]] = arith.mulf %{{.*}}, %[[CORR]] : vector<16xf32>
+// CHECK: %[[NEWSUM:.*]] = arith.addf %[[RESCALED]], %{{.*}} : vector<16xf32>
+// CHECK: vector.store %[[NEWMAX]], %[[MAX]][%[[G]]]
+// CHECK: vector.store %[[NEWSUM]], %{{.*}}[%[[G]]]
+// CHECK: vector.store %[[CORR]], %{{.*}}[%[[G]]]
+// CHECK: }
+// CHECK: scf.for %[[I:.*]] = %[[GROUPS]] to %[[END]] step %c1 {
+// CHECK: %[[S1:.*]] = vector.load %[[SCORES]][%[[I]], %c0] : memref<32x64xf32>, vector<64xf32>
+// CHECK: %[[OLDMAX1:.*]] = memref.load %[[MAX]][%[[I]]]
+// CHECK: %[[BMAX1:.*]] = vector.reduction <maxnumf>, %[[S1]] fastmath<nnan>
+// CHECK: %[[NEWMAX1:.*]] = arith.maximumf %[[OLDMAX1]], %[[BMAX1]]
+// CHECK: %[[CORR1:.*]] = math.exp2 %{{.*}} : f32
+// CHECK: %[[P1:.*]] = math.exp2 %{{.*}} : vector<64xf32>
+// CHECK: vector.reduction <add>, %[[P1]]
+// CHECK: memref.store %[[NEWMAX1]], %[[MAX]][%[[I]]]
+// CHECK: memref.store %[[CORR1]], %{{.*}}[%[[I]]]
+// CHECK: vector.store %[[P1]], %[[SCORES]][%[[I]], %c0]
+// AVX2-LABEL: func.func @softmax_rows
+// AVX2: memref.alloca() : memref<8x8xf32>
+// AVX2: scf.for %{{.*}} = %c0 to %{{.*}} step %c8 {
+// AVX2-COUNT-8: vector.load {{.*}} : memref<8x8xf32>, vector<8xf32>
+// AVX2: math.exp2 %{{.*}} : vector<8xf32>
+func.func @softmax_rows(%s: memref<32x64xf32>, %max: memref<32xf32>, %sum: memref<32xf32>, %corr: memref<32xf32>, %keys: f32, %rows: index) {
   attn.tile_normalize %s rows %rows keys %keys normalizer(#attn.softmax) state %max, %sum : memref<32xf32>, memref<32xf32> correction %corr : memref<32xf32> : memref<32x64xf32>
   return
 }
