@@ -242,13 +242,19 @@ const char *bf16ProductsFor(const llvm::StringMap<bool> &features) {
 codegen::CpuKernelOptions hostKernelOptions(bool bfloat16Inputs) {
   codegen::CpuKernelOptions options;
   llvm::StringMap<bool> features = llvm::sys::getHostCPUFeatures();
-  long lanes = features.lookup("avx512f") ? 16 : features.lookup("avx") ? 8 : 4;
+  // The 16-lane kernels' exp2 and sigmoid use AVX512DQ's vreduceps (attn-cpu-fast-math):
+  // AVX512F without DQ (Xeon Phi) takes the AVX2 kernels.
+  long lanes = features.lookup("avx512f") && features.lookup("avx512dq") ? 16
+               : features.lookup("avx")                                 ? 8
+                                                                        : 4;
   // ATTN_CPU_LANES=8 builds the AVX2 kernels on an AVX-512 host (the tests run both).
   if (const char *text = std::getenv("ATTN_CPU_LANES")) {
     std::string forced(text);
     if (forced != "4" && forced != "8" && forced != "16")
       throw CompileError("ATTN_CPU_LANES must be 4, 8 or 16, got '" + forced + "'");
     lanes = std::stol(forced);
+    if (lanes == 16 && !(features.lookup("avx512f") && features.lookup("avx512dq")))
+      throw CompileError("ATTN_CPU_LANES=16 needs a CPU with AVX512F and AVX512DQ");
   }
   options.lanes = lanes;
   options.registers = lanes == 16 ? 32 : 16;
