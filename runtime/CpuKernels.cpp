@@ -407,21 +407,24 @@ double millisBetween(std::chrono::steady_clock::time_point from,
 }
 
 /// The backward kernels, being obtained on two threads of their own beside the forward
-/// (JitConfig::speculateBackward): from the disk cache, or compiled at a lower priority than
-/// the forward, so that a training step's backward finds them ready and the forward is not
-/// slowed down by them. Destroying it waits for both.
+/// (JitConfig::speculateBackward): from the disk cache, or compiled, so that a training step's
+/// backward finds them ready (at a lower priority than the forward when the caller may not
+/// need them: the forward is then not slowed down by them). Destroying it waits for both.
 struct SpeculativeBackward {
   std::future<std::shared_ptr<TieredKernel>> query, key;
 
-  static std::unique_ptr<SpeculativeBackward> start(const KernelSource &source) {
+  /// `niceIncrement`: how much lower than the caller's the threads' priority is.
+  static std::unique_ptr<SpeculativeBackward> start(const KernelSource &source,
+                                                    int niceIncrement) {
     auto shared = std::make_shared<const KernelSource>(source);
     // Counted from before the threads start until each has finished, so that an exit right
     // after the forward waits for them rather than destroying LLVM's statics under a thread
     // that has not reached its compile yet (a SEGFAULT at exit; runtime/TieredObject.h).
     using Token = std::shared_ptr<BackgroundCompiles::Speculation>;
     auto token = std::make_shared<BackgroundCompiles::Speculation>();
-    auto obtain = [shared](CpuKernelSet kernel, Token held) {
-      lowerThreadPriority(5);
+    auto obtain = [shared, niceIncrement](CpuKernelSet kernel, Token held) {
+      if (niceIncrement > 0)
+        lowerThreadPriority(niceIncrement);
       std::shared_ptr<TieredKernel> obtained = obtainKernel(*shared, kernel);
       held.reset();
       return obtained;
@@ -636,7 +639,7 @@ private:
   mutable std::atomic<const Backward *> backward_{nullptr};
 };
 
-std::shared_ptr<const CpuKernels> build(const VariantSpec &spec) {
+std::shared_ptr<const CpuKernels> build(const VariantSpec &spec, BackwardUse backwardUse) {
   auto start = std::chrono::steady_clock::now();
   mlir::DialectRegistry registry;
   codegen::registerCpuDialects(registry);
@@ -676,8 +679,13 @@ std::shared_ptr<const CpuKernels> build(const VariantSpec &spec) {
 
   auto prepared = std::chrono::steady_clock::now();
   std::unique_ptr<SpeculativeBackward> speculative;
-  if (Jit::instance().config().speculateBackward)
-    speculative = SpeculativeBackward::start(source);
+  // A caller that will run the backward (its inputs require grad) waits for all three kernels:
+  // they share the cores evenly, which made forward + dQ + dK/dV callable ~10 ms sooner than
+  // at nice +5 and the forward ~10 ms later (attn-bench-compile). One that will not gets no
+  // speculative compiles at all; an unknown caller gets them behind the forward.
+  if (Jit::instance().config().speculateBackward && backwardUse != BackwardUse::NotExpected)
+    speculative = SpeculativeBackward::start(source,
+                                             backwardUse == BackwardUse::Expected ? 0 : 5);
   std::shared_ptr<TieredKernel> forward =
       obtainKernel(source, CpuKernelSet::Forward, *variant.module);
   auto done = std::chrono::steady_clock::now();
@@ -726,8 +734,9 @@ std::string VariantSpec::cacheKey() const {
   return key;
 }
 
-std::shared_ptr<const CpuKernels> getCpuKernels(const VariantSpec &spec) {
+std::shared_ptr<const CpuKernels> getCpuKernels(const VariantSpec &spec,
+                                                BackwardUse backwardUse) {
   static MemoryCache<CpuKernels> &cache = *new MemoryCache<CpuKernels>;
-  return cache.getOrCreate(spec.cacheKey(), [&] { return build(spec); });
+  return cache.getOrCreate(spec.cacheKey(), [&] { return build(spec, backwardUse); });
 }
 } // namespace attn::runtime

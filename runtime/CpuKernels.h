@@ -228,9 +228,17 @@ public:
 /// lengths, the captures and the fault flags must fit; more is a CompileError.
 constexpr int kMaxKernelPointers = 32;
 
+/// Whether the caller will ask for the backward kernels (prepareBackward). With the JIT's
+/// speculative backward on (JitConfig::speculateBackward), a first call that expects them
+/// compiles dQ and dK/dV beside the forward at the caller's priority, one that does not expect
+/// them compiles none, and Unknown compiles them at a lower priority than the forward.
+enum class BackwardUse { Unknown, Expected, NotExpected };
+
 /// Returns the compiled kernels of a variant, compiling on first use; thread-safe, and one
-/// compilation per key however many threads ask. Throws CompileError.
-std::shared_ptr<const CpuKernels> getCpuKernels(const VariantSpec &spec);
+/// compilation per key however many threads ask (the first call's `backwardUse` decides the
+/// speculation). Throws CompileError.
+std::shared_ptr<const CpuKernels> getCpuKernels(const VariantSpec &spec,
+                                                BackwardUse backwardUse = BackwardUse::Unknown);
 
 } // namespace attn::runtime
 

@@ -32,10 +32,16 @@ std::string readFile(const std::string &path) {
   return text.str();
 }
 
-/// In the child: time to a callable forward, then to callable backward kernels (compiled on
-/// first use), then the median memory-hit latency.
-int measureInChild(const VariantSpec &spec) {
-  auto kernels = attn::runtime::getCpuKernels(spec);
+/// In the child: time to a callable forward, then to callable backward kernels, then the
+/// median memory-hit latency. A training call (`backwardUse` Expected: its inputs require grad)
+/// has dQ and dK/dV compiled beside the forward; an inference call (NotExpected) only the
+/// forward, whose time alone is printed.
+int measureInChild(const VariantSpec &spec, attn::runtime::BackwardUse backwardUse) {
+  auto kernels = attn::runtime::getCpuKernels(spec, backwardUse);
+  if (backwardUse == attn::runtime::BackwardUse::NotExpected) {
+    std::printf("%.3f -1 -1\n", kernels->compileMillis());
+    return 0;
+  }
   auto start = std::chrono::steady_clock::now();
   kernels->prepareBackward();
   const double backwardMillis =
@@ -81,7 +87,8 @@ struct ChildResult {
   double forwardMillis = -1, millis = -1, hitNs = -1;
 };
 
-ChildResult runChild(const char *self, const std::string &cacheDirectory, int index) {
+ChildResult runChild(const char *self, const std::string &cacheDirectory, int index,
+                     bool inference = false) {
   int pipeFds[2];
   if (pipe(pipeFds) != 0)
     return {};
@@ -92,7 +99,8 @@ ChildResult runChild(const char *self, const std::string &cacheDirectory, int in
     setenv("ATTN_CACHE_DIR", cacheDirectory.c_str(), 1);
     unsetenv("ATTN_CACHE_DISABLE");
     unsetenv("ATTN_DUMP_DIR");
-    std::string argument = "--child=" + std::to_string(index);
+    std::string argument =
+        (inference ? "--inference-child=" : "--child=") + std::to_string(index);
     execl(self, self, argument.c_str(), static_cast<char *>(nullptr));
     _exit(127);
   }
@@ -219,30 +227,39 @@ int measureSpeed() {
 int main(int argc, char **argv) {
   std::vector<Case> all = cases();
   if (argc == 2 && std::string(argv[1]).rfind("--child=", 0) == 0)
-    return measureInChild(all.at(std::stoul(std::string(argv[1]).substr(8))).spec);
+    return measureInChild(all.at(std::stoul(std::string(argv[1]).substr(8))).spec,
+                          attn::runtime::BackwardUse::Expected);
+  if (argc == 2 && std::string(argv[1]).rfind("--inference-child=", 0) == 0)
+    return measureInChild(all.at(std::stoul(std::string(argv[1]).substr(18))).spec,
+                          attn::runtime::BackwardUse::NotExpected);
   if (argc == 2 && std::string(argv[1]) == "--speed")
     return measureSpeed();
 
   char directoryTemplate[] = "/tmp/attn-bench-compile-XXXXXX";
   if (!mkdtemp(directoryTemplate))
     return 1;
-  std::printf("CPU kernels, time until callable: the forward (compiled when the variant is asked "
-              "for), and forward + dQ + dK/dV (the backward compiled on first use, dQ and dK/dV "
-              "in parallel); medians of 3 fresh processes each\n\n");
-  std::printf("| variant | CPU cold forward ms | CPU cold fwd + dQ + dK/dV ms | CPU disk hit "
-              "(all three) ms | memory hit µs | IR -> PTX ms (sm_90a, bf16, fwd+bwd) |\n"
-              "|---|---:|---:|---:|---:|---:|\n");
+  std::printf("CPU kernels, time until callable, medians of 3 fresh processes each: the forward "
+              "of an inference call (inputs without grad: no backward compiled), and of a "
+              "training call (inputs requiring grad: dQ and dK/dV compiled beside it, at the same "
+              "priority), then forward + dQ + dK/dV of that training call\n\n");
+  std::printf("| variant | CPU cold forward, no grad ms | CPU cold forward, grad ms | CPU cold "
+              "fwd + dQ + dK/dV ms | CPU disk hit (all three) ms | memory hit µs | IR -> PTX ms "
+              "(sm_90a, bf16, fwd+bwd) |\n"
+              "|---|---:|---:|---:|---:|---:|---:|\n");
   for (size_t index = 0; index < all.size(); ++index) {
-    std::vector<double> coldForward, cold, warm, hit, ptx;
+    std::vector<double> inferenceForward, coldForward, cold, warm, hit, ptx;
     for (int rep = 0; rep < 3; ++rep) {
       std::string directory =
           std::string(directoryTemplate) + "/" + std::to_string(index) + "-" + std::to_string(rep);
       ChildResult first = runChild(argv[0], directory, static_cast<int>(index));
       ChildResult second = runChild(argv[0], directory, static_cast<int>(index));
-      if (first.millis < 0 || second.millis < 0) {
+      ChildResult inference = runChild(argv[0], directory + "-inference",
+                                       static_cast<int>(index), /*inference=*/true);
+      if (first.millis < 0 || second.millis < 0 || inference.forwardMillis < 0) {
         std::fprintf(stderr, "%s: a child failed\n", all[index].label.c_str());
         return 1;
       }
+      inferenceForward.push_back(inference.forwardMillis);
       coldForward.push_back(first.forwardMillis);
       cold.push_back(first.millis);
       warm.push_back(second.millis);
@@ -254,8 +271,8 @@ int main(int argc, char **argv) {
         ptx.push_back(-1);
       }
     }
-    std::printf("| %s | %.1f | %.1f | %.2f | %.3f | %.1f |\n", all[index].label.c_str(),
-                median(coldForward), median(cold), median(warm), median(hit) / 1000.0,
+    std::printf("| %s | %.1f | %.1f | %.1f | %.2f | %.3f | %.1f |\n", all[index].label.c_str(),
+                median(inferenceForward), median(coldForward), median(cold), median(warm), median(hit) / 1000.0,
                 median(ptx));
     if (median(ptx) < 0)
       std::printf("  (the GPU backend rejects this variant; see stderr)\n");

@@ -12,10 +12,12 @@
 namespace attn::torchop {
 namespace {
 
-std::shared_ptr<const runtime::CpuKernels> loadKernels(const runtime::VariantSpec &spec,
-                                                       bool backward = false) {
+std::shared_ptr<const runtime::CpuKernels>
+loadKernels(const runtime::VariantSpec &spec, bool backward = false,
+            runtime::BackwardUse backwardUse = runtime::BackwardUse::Unknown) {
   try {
-    std::shared_ptr<const runtime::CpuKernels> kernels = runtime::getCpuKernels(spec);
+    std::shared_ptr<const runtime::CpuKernels> kernels =
+        runtime::getCpuKernels(spec, backward ? runtime::BackwardUse::Expected : backwardUse);
     // The backward kernels compile on first use: here, so that a failure is a TORCH_CHECK
     // rather than an exception inside the parallel tiles.
     if (backward)
@@ -24,6 +26,16 @@ std::shared_ptr<const runtime::CpuKernels> loadKernels(const runtime::VariantSpe
   } catch (const runtime::CompileError &error) {
     TORCH_CHECK(false, error.what());
   }
+}
+
+/// Whether a forward's backward will be asked for: its inputs (or floating captures) require
+/// grad. A first call without grad (inference) then compiles no backward kernels.
+runtime::BackwardUse backwardUseOf(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
+                                   at::TensorList captures) {
+  bool needed = q.requires_grad() || k.requires_grad() || v.requires_grad();
+  for (const at::Tensor &capture : captures)
+    needed = needed || (at::isFloatingType(capture.scalar_type()) && capture.requires_grad());
+  return needed ? runtime::BackwardUse::Expected : runtime::BackwardUse::NotExpected;
 }
 
 /// Kernels read float32 with a unit last stride; any other strides are kept as they are.
@@ -287,7 +299,8 @@ AttentionForward cpuAttentionForward(const runtime::VariantSpec &spec, const at:
                                      const c10::optional<at::Tensor> &kvLengths,
                                      at::TensorList captures) {
   // Compiled even when there is nothing to compute, so that a bad variant always fails.
-  std::shared_ptr<const runtime::CpuKernels> kernels = loadKernels(spec);
+  std::shared_ptr<const runtime::CpuKernels> kernels =
+      loadKernels(spec, /*backward=*/false, backwardUseOf(q, k, v, captures));
   at::Tensor lengthsStorage;
   const runtime::KeyLengths lengths = keyLengthsOf(kvLengths, k.size(2), lengthsStorage);
   std::vector<at::Tensor> captureStorage;
@@ -361,7 +374,8 @@ AttentionForward cpuPackedAttentionForward(const runtime::VariantSpec &spec, con
                                            const at::Tensor &cuSeqlensQ,
                                            const at::Tensor &cuSeqlensK,
                                            at::TensorList captures) {
-  std::shared_ptr<const runtime::CpuKernels> kernels = loadKernels(spec);
+  std::shared_ptr<const runtime::CpuKernels> kernels =
+      loadKernels(spec, /*backward=*/false, backwardUseOf(q, k, v, captures));
   std::vector<at::Tensor> captureStorage;
   runtime::CaptureArguments bound = bindCaptures(*kernels, captures, captureStorage);
   const Sequences sequences = Sequences::packed(offsetsOf(cuSeqlensQ), offsetsOf(cuSeqlensK));

@@ -1,6 +1,10 @@
 """The ops under torch.compile: torch.library.opcheck (schema, autograd registration, fake
 kernels, AOT dispatch with static and dynamic shapes), and a transformer block compiled with
 fullgraph=True (no graph break) that matches eager forward and backward."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -185,3 +189,27 @@ def test_compiled_block_matches_eager_without_graph_breaks(variant):
 
     explanation = torch._dynamo.explain(Block(variant=variant))(x)
     assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+
+
+SPECULATION_SCRIPT = """
+import sys, torch, attn
+grad = sys.argv[1] == "grad"
+shape = (1, 2, 33, 24)
+q, k, v = (torch.randn(shape, requires_grad=grad) for _ in range(3))
+attn.attention(q, k, v, variant="relu")
+"""
+
+
+@pytest.mark.parametrize("grad", [True, False])
+def test_the_first_forward_compiles_the_backward_only_when_inputs_require_grad(grad, tmp_path):
+    # A forward whose inputs require grad compiles dQ and dK/dV beside it (the process exits
+    # without calling backward; the exit waits for them); one without grad compiles none.
+    environment = dict(os.environ, ATTN_CACHE_DIR=str(tmp_path), ATTN_LOG="info")
+    environment.pop("ATTN_CACHE_DISABLE", None)
+    environment.pop("ATTN_SPECULATE_BACKWARD", None)
+    run = subprocess.run([sys.executable, "-c", SPECULATION_SCRIPT, "grad" if grad else "none"],
+                         env=environment, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "relu' D=24 Dv=24 fwd" in run.stderr
+    for kernel in ("bwd_dq", "bwd_dkdv"):
+        assert (f"D=24 Dv=24 {kernel}" in run.stderr) == grad, run.stderr
