@@ -32,8 +32,9 @@ namespace attn::runtime {
 ///                      starting as a quick object that the optimized one replaces from the
 ///                      background (runtime/TieredObject.h; the default). Dumping implies off;
 ///   ATTN_SPECULATE_BACKWARD=0  CPU backward kernels compile on first use only, instead of
-///                      beside the forward, at a lower priority, as soon as a variant is asked
-///                      for (an inference-only process then never compiles them).
+///                      beside the forward as soon as a variant is asked for (at its priority
+///                      when the caller expects the backward, at a lower one when it does not
+///                      say; never when it says it will not: getCpuKernels' BackwardUse).
 struct JitConfig {
   std::string cacheDirectory; ///< empty: disk cache disabled
   std::string dumpDirectory;  ///< empty: no dumps
