@@ -24,6 +24,7 @@
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 
 #include <cmath>
+#include <limits>
 
 namespace mlir::attn {
 #define GEN_PASS_DEF_ATTNCPUFASTMATH
@@ -176,46 +177,126 @@ struct Exp2Polynomial : OpRewritePattern<math::Exp2Op> {
 /// True where `value` is the constant 1.0 (scalar or splat).
 bool isOne(Value value) { return matchPattern(value, m_OneFloat()); }
 
+/// The logistic 1 / (1 + exp(y)) as written (the normalizer's form): y, or null.
+Value matchLogistic(arith::DivFOp op) {
+  auto sum = op.getRhs().getDefiningOp<arith::AddFOp>();
+  if (!isOne(op.getLhs()) || !sum)
+    return {};
+  Value other = isOne(sum.getLhs()) ? sum.getRhs() : isOne(sum.getRhs()) ? sum.getLhs() : Value();
+  auto exp = other ? other.getDefiningOp<math::ExpOp>() : math::ExpOp();
+  return exp ? exp.getOperand() : Value();
+}
+
+/// True where the logistic pattern below takes `op` (a 1-D f32 vector of 16k lanes).
+bool takesAvx512Logistic(arith::DivFOp op) {
+  auto type = dyn_cast<VectorType>(op.getType());
+  return matchLogistic(op) && type && type.getRank() == 1 && !type.isScalable() &&
+         type.getElementType().isF32() && type.getNumElements() % 16 == 0;
+}
+
 /// AVX-512: 1 / (1 + exp(y)), the logistic function (sigmoid's probability, y = -(s + b)), as
-/// 1 / (1 + 2^t) with t = y log2(e) held at most 126 (so 1 + 2^t stays finite and its
-/// reciprocal a normal float: 2^-126 at y = +inf, which the callers' masks zero as they did
-/// before), the reciprocal from vrcp14ps (relative error < 2^-14) and one Newton step
-/// (~2^-23). At y = -inf it is 1, NaN stays NaN.
+/// 1 / (1 + 2^t) with t = y log2(e) (one FMA for -(s + b): t = s (-log2 e) + b (-log2 e),
+/// the second term loop-invariant), the reciprocal r of d = 1 + 2^t from vrcp14ps (relative
+/// error < 2^-14) and one Newton step r + r (1 - d' r) (~2^-23) with d' = min(d, FLT_MAX):
+/// where d is +inf (t >= 128, y = +inf) r is exactly 0 and so is the result (no inf * 0), so
+/// a masked score (s = -inf) gives exactly 0 by itself. At y = -inf it is 1, NaN stays NaN.
 struct LogisticAvx512 : OpRewritePattern<arith::DivFOp> {
   LogisticAvx512(MLIRContext *context) : OpRewritePattern(context, /*benefit=*/3) {}
 
   LogicalResult matchAndRewrite(arith::DivFOp op, PatternRewriter &rewriter) const override {
-    auto sum = op.getRhs().getDefiningOp<arith::AddFOp>();
-    if (!isOne(op.getLhs()) || !sum)
-      return failure();
-    Value other = isOne(sum.getLhs()) ? sum.getRhs() : isOne(sum.getRhs()) ? sum.getLhs() : Value();
-    auto exp = other ? other.getDefiningOp<math::ExpOp>() : math::ExpOp();
-    if (!exp)
+    Value y = matchLogistic(op);
+    if (!y)
       return failure();
     Location loc = op.getLoc();
-    // y = -z folds into the factor: t = z * -log2(e).
-    Value y = exp.getOperand();
+    // y = -z folds into the factor: t = z * -log2(e); z = a + b into one FMA.
     double factor = M_LOG2E;
     if (auto negated = y.getDefiningOp<arith::NegFOp>()) {
       y = negated.getOperand();
       factor = -factor;
     }
-    Value result = per16Lanes(rewriter, loc, y, [&](ValueRange chunk) {
+    Value addend;
+    if (auto sum = y.getDefiningOp<arith::AddFOp>()) {
+      y = sum.getLhs();
+      addend = sum.getRhs();
+    }
+    SmallVector<Value> operands{y};
+    if (addend)
+      operands.push_back(addend);
+    Value result = per16Lanes(rewriter, loc, operands, [&](ValueRange chunk) {
       Avx512 x86{rewriter, loc};
       Constants c{rewriter, loc, x86.v16};
-      Value t = arith::MulFOp::create(rewriter, loc, chunk[0], c.f32(factor));
-      Value denominator =
-          arith::AddFOp::create(rewriter, loc, x86.exp2(x86.atMost(t, 126.0)), c.f32(1.0));
+      Value t = chunk.size() == 2
+                    ? Value(math::FmaOp::create(
+                          rewriter, loc, chunk[0], c.f32(factor),
+                          arith::MulFOp::create(rewriter, loc, chunk[1], c.f32(factor))))
+                    : Value(arith::MulFOp::create(rewriter, loc, chunk[0], c.f32(factor)));
+      Value denominator = arith::AddFOp::create(rewriter, loc, x86.exp2(t), c.f32(1.0));
       Value estimate = x86.intrinsic("llvm.x86.avx512.rcp14.ps.512",
                                      {denominator, c.f32(0.0), x86.allLanes()});
-      // r' = r + r (1 - d r)
+      // r' = r + r (1 - d' r)
+      Value finite = x86.atMost(denominator, double(std::numeric_limits<float>::max()));
       Value residual = math::FmaOp::create(
-          rewriter, loc, arith::NegFOp::create(rewriter, loc, denominator), estimate, c.f32(1.0));
+          rewriter, loc, arith::NegFOp::create(rewriter, loc, finite), estimate, c.f32(1.0));
       return Value(math::FmaOp::create(rewriter, loc, estimate, residual, estimate));
     });
     if (!result)
       return failure();
     rewriter.replaceOp(op, result);
+    return success();
+  }
+};
+
+/// True where `value` is never +inf or NaN: a finite constant (scalar or splat), or -ln(n)
+/// for n converted from an integer (sigmoid's default bias, -ln of the key count; a kernel
+/// with no keys has no scores to normalize), through broadcasts.
+bool neverPositiveInfinityOrNaN(Value value) {
+  while (auto broadcast = value.getDefiningOp<vector::BroadcastOp>())
+    value = broadcast.getSource();
+  FloatAttr scalar;
+  if (matchPattern(value, m_Constant(&scalar)))
+    return std::isfinite(scalar.getValueAsDouble());
+  DenseFPElementsAttr dense;
+  if (matchPattern(value, m_Constant(&dense)) && dense.isSplat())
+    return dense.getSplatValue<APFloat>().isFinite();
+  auto negated = value.getDefiningOp<arith::NegFOp>();
+  auto log = negated ? negated.getOperand().getDefiningOp<math::LogOp>() : math::LogOp();
+  return log && (log.getOperand().getDefiningOp<arith::SIToFPOp>() ||
+                 log.getOperand().getDefiningOp<arith::UIToFPOp>());
+}
+
+/// AVX-512: select(s == -inf, 0, logistic(-(s + b))) is the logistic alone where b is never
+/// +inf or NaN: at s = -inf, y = +inf and LogisticAvx512 gives exactly 0 (the lowering's
+/// masked-score select, a compare and a masked move per 16 scores, goes away).
+struct LogisticMaskedSelectAvx512 : OpRewritePattern<arith::SelectOp> {
+  using OpRewritePattern::OpRewritePattern;
+
+  LogicalResult matchAndRewrite(arith::SelectOp op, PatternRewriter &rewriter) const override {
+    auto compare = op.getCondition().getDefiningOp<arith::CmpFOp>();
+    auto logistic = op.getFalseValue().getDefiningOp<arith::DivFOp>();
+    if (!compare || compare.getPredicate() != arith::CmpFPredicate::OEQ || !logistic ||
+        !takesAvx512Logistic(logistic) || !matchPattern(op.getTrueValue(), m_AnyZeroFloat()))
+      return failure();
+    DenseFPElementsAttr limit;
+    if (!matchPattern(compare.getRhs(), m_Constant(&limit)) || !limit.isSplat() ||
+        !limit.getSplatValue<APFloat>().isInfinity() ||
+        !limit.getSplatValue<APFloat>().isNegative())
+      return failure();
+    Value score = compare.getLhs();
+    auto negated = matchLogistic(logistic).getDefiningOp<arith::NegFOp>();
+    if (!negated)
+      return failure();
+    Value z = negated.getOperand();
+    if (z != score) {
+      auto sum = z.getDefiningOp<arith::AddFOp>();
+      if (!sum)
+        return failure();
+      Value bias = sum.getLhs() == score   ? sum.getRhs()
+                   : sum.getRhs() == score ? sum.getLhs()
+                                           : Value();
+      if (!bias || !neverPositiveInfinityOrNaN(bias))
+        return failure();
+    }
+    rewriter.replaceOp(op, logistic.getResult());
     return success();
   }
 };
@@ -236,6 +317,10 @@ struct AttnCpuFastMathPass : impl::AttnCpuFastMathBase<AttnCpuFastMathPass> {
       // The logistic first, while its math.exp is still whole.
       RewritePatternSet logistic(context);
       logistic.add<LogisticAvx512>(context);
+      RewritePatternSet selects(context);
+      selects.add<LogisticMaskedSelectAvx512>(context);
+      if (failed(applyPatternsGreedily(getOperation(), std::move(selects))))
+        return signalPassFailure();
       if (failed(applyPatternsGreedily(getOperation(), std::move(logistic))))
         return signalPassFailure();
     }

@@ -79,24 +79,24 @@ func.func @exp_tanh(%x: vector<64xf32>) -> vector<64xf32> {
 }
 
 // Sigmoid's probability 1 / (1 + exp(-(s + b))). Portable: exp's polynomial and a division.
-// With avx512: t = (s + b) * -log2(e) (the negation folded into the factor), held at most 126
-// (vminps keeps NaN), exp2 as above, + 1, vrcp14ps and one Newton step: no division.
+// With avx512: t = s * -log2(e) + b * -log2(e) (the negation folded into the factor, one
+// FMA), exp2 as above, d = 1 + 2^t, vrcp14ps and one Newton step on min(d, FLT_MAX) (vminps
+// keeps NaN): 0 where d is +inf, no division.
 // CHECK-LABEL: func.func @logistic
 // CHECK: arith.divf
 // CHECK-NOT: llvm.call_intrinsic
 // AVX512-LABEL: func.func @logistic
-// AVX512-DAG: %[[LIMIT:.*]] = arith.constant dense<1.260000e+02> : vector<16xf32>
+// AVX512-DAG: %[[LIMIT:.*]] = arith.constant dense<3.40282347E+38> : vector<16xf32>
 // AVX512-DAG: %[[FACTOR:.*]] = arith.constant dense<-1.44269502> : vector<16xf32>
-// AVX512: %[[SHIFTED:.*]] = arith.addf %{{.*}}, %{{.*}} : vector<16xf32>
-// AVX512-NOT: arith.negf %[[SHIFTED]]
-// AVX512: %[[T:.*]] = arith.mulf %[[SHIFTED]], %[[FACTOR]]
-// AVX512: %[[HELD:.*]] = llvm.call_intrinsic "llvm.x86.avx512.min.ps.512"(%[[LIMIT]], %[[T]],
-// AVX512: llvm.call_intrinsic "llvm.x86.avx512.mask.reduce.ps.512"(%[[HELD]],
+// AVX512: %[[BIAS:.*]] = arith.mulf %{{.*}}, %[[FACTOR]]
+// AVX512: %[[T:.*]] = math.fma %{{.*}}, %[[FACTOR]], %[[BIAS]]
+// AVX512: llvm.call_intrinsic "llvm.x86.avx512.mask.reduce.ps.512"(%[[T]],
 // AVX512-COUNT-5: math.fma
 // AVX512: %[[E:.*]] = x86vector.avx512.mask.scalef
 // AVX512: %[[D:.*]] = arith.addf %[[E]], %{{.*}}
 // AVX512: %[[R:.*]] = llvm.call_intrinsic "llvm.x86.avx512.rcp14.ps.512"(%[[D]],
-// AVX512: %[[NEG:.*]] = arith.negf %[[D]]
+// AVX512: %[[FINITE:.*]] = llvm.call_intrinsic "llvm.x86.avx512.min.ps.512"(%[[LIMIT]], %[[D]],
+// AVX512: %[[NEG:.*]] = arith.negf %[[FINITE]]
 // AVX512: %[[RESIDUAL:.*]] = math.fma %[[NEG]], %[[R]], %{{.*}}
 // AVX512: %[[P:.*]] = math.fma %[[R]], %[[RESIDUAL]], %[[R]]
 // AVX512-NOT: arith.divf
@@ -109,4 +109,50 @@ func.func @logistic(%s: vector<16xf32>, %b: vector<16xf32>) -> vector<16xf32> {
   %d = arith.addf %one, %e : vector<16xf32>
   %p = arith.divf %one, %d : vector<16xf32>
   return %p : vector<16xf32>
+}
+
+// The lowering's masked-score select around the logistic: with avx512 it goes where the bias
+// is never +inf or NaN (a finite constant, -ln of a count), since the logistic is then exactly
+// 0 at s = -inf; it stays for a bias it cannot vouch for, and in the portable form.
+// CHECK-LABEL: func.func @logistic_masked
+// CHECK: arith.select
+// AVX512-LABEL: func.func @logistic_masked
+// AVX512-NOT: arith.cmpf
+// AVX512-NOT: arith.select
+// AVX512: llvm.call_intrinsic "llvm.x86.avx512.rcp14.ps.512"
+// AVX512-NOT: arith.select
+// AVX512: return
+func.func @logistic_masked(%s: vector<16xf32>, %n: i64) -> vector<16xf32> {
+  %one = arith.constant dense<1.0> : vector<16xf32>
+  %zero = arith.constant dense<0.0> : vector<16xf32>
+  %ninf = arith.constant dense<0xFF800000> : vector<16xf32>
+  %count = arith.sitofp %n : i64 to f32
+  %log = math.log %count : f32
+  %bias = arith.negf %log : f32
+  %b = vector.broadcast %bias : f32 to vector<16xf32>
+  %shifted = arith.addf %s, %b : vector<16xf32>
+  %negated = arith.negf %shifted : vector<16xf32>
+  %e = math.exp %negated : vector<16xf32>
+  %d = arith.addf %one, %e : vector<16xf32>
+  %p = arith.divf %one, %d : vector<16xf32>
+  %masked = arith.cmpf oeq, %s, %ninf : vector<16xf32>
+  %r = arith.select %masked, %zero, %p : vector<16xi1>, vector<16xf32>
+  return %r : vector<16xf32>
+}
+
+// AVX512-LABEL: func.func @logistic_masked_unknown_bias
+// AVX512: arith.cmpf oeq
+// AVX512: arith.select
+func.func @logistic_masked_unknown_bias(%s: vector<16xf32>, %b: vector<16xf32>) -> vector<16xf32> {
+  %one = arith.constant dense<1.0> : vector<16xf32>
+  %zero = arith.constant dense<0.0> : vector<16xf32>
+  %ninf = arith.constant dense<0xFF800000> : vector<16xf32>
+  %shifted = arith.addf %s, %b : vector<16xf32>
+  %negated = arith.negf %shifted : vector<16xf32>
+  %e = math.exp %negated : vector<16xf32>
+  %d = arith.addf %one, %e : vector<16xf32>
+  %p = arith.divf %one, %d : vector<16xf32>
+  %masked = arith.cmpf oeq, %s, %ninf : vector<16xf32>
+  %r = arith.select %masked, %zero, %p : vector<16xi1>, vector<16xf32>
+  return %r : vector<16xf32>
 }
