@@ -313,21 +313,25 @@ struct AttnCpuFastMathPass : impl::AttnCpuFastMathBase<AttnCpuFastMathPass> {
   using AttnCpuFastMathBase::AttnCpuFastMathBase;
   void runOnOperation() override {
     MLIRContext *context = &getContext();
+    // Rewrites of single math ops: no block or region to simplify afterwards, and that
+    // simplification walked every kernel again after each round (a third of the pass).
+    GreedyRewriteConfig config;
+    config.setRegionSimplificationLevel(GreedySimplifyRegionLevel::Disabled);
     if (avx512) {
       // The logistic first, while its math.exp is still whole.
       RewritePatternSet logistic(context);
       logistic.add<LogisticAvx512>(context);
       RewritePatternSet selects(context);
       selects.add<LogisticMaskedSelectAvx512>(context);
-      if (failed(applyPatternsGreedily(getOperation(), std::move(selects))))
+      if (failed(applyPatternsGreedily(getOperation(), std::move(selects), config)))
         return signalPassFailure();
-      if (failed(applyPatternsGreedily(getOperation(), std::move(logistic))))
+      if (failed(applyPatternsGreedily(getOperation(), std::move(logistic), config)))
         return signalPassFailure();
     }
     RewritePatternSet patterns(context);
     patterns.add<Exp2Polynomial>(context, avx512);
     populateMathApproximations(patterns);
-    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
+    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns), config)))
       signalPassFailure();
   }
 };

@@ -64,7 +64,10 @@ struct AttnCpuToLlvmPass : impl::AttnCpuToLlvmBase<AttnCpuToLlvmPass> {
       // n-D from_elements/to_elements (the AVX2 kernels' 8x8 transposes) to 1-D ones.
       vector::populateVectorFromElementsUnrollPatterns(patterns);
       vector::populateVectorToElementsUnrollPatterns(patterns);
-      if (failed(applyPatternsGreedily(module, std::move(patterns))))
+      // Op-local rewrites; the conversion below needs no simplified regions.
+      GreedyRewriteConfig config;
+      config.setRegionSimplificationLevel(GreedySimplifyRegionLevel::Disabled);
+      if (failed(applyPatternsGreedily(module, std::move(patterns), config)))
         return signalPassFailure();
     }
 

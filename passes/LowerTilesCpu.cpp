@@ -702,6 +702,9 @@ struct AttnLowerTilesCpuPass : impl::AttnLowerTilesCpuBase<AttnLowerTilesCpuPass
     GreedyRewriteConfig config;
     config.enableFolding(false);
     config.enableConstantCSE(false);
+    // Nor region simplification: the canonicalizer after attn-cpu-fast-math does it once,
+    // instead of after every round here (more than half of this pass's time).
+    config.setRegionSimplificationLevel(GreedySimplifyRegionLevel::Disabled);
     if (failed(applyPatternsGreedily(getOperation(), std::move(patterns), config)))
       return signalPassFailure();
     WalkResult left = getOperation()->walk([](Operation *op) {
@@ -718,7 +721,9 @@ struct AttnLowerTilesCpuPass : impl::AttnLowerTilesCpuBase<AttnLowerTilesCpuPass
     vector::populateVectorTransposeLoweringPatterns(
         transposes, target.lanes == 16 ? vector::VectorTransposeLowering::Shuffle16x16
                                        : vector::VectorTransposeLowering::Shuffle1D);
-    if (failed(applyPatternsGreedily(getOperation(), std::move(transposes))))
+    GreedyRewriteConfig shuffles;
+    shuffles.setRegionSimplificationLevel(GreedySimplifyRegionLevel::Disabled);
+    if (failed(applyPatternsGreedily(getOperation(), std::move(transposes), shuffles)))
       signalPassFailure();
   }
 };
