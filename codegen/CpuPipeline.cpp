@@ -90,7 +90,8 @@ void buildCpuPipeline(OpPassManager &pm, CpuKernelOptions options) {
   if (options.kernels != CpuKernelSet::All)
     pm.addPass(std::make_unique<KeepCpuKernelPass>(options.kernels));
   pm.addPass(mlir::attn::createAttnTile(
-      mlir::attn::AttnTileOptions{options.queryTile, options.keyTile, options.blockMap}));
+      mlir::attn::AttnTileOptions{options.queryTile, options.keyTile, options.blockMap,
+                                  /*foldNormalizer=*/true}));
   mlir::attn::AttnLowerTilesCpuOptions tileOptions;
   tileOptions.vectorWidth = options.lanes;
   tileOptions.vectorRegisters = options.registers;

@@ -89,14 +89,18 @@ struct Avx512 {
   /// 2^x: f = x - floor(x) in [0, 1) (vreduceps, imm 9: round down, no precision exception;
   /// 0 at +-inf, NaN stays NaN), p(f), then p * 2^floor(x) (vscalefps, which rounds once: 0
   /// at -inf, the denormals right, +inf past the largest float, NaN when x is NaN).
-  Value exp2(Value x) {
+  /// With `saturate`, vscalefps rounds toward zero: past the largest float it gives that
+  /// float, not +inf (only x = +inf still gives +inf).
+  Value exp2(Value x, bool saturate = false) {
     Value f = intrinsic("llvm.x86.avx512.mask.reduce.ps.512",
                         {x, scalar(rewriter.getI32Type(), 9), x, allLanes(), currentRounding()});
     Value p = Constants{rewriter, loc, v16}.exp2Polynomial(f);
     // The op's operands go to llvm.x86.avx512.mask.scalef.ps.512 in order: (value, exponent,
     // pass-through, mask, rounding), whatever the op's names for them say.
-    return x86vector::MaskScaleFOp::create(rewriter, loc, v16, p, x, p, allLanes(),
-                                           currentRounding());
+    // 11: _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC.
+    return x86vector::MaskScaleFOp::create(
+        rewriter, loc, v16, p, x, p, allLanes(),
+        saturate ? scalar(rewriter.getI32Type(), 11) : currentRounding());
   }
   /// min(limit, x) as vminps, which returns its second operand when either is NaN: NaN stays.
   Value atMost(Value x, double limit) {
@@ -177,14 +181,19 @@ struct Exp2Polynomial : OpRewritePattern<math::Exp2Op> {
 /// True where `value` is the constant 1.0 (scalar or splat).
 bool isOne(Value value) { return matchPattern(value, m_OneFloat()); }
 
-/// The logistic 1 / (1 + exp(y)) as written (the normalizer's form): y, or null.
-Value matchLogistic(arith::DivFOp op) {
+/// The logistic 1 / (1 + exp(y)) or 1 / (1 + 2^y) as written (the normalizer's forms): y, or
+/// null. `base2` tells which.
+Value matchLogistic(arith::DivFOp op, bool *base2 = nullptr) {
   auto sum = op.getRhs().getDefiningOp<arith::AddFOp>();
   if (!isOne(op.getLhs()) || !sum)
     return {};
   Value other = isOne(sum.getLhs()) ? sum.getRhs() : isOne(sum.getRhs()) ? sum.getLhs() : Value();
-  auto exp = other ? other.getDefiningOp<math::ExpOp>() : math::ExpOp();
-  return exp ? exp.getOperand() : Value();
+  Operation *power = other ? other.getDefiningOp() : nullptr;
+  if (!isa_and_nonnull<math::ExpOp, math::Exp2Op>(power))
+    return {};
+  if (base2)
+    *base2 = isa<math::Exp2Op>(power);
+  return power->getOperand(0);
 }
 
 /// True where the logistic pattern below takes `op` (a 1-D f32 vector of 16k lanes).
@@ -200,22 +209,29 @@ bool takesAvx512Logistic(arith::DivFOp op) {
 /// error < 2^-14) and one Newton step r + r (1 - d' r) (~2^-23) with d' = min(d, FLT_MAX):
 /// where d is +inf (t >= 128, y = +inf) r is exactly 0 and so is the result (no inf * 0), so
 /// a masked score (s = -inf) gives exactly 0 by itself. At y = -inf it is 1, NaN stays NaN.
+/// 1 / (1 + 2^u) is the same with t = u.
 struct LogisticAvx512 : OpRewritePattern<arith::DivFOp> {
   LogisticAvx512(MLIRContext *context) : OpRewritePattern(context, /*benefit=*/3) {}
 
   LogicalResult matchAndRewrite(arith::DivFOp op, PatternRewriter &rewriter) const override {
-    Value y = matchLogistic(op);
+    bool base2 = false;
+    Value y = matchLogistic(op, &base2);
     if (!y)
       return failure();
     Location loc = op.getLoc();
+    // 1 / (1 + 2^u) (a folded normalizer's form) takes u as it is. Where u is never +inf,
+    // 2^u saturates at the largest float (vscalefps rounding toward zero) instead of the min
+    // below: r = vrcp14ps(FLT_MAX) is then 0 or a denormal, and so is p, against a true
+    // p < 2^-128.
+    bool noPositiveInfinity = base2 && op->hasAttr(kNoPositiveInfinityAttr);
     // y = -z folds into the factor: t = z * -log2(e); z = a + b into one FMA.
-    double factor = M_LOG2E;
-    if (auto negated = y.getDefiningOp<arith::NegFOp>()) {
+    double factor = base2 ? 1.0 : M_LOG2E;
+    if (auto negated = y.getDefiningOp<arith::NegFOp>(); negated && !base2) {
       y = negated.getOperand();
       factor = -factor;
     }
     Value addend;
-    if (auto sum = y.getDefiningOp<arith::AddFOp>()) {
+    if (auto sum = y.getDefiningOp<arith::AddFOp>(); sum && !base2) {
       y = sum.getLhs();
       addend = sum.getRhs();
     }
@@ -225,16 +241,20 @@ struct LogisticAvx512 : OpRewritePattern<arith::DivFOp> {
     Value result = per16Lanes(rewriter, loc, operands, [&](ValueRange chunk) {
       Avx512 x86{rewriter, loc};
       Constants c{rewriter, loc, x86.v16};
-      Value t = chunk.size() == 2
+      Value t = base2 ? chunk[0]
+                : chunk.size() == 2
                     ? Value(math::FmaOp::create(
                           rewriter, loc, chunk[0], c.f32(factor),
                           arith::MulFOp::create(rewriter, loc, chunk[1], c.f32(factor))))
                     : Value(arith::MulFOp::create(rewriter, loc, chunk[0], c.f32(factor)));
-      Value denominator = arith::AddFOp::create(rewriter, loc, x86.exp2(t), c.f32(1.0));
+      Value denominator = arith::AddFOp::create(
+          rewriter, loc, x86.exp2(t, /*saturate=*/noPositiveInfinity), c.f32(1.0));
       Value estimate = x86.intrinsic("llvm.x86.avx512.rcp14.ps.512",
                                      {denominator, c.f32(0.0), x86.allLanes()});
       // r' = r + r (1 - d' r)
-      Value finite = x86.atMost(denominator, double(std::numeric_limits<float>::max()));
+      Value finite = noPositiveInfinity
+                         ? denominator
+                         : x86.atMost(denominator, double(std::numeric_limits<float>::max()));
       Value residual = math::FmaOp::create(
           rewriter, loc, arith::NegFOp::create(rewriter, loc, finite), estimate, c.f32(1.0));
       return Value(math::FmaOp::create(rewriter, loc, estimate, residual, estimate));

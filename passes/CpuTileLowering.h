@@ -115,6 +115,11 @@ inline ArrayRef<int64_t> shapeOf(Value tile) {
 /// and NaN).
 void populateCpuFastMathPatterns(RewritePatternSet &patterns);
 
+/// Unit attribute the lowering of a folded tile_normalize puts on the op that yields p: its
+/// argument u is never +inf (masks apply after it), which attn-cpu-fast-math may rely on
+/// (sigmoid's reciprocal then needs no guard against 1 + 2^u = +inf).
+inline constexpr llvm::StringLiteral kNoPositiveInfinityAttr = "attn.no_positive_infinity";
+
 /// tile_matmul as register-blocked micro-kernels (TileMatmulCpu.cpp).
 void populateTileMatmulCpuPatterns(RewritePatternSet &patterns, VectorTarget target);
 

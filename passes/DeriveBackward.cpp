@@ -75,13 +75,13 @@ struct BackwardTiles {
     OpBuilder &b = e.b;
     Location loc = e.loc;
     auto product = TileMatmulOp::create(b, loc, queries, keysT, scores, rows, e.index(e.headDim),
-                                        keys, Value(), UnitAttr(), UnitAttr(), FloatAttr());
+                                        keys, Value(), Value(), UnitAttr(), UnitAttr(), FloatAttr());
     if (alpha != 1.0f)
       product.setAlphaAttr(b.getF32FloatAttr(alpha));
     // dP = dO V^T before P: then each score's p and dS can be formed together from s and dp
     // (a GPU keeps the three score tiles in registers; this order keeps two alive, not three).
     TileMatmulOp::create(b, loc, gradOut, valuesT, grads, rows, e.index(e.valueHeadDim), keys,
-                         Value(), UnitAttr(), UnitAttr(), FloatAttr());
+                         Value(), Value(), UnitAttr(), UnitAttr(), FloatAttr());
     // With capture gradients, the mod's partial derivatives (in s and in each capture read)
     // come from tile_capture_gradient, which needs the scores the mod read.
     bool withCaptureGradients = !e.captureGradients.empty();
@@ -156,7 +156,7 @@ void emitQueryGradientKernel(KernelEmitter &e, Operation *anchor, bool captureGr
       tiles.scoresAndGradients(e, batch, head, queryStart, keyStart, rows, count, queryLength,
                                keyLength, keyLengthF32, 1.0f, kind);
       TileMatmulOp::create(b, loc, tiles.grads, keys, gradQueryTile, rows, count,
-                           e.index(e.headDim), Value(), UnitAttr(), UnitAttr(), FloatAttr())
+                           e.index(e.headDim), Value(), Value(), UnitAttr(), UnitAttr(), FloatAttr())
           .setAccumulate(true);
     });
     scf::YieldOp::create(b, loc);
@@ -239,13 +239,13 @@ void emitKeyValueGradientKernel(KernelEmitter &e, Operation *anchor, bool blockM
                                  });
         auto valueUpdate =
             TileMatmulOp::create(b, loc, tiles.probs, tiles.gradOut, gradValueTile, keys, rows,
-                                 e.index(e.valueHeadDim), Value(), UnitAttr(), UnitAttr(),
+                                 e.index(e.valueHeadDim), Value(), Value(), UnitAttr(), UnitAttr(),
                                  FloatAttr());
         valueUpdate.setTransposeLhs(true);
         valueUpdate.setAccumulate(true);
         auto keyUpdate =
             TileMatmulOp::create(b, loc, tiles.grads, tiles.queries, gradKeyTile, keys, rows,
-                                 e.index(e.headDim), Value(), UnitAttr(), UnitAttr(),
+                                 e.index(e.headDim), Value(), Value(), UnitAttr(), UnitAttr(),
                                  FloatAttr());
         keyUpdate.setTransposeLhs(true);
         keyUpdate.setAccumulate(true);

@@ -45,6 +45,8 @@ LogicalResult KernelLowering::lowerMatmul(TileMatmulOp op) {
   TileLayout &acc = layout(op.getAcc()), &lhs = layout(op.getLhs()), &rhs = layout(op.getRhs());
   if (acc.placement != Placement::Matrix)
     return op.emitError("GPU lowering: a product into a shared tile");
+  if (op.getInit())
+    return op.emitError("GPU lowering: a product with init (attn-tile's fold-normalizer is CPU only)");
   double factor = (op.getAlpha() ? op.getAlpha()->convertToDouble() : 1.0);
   if (lhs.placement == Placement::Shared)
     factor *= lhs.multiplier;
@@ -163,6 +165,8 @@ LogicalResult KernelLowering::lowerMatmul(TileMatmulOp op) {
 // ----- elementwise tile work, per register at its fragment position -----
 
 LogicalResult KernelLowering::lowerMask(TileMaskOp op) {
+  if (op.getFill())
+    return op.emitError("GPU lowering: a mask with fill (attn-tile's fold-normalizer is CPU only)");
   TileLayout &l = layout(op.getScores());
   auto scores = valuesOf(op, op.getScores());
   if (failed(scores))
@@ -343,6 +347,8 @@ LogicalResult KernelLowering::lowerScoreMod(TileScoreModOp op) {
 }
 
 LogicalResult KernelLowering::lowerNormalize(TileNormalizeOp op) {
+  if (op.getFolded())
+    return op.emitError("GPU lowering: a folded normalizer (attn-tile's fold-normalizer is CPU only)");
   TileLayout &l = layout(op.getScores());
   auto scores = valuesOf(op, op.getScores());
   if (failed(scores))

@@ -274,8 +274,9 @@ Value KernelEmitter::blockNeedsMask(Value rowStart, int64_t tileRows, Value keyS
 }
 
 void KernelEmitter::maskTile(Value scores, Value rowStart, Value keyStart, Value queryLength,
-                             Value keyLength) {
-  auto mask = TileMaskOp::create(b, loc, scores, rowStart, keyStart, queryLength, keyLength, UnitAttr(), IntegerAttr());
+                             Value keyLength, FloatAttr fill) {
+  auto mask = TileMaskOp::create(b, loc, scores, rowStart, keyStart, queryLength, keyLength,
+                                 UnitAttr(), IntegerAttr(), fill);
   if (causal)
     mask.setCausal(true);
   if (window)

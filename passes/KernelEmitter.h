@@ -95,9 +95,10 @@ public:
   /// window bound inside it. Interior blocks run unmasked.
   Value blockNeedsMask(Value rowStart, int64_t tileRows, Value keyStart, int64_t tileKeys,
                        Value queryLength, Value keyLength);
-  /// `attn.tile_mask` of the op's causal and window attributes over a score tile.
+  /// `attn.tile_mask` of the op's causal and window attributes over a score tile; `fill`
+  /// replaces -inf (0 over the probabilities of a folded normalizer).
   void maskTile(Value scores, Value rowStart, Value keyStart, Value queryLength,
-                Value keyLength);
+                Value keyLength, FloatAttr fill = {});
   /// A static f32 tile: on the kernel's stack up to kMaxStackTileBytes, else on the heap
   /// (freed by releaseTiles, which every kernel calls before it returns).
   Value allocTile(ArrayRef<int64_t> shape);

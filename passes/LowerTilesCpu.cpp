@@ -216,8 +216,9 @@ struct LowerMask : OpRewritePattern<TileMaskOp> {
           arith::CmpIOp::create(rewriter, e.loc, arith::CmpIPredicate::slt, keys,
                                 e.splat(toI64(hi), cols)));
       Value scores = e.loadVector(op.getScores(), {i, e.index(0)}, cols);
+      float fill = op.getFill() ? op.getFill()->convertToFloat() : -INFINITY;
       Value masked = arith::SelectOp::create(rewriter, e.loc, allowed, scores,
-                                             e.splat(e.f32(-INFINITY), cols));
+                                             e.splat(e.f32(fill), cols));
       e.storeVector(masked, op.getScores(), {i, e.index(0)});
     });
     rewriter.eraseOp(op);
@@ -368,23 +369,30 @@ struct LowerNormalize : OpRewritePattern<TileNormalizeOp> {
     Region &body = op.getNormalizerBody();
     Value keyLength = op.getKeyLength();
     LogicalResult status = success();
+    bool folded = op.getFolded();
     auto probability = [&](Value shifted) -> Value {
       auto p = replayElementwise(rewriter, e.loc, {shifted},
                                  [&](OpBuilder &b, ValueRange args) -> FailureOr<SmallVector<Value>> {
-                                   return SmallVector<Value>{normalizer.emitProbability(
-                                       b, op.getLoc(), args[0], keyLength, body)};
+                                   return SmallVector<Value>{
+                                       folded ? normalizer.emitFoldedProbability(b, op.getLoc(),
+                                                                                 args[0])
+                                              : normalizer.emitProbability(
+                                                    b, op.getLoc(), args[0], keyLength, body)};
                                  });
       if (failed(p)) {
         status = failure();
         return shifted;
       }
+      if (Operation *producer = (*p)[0].getDefiningOp(); producer && folded)
+        producer->setAttr(kNoPositiveInfinityAttr, rewriter.getUnitAttr());
       return e.asVector((*p)[0], cols);
     };
     // Masked scores are -inf. Where p(-inf) is 0 as this CPU computes it (its polynomials
     // folded at -inf), the select that zeroes them is left out: softmax's exp2, sigmoid, relu.
-    bool vanishes = probabilityVanishesAtNegativeInfinity(normalizer, body, e.loc,
-                                                          /*fast=*/false,
-                                                          populateCpuFastMathPatterns);
+    // A folded normalizer sees no masked score: its masks come after it.
+    bool vanishes = folded || probabilityVanishesAtNegativeInfinity(normalizer, body, e.loc,
+                                                                    /*fast=*/false,
+                                                                    populateCpuFastMathPatterns);
     auto zeroWhereMasked = [&](Value p, Value s) {
       return vanishes ? p : e.zeroWhereMasked(p, s);
     };

@@ -39,6 +39,11 @@ def AttnTile : Pass<"attn-tile", "::mlir::ModuleOp"> {
            "with a mask region, the kernel takes a block map (memref<?x?x?x?xi8>, before the "
            "grid arguments) and reads the blocks' classifications from it, classifying and "
            "writing only the entries not classified yet">,
+    Option<"foldNormalizer", "fold-normalizer", "bool", "false",
+           "an elementwise normalizer with a folded form g(a s + c) (sigmoid) takes a into "
+           "the queries and c as the score product's init (tile_matmul init), its "
+           "tile_normalize is `folded` and its masks come after it with fill 0 (not under a "
+           "score_mod or a mask region). The CPU pipeline sets it.">,
   ];
   let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::math::MathDialect",
                            "::mlir::memref::MemRefDialect", "::mlir::scf::SCFDialect",

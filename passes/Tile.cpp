@@ -21,7 +21,7 @@ namespace mlir::attn {
 namespace {
 /// Emits `@<name>_fwd(q, k, v, o, lse, [kv_lengths,] [captures..., fault,] [block map,] batch,
 /// head, queryStart)`.
-void emitForwardKernel(KernelEmitter &e, Operation *anchor, bool blockMap) {
+void emitForwardKernel(KernelEmitter &e, Operation *anchor, bool blockMap, bool foldNormalizer) {
   OpBuilder &b = e.b;
   Location loc = e.loc;
   MemRefType view4 = e.view4Type(), view3 = e.view3Type();
@@ -50,8 +50,17 @@ void emitForwardKernel(KernelEmitter &e, Operation *anchor, bool blockMap) {
     state.push_back(e.allocTile({tq}));
   Value correction = e.rowWise ? e.allocTile({tq}) : Value();
 
+  // An elementwise normalizer of the form g(a s + c) takes a with the scale into the queries
+  // and c as the score product's initial value, so that no operation per score is left but g;
+  // its masks then zero probabilities after g instead of writing -inf before it. Not under a
+  // score_mod (s must be the product itself) or a mask region (which writes -inf).
+  std::optional<double> foldFactor = normalizer.getFoldedScoreFactor();
+  bool folded = foldNormalizer && foldFactor && !e.hasScoreMod && !e.hasMask;
+  Value scoreOffset =
+      folded ? normalizer.emitFoldedScoreOffset(b, loc, keyLengthF32) : Value();
   auto load = TileLoadOp::create(b, loc, q, batch, head, queryStart, rows, queries, UnitAttr(), FloatAttr());
-  load.setMultiplierAttr(b.getF32FloatAttr(e.queryMultiplier()));
+  load.setMultiplierAttr(
+      b.getF32FloatAttr(folded ? e.scale * *foldFactor : e.queryMultiplier()));
   TileFillOp::create(b, loc, acc, b.getF32FloatAttr(0.0));
   if (e.rowWise)
     TileRowInitOp::create(b, loc, state, normalizer);
@@ -69,19 +78,26 @@ void emitForwardKernel(KernelEmitter &e, Operation *anchor, bool blockMap) {
       TileLoadOp::create(b, loc, k, batch, kvHead, blockStart, count, keysT, UnitAttr(), FloatAttr()).setTranspose(true);
       TileLoadOp::create(b, loc, v, batch, kvHead, blockStart, count, values, UnitAttr(), FloatAttr());
       TileMatmulOp::create(b, loc, queries, keysT, scores, rows, e.index(d), count, Value(),
-                           UnitAttr(), UnitAttr(), FloatAttr());
+                           scoreOffset, UnitAttr(), UnitAttr(), FloatAttr());
       e.scoreModTile(scores, rows, count, batch, head, queryStart, blockStart, Value());
       Value needsMask = e.blockNeedsMask(queryStart, tq, blockStart, tk, queryLength, keyLength);
-      scf::IfOp::create(b, loc, needsMask, [&](OpBuilder &, Location) {
-        e.maskTile(scores, queryStart, blockStart, queryLength, keyLength);
-        scf::YieldOp::create(b, loc);
-      });
+      auto mask = [&](FloatAttr fill) {
+        scf::IfOp::create(b, loc, needsMask, [&](OpBuilder &, Location) {
+          e.maskTile(scores, queryStart, blockStart, queryLength, keyLength, fill);
+          scf::YieldOp::create(b, loc);
+        });
+      };
+      if (!folded)
+        mask(FloatAttr());
       e.maskRegionTile(kind, scores, rows, count, batch, head, queryStart, blockStart);
       auto normalize = TileNormalizeOp::create(b, loc, scores, rows, state, correction,
                                                keyLengthF32, normalizer);
+      normalize.setFolded(folded);
       e.copyNormalizerBody(normalize.getNormalizerBody());
+      if (folded)
+        mask(b.getF32FloatAttr(0.0));
       auto update = TileMatmulOp::create(b, loc, scores, values, acc, rows, count, e.index(dv),
-                                         correction, UnitAttr(), UnitAttr(), FloatAttr());
+                                         correction, Value(), UnitAttr(), UnitAttr(), FloatAttr());
       update.setAccumulate(true);
     });
     scf::YieldOp::create(b, loc);
@@ -113,7 +129,8 @@ struct AttnTilePass : impl::AttnTileBase<AttnTilePass> {
       OpBuilder builder(op.getContext());
       KernelEmitter emitter(op, builder, TileSizes{queryTile, keyTile});
       auto parent = op->getParentOfType<func::FuncOp>();
-      emitForwardKernel(emitter, parent ? parent.getOperation() : op.getOperation(), blockMap);
+      emitForwardKernel(emitter, parent ? parent.getOperation() : op.getOperation(), blockMap,
+                        foldNormalizer);
       if (parent)
         replacedFunctions.insert(parent);
     }

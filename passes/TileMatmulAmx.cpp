@@ -70,6 +70,15 @@ struct LowerMatmulAmx : OpRewritePattern<TileMatmulOp> {
     // the tiles and stored back by them. With alpha the product goes through a scratch
     // block instead: acc = old * row_scale + alpha * product.
     bool throughScratch = op.getAlpha() && op.getAlpha()->convertToFloat() != 1.0f;
+    // An initial value goes into the accumulator, which the tiles then load (with alpha,
+    // addScaledProduct adds it).
+    bool fromAccumulator = op.getAccumulate() || op.getInit();
+    if (op.getInit() && !throughScratch)
+      e.loop(e.index(0), blocksEnd, 1, [&](Value i) {
+        Value start = e.splat(op.getInit(), target.lanes);
+        for (int64_t c = 0; c < n; c += target.lanes)
+          e.storeVector(start, op.getAcc(), {i, e.index(c)});
+      });
     if (op.getAccumulate() && op.getRowScale() && !throughScratch)
       e.loop(e.index(0), blocksEnd, 1, [&](Value i) {
         Value scale = e.splat(e.load(op.getRowScale(), {i}), target.lanes);
@@ -101,7 +110,7 @@ struct LowerMatmulAmx : OpRewritePattern<TileMatmulOp> {
           SmallVector<Value> tiles;
           for (int64_t a = 0; a < rowTiles; ++a)
             for (int64_t b = 0; b < colTiles; ++b)
-              tiles.push_back(op.getAccumulate() && !throughScratch
+              tiles.push_back(fromAccumulator && !throughScratch
                                   ? Value(amx::TileLoadOp::create(rewriter, e.loc, accTile,
                                                                   op.getAcc(),
                                                                   {rowOf(a), colOf(b)}))
@@ -171,7 +180,7 @@ struct LowerMatmulAmx : OpRewritePattern<TileMatmulOp> {
     });
   }
 
-  /// acc[r0 + i][c0 + j] = (old * row_scale or 0) + alpha * scratch[i][j].
+  /// acc[r0 + i][c0 + j] = (old * row_scale, or init, or 0) + alpha * scratch[i][j].
   void addScaledProduct(Emit &e, TileMatmulOp op, Value scratch, Value r0, int64_t c0,
                         int64_t blockRows, int64_t blockCols) const {
     Value alpha = e.splat(e.f32(op.getAlpha()->convertToFloat()), target.lanes);
@@ -189,6 +198,9 @@ struct LowerMatmulAmx : OpRewritePattern<TileMatmulOp> {
           if (scale)
             old = arith::MulFOp::create(e.b, e.loc, old, scale);
           result = vector::FMAOp::create(e.b, e.loc, alpha, product, old);
+        } else if (op.getInit()) {
+          result = vector::FMAOp::create(e.b, e.loc, alpha, product,
+                                         e.splat(op.getInit(), target.lanes));
         } else {
           result = arith::MulFOp::create(e.b, e.loc, alpha, product);
         }

@@ -113,11 +113,15 @@ struct LowerMatmul : OpRewritePattern<TileMatmulOp> {
           v = arith::MulFOp::create(rewriter, e.loc, v, e.splat(rowScale[i], widths[j]));
         return v;
       };
+      // Without accumulate the accumulators start at `init` (0 when absent); with alpha it is
+      // added after the scaling.
+      auto start = [&](int64_t j) {
+        return e.splat(op.getInit() && !alpha ? op.getInit() : e.f32(0.0), widths[j]);
+      };
       SmallVector<Value> init;
       for (int64_t i = 0; i < rows; ++i)
         for (int64_t j = 0; j < chunks; ++j)
-          init.push_back(op.getAccumulate() && !alpha ? old(i, j)
-                                                      : e.splat(e.f32(0.0), widths[j]));
+          init.push_back(op.getAccumulate() && !alpha ? old(i, j) : start(j));
       auto reduction = scf::ForOp::create(
           rewriter, e.loc, e.index(0), bf16 ? pairs : depth, e.index(1), init,
           [&](OpBuilder &, Location, Value kk, ValueRange accs) {
@@ -167,6 +171,8 @@ struct LowerMatmul : OpRewritePattern<TileMatmulOp> {
           if (alpha) {
             Value scaled = e.splat(e.f32(op.getAlpha()->convertToFloat()), widths[j]);
             v = op.getAccumulate() ? Value(vector::FMAOp::create(rewriter, e.loc, scaled, v, old(i, j)))
+                : op.getInit()     ? Value(vector::FMAOp::create(rewriter, e.loc, scaled, v,
+                                                                 e.splat(op.getInit(), widths[j])))
                                    : Value(arith::MulFOp::create(rewriter, e.loc, scaled, v));
           }
           e.storeVector(v, op.getAcc(), {rowIndex[i], colStart[j]});

@@ -238,6 +238,27 @@ Value SigmoidAttr::emitProbability(OpBuilder &builder, Location loc, Value score
   return arith::DivFOp::create(builder, loc, one, denominator);
 }
 
+// sigmoid(s + b) = 1 / (1 + 2^u) with u = -log2(e) s - log2(e) b: with -log2(e) folded into
+// the queries and -log2(e) b into the score product's initial value, the exponent costs no
+// operation per score.
+std::optional<double> SigmoidAttr::getFoldedScoreFactor() const { return -M_LOG2E; }
+
+Value SigmoidAttr::emitFoldedScoreOffset(OpBuilder &builder, Location loc,
+                                         Value keyLength) const {
+  Value bias = parameterOrDefault(builder, loc, getBias(), keyLength, [&]() -> Value {
+    Value lnLength = math::LogOp::create(builder, loc, keyLength);
+    return arith::NegFOp::create(builder, loc, lnLength);
+  });
+  return arith::MulFOp::create(builder, loc, bias, f32Constant(builder, loc, -M_LOG2E));
+}
+
+Value SigmoidAttr::emitFoldedProbability(OpBuilder &builder, Location loc, Value folded) const {
+  Value one = f32Constant(builder, loc, 1.0);
+  Value power = math::Exp2Op::create(builder, loc, folded);
+  return arith::DivFOp::create(builder, loc, one,
+                               arith::AddFOp::create(builder, loc, one, power));
+}
+
 // sigmoid(x) = 0.5 tanh(0.5 x) + 0.5: one tanh.approx and two FMAs on GPUs (FlashSigmoid's
 // form), instead of exp, add and a division.
 Value SigmoidAttr::emitFastProbability(OpBuilder &builder, Location loc, Value score,

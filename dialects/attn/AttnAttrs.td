@@ -30,7 +30,8 @@ def Attn_Softmax1Attr : Attn_NormalizerAttr<"Softmax1", "softmax1", RowWiseMetho
 }
 
 def Attn_SigmoidAttr : Attn_NormalizerAttr<"Sigmoid", "sigmoid",
-    ["emitFastProbability"]> {
+    ["emitFastProbability", "getFoldedScoreFactor", "emitFoldedScoreOffset",
+     "emitFoldedProbability"]> {
   let summary = "elementwise sigmoid(s + bias); the bias defaults to -ln(Sk), Sk the run-time key length";
   let parameters = (ins OptionalParameter<"::mlir::FloatAttr">:$bias);
   let hasCustomAssemblyFormat = 1;

@@ -43,6 +43,23 @@ def Attn_NormalizerAttrInterface : AttrInterface<"NormalizerAttrInterface"> {
       read (softmax: log2(e), so that exp becomes exp2). Tilers fold it into the queries when
       no score_mod sits in between.}],
       "double", "getScoreMultiplier", (ins), [{}], [{ return 1.0; }]>,
+    InterfaceMethod<[{Elementwise normalizers whose p is g(a s + c), with a a constant and c
+      a per-kernel value: a (nullopt when there is no such form). A target may then fold a into
+      the queries and c into the initial value of the score product, so that the score tile
+      holds u = a s + c and emitFoldedProbability(u) = g(u) is all that is left per score. It
+      must then zero masked probabilities after g (p = 0) instead of writing -inf scores
+      before it, so u is never +inf there (a target may rely on that: sigmoid's reciprocal
+      needs no guard against it).}],
+      "::std::optional<double>", "getFoldedScoreFactor", (ins), [{}],
+      [{ return ::std::nullopt; }]>,
+    InterfaceMethod<[{The c of getFoldedScoreFactor, from the run-time key length (f32).}],
+      "::mlir::Value", "emitFoldedScoreOffset",
+      (ins "::mlir::OpBuilder &":$builder, "::mlir::Location":$loc, "::mlir::Value":$keyLength),
+      [{}], [{ return {}; }]>,
+    InterfaceMethod<[{g(u) of getFoldedScoreFactor: the probability of u = a s + c.}],
+      "::mlir::Value", "emitFoldedProbability",
+      (ins "::mlir::OpBuilder &":$builder, "::mlir::Location":$loc, "::mlir::Value":$folded),
+      [{}], [{ return {}; }]>,
     InterfaceMethod<[{Initial row state, getRowStateSize() values.}],
       "::llvm::SmallVector<::mlir::Value>", "emitRowStateInit",
       (ins "::mlir::OpBuilder &":$builder, "::mlir::Location":$loc), [{}],

@@ -115,6 +115,8 @@ LogicalResult TileMatmulOp::verify() {
                          << getRhs().getType() << ", acc " << getAcc().getType();
   if (getRowScale() && !getAccumulate())
     return emitOpError("row_scale rescales the accumulator: it needs accumulate");
+  if (getInit() && getAccumulate())
+    return emitOpError("init is the accumulator's start without accumulate: not both");
   return checkRowTile(*this, "row_scale", getRowScale(), m);
 }
 
@@ -223,6 +225,9 @@ LogicalResult TileNormalizeOp::verify() {
     return failure();
   if (getNormalizer().isRowWise() != bool(getCorrection()))
     return emitOpError() << "a correction tile goes with a row-wise normalizer, and only with one";
+  if (getFolded() && !getNormalizer().getFoldedScoreFactor())
+    return emitOpError() << "folded needs a normalizer with a folded form, got "
+                         << getNormalizer();
   return checkRowTile(*this, "correction", getCorrection(), rows);
 }
 

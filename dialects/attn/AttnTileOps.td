@@ -53,11 +53,12 @@ def Attn_TileStoreOp : Attn_TileOp<"tile_store"> {
   let hasVerifier = 1;
 }
 
-def Attn_TileMatmulOp : Attn_TileOp<"tile_matmul"> {
-  let summary = "acc = acc * row_scale (or 0) + alpha * op(lhs) * rhs on whole tiles";
+def Attn_TileMatmulOp : Attn_TileOp<"tile_matmul", [AttrSizedOperandSegments]> {
+  let summary = "acc = acc * row_scale (or init, or 0) + alpha * op(lhs) * rhs on whole tiles";
   let description = [{
     lhs `MxK` (`KxM` with `transpose_lhs`), rhs `KxN`, acc `MxN`. Without `accumulate` the
-    accumulator's old value is ignored; with it, each row i of it is first multiplied by
+    accumulator's old value is ignored and every element starts at `init` (an f32, 0 when
+    absent: a normalizer's folded score offset); with it, each row i of it is first multiplied by
     `row_scale[i]` when given (the online normalizer's correction).
     `extents (rows, depth, cols)` are the valid sizes (a partial tile at the end of a
     sequence): only acc rows < rows are computed, the reduction stops at depth (what lies past
@@ -67,11 +68,12 @@ def Attn_TileMatmulOp : Attn_TileOp<"tile_matmul"> {
   let arguments = (ins Arg<AnyMemRef, "", [MemRead]>:$lhs, Arg<AnyMemRef, "", [MemRead]>:$rhs,
                        Arg<AnyMemRef, "", [MemRead, MemWrite]>:$acc, Index:$rows,
                        Index:$depth, Index:$cols,
-                       Optional<AnyMemRef>:$row_scale, UnitAttr:$transpose_lhs,
-                       UnitAttr:$accumulate, OptionalAttr<F32Attr>:$alpha);
+                       Optional<AnyMemRef>:$row_scale, Optional<F32>:$init,
+                       UnitAttr:$transpose_lhs, UnitAttr:$accumulate,
+                       OptionalAttr<F32Attr>:$alpha);
   let assemblyFormat = [{
     $lhs `,` $rhs `into` $acc `extents` `(` $rows `,` $depth `,` $cols `)`
-    (`row_scale` $row_scale^ `:` type($row_scale))? attr-dict
+    (`row_scale` $row_scale^ `:` type($row_scale))? (`init` $init^)? attr-dict
     `:` type($lhs) `,` type($rhs) `,` type($acc)
   }];
   let hasVerifier = 1;
@@ -80,13 +82,14 @@ def Attn_TileMatmulOp : Attn_TileOp<"tile_matmul"> {
 def Attn_TileMaskOp : Attn_TileOp<"tile_mask"> {
   let summary = "sets the scores of keys a row may not see to -inf (boundary blocks only)";
   let description = [{
-    scores[i, j] = -inf where query row_start + i >= query_length (padding rows), key
-    col_start + j >= key_length (padding keys), or the causal / window mask forbids the key to
-    the row.
+    scores[i, j] = -inf (or `fill`) where query row_start + i >= query_length (padding rows),
+    key col_start + j >= key_length (padding keys), or the causal / window mask forbids the key
+    to the row. `fill` = 0 masks probabilities, after a folded tile_normalize.
   }];
   let arguments = (ins Arg<AnyMemRef, "", [MemRead, MemWrite]>:$scores, Index:$row_start,
                        Index:$col_start, Index:$query_length, Index:$key_length,
-                       UnitAttr:$causal, OptionalAttr<I64Attr>:$window);
+                       UnitAttr:$causal, OptionalAttr<I64Attr>:$window,
+                       OptionalAttr<F32Attr>:$fill);
   let assemblyFormat = [{
     $scores `at` $row_start `,` $col_start `lengths` $query_length `,` $key_length
     attr-dict `:` type($scores)
@@ -222,11 +225,14 @@ def Attn_TileNormalizeOp : Attn_TileOp<"tile_normalize", [AttrSizedOperandSegmen
     In place, on rows < rows (the valid ones). Elementwise normalizers: p = f(s). Row-wise ones run steps 1-4 of
     NormalizerAttrInterface per row (block max, shift, p, block sum) and write each row's
     accumulator correction to `correction`. p = 0 wherever s = -inf (masked). `key_length`
-    is the run-time key length (f32).
+    is the run-time key length (f32). With `folded` the tile holds u = a s + c of the
+    normalizer's getFoldedScoreFactor (a in the queries, c the score product's init), p =
+    emitFoldedProbability(u), no u is +inf and masks come after, as `fill` = 0.
   }];
   let arguments = (ins Arg<AnyMemRef, "", [MemRead, MemWrite]>:$scores, Index:$rows,
                        Variadic<AnyMemRef>:$state, Optional<AnyMemRef>:$correction,
-                       F32:$key_length, Attn_NormalizerAttrInterface:$normalizer);
+                       F32:$key_length, Attn_NormalizerAttrInterface:$normalizer,
+                       UnitAttr:$folded);
   let regions = (region MaxSizedRegion<1>:$normalizer_body);
   let assemblyFormat = [{
     $scores `rows` $rows `keys` $key_length `normalizer` `(` $normalizer `)`

@@ -156,3 +156,43 @@ func.func @logistic_masked_unknown_bias(%s: vector<16xf32>, %b: vector<16xf32>) 
   %r = arith.select %masked, %zero, %p : vector<16xi1>, vector<16xf32>
   return %r : vector<16xf32>
 }
+
+// A folded normalizer's logistic 1 / (1 + 2^u) (attn-tile's fold-normalizer: -log2(e) in the
+// queries, -log2(e) b in the product's init): u goes to vreduceps as it is, no FMA before.
+// Marked attn.no_positive_infinity (its masks come after it), 2^u saturates at FLT_MAX
+// (vscalefps rounding toward zero, 11) and the min before the Newton step goes: 11 vector ops
+// per 16 scores instead of 13. Unmarked, the guard stays and vscalefps rounds as the MXCSR says.
+// CHECK-LABEL: func.func @logistic_base2
+// CHECK: arith.divf
+// AVX512-LABEL: func.func @logistic_base2
+// AVX512-SAME: (%[[U:.*]]: vector<16xf32>)
+// AVX512-NOT: arith.mulf
+// AVX512: %[[F:.*]] = llvm.call_intrinsic "llvm.x86.avx512.mask.reduce.ps.512"(%[[U]],
+// AVX512-COUNT-5: math.fma
+// AVX512: %[[E:.*]] = x86vector.avx512.mask.scalef %{{.*}}, %[[U]], %{{.*}}, %{{.*}}, %c11_i32
+// AVX512: %[[D:.*]] = arith.addf %[[E]], %{{.*}}
+// AVX512: %[[R:.*]] = llvm.call_intrinsic "llvm.x86.avx512.rcp14.ps.512"(%[[D]],
+// AVX512-NOT: min.ps
+// AVX512: %[[NEG:.*]] = arith.negf %[[D]]
+// AVX512: %[[RESIDUAL:.*]] = math.fma %[[NEG]], %[[R]], %{{.*}}
+// AVX512: %[[P:.*]] = math.fma %[[R]], %[[RESIDUAL]], %[[R]]
+// AVX512-NOT: arith.divf
+// AVX512: return %[[P]]
+func.func @logistic_base2(%u: vector<16xf32>) -> vector<16xf32> {
+  %one = arith.constant dense<1.0> : vector<16xf32>
+  %e = math.exp2 %u : vector<16xf32>
+  %d = arith.addf %one, %e : vector<16xf32>
+  %p = arith.divf %one, %d {attn.no_positive_infinity} : vector<16xf32>
+  return %p : vector<16xf32>
+}
+
+// AVX512-LABEL: func.func @logistic_base2_unmarked
+// AVX512: x86vector.avx512.mask.scalef %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %c4_i32
+// AVX512: llvm.call_intrinsic "llvm.x86.avx512.min.ps.512"
+func.func @logistic_base2_unmarked(%u: vector<16xf32>) -> vector<16xf32> {
+  %one = arith.constant dense<1.0> : vector<16xf32>
+  %e = math.exp2 %u : vector<16xf32>
+  %d = arith.addf %one, %e : vector<16xf32>
+  %p = arith.divf %one, %d : vector<16xf32>
+  return %p : vector<16xf32>
+}

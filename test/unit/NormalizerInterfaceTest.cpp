@@ -36,6 +36,18 @@ protected:
   /// folded constant.
   std::optional<double> evaluate(NormalizerAttrInterface normalizer, double score,
                                  double keyLength, Region *body = nullptr) {
+    return evaluateWith(score, keyLength, [&](OpBuilder &builder, Location loc, Value s,
+                                              Value length) {
+      Region empty;
+      return normalizer.emitProbability(builder, loc, s, length, body ? *body : empty);
+    });
+  }
+
+  /// Emits `emit(score, keyLength)` on constants inside a function, folds it, and returns the
+  /// folded constant.
+  std::optional<double>
+  evaluateWith(double score, double keyLength,
+               llvm::function_ref<Value(OpBuilder &, Location, Value, Value)> emit) {
     OpBuilder builder(&context);
     Location loc = builder.getUnknownLoc();
     auto module = ModuleOp::create(loc);
@@ -45,8 +57,7 @@ protected:
     builder.setInsertionPointToEnd(func.addEntryBlock());
     Value s = arith::ConstantOp::create(builder, loc, builder.getF32FloatAttr(score));
     Value length = arith::ConstantOp::create(builder, loc, builder.getF32FloatAttr(keyLength));
-    Region empty;
-    Value p = normalizer.emitProbability(builder, loc, s, length, body ? *body : empty);
+    Value p = emit(builder, loc, s, length);
     func::ReturnOp::create(builder, loc, p);
     RewritePatternSet patterns(&context);
     (void)applyPatternsGreedily(module, std::move(patterns));
@@ -85,6 +96,33 @@ TEST_F(NormalizerInterfaceTest, SigmoidEmitsSigmoidOfShiftedScore) {
     ASSERT_TRUE(q.has_value());
     EXPECT_NEAR(*q, 1.0 / (1.0 + std::exp(-(s - std::log(128.0)))), 1e-6) << "s = " << s;
   }
+}
+
+// The folded form: g(a s + c) is the same probability, a and c as a target folds them into
+// the queries and the score product's initial value.
+TEST_F(NormalizerInterfaceTest, SigmoidFoldedFormIsTheSameProbability) {
+  for (const char *text : {"#attn.sigmoid<bias = -1.0>", "#attn.sigmoid"}) {
+    NormalizerAttrInterface sigmoid = parse(text);
+    std::optional<double> factor = sigmoid.getFoldedScoreFactor();
+    ASSERT_TRUE(factor.has_value());
+    for (double s : {-30.0, -3.0, -0.25, 0.0, 1.5, 4.0, 30.0}) {
+      auto folded = evaluateWith(s, 77, [&](OpBuilder &b, Location loc, Value score,
+                                            Value length) {
+        Value scaled = arith::MulFOp::create(
+            b, loc, score, arith::ConstantOp::create(b, loc, b.getF32FloatAttr(*factor)));
+        Value u = arith::AddFOp::create(b, loc, scaled,
+                                        sigmoid.emitFoldedScoreOffset(b, loc, length));
+        return sigmoid.emitFoldedProbability(b, loc, u);
+      });
+      auto direct = evaluate(sigmoid, s, 77);
+      ASSERT_TRUE(folded.has_value() && direct.has_value()) << text << " s = " << s;
+      EXPECT_NEAR(*folded, *direct, 1e-6 * *direct) << text << " s = " << s;
+    }
+  }
+  // Normalizers without one say so: the tilers keep their -inf masks before them.
+  EXPECT_FALSE(parse("#attn.softmax").getFoldedScoreFactor().has_value());
+  EXPECT_FALSE(parse("#attn.relu").getFoldedScoreFactor().has_value());
+  EXPECT_FALSE(parse("#attn.custom").getFoldedScoreFactor().has_value());
 }
 
 TEST_F(NormalizerInterfaceTest, ReluEmitsScaledRectifier) {

@@ -436,6 +436,22 @@ func.func @tile_matmul_row_scale(%a: memref<32x64xf32>, %b: memref<64x64xf32>, %
 
 // -----
 
+func.func @tile_matmul_init_accumulate(%a: memref<32x64xf32>, %b: memref<64x64xf32>, %c: memref<32x64xf32>, %x: f32, %n: index) {
+  // expected-error @+1 {{init is the accumulator's start without accumulate: not both}}
+  attn.tile_matmul %a, %b into %c extents(%n, %n, %n) init %x {accumulate} : memref<32x64xf32>, memref<64x64xf32>, memref<32x64xf32>
+  return
+}
+
+// -----
+
+func.func @tile_normalize_folded_softmax(%s: memref<32x64xf32>, %m: memref<32xf32>, %l: memref<32xf32>, %c: memref<32xf32>, %n: index, %k: f32) {
+  // expected-error @+1 {{folded needs a normalizer with a folded form, got #attn.softmax}}
+  attn.tile_normalize %s rows %n keys %k normalizer(#attn.softmax) state %m, %l : memref<32xf32>, memref<32xf32> correction %c : memref<32xf32> {folded} : memref<32x64xf32>
+  return
+}
+
+// -----
+
 func.func @tile_normalize_state(%s: memref<32x64xf32>, %m: memref<32xf32>, %c: memref<32xf32>, %n: index, %k: f32) {
   // expected-error @+1 {{normalizer #attn.softmax carries 2 row state values, got 1 state tiles}}
   attn.tile_normalize %s rows %n keys %k normalizer(#attn.softmax) state %m : memref<32xf32> correction %c : memref<32xf32> : memref<32x64xf32>

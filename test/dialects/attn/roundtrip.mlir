@@ -153,3 +153,16 @@ func.func @split_heads(%y: tensor<?x?x128xf32>) -> (tensor<?x4x?x16xf32>, tensor
   %q, %k, %v = attn.split_heads %y {heads = 4 : i64, kv_heads = 2 : i64} : tensor<?x?x128xf32> -> tensor<?x4x?x16xf32>, tensor<?x2x?x16xf32>, tensor<?x2x?x16xf32>
   return %q, %k, %v : tensor<?x4x?x16xf32>, tensor<?x2x?x16xf32>, tensor<?x2x?x16xf32>
 }
+
+// The folded form of an elementwise normalizer (attn-tile's fold-normalizer): the score
+// product's init, the folded tile_normalize and the mask's fill, printed and parsed back.
+// CHECK-LABEL: func.func @folded_tiles
+// CHECK: attn.tile_matmul %{{.*}}, %{{.*}} into %[[S:.*]] extents(%{{.*}}, %{{.*}}, %{{.*}}) init %{{.*}} : memref<32x64xf32>, memref<64x64xf32>, memref<32x64xf32>
+// CHECK: attn.tile_normalize %[[S]] rows %{{.*}} keys %{{.*}} normalizer(#attn.sigmoid) {folded} : memref<32x64xf32>
+// CHECK: attn.tile_mask %[[S]] at %{{.*}}, %{{.*}} lengths %{{.*}}, %{{.*}} {causal, fill = 0.000000e+00 : f32} : memref<32x64xf32>
+func.func @folded_tiles(%q: memref<32x64xf32>, %kt: memref<64x64xf32>, %s: memref<32x64xf32>, %offset: f32, %keys: f32, %n: index) {
+  attn.tile_matmul %q, %kt into %s extents(%n, %n, %n) init %offset : memref<32x64xf32>, memref<64x64xf32>, memref<32x64xf32>
+  attn.tile_normalize %s rows %n keys %keys normalizer(#attn.sigmoid) {folded} : memref<32x64xf32>
+  attn.tile_mask %s at %n, %n lengths %n, %n {causal, fill = 0.0 : f32} : memref<32x64xf32>
+  return
+}
