@@ -154,16 +154,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   mlir::OwningOpRef<mlir::ModuleOp> backward(module->clone());
   mlir::OwningOpRef<mlir::ModuleOp> gpu(module->clone());
   run(ctx, *module, kTiled, {[] { return mlir::attn::createAttnTile(); }});
-  // The training pipeline goes on through the CPU lowering of the tile IR (AVX-512 or AVX2
-  // register blocks, chosen by the input's length) and the polynomial math.
+  // The training pipeline goes on as the CPU pipeline does (the forward's folded normalizers
+  // included) through the CPU lowering of the tile IR (AVX-512 or AVX2 register blocks, chosen
+  // by the input's length) and the polynomial math (with the AVX-512 forms for AVX-512).
   mlir::attn::AttnLowerTilesCpuOptions cpuOptions;
   cpuOptions.vectorWidth = size % 3 == 0 ? 8 : 16;
   cpuOptions.vectorRegisters = cpuOptions.vectorWidth == 8 ? 16 : 32;
+  mlir::attn::AttnTileOptions tileOptions;
+  tileOptions.foldNormalizer = true;
   run(ctx, *backward, kBackward,
       {[] { return mlir::attn::createAttnDeriveBackward(); },
-       [] { return mlir::attn::createAttnTile(); },
+       [&] { return mlir::attn::createAttnTile(tileOptions); },
        [&] { return mlir::attn::createAttnLowerTilesCpu(cpuOptions); },
-       [] { return mlir::attn::createAttnCpuFastMath(); }});
+       [&] {
+         return mlir::attn::createAttnCpuFastMath(
+             mlir::attn::AttnCpuFastMathOptions{/*avx512=*/cpuOptions.vectorWidth == 16});
+       }});
   mlir::attn::AttnTileGpuOptions gpuOptions;
   gpuOptions.backward = true;
   gpuOptions.wgmma = size % 2;
