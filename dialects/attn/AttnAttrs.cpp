@@ -224,12 +224,19 @@ LogicalResult SigmoidAttr::verify(function_ref<InFlightDiagnostic()> emitError,
   return success();
 }
 
-Value SigmoidAttr::emitProbability(OpBuilder &builder, Location loc, Value score,
-                                   Value keyLength, Region &) const {
-  Value bias = parameterOrDefault(builder, loc, getBias(), keyLength, [&]() -> Value {
+namespace {
+/// Sigmoid's bias: the parameter, or -ln(Sk) from the run-time key length.
+Value sigmoidBias(OpBuilder &builder, Location loc, FloatAttr bias, Value keyLength) {
+  return parameterOrDefault(builder, loc, bias, keyLength, [&]() -> Value {
     Value lnLength = math::LogOp::create(builder, loc, keyLength);
     return arith::NegFOp::create(builder, loc, lnLength);
   });
+}
+} // namespace
+
+Value SigmoidAttr::emitProbability(OpBuilder &builder, Location loc, Value score,
+                                   Value keyLength, Region &) const {
+  Value bias = sigmoidBias(builder, loc, getBias(), keyLength);
   Value shifted = arith::AddFOp::create(builder, loc, score, bias);
   Value negated = arith::NegFOp::create(builder, loc, shifted);
   Value expNeg = math::ExpOp::create(builder, loc, negated);
@@ -245,10 +252,7 @@ std::optional<double> SigmoidAttr::getFoldedScoreFactor() const { return -M_LOG2
 
 Value SigmoidAttr::emitFoldedScoreOffset(OpBuilder &builder, Location loc,
                                          Value keyLength) const {
-  Value bias = parameterOrDefault(builder, loc, getBias(), keyLength, [&]() -> Value {
-    Value lnLength = math::LogOp::create(builder, loc, keyLength);
-    return arith::NegFOp::create(builder, loc, lnLength);
-  });
+  Value bias = sigmoidBias(builder, loc, getBias(), keyLength);
   return arith::MulFOp::create(builder, loc, bias, f32Constant(builder, loc, -M_LOG2E));
 }
 
@@ -263,10 +267,7 @@ Value SigmoidAttr::emitFoldedProbability(OpBuilder &builder, Location loc, Value
 // form), instead of exp, add and a division.
 Value SigmoidAttr::emitFastProbability(OpBuilder &builder, Location loc, Value score,
                                        Value keyLength, Region &) const {
-  Value bias = parameterOrDefault(builder, loc, getBias(), keyLength, [&]() -> Value {
-    Value lnLength = math::LogOp::create(builder, loc, keyLength);
-    return arith::NegFOp::create(builder, loc, lnLength);
-  });
+  Value bias = sigmoidBias(builder, loc, getBias(), keyLength);
   Value half = f32Constant(builder, loc, 0.5);
   // 0.5 (s + b) as s * 0.5 + 0.5 b: one fma per score once 0.5 b folds or is hoisted.
   Value halfShifted = arith::AddFOp::create(
