@@ -6,6 +6,9 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/Dialect/UB/IR/UBOps.h"
 #include "mlir/IR/Matchers.h"
 #include "mlir/IR/PatternMatch.h"
 
@@ -163,7 +166,31 @@ struct ForwardEvalUpdatedU : OpRewritePattern<ReparamLinearOp> {
     return success();
   }
 };
+
+/// A dimension read at a constant negative index is undefined (memref.dim, tensor.dim); the
+/// result becomes ub.poison. This also keeps the op away from MLIR 22's gpu canonicalization
+/// SimplifyDimOfAllocOp, which indexes the type's shape with it unchecked and reads out of
+/// bounds (a crash of any canonicalizer run once the gpu dialect is loaded, as in our GPU
+/// pipeline; test/fuzz/regressions/dim-negative-index.mlir). The benefit puts this pattern
+/// before every other one on the op.
+template <typename DimOp>
+struct NegativeDimIndexIsPoison : OpRewritePattern<DimOp> {
+  NegativeDimIndexIsPoison(MLIRContext *context)
+      : OpRewritePattern<DimOp>(context, /*benefit=*/100) {}
+  LogicalResult matchAndRewrite(DimOp op, PatternRewriter &rewriter) const override {
+    std::optional<int64_t> index = op.getConstantIndex();
+    if (!index || *index >= 0)
+      return failure();
+    rewriter.replaceOpWithNewOp<ub::PoisonOp>(op, op.getType());
+    return success();
+  }
+};
 } // namespace
+
+void AttnDialect::getCanonicalizationPatterns(RewritePatternSet &patterns) const {
+  patterns.add<NegativeDimIndexIsPoison<memref::DimOp>, NegativeDimIndexIsPoison<tensor::DimOp>>(
+      getContext());
+}
 
 void AttentionOp::getCanonicalizationPatterns(RewritePatternSet &patterns,
                                               MLIRContext *context) {

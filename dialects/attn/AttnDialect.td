@@ -16,8 +16,12 @@ def Attn_Dialect : Dialect {
   let useDefaultAttributePrinterParser = 1;
   // tensor and memref: the scalar regions read captured tensors (tensor.extract, and
   // memref.load in the tile ops).
+  // ub: the dialect's canonicalization turns a dimension read at a negative index into
+  // ub.poison (AttnCanonicalize.cpp).
   let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::math::MathDialect",
-                           "::mlir::tensor::TensorDialect", "::mlir::memref::MemRefDialect"];
+                           "::mlir::tensor::TensorDialect", "::mlir::memref::MemRefDialect",
+                           "::mlir::ub::UBDialect"];
+  let hasCanonicalizer = 1;
 }
 
 #endif // ATTN_DIALECT_TD

@@ -5,6 +5,7 @@
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/Dialect/UB/IR/UBOps.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/IRMapping.h"
 
@@ -39,11 +40,24 @@ LogicalResult mlir::attn::verifyScalarRegion(Operation *op, Region &region, Stri
       if (!argument || argument.getOwner() != &block)
         return inner.emitOpError() << "in " << what
                                    << " must read a captured tensor (an argument of the region)";
+      // The dim ops' own verifiers reject an index past the rank, not a negative one.
+      std::optional<int64_t> dimIndex;
+      if (auto dim = dyn_cast<tensor::DimOp>(inner))
+        dimIndex = dim.getConstantIndex();
+      else if (auto dim = dyn_cast<memref::DimOp>(inner))
+        dimIndex = dim.getConstantIndex();
+      if (dimIndex && *dimIndex < 0)
+        return inner.emitOpError() << "in " << what << " reads dimension " << *dimIndex
+                                   << " of a captured tensor: dimensions count from 0";
       continue;
     }
     Dialect *innerDialect = inner.getDialect();
     StringRef dialect = innerDialect ? innerDialect->getNamespace() : inner.getName().getDialectNamespace();
     bool scalarDialect = innerDialect && isa<arith::ArithDialect, math::MathDialect>(innerDialect);
+    if (isa<ub::PoisonOp>(inner))
+      return inner.emitOpError() << "is not allowed in " << what
+                                 << ": an undefined value (canonicalization makes one of a "
+                                    "tensor.dim or memref.dim at a negative dimension)";
     if (!scalarDialect && !isa<YieldOp>(inner))
       return inner.emitOpError() << "is not allowed in " << what
                                  << " (only arith and math ops, and tensor.extract and tensor.dim "

@@ -183,3 +183,38 @@ func.func @training_reparam_keeps_update(%x: tensor<4x64xf32>, %w: tensor<32x64x
   %y, %u2 = attn.reparam_linear %x, %w gamma(%g : tensor<f32>) u(%u : tensor<64xf32>) {training} : tensor<4x64xf32>, tensor<32x64xf32> -> tensor<4x32xf32>, tensor<64xf32>
   return %y, %u2 : tensor<4x32xf32>, tensor<64xf32>
 }
+
+// -----
+
+// A dimension read at a negative index is undefined: ub.poison. Before the attn dialect's
+// pattern, any canonicalizer run with the gpu dialect loaded (here by gpu.barrier, in our GPU
+// pipeline by the kernels) crashed on it: MLIR's SimplifyDimOfAllocOp indexes the shape with it
+// unchecked. The index is negative only after folding, as a fuzzer input had it.
+// CHECK-LABEL: func.func @dim_at_a_negative_index
+// CHECK-NOT: memref.dim
+// CHECK-NOT: tensor.dim
+// CHECK: %[[POISON:.*]] = ub.poison : index
+// CHECK: return %[[POISON]], %[[POISON]]
+func.func @dim_at_a_negative_index(%m: memref<?xf32>, %t: tensor<?xf32>, %q: tensor<1x2x8x16xf32>) -> (index, index, tensor<1x2x8x16xf32>) {
+  gpu.barrier
+  %c0 = arith.constant 0 : index
+  %c2 = arith.constant 2 : index
+  %minus_two = arith.subi %c0, %c2 : index
+  %d = memref.dim %m, %minus_two : memref<?xf32>
+  %e = tensor.dim %t, %minus_two : tensor<?xf32>
+  %o = attn.attention %q, %q, %q normalizer(#attn.softmax) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  return %d, %e, %o : index, index, tensor<1x2x8x16xf32>
+}
+
+// -----
+
+// A dimension in range stays for the dim ops' own folds.
+// CHECK-LABEL: func.func @dim_in_range
+// CHECK: memref.dim %{{.*}}, %c0
+// CHECK-NOT: ub.poison
+func.func @dim_in_range(%m: memref<?xf32>, %q: tensor<1x2x8x16xf32>) -> (index, tensor<1x2x8x16xf32>) {
+  %c0 = arith.constant 0 : index
+  %d = memref.dim %m, %c0 : memref<?xf32>
+  %o = attn.attention %q, %q, %q normalizer(#attn.softmax) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  return %d, %o : index, tensor<1x2x8x16xf32>
+}

@@ -292,7 +292,7 @@ func.func @f(%q: tensor<1x2x8x16xf32>) -> tensor<1x2x8x16xf32> {
   %o = attn.attention %q, %q, %q normalizer(#attn.custom) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
   normalizer_body {
   ^bb0(%s: f32):
-    // expected-error @+1 {{'ub.poison' op is not allowed in normalizer_body (only arith and math ops, and tensor.extract and tensor.dim of a captured tensor), dialect 'ub'}}
+    // expected-error @+1 {{'ub.poison' op is not allowed in normalizer_body: an undefined value}}
     %e = ub.poison : f32
     attn.yield %e : f32
   }
@@ -524,6 +524,21 @@ func.func @score_mod_without_capture_argument(%q: tensor<1x2x8x16xf32>, %c: tens
   score_mod {
   ^bb0(%s: f32, %b: index, %h: index, %i: index, %j: index):
     attn.yield %s : f32
+  }
+  return %o : tensor<1x2x8x16xf32>
+}
+
+// -----
+
+func.func @dim_at_a_negative_index(%q: tensor<1x2x8x16xf32>, %c: tensor<?x?xf32>) -> tensor<1x2x8x16xf32> {
+  %o = attn.attention %q, %q, %q captures(%c : tensor<?x?xf32>) normalizer(#attn.softmax) : tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32>, tensor<1x2x8x16xf32> -> tensor<1x2x8x16xf32>
+  score_mod {
+  ^bb0(%s: f32, %b: index, %h: index, %i: index, %j: index, %t: tensor<?x?xf32>):
+    %minus_one = arith.constant -1 : index
+    // expected-error @+1 {{'tensor.dim' op in score_mod reads dimension -1 of a captured tensor: dimensions count from 0}}
+    %width = tensor.dim %t, %minus_one : tensor<?x?xf32>
+    %x = tensor.extract %t[%h, %width] : tensor<?x?xf32>
+    attn.yield %x : f32
   }
   return %o : tensor<1x2x8x16xf32>
 }
