@@ -18,6 +18,19 @@ LogicalResult checkTile(Operation *op, StringRef name, Value tile, int64_t rank)
 
 ArrayRef<int64_t> shapeOf(Value tile) { return cast<MemRefType>(tile.getType()).getShape(); }
 
+/// A [query rows x keys] score tile: rank 2, both extents positive. The tiler makes blocks of
+/// at least one row and one key; the lowerings' vector code is written for such blocks (a
+/// 0-key block has no vector width). Operand tiles may be empty (head dim 0): not these.
+LogicalResult checkScoreTile(Operation *op, StringRef name, Value tile) {
+  if (failed(checkTile(op, name, tile, 2)))
+    return failure();
+  if (shapeOf(tile)[0] < 1 || shapeOf(tile)[1] < 1)
+    return op->emitOpError() << name
+                             << " must have at least one row and one key column, got "
+                             << tile.getType();
+  return success();
+}
+
 /// An optional per-row tile: rank 1 with `rows` elements.
 LogicalResult checkRowTile(Operation *op, StringRef name, Value tile, int64_t rows) {
   if (!tile)
@@ -125,11 +138,11 @@ LogicalResult TileMaskOp::verify() {
   // window would pass as a huge one).
   if (IntegerAttr window = getWindowAttr(); window && window.getInt() < 0)
     return emitOpError() << "window must be non-negative, got " << window.getInt();
-  return checkTile(*this, "scores", getScores(), 2);
+  return checkScoreTile(*this, "scores", getScores());
 }
 
 LogicalResult TileScoreModOp::verify() {
-  if (failed(checkTile(*this, "scores", getScores(), 2)))
+  if (failed(checkScoreTile(*this, "scores", getScores())))
     return failure();
   if (getDerivative()) {
     if (failed(checkTile(*this, "derivative", getDerivative(), 2)))
@@ -156,7 +169,7 @@ LogicalResult TileCopyOp::verify() {
 }
 
 LogicalResult TileCaptureGradientOp::verify() {
-  if (failed(checkTile(*this, "raw", getRaw(), 2)) ||
+  if (failed(checkScoreTile(*this, "raw", getRaw())) ||
       failed(checkTile(*this, "grads", getGrads(), 2)) ||
       failed(checkCaptures(*this, getCaptures(), getFault())))
     return failure();
@@ -199,7 +212,7 @@ LogicalResult TileMaskClassifyOp::verify() {
 }
 
 LogicalResult TileMaskRegionOp::verify() {
-  if (failed(checkTile(*this, "scores", getScores(), 2)) ||
+  if (failed(checkScoreTile(*this, "scores", getScores())) ||
       failed(checkCaptures(*this, getCaptures(), getFault())))
     return failure();
   Builder b(getContext());
@@ -217,7 +230,7 @@ LogicalResult TileRowInitOp::verify() {
 }
 
 LogicalResult TileNormalizeOp::verify() {
-  if (failed(checkTile(*this, "scores", getScores(), 2)) ||
+  if (failed(checkScoreTile(*this, "scores", getScores())) ||
       failed(checkBody(*this, getNormalizer(), getNormalizerBody())))
     return failure();
   int64_t rows = shapeOf(getScores())[0];
@@ -241,7 +254,7 @@ LogicalResult TileRowFinalizeOp::verify() {
 }
 
 LogicalResult TileProbabilitiesOp::verify() {
-  if (failed(checkTile(*this, "scores", getScores(), 2)) ||
+  if (failed(checkScoreTile(*this, "scores", getScores())) ||
       failed(checkTile(*this, "probs", getProbs(), 2)) ||
       failed(checkBody(*this, getNormalizer(), getNormalizerBody())))
     return failure();
@@ -254,7 +267,7 @@ LogicalResult TileProbabilitiesOp::verify() {
 }
 
 LogicalResult TileScoreGradientOp::verify() {
-  if (failed(checkTile(*this, "scores", getScores(), 2)) ||
+  if (failed(checkScoreTile(*this, "scores", getScores())) ||
       failed(checkBody(*this, getNormalizer(), getNormalizerBody())))
     return failure();
   for (Value tile : {getProbs(), getGrads(), getDerivative()}) {

@@ -647,3 +647,20 @@ func.func @classify_map_indices(%n: index, %map: memref<?x?x?x?xi8>) -> index {
   }
   return %kind : index
 }
+
+// -----
+
+// A score tile without key columns (a fuzzer input): the CPU lowering built a 0-wide vector.
+func.func @score_tile_without_keys(%s: memref<31x0xf32>, %max: memref<31xf32>, %sum: memref<31xf32>, %corr: memref<31xf32>, %keys: f32, %rows: index) {
+  // expected-error @+1 {{scores must have at least one row and one key column, got 'memref<31x0xf32>'}}
+  attn.tile_normalize %s rows %rows keys %keys normalizer(#attn.softmax) state %max, %sum : memref<31xf32>, memref<31xf32> correction %corr : memref<31xf32> : memref<31x0xf32>
+  return
+}
+
+// -----
+
+func.func @mask_tile_without_rows(%s: memref<0x64xf32>, %n: index) {
+  // expected-error @+1 {{scores must have at least one row and one key column, got 'memref<0x64xf32>'}}
+  attn.tile_mask %s at %n, %n lengths %n, %n {causal} : memref<0x64xf32>
+  return
+}
