@@ -109,14 +109,26 @@ struct Avx512 {
   }
 };
 
-/// Applies `chunk` to each 16-lane slice of a 1-D f32 vector of a multiple of 16 lanes and
-/// reassembles the results; null where `value` has another type.
+/// The widest vector the AVX-512 forms split into 16-lane slices: the tile lowering's rows
+/// are at most a few hundred lanes. A wider one (only hand-written IR has them: a fuzzer input
+/// of 2^31 lanes took minutes here) keeps the portable polynomial, which stays one op per step.
+constexpr int64_t kMaxSplitLanes = 4096;
+
+/// A 1-D f32 vector of 16k lanes, k ≤ kMaxSplitLanes / 16: what the AVX-512 forms take.
+bool splitsInto16Lanes(Type type) {
+  auto vector = dyn_cast<VectorType>(type);
+  return vector && vector.getRank() == 1 && !vector.isScalable() &&
+         vector.getElementType().isF32() && vector.getNumElements() % 16 == 0 &&
+         vector.getNumElements() <= kMaxSplitLanes;
+}
+
+/// Applies `chunk` to each 16-lane slice of a vector that splitsInto16Lanes and reassembles
+/// the results; null where `value` has another type.
 Value per16Lanes(PatternRewriter &rewriter, Location loc, ValueRange values,
                  function_ref<Value(ValueRange)> chunk) {
-  auto type = dyn_cast<VectorType>(values.front().getType());
-  if (!type || type.getRank() != 1 || type.isScalable() || !type.getElementType().isF32() ||
-      type.getNumElements() % 16 != 0)
+  if (!splitsInto16Lanes(values.front().getType()))
     return {};
+  auto type = cast<VectorType>(values.front().getType());
   int64_t width = type.getNumElements();
   if (width == 16)
     return chunk(values);
@@ -196,11 +208,9 @@ Value matchLogistic(arith::DivFOp op, bool *base2 = nullptr) {
   return power->getOperand(0);
 }
 
-/// True where the logistic pattern below takes `op` (a 1-D f32 vector of 16k lanes).
+/// True where the logistic pattern below takes `op`.
 bool takesAvx512Logistic(arith::DivFOp op) {
-  auto type = dyn_cast<VectorType>(op.getType());
-  return matchLogistic(op) && type && type.getRank() == 1 && !type.isScalable() &&
-         type.getElementType().isF32() && type.getNumElements() % 16 == 0;
+  return splitsInto16Lanes(op.getType()) && matchLogistic(op);
 }
 
 /// AVX-512: 1 / (1 + exp(y)), the logistic function (sigmoid's probability, y = -(s + b)), as

@@ -196,3 +196,29 @@ func.func @logistic_base2_unmarked(%u: vector<16xf32>) -> vector<16xf32> {
   %p = arith.divf %one, %d : vector<16xf32>
   return %p : vector<16xf32>
 }
+
+// Past 4096 lanes the AVX-512 forms, which split into 16-lane slices, give way to the portable
+// polynomial (one op per step at any width): a fuzzer input of 2^31 lanes hung the pass.
+// AVX512-LABEL: func.func @wider_than_split
+// AVX512-NOT: x86vector
+// AVX512-NOT: vector.extract_strided_slice
+// AVX512: arith.bitcast {{.*}} : vector<2147483648xi32> to vector<2147483648xf32>
+// AVX512-NOT: x86vector
+// AVX512: return
+func.func @wider_than_split(%u: vector<2147483648xf32>) -> vector<2147483648xf32> {
+  %one = arith.constant dense<1.0> : vector<2147483648xf32>
+  %e = math.exp2 %u : vector<2147483648xf32>
+  %d = arith.addf %one, %e : vector<2147483648xf32>
+  %p = arith.divf %one, %d : vector<2147483648xf32>
+  return %p : vector<2147483648xf32>
+}
+
+// At 4096 lanes it still splits.
+// AVX512-LABEL: func.func @widest_split
+// AVX512-COUNT-256: x86vector.avx512.mask.scalef
+// AVX512-NOT: x86vector.avx512.mask.scalef
+// AVX512: return
+func.func @widest_split(%u: vector<4096xf32>) -> vector<4096xf32> {
+  %e = math.exp2 %u : vector<4096xf32>
+  return %e : vector<4096xf32>
+}
