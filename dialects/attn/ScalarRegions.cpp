@@ -27,25 +27,24 @@ LogicalResult mlir::attn::verifyScalarRegion(Operation *op, Region &region, Stri
     // A captured tensor (a region argument of tensor or memref type) is read element by
     // element, at indices the region computes, and its sizes may be read.
     Value source;
-    if (auto extract = dyn_cast<tensor::ExtractOp>(inner))
+    std::optional<int64_t> dimIndex;
+    if (auto extract = dyn_cast<tensor::ExtractOp>(inner)) {
       source = extract.getTensor();
-    else if (auto load = dyn_cast<memref::LoadOp>(inner))
+    } else if (auto load = dyn_cast<memref::LoadOp>(inner)) {
       source = load.getMemRef();
-    else if (auto dim = dyn_cast<tensor::DimOp>(inner))
+    } else if (auto dim = dyn_cast<tensor::DimOp>(inner)) {
       source = dim.getSource();
-    else if (auto dim = dyn_cast<memref::DimOp>(inner))
+      dimIndex = dim.getConstantIndex();
+    } else if (auto dim = dyn_cast<memref::DimOp>(inner)) {
       source = dim.getSource();
+      dimIndex = dim.getConstantIndex();
+    }
     if (source) {
       auto argument = dyn_cast<BlockArgument>(source);
       if (!argument || argument.getOwner() != &block)
         return inner.emitOpError() << "in " << what
                                    << " must read a captured tensor (an argument of the region)";
       // The dim ops' own verifiers reject an index past the rank, not a negative one.
-      std::optional<int64_t> dimIndex;
-      if (auto dim = dyn_cast<tensor::DimOp>(inner))
-        dimIndex = dim.getConstantIndex();
-      else if (auto dim = dyn_cast<memref::DimOp>(inner))
-        dimIndex = dim.getConstantIndex();
       if (dimIndex && *dimIndex < 0)
         return inner.emitOpError() << "in " << what << " reads dimension " << *dimIndex
                                    << " of a captured tensor: dimensions count from 0";
